@@ -1,0 +1,3 @@
+"""sage: turn a backlog of dependent tickets into landed commits."""
+
+__version__ = "0.1.0"

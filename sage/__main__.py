@@ -1,0 +1,3 @@
+from sage.cli import run
+
+run()

@@ -1,0 +1,121 @@
+"""The `sage` command line: typer wiring and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sage import __version__
+from sage.commands import graph, init, plan, ready, validate
+from sage.lib.errors import SageError
+
+EXIT_CODES = """\
+Exit codes: 0 success; 1 error (or validation errors, or tickets deferred / blocked by a stream);
+2 usage error; 3 a stream stopped early (--on-error fail); 130 interrupted (Ctrl+C)."""
+
+app = typer.Typer(
+    name="sage",
+    help="Turn a backlog of dependent tickets into landed commits.\n\n" + EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sage {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Turn a backlog of dependent tickets into landed commits."""
+
+
+app.command("init")(init.command)
+app.command("validate")(validate.command)
+app.command("ready")(ready.command)
+app.command("plan")(plan.command)
+app.command("graph")(graph.command)
+
+
+def _register_optional() -> None:
+    """Commands from later modules register themselves here when present."""
+    import importlib
+
+    for name in ("stream", "demo", "queue", "hooks", "agent_commands"):
+        try:
+            module = importlib.import_module(f"sage.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"sage.commands.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register_optional()
+
+
+def report_error(exc: SageError) -> None:
+    typer.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        typer.echo(f"hint: {exc.hint}", err=True)
+
+
+def _save_traceback() -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    folder = Path(".sage/logs") if Path(".sage").is_dir() else Path.home() / ".cache" / "sage"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"crash-{stamp}.log"
+        path.write_text(traceback.format_exc(), encoding="utf-8")
+    except OSError:
+        path = Path("/dev/stderr")
+        traceback.print_exc()
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        result = app(args=argv, prog_name="sage", standalone_mode=False)
+    except SageError as exc:
+        report_error(exc)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:  # anything else is our bug: say so, keep the traceback
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        path = _save_traceback()
+        typer.echo(f"error: unexpected error: {type(exc).__name__}: {exc}", err=True)
+        typer.echo(f"hint: the traceback is in {path}; please report it", err=True)
+        return 70
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,60 @@
+"""Options and helpers every command shares."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sage.lib import project as projects
+from sage.lib import tickets
+
+IndexOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--index",
+        metavar="PATH",
+        help="Ticket index (default: [stream] index in .sage/config.toml, "
+        "else .sage/tickets/index.json). Env: SAGE_INDEX.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def open_project(index: str | None, **overrides: Any) -> projects.Project:
+    return projects.open_project(Path.cwd(), index=index, overrides=overrides)
+
+
+def load_index(index: str | None) -> tuple[projects.Project, tickets.Index]:
+    project = open_project(index)
+    return project, tickets.load(project.index_path)
+
+
+def relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def minutes(value: float, unit: str = "minutes") -> str:
+    if unit != "minutes":
+        return f"{value:g} tickets"
+    hours, mins = divmod(round(value), 60)
+    return f"{value:g} min ({hours} h {mins:02d} min)" if hours else f"{value:g} min"
+
+
+def load_valid(index: str | None) -> tuple[projects.Project, tickets.Index]:
+    """The index, refused with a pointer to `sage validate` if it has any error."""
+    from sage.lib import validation
+
+    project, idx = load_index(index)
+    validation.require_no_errors(validation.validate(idx))
+    return project, idx

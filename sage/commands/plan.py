@@ -1,0 +1,54 @@
+"""`sage plan`: the dry run — waves, critical path, lower bound, simulated makespans."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sage.commands._common import IndexOpt, JsonOpt, emit_json, load_valid, minutes
+from sage.lib import graph, scheduler
+
+
+def command(
+    parallel: Annotated[
+        str, typer.Option("--parallel", metavar="N|auto", help="Workers to plan for.")
+    ] = "auto",
+    json: JsonOpt = False,
+    index: IndexOpt = None,
+) -> int:
+    """Plan a run without running anything: waves, critical path and makespan for N workers.
+
+    The lower bound is max(critical path, total work / N); makespans are simulated for dynamic
+    dispatch and for the seed's batch waves.
+    """
+    _, idx = load_valid(index)
+    result = scheduler.plan(idx.tickets, graph.build(idx.tickets), parallel)
+    if json:
+        emit_json(result.as_dict())
+        return 0
+    if result.workers.warning:
+        typer.echo(f"warning: {result.workers.warning}", err=True)
+    render(result)
+    return 0
+
+
+def render(p: scheduler.Plan) -> None:
+    def fmt(v: float) -> str:
+        return minutes(v, p.unit)
+
+    typer.echo(f"plan for {p.workers.workers} worker(s), {p.stats.tickets} ticket(s) to run")
+    for number, wave in enumerate(p.waves, 1):
+        typer.echo(f"  wave {number} ({len(wave)}): {' '.join(wave)}")
+    typer.echo(f"critical path: {fmt(p.critical_path.minutes)}: {' → '.join(p.critical_path.tickets)}")
+    typer.echo(f"total work: {fmt(p.total)}")
+    typer.echo(f"lower bound: {fmt(p.lower_bound)} = max(critical path, work / {p.workers.workers})")
+    typer.echo(f"makespan, dynamic dispatch: {fmt(p.dynamic_makespan)}")
+    typer.echo(f"makespan, batch waves: {fmt(p.batch_makespan)}")
+    s = p.stats
+    typer.echo(
+        f"batches: {s.tickets} tickets, {s.workers} workers → {s.batches} batches "
+        f"of up to {s.per_batch} (last {s.last_batch})"
+    )
+    for tid, cause in sorted(p.blocked.items()):
+        typer.echo(f"blocked: {tid} (waits on {cause})")

@@ -1,0 +1,1 @@
+"""The core of sage. Never imports typer, rich or sage.commands (a test checks it)."""

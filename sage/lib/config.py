@@ -1,0 +1,208 @@
+"""`.sage/config.toml`, `SAGE_*` variables and flags: flag > environment > file > default."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sage.lib.errors import ConfigError
+
+CONFIG_PATH = Path(".sage/config.toml")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    # [stream]
+    workers: str = "auto"
+    worker: tuple[str, ...] = ()
+    timeout: float = 0.0  # seconds per worker run; 0 = none
+    retries: int = 2
+    on_error: str = "skip"
+    verify: tuple[str, ...] = ()
+    target_branch: str = ""  # empty: the branch checked out where sage runs
+    schedule: str = "dynamic"
+    executor: str = "local"
+    scheduler: str = ""
+    index: str = ".sage/tickets/index.json"
+    # [queue]
+    lock_timeout: float = 60.0
+    max_attempts: int = 3
+    backoff: float = 1.0  # seconds before the first retry; doubles after each
+    verify_batch: bool = True
+    # [hooks]
+    strip_lines: tuple[str, ...] = (
+        r"^Co-Authored-By: Claude",
+        r"^🤖 Generated with \[Claude Code\]",
+        r"^Generated with Claude Code",
+    )
+    source: str = "defaults"
+
+
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "stream": ("workers", "worker", "timeout", "retries", "on_error", "verify", "target_branch",
+               "schedule", "executor", "scheduler", "index"),
+    "queue": ("lock_timeout", "max_attempts", "backoff", "verify_batch"),
+    "hooks": ("strip_lines",),
+}  # fmt: skip
+CHOICES = {"on_error": ("fail", "skip"), "schedule": ("dynamic", "batch"), "executor": ("local", "dask")}
+
+
+def _argv(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(shlex.split(value))
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError("expected a command string or a list of strings")
+
+
+def _workers(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text == "auto" or (text.isdigit() and int(text) >= 1):
+        return text
+    raise ValueError("expected 'auto' or a whole number >= 1")
+
+
+def _number(minimum: float) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        number = float(value)
+        if number < minimum:
+            raise ValueError(f"expected a number >= {minimum:g}")
+        return number
+
+    return convert
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or int(value) != float(value) or int(value) < 0:
+        raise ValueError("expected a whole number >= 0")
+    return int(value)
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _lines(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(line for line in value.split("\n") if line)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError("expected a list of regular expressions")
+
+
+CONVERT: dict[str, Callable[[Any], Any]] = {
+    "workers": _workers,
+    "worker": _argv,
+    "verify": _argv,
+    "timeout": _number(0),
+    "lock_timeout": _number(0),
+    "backoff": _number(0),
+    "retries": _count,
+    "max_attempts": _count,
+    "verify_batch": _bool,
+    "strip_lines": _lines,
+}
+
+
+def convert(key: str, value: Any, where: str) -> Any:
+    """One value to its type; a bad one is a ConfigError naming the key and where it came from."""
+    try:
+        result = CONVERT.get(key, str)(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: bad value {value!r} for {key}: {exc}") from None
+    if key in CHOICES and result not in CHOICES[key]:
+        allowed = ", ".join(CHOICES[key])
+        raise ConfigError(f"{where}: bad value {value!r} for {key}: expected one of {allowed}")
+    return result
+
+
+def load(
+    root: Path,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults, then the file, then SAGE_* variables, then flags (None means not given)."""
+    config = Config()
+    path = root / CONFIG_PATH
+    if path.exists():
+        config = _apply(config, _read_file(path), str(path))
+    env = os.environ if environ is None else environ
+    keys = [f.name for f in fields(Config) if f.name != "source"]
+    from_env = {k: env[f"SAGE_{k.upper()}"] for k in keys if f"SAGE_{k.upper()}" in env}
+    config = _apply(config, from_env, "environment SAGE_*")
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return _apply(config, flags, "command line")
+
+
+def _apply(config: Config, values: Mapping[str, Any], where: str) -> Config:
+    if not values:
+        return config
+    changes = {k: convert(k, v, f"{where} ({k})") for k, v in values.items()}
+    return replace(config, **changes, source=where if config.source == "defaults" else config.source)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}", hint="fix the syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    flat: dict[str, Any] = {}
+    for section, body in data.items():
+        if section not in SECTIONS or not isinstance(body, dict):
+            raise ConfigError(
+                f"{path}: unknown section [{section}]",
+                hint=f"sections are {', '.join(f'[{s}]' for s in SECTIONS)}",
+            )
+        for key, value in body.items():
+            if key not in SECTIONS[section]:
+                raise ConfigError(
+                    f"{path}: unknown key {key!r} in [{section}]",
+                    hint=f"[{section}] takes {', '.join(SECTIONS[section])}",
+                )
+            flat[key] = value
+    return flat
+
+
+TEMPLATE = """\
+# sage configuration. Precedence: command-line flag > SAGE_* environment variable > this file.
+# Every key is optional; the values shown are the defaults.
+
+[stream]
+# workers = "auto"          # or a number; "auto" = half the CPU cores, 1..8
+# worker = "claude -p {context_file}"   # argv template for tickets without a "command";
+#                                       # placeholders: {ticket_id} {title} {worktree} {context_file}
+#                                       # presets: "claude", "codex", "aider"
+# timeout = 0               # seconds per worker run; the whole process group is killed (0 = none)
+# retries = 2               # re-runs of a failing worker before the ticket is DEFERRED
+# on_error = "skip"         # "skip": go on; "fail": start nothing new, let running work land
+# verify = ""               # command run on each candidate merge before the target moves
+# target_branch = ""        # default: the branch checked out here
+# schedule = "dynamic"      # or "batch" (the seed's waves)
+# executor = "local"        # or "dask" (pip install 'sage-stream[dask]')
+# scheduler = ""            # Dask scheduler address, or "local" for a LocalCluster
+# index = ".sage/tickets/index.json"
+
+[queue]
+# lock_timeout = 60         # seconds to wait for the commit-queue lock
+# max_attempts = 3          # landing attempts (conflicts, verify failures) before DEFERRED
+# backoff = 1.0             # seconds before the first retry; doubles each time
+# verify_batch = true       # test several waiting entries together, bisect on failure
+
+[hooks]
+# strip_lines = ["^Co-Authored-By: Claude", "^Generated with Claude Code"]
+"""

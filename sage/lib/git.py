@@ -1,0 +1,162 @@
+"""The one module that talks to git: plain argv for plumbing, GitPython where it reads well."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sage.lib import proc
+from sage.lib.errors import GitError, NotARepository, SageError
+
+FALLBACK_NAME = "sage"
+FALLBACK_EMAIL = "sage@localhost"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MergeResult:
+    """A merge computed without touching any working tree."""
+
+    tree: str
+    conflicts: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return not self.conflicts
+
+
+def git(
+    repo: Path,
+    *args: str,
+    check: bool = True,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Run `git -C repo args…` and return stdout without its trailing newline."""
+    argv = ["git", "-C", str(repo), *args]
+    done = proc.run(argv, check=check, input=input, env=proc.clean_env(env))
+    return done.stdout.rstrip("\n")
+
+
+def run(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> proc.Result:
+    """Like `git` but never raises: for commands whose exit code is the answer."""
+    return proc.run(["git", "-C", str(repo), *args], check=False, env=proc.clean_env(env))
+
+
+@functools.cache
+def version() -> tuple[int, ...]:
+    try:
+        out = proc.run(["git", "--version"]).stdout
+    except SageError as exc:
+        raise SageError("git is not installed", hint="install git 2.38 or newer") from exc
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+    return tuple(int(p) for p in match.groups(default="0")) if match else (0,)
+
+
+def toplevel(path: Path) -> Path:
+    done = proc.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], check=False)
+    if done.returncode != 0:
+        raise NotARepository(
+            f"not a git repository: {path}", hint="run sage inside a git repository (git init)"
+        )
+    return Path(done.stdout.strip())
+
+
+def common_dir(repo: Path) -> Path:
+    """The shared .git directory, the same from every worktree (hooks live there)."""
+    out = git(repo, "rev-parse", "--git-common-dir")
+    path = Path(out)
+    return path if path.is_absolute() else (repo / path).resolve()
+
+
+def rev_parse(repo: Path, rev: str) -> str | None:
+    done = run(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
+    return run(repo, "merge-base", "--is-ancestor", ancestor, descendant).returncode == 0
+
+
+def identity_env(repo: Path) -> dict[str, str]:
+    """Author/committer variables for sage's own commits when git has no identity configured."""
+    if run(repo, "config", "user.email").returncode == 0:
+        return {}
+    return {
+        "GIT_AUTHOR_NAME": FALLBACK_NAME,
+        "GIT_AUTHOR_EMAIL": FALLBACK_EMAIL,
+        "GIT_COMMITTER_NAME": FALLBACK_NAME,
+        "GIT_COMMITTER_EMAIL": FALLBACK_EMAIL,
+    }
+
+
+def merge_tree(repo: Path, ours: str, theirs: str) -> MergeResult:
+    """`git merge-tree --write-tree`: the merged tree, or the conflicting paths."""
+    done = run(repo, "merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs)
+    if done.returncode not in (0, 1):
+        raise GitError(["git", "merge-tree", ours, theirs], done.returncode, done.stdout, done.stderr)
+    lines = done.stdout.splitlines()
+    conflicts = tuple(dict.fromkeys(line for line in lines[1:] if line))
+    return MergeResult(tree=lines[0].strip(), conflicts=conflicts if done.returncode else ())
+
+
+def commit_tree(
+    repo: Path, tree: str, parents: Sequence[str], message: str, env: Mapping[str, str] | None = None
+) -> str:
+    args = ["commit-tree", tree]
+    for parent in parents:
+        args += ["-p", parent]
+    return git(repo, *args, input=message, env=env)
+
+
+def update_ref(repo: Path, ref: str, new: str, old: str) -> bool:
+    """Compare-and-swap: move `ref` to `new` only if it is still at `old`."""
+    return run(repo, "update-ref", ref, new, old).returncode == 0
+
+
+def worktrees(repo: Path) -> dict[Path, str | None]:
+    """Every worktree of the repository and the branch it has checked out (None if detached)."""
+    found: dict[Path, str | None] = {}
+    current: Path | None = None
+    for line in git(repo, "worktree", "list", "--porcelain").splitlines():
+        if line.startswith("worktree "):
+            current = Path(line[len("worktree ") :])
+            found[current] = None
+        elif line.startswith("branch ") and current is not None:
+            found[current] = line[len("branch ") :]
+    return found
+
+
+def checked_out_at(repo: Path, ref: str) -> Path | None:
+    return next((path for path, branch in worktrees(repo).items() if branch == ref), None)
+
+
+def changed_files(repo: Path, base: str, head: str) -> list[str]:
+    out = git(repo, "diff", "--name-only", "--no-renames", base, head)
+    return [line for line in out.splitlines() if line]
+
+
+def tickets_touching(repo: Path, base: str, head: str, paths: Sequence[str]) -> list[str]:
+    """Sage-Ticket trailers of the commits in base..head that changed any of `paths`."""
+    out = git(
+        repo, "log", "--format=%(trailers:key=Sage-Ticket,valueonly)", f"{base}..{head}", "--", *paths
+    )
+    return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip()))
+
+
+def commit_message(repo: Path, rev: str) -> str:
+    """The full message of a commit (GitPython reads this well)."""
+    import git as gitpython  # lazy: GitPython costs ~100 ms to import
+
+    return str(gitpython.Repo(repo).commit(rev).message)
+
+
+def supports_parallel_mode() -> tuple[bool, str]:
+    """git >= 2.38 has `worktree` and `merge-tree --write-tree`."""
+    have = version()
+    text = ".".join(str(p) for p in have)
+    if have >= (2, 38):
+        return True, f"git {text} has worktree and merge-tree --write-tree"
+    return False, f"git {text} is too old: parallel mode needs 2.38 (merge-tree --write-tree)"

@@ -1,0 +1,122 @@
+"""The ticket DAG (networkx): problems, cycles, ready set, dispatch order, critical path, levels."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+
+from sage.lib.tickets import Problem, Ticket
+
+CYCLES_PER_COMPONENT = 5
+OPEN_STATES = frozenset({"UNPROCESSED", "IN_PROGRESS"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CriticalPath:
+    tickets: tuple[str, ...]
+    minutes: float  # by estimate_minutes, else 1 per ticket
+
+
+def build(tickets: Sequence[Ticket]) -> nx.DiGraph:
+    """Edges point from a dependency to its dependent; unknown dependencies are left out."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(t.id for t in tickets)
+    graph.add_edges_from((d, t.id) for t in tickets for d in t.dependencies if d in graph)
+    return graph
+
+
+def find_cycles(graph: nx.DiGraph) -> list[list[str]]:
+    """Cycles naming only their members: searched inside non-trivial SCCs, after a fast DAG check."""
+    if nx.is_directed_acyclic_graph(graph):
+        return []
+    found = [[n] for n in nx.nodes_with_selfloops(graph)]
+    for component in nx.strongly_connected_components(graph):
+        if len(component) > 1:
+            sub = graph.subgraph(component)
+            found += itertools.islice(nx.simple_cycles(sub), CYCLES_PER_COMPONENT)
+    return [_rotate(c) for c in found]
+
+
+def _rotate(cycle: list[str]) -> list[str]:
+    """Start at the smallest ID and follow dependency order, so reports are stable."""
+    start = cycle.index(min(cycle))
+    return cycle[start:] + cycle[:start]
+
+
+def format_cycle(cycle: Sequence[str]) -> str:
+    return " → ".join([*cycle, cycle[0]])
+
+
+def problems(tickets: Sequence[Ticket], graph: nx.DiGraph) -> list[Problem]:
+    found: list[Problem] = []
+    for t in tickets:
+        for dep in t.dependencies:
+            if dep == t.id:
+                continue  # reported as a cycle A → A
+            if dep not in graph:
+                found.append(Problem(level="error", code="unknown-dependency", ticket=t.id,
+                                     message=f"{t.id}: depends on unknown ticket {dep}"))  # fmt: skip
+        if t.parent is not None and t.parent not in graph:
+            found.append(Problem(level="error", code="unknown-parent", ticket=t.id,
+                                 message=f"{t.id}: parent {t.parent} is not a ticket"))  # fmt: skip
+    for cycle in find_cycles(graph):
+        found.append(Problem(level="error", code="cycle", ticket=cycle[0],
+                             message=f"cycle: {format_cycle(cycle)}"))  # fmt: skip
+    return found
+
+
+def open_subgraph(graph: nx.DiGraph, states: Mapping[str, str]) -> nx.DiGraph:
+    """The tickets still to do (UNPROCESSED or IN_PROGRESS)."""
+    keep = [n for n in graph if states.get(n) in OPEN_STATES]
+    return graph if len(keep) == len(graph) else graph.subgraph(keep)
+
+
+def remaining_path(graph: nx.DiGraph, weights: Mapping[str, float]) -> dict[str, float]:
+    """For each ticket, the longest chain of work from it to the end (itself included)."""
+    longest: dict[str, float] = {}
+    for node in reversed(list(nx.topological_sort(graph))):
+        tail = max((longest[s] for s in graph.successors(node)), default=0.0)
+        longest[node] = weights.get(node, 1.0) + tail
+    return longest
+
+
+def critical_path(graph: nx.DiGraph, weights: Mapping[str, float]) -> CriticalPath:
+    if not len(graph):
+        return CriticalPath(tickets=(), minutes=0.0)
+    longest = remaining_path(graph, weights)
+    node = max(graph, key=lambda n: (longest[n], n))
+    path = [node]
+    while True:
+        succ = [s for s in graph.successors(path[-1])]
+        if not succ:
+            break
+        path.append(max(succ, key=lambda s: (longest[s], s)))
+    return CriticalPath(tickets=tuple(path), minutes=longest[node])
+
+
+def levels(graph: nx.DiGraph) -> list[list[str]]:
+    """Topological generations: the seed's waves when every ticket takes the same time."""
+    return [sorted(level) for level in nx.topological_generations(graph)]
+
+
+def dispatch_key(ticket: Ticket, longest: Mapping[str, float]) -> tuple[int, float, str]:
+    """P0 first, then the longest remaining path, then the ID."""
+    return (ticket.rank, -longest.get(ticket.id, ticket.weight), ticket.id)
+
+
+def ready(tickets: Iterable[Ticket], graph: nx.DiGraph) -> list[Ticket]:
+    """UNPROCESSED tickets whose dependencies are all COMPLETED, in dispatch order."""
+    items = list(tickets)
+    state = {t.id: t.state for t in items}
+    todo = open_subgraph(graph, state)
+    longest = remaining_path(todo, {t.id: t.weight for t in items})
+    found = [
+        t
+        for t in items
+        if t.state == "UNPROCESSED"
+        and all(state.get(d) == "COMPLETED" for d in t.dependencies)
+    ]
+    return sorted(found, key=lambda t: dispatch_key(t, longest))

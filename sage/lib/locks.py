@@ -1,0 +1,51 @@
+"""Named file locks (filelock) that know who holds them, so a refusal can name the holder."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from sage.lib.errors import LockHeld
+from sage.lib.tickets import now
+
+
+def owner(path: Path) -> dict[str, object] | None:
+    """Who wrote the owner file next to a lock (may be stale if the lock is free)."""
+    try:
+        data = json.loads(Path(str(path) + ".owner").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def describe(path: Path) -> str:
+    info = owner(path)
+    if not info:
+        return "another process"
+    return f"PID {info.get('pid')} on {info.get('host')} (since {info.get('since')})"
+
+
+@contextlib.contextmanager
+def hold(path: Path, *, timeout: float, what: str, hint: str | None = None) -> Iterator[None]:
+    """Hold the lock at `path`; on timeout raise LockHeld naming the holder's PID."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockHeld(f"{what} is held by {describe(path)}", hint=hint) from None
+    marker = Path(str(path) + ".owner")
+    try:
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
+        marker.write_text(json.dumps(info), encoding="utf-8")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            marker.unlink()
+        lock.release()

@@ -1,0 +1,105 @@
+"""Where things live: the repository root and the `.sage/` layout under it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sage.lib import config as configuration
+from sage.lib import files, git
+from sage.lib.errors import NotARepository, SageError
+
+GITIGNORE = """\
+# sage's runtime state: never committed. The ticket index and config.toml are yours to commit.
+runs/
+queue/
+worktrees/
+locks/
+logs/
+*.lock
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Project:
+    root: Path
+    config: configuration.Config
+    is_git: bool
+
+    @property
+    def sage_dir(self) -> Path:
+        return self.root / ".sage"
+
+    @property
+    def index_path(self) -> Path:
+        path = Path(self.config.index)
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.sage_dir / "queue"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.sage_dir / "runs"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.sage_dir / "worktrees"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.sage_dir / "locks"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.sage_dir / "logs"
+
+    def require_git(self) -> Path:
+        if not self.is_git:
+            raise NotARepository(
+                f"not a git repository: {self.root}",
+                hint="sage stream lands commits, so it runs inside a git repository (git init)",
+            )
+        return self.root
+
+
+def find_root(start: Path) -> tuple[Path, bool]:
+    """The main worktree's top level (not a ticket worktree's), or `start` outside git."""
+    try:
+        top = git.toplevel(start)
+    except NotARepository:
+        return start.resolve(), False
+    common = git.common_dir(top)
+    main = common.parent if common.name == ".git" else top
+    return (main if (main / ".git").exists() else top), True
+
+
+def open_project(
+    start: Path, *, index: str | None = None, overrides: dict[str, object] | None = None
+) -> Project:
+    root, is_git = find_root(start)
+    flags = dict(overrides or {})
+    if index is not None:
+        flags["index"] = str(Path(index).resolve()) if not Path(index).is_absolute() else index
+    return Project(root=root, config=configuration.load(root, overrides=flags), is_git=is_git)
+
+
+def init(root: Path, *, force: bool = False) -> list[Path]:
+    """Create `.sage/` with an empty index, a commented config and a .gitignore; keep what exists."""
+    sage = root / ".sage"
+    made = []
+    wanted = {
+        sage / "tickets" / "index.json": '{\n  "tickets": []\n}\n',
+        sage / "config.toml": configuration.TEMPLATE,
+        sage / ".gitignore": GITIGNORE,
+    }
+    for path, text in wanted.items():
+        if path.exists() and not force:
+            continue
+        try:
+            files.write_atomic(path, text)
+        except OSError as exc:
+            raise SageError(f"cannot write {path}: {exc.strerror}") from None
+        made.append(path)
+    return made

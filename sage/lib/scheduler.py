@@ -1,0 +1,228 @@
+"""Which ticket runs next: worker counts, the incremental dispatcher, and a makespan simulator."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+
+from sage.lib import graph as dag
+from sage.lib.errors import UsageError
+from sage.lib.tickets import Ticket
+
+MAX_WORKERS = 8
+SCHEDULES = ("dynamic", "batch")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerCount:
+    workers: int
+    requested: str
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchStats:
+    tickets: int
+    workers: int
+    batches: int
+    per_batch: int
+    last_batch: int
+
+
+def resolve_workers(requested: str | int, ready: int, cpus: int | None = None) -> WorkerCount:
+    """`auto` = half the cores, 1..8, never more than the ready tickets; N above 8 warns."""
+    text = str(requested).strip().lower()
+    if text == "auto":
+        half = (cpus if cpus is not None else os.cpu_count() or 2) // 2
+        return WorkerCount(workers=max(1, min(MAX_WORKERS, half, max(ready, 1))), requested="auto")
+    try:
+        count = int(text)
+    except ValueError:
+        raise UsageError(f"--parallel takes a number or 'auto', not {requested!r}") from None
+    if count < 1:
+        raise UsageError(f"--parallel must be at least 1, not {count}")
+    warning = None
+    if count > MAX_WORKERS:
+        warning = f"{count} workers is above the recommended maximum of {MAX_WORKERS}"
+    return WorkerCount(workers=count, requested=text, warning=warning)
+
+
+def batch_stats(tickets: int, workers: int) -> BatchStats:
+    """The seed's arithmetic: 10 tickets, 3 workers → 4 batches (3, 3, 3, 1)."""
+    batches = math.ceil(tickets / workers) if tickets else 0
+    last = tickets - (batches - 1) * workers if batches else 0
+    return BatchStats(
+        tickets=tickets,
+        workers=workers,
+        batches=batches,
+        per_batch=min(workers, tickets),
+        last_batch=last,
+    )
+
+
+class Dispatcher:
+    """The ready set, kept up to date one landing at a time (cost grows with out-degree only).
+
+    Open tickets (UNPROCESSED / IN_PROGRESS) are scheduled; COMPLETED dependencies count as landed,
+    anything else (DEFERRED, unknown) blocks the dependent for this run.
+    """
+
+    def __init__(self, tickets: Sequence[Ticket], graph: nx.DiGraph) -> None:
+        self.tickets = {t.id: t for t in tickets}
+        state = {t.id: t.state for t in tickets}
+        self._graph = graph
+        todo = dag.open_subgraph(graph, state)
+        self._longest = dag.remaining_path(todo, {t.id: t.weight for t in tickets})
+        self._waiting: dict[str, int] = {}
+        self._heap: list[tuple[tuple[int, float, str], str]] = []
+        self.blocked: dict[str, str] = {}
+        for tid in todo:
+            self._admit(self.tickets[tid], state)
+
+    def _admit(self, ticket: Ticket, state: Mapping[str, str]) -> None:
+        bad = [d for d in ticket.dependencies if state.get(d) not in (*dag.OPEN_STATES, "COMPLETED")]
+        if bad:
+            self.blocked[ticket.id] = bad[0]
+            return
+        pending = sum(1 for d in ticket.dependencies if state[d] != "COMPLETED")
+        self._waiting[ticket.id] = pending
+        if not pending:
+            self._push(ticket.id)
+
+    def _push(self, tid: str) -> None:
+        heapq.heappush(self._heap, (dag.dispatch_key(self.tickets[tid], self._longest), tid))
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def peek(self) -> Ticket | None:
+        return self.tickets[self._heap[0][1]] if self._heap else None
+
+    def pop(self) -> Ticket | None:
+        return self.tickets[heapq.heappop(self._heap)[1]] if self._heap else None
+
+    def requeue(self, tid: str) -> None:
+        """A ticket that will run again (retry, conflict) goes back into the ready set."""
+        self._push(tid)
+
+    def landed(self, tid: str) -> list[str]:
+        """Mark a ticket landed; return the dependents it made ready."""
+        self._waiting.pop(tid, None)
+        freed = []
+        for child in self._graph.successors(tid):
+            if child in self._waiting and child not in self.blocked:
+                self._waiting[child] -= 1
+                if self._waiting[child] == 0:
+                    self._push(child)
+                    freed.append(child)
+        return freed
+
+    def failed(self, tid: str) -> list[str]:
+        """A ticket that will not land this run: every open descendant is blocked by it."""
+        self._waiting.pop(tid, None)
+        lost = [d for d in nx.descendants(self._graph, tid) if d in self._waiting]
+        for d in lost:
+            self.blocked[d] = tid
+            del self._waiting[d]
+        self._heap = [(k, t) for k, t in self._heap if t not in self.blocked]
+        heapq.heapify(self._heap)
+        return sorted(lost)
+
+    @property
+    def unfinished(self) -> int:
+        return len(self._waiting)
+
+
+def simulate(
+    tickets: Sequence[Ticket], graph: nx.DiGraph, workers: int, schedule: str = "dynamic"
+) -> float:
+    """Makespan (in estimate units) of list scheduling with `workers`, dynamic or in waves."""
+    plan = Dispatcher(tickets, graph)
+    if schedule == "batch":
+        return _simulate_batches(plan, workers)
+    clock, running = 0.0, []  # running: heap of (finish time, id)
+    while len(plan) or running:
+        while len(running) < workers and len(plan):
+            ticket = plan.pop()
+            assert ticket is not None
+            heapq.heappush(running, (clock + ticket.weight, ticket.id))
+        clock, done = heapq.heappop(running)
+        plan.landed(done)
+    return clock
+
+
+def _simulate_batches(plan: Dispatcher, workers: int) -> float:
+    clock = 0.0
+    while len(plan):
+        batch = [t for t in (plan.pop() for _ in range(min(workers, len(plan)))) if t]
+        clock += max(t.weight for t in batch)
+        for ticket in batch:
+            plan.landed(ticket.id)
+    return clock
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """`sage plan`: what a run with `workers` would do, in estimate units (minutes or tickets)."""
+
+    workers: WorkerCount
+    unit: str
+    waves: tuple[tuple[str, ...], ...]
+    critical_path: dag.CriticalPath
+    total: float
+    lower_bound: float
+    dynamic_makespan: float
+    batch_makespan: float
+    stats: BatchStats
+    blocked: dict[str, str]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "workers": self.workers.workers,
+            "unit": self.unit,
+            "tickets": self.stats.tickets,
+            "waves": [list(w) for w in self.waves],
+            "critical_path": list(self.critical_path.tickets),
+            "critical_path_minutes": self.critical_path.minutes,
+            "total_minutes": self.total,
+            "lower_bound_minutes": self.lower_bound,
+            "makespan_dynamic_minutes": self.dynamic_makespan,
+            "makespan_batch_minutes": self.batch_makespan,
+            "batch_stats": {
+                "batches": self.stats.batches,
+                "per_batch": self.stats.per_batch,
+                "last_batch": self.stats.last_batch,
+            },
+            "blocked": self.blocked,
+            "warning": self.workers.warning,
+        }
+
+
+def plan(tickets: Sequence[Ticket], graph: nx.DiGraph, requested: str | int) -> Plan:
+    state = {t.id: t.state for t in tickets}
+    todo = dag.open_subgraph(graph, state)
+    open_tickets = [t for t in tickets if t.id in todo]
+    weights = {t.id: t.weight for t in open_tickets}
+    dispatcher = Dispatcher(tickets, graph)
+    count = resolve_workers(requested, max(len(dispatcher), 1))
+    runnable = [t for t in open_tickets if t.id not in dispatcher.blocked]
+    path = dag.critical_path(todo.subgraph(t.id for t in runnable), weights)
+    total = sum(weights[t.id] for t in runnable)
+    n = count.workers
+    return Plan(
+        workers=count,
+        unit="minutes" if any(t.estimate_minutes is not None for t in tickets) else "tickets",
+        waves=tuple(tuple(w) for w in dag.levels(todo.subgraph(t.id for t in runnable))),
+        critical_path=path,
+        total=total,
+        lower_bound=max(path.minutes, total / n),
+        dynamic_makespan=simulate(tickets, graph, n),
+        batch_makespan=simulate(tickets, graph, n, "batch"),
+        stats=batch_stats(len(runnable), n),
+        blocked=dict(dispatcher.blocked),
+    )

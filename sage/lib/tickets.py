@@ -1,0 +1,310 @@
+"""Tickets: the model, the index parser with its per-ticket checks, and the locked store."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from filelock import FileLock, Timeout
+
+from sage.lib import files
+from sage.lib.errors import IndexFileError, LockHeld, SageError
+
+STATES = ("UNPROCESSED", "IN_PROGRESS", "COMPLETED", "DEFERRED")
+PRIORITIES = ("P0", "P1", "P2", "P3")
+TYPES = (
+    "implementation", "enhancement", "feature", "bugfix", "bug", "test", "testing",
+    "documentation", "docs", "refactor", "research", "spike", "chore", "infrastructure",
+    "epic", "story", "task", "validation",
+)  # fmt: skip
+DEFAULT_INDEX = Path(".sage/tickets/index.json")
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_CONVENTIONAL_ID = re.compile(r"[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*-\d+[A-Za-z0-9]*")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ticket:
+    id: str
+    title: str
+    state: str = "UNPROCESSED"
+    priority: str = "P2"
+    type: str = "implementation"
+    dependencies: tuple[str, ...] = ()
+    estimate_minutes: float | None = None
+    command: tuple[str, ...] | None = None
+    parent: str | None = None
+
+    @property
+    def rank(self) -> int:
+        """0 for P0 (first) … 3 for P3; unknown priorities sort last."""
+        return PRIORITIES.index(self.priority) if self.priority in PRIORITIES else len(PRIORITIES)
+
+    @property
+    def weight(self) -> float:
+        """Minutes of work, or 1 per ticket when no estimate is given."""
+        return self.estimate_minutes if self.estimate_minutes is not None else 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One finding of `sage validate`: an error or a warning, naming the ticket where it applies."""
+
+    level: str  # "error" | "warning"
+    code: str
+    message: str
+    ticket: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "code": self.code, "ticket": self.ticket, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Index:
+    """A parsed index: the tickets sage understood, the raw document, and what was wrong."""
+
+    path: Path
+    tickets: tuple[Ticket, ...]
+    raw: dict[str, Any] = field(repr=False)
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "error"]
+
+    def by_id(self) -> dict[str, Ticket]:
+        return {t.id: t for t in self.tickets}
+
+
+def unsafe_id_reason(ticket_id: str) -> str | None:
+    """Why an ID cannot be a branch and folder name, or None when it is safe."""
+    if _SAFE_ID.fullmatch(ticket_id) and ".." not in ticket_id and not ticket_id.endswith(
+        (".lock", ".")
+    ):
+        return None
+    checks: Sequence[tuple[bool, str]] = (
+        (ticket_id == "", "is empty"),
+        (any(ord(c) < 32 or ord(c) == 127 for c in ticket_id), "contains a control character"),
+        (".." in ticket_id, "contains '..'"),
+        ("/" in ticket_id or "\\" in ticket_id, "contains a path separator"),
+        (any(c.isspace() for c in ticket_id), "contains whitespace"),
+        (ticket_id.startswith("-"), "starts with '-'"),
+        (ticket_id.endswith(".lock"), "ends with '.lock'"),
+        (not ticket_id.isascii(), "contains a non-ASCII character"),
+        (ticket_id.startswith("."), "starts with '.'"),
+        (ticket_id.endswith("."), "ends with '.'"),
+    )
+    for failed, reason in checks:
+        if failed:
+            return reason
+    return "may only use letters, digits, '.', '_' and '-'"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse(text: str, path: Path) -> Index:
+    """Parse index text; JSON syntax errors raise, everything else becomes a Problem."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IndexFileError(
+            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
+            hint="fix the syntax at that line and column",
+        ) from exc
+    if isinstance(raw, list):
+        raw = {"tickets": raw}
+    if not isinstance(raw, dict) or not isinstance(raw.get("tickets"), list):
+        raise IndexFileError(
+            f"{path}: expected an object with a \"tickets\" list",
+            hint='the index looks like {"tickets": [{"id": "AUTH-001", "title": "…"}]}',
+        )
+    problems: list[Problem] = []
+    tickets = [t for i, e in enumerate(raw["tickets"]) if (t := _ticket(e, i, problems))]
+    _check_duplicates(tickets, problems)
+    return Index(path=path, tickets=tuple(tickets), raw=raw, problems=tuple(problems))
+
+
+def _ticket(entry: Any, position: int, problems: list[Problem]) -> Ticket | None:
+    where = f"tickets[{position}]"
+    if not isinstance(entry, dict):
+        problems.append(Problem(level="error", code="not-an-object", message=f"{where} is not an object"))
+        return None
+    tid = entry.get("id")
+    if not isinstance(tid, str):
+        problems.append(
+            Problem(level="error", code="missing-field", message=f"{where} has no string \"id\"")
+        )
+        return None
+    fields = _fields(entry, tid, problems)
+    reason = unsafe_id_reason(tid)
+    if reason:
+        problems.append(_err("unsafe-id", tid, f"ID {tid!r} {reason}: IDs become branch and folder names"))
+    elif not _CONVENTIONAL_ID.fullmatch(tid):
+        problems.append(
+            Problem(level="warning", code="id-format", ticket=tid,
+                    message=f"{tid}: ID does not look like PREFIX-123")
+        )  # fmt: skip
+    return Ticket(id=tid, **fields)
+
+
+def _err(code: str, tid: str, message: str) -> Problem:
+    return Problem(level="error", code=code, ticket=tid, message=message)
+
+
+def _fields(entry: Mapping[str, Any], tid: str, problems: list[Problem]) -> dict[str, Any]:
+    """The known fields, type-checked; a bad one is reported and falls back to its default."""
+    out: dict[str, Any] = {}
+    title = entry.get("title")
+    if isinstance(title, str) and title.strip():
+        out["title"] = title
+    else:
+        problems.append(_err("missing-field", tid, f"{tid}: \"title\" is missing or empty"))
+        out["title"] = ""
+    for key, allowed in (("state", STATES), ("priority", PRIORITIES), ("type", TYPES)):
+        value = entry.get(key)
+        if value is None:
+            continue
+        if value in allowed:
+            out[key] = value
+        else:
+            problems.append(
+                _err(f"bad-{key}", tid, f"{tid}: {key} {value!r} is not one of {', '.join(allowed)}")
+            )
+    _list_fields(entry, tid, problems, out)
+    return out
+
+
+def _list_fields(
+    entry: Mapping[str, Any], tid: str, problems: list[Problem], out: dict[str, Any]
+) -> None:
+    deps = entry.get("dependencies", [])
+    if isinstance(deps, list) and all(isinstance(d, str) for d in deps):
+        out["dependencies"] = tuple(dict.fromkeys(deps))
+    else:
+        problems.append(_err("bad-dependencies", tid, f"{tid}: \"dependencies\" must be a list of IDs"))
+    estimate = entry.get("estimate_minutes")
+    if estimate is not None:
+        if isinstance(estimate, int | float) and not isinstance(estimate, bool) and estimate >= 0:
+            out["estimate_minutes"] = float(estimate)
+        else:
+            problems.append(
+                _err("bad-estimate", tid, f"{tid}: \"estimate_minutes\" must be a number >= 0")
+            )
+    command = entry.get("command")
+    if command is not None:
+        if isinstance(command, list) and command and all(isinstance(c, str) for c in command):
+            out["command"] = tuple(command)
+        else:
+            problems.append(
+                _err("bad-command", tid,
+                     f"{tid}: \"command\" must be a non-empty argv list such as [\"make\", \"test\"]")
+            )  # fmt: skip
+    parent = entry.get("parent")
+    if parent is not None:
+        out["parent"] = str(parent)
+
+
+def _check_duplicates(tickets: Iterable[Ticket], problems: list[Problem]) -> None:
+    seen: dict[str, int] = {}
+    for ticket in tickets:
+        seen[ticket.id] = seen.get(ticket.id, 0) + 1
+    for tid, count in seen.items():
+        if count > 1:
+            problems.append(_err("duplicate-id", tid, f"{tid}: ID is used by {count} tickets"))
+
+
+def load(path: Path) -> Index:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise IndexFileError(
+            f"no ticket index at {path}",
+            hint="run `sage init` to create one, or pass --index PATH",
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexFileError(f"cannot read {path}: {exc}") from exc
+    return parse(text, path)
+
+
+def require_valid(index: Index) -> Index:
+    """Refuse to act on an index with errors, naming the first few."""
+    errors = index.errors
+    if errors:
+        shown = "; ".join(p.message for p in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise IndexFileError(
+            f"{index.path} has {len(errors)} error(s): {shown}{more}",
+            hint="run `sage validate` to see every problem",
+        )
+    return index
+
+
+class TicketStore:
+    """The index on disk. Every write re-reads under a lock, keeps unknown fields, and is atomic."""
+
+    def __init__(self, path: Path, *, lock_timeout: float = 30.0) -> None:
+        self.path = path
+        self.lock = FileLock(str(path) + ".lock", timeout=lock_timeout)
+
+    def load(self) -> Index:
+        return load(self.path)
+
+    def update(self, change: Callable[[dict[str, Any]], T]) -> T:
+        """Apply `change` to the raw document and write it back, all under the lock."""
+        try:
+            with self.lock:
+                raw = self.load().raw
+                result = change(raw)
+                files.write_json(self.path, raw)
+                return result
+        except Timeout as exc:
+            raise LockHeld(
+                f"the ticket index is locked: {self.lock.lock_file}",
+                hint="another sage process is writing it; try again, or remove a stale lock file",
+            ) from exc
+        except PermissionError as exc:
+            raise SageError(f"cannot write {self.path}: {exc.strerror}",
+                            hint="make .sage/ writable") from exc  # fmt: skip
+
+    def transition(
+        self,
+        changes: Sequence[tuple[str, str]],
+        *,
+        reason: str | None = None,
+        run_id: str | None = None,
+        fields: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Move tickets to new states (id, state), recording each change in state_history."""
+
+        def apply(raw: dict[str, Any]) -> None:
+            entries = {e.get("id"): e for e in raw["tickets"] if isinstance(e, dict)}
+            for tid, state in changes:
+                entry = entries.get(tid)
+                if entry is None:
+                    raise SageError(f"ticket {tid} is no longer in {self.path}")
+                record_state(entry, state, reason=reason, run_id=run_id)
+                entry.update((fields or {}).get(tid, {}))
+
+        self.update(apply)
+
+
+def record_state(
+    entry: dict[str, Any], state: str, *, reason: str | None = None, run_id: str | None = None
+) -> None:
+    previous = entry.get("state", "UNPROCESSED")
+    entry["state"] = state
+    change: dict[str, Any] = {"from": previous, "to": state, "at": now()}
+    if reason:
+        change["reason"] = reason
+    if run_id:
+        change["run"] = run_id
+    entry.setdefault("state_history", []).append(change)

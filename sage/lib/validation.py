@@ -1,0 +1,172 @@
+"""`sage validate`: every check in one pass, plus the prerequisites and parallelization analysis."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from sage.lib import git, presets, scheduler
+from sage.lib import graph as dag
+from sage.lib.errors import SageError
+from sage.lib.project import Project
+from sage.lib.tickets import Index, Problem, Ticket
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    level: str = "error"  # what a failure counts as
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Analysis:
+    remaining: int
+    ready_now: int
+    widths: tuple[int, ...]
+    critical_path: tuple[str, ...]
+    critical_minutes: float
+    total_minutes: float
+    recommended_workers: int
+
+    @property
+    def parallel_share(self) -> float:
+        return self.ready_now / self.remaining if self.remaining else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "remaining": self.remaining,
+            "ready_now": self.ready_now,
+            "parallel_share": round(self.parallel_share, 4),
+            "width_per_level": list(self.widths),
+            "critical_path": list(self.critical_path),
+            "critical_path_minutes": self.critical_minutes,
+            "total_minutes": self.total_minutes,
+            "recommended_workers": self.recommended_workers,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    index: Index
+    problems: tuple[Problem, ...]
+    checks: tuple[Check, ...] = ()
+    analysis: Analysis | None = None
+    graph: nx.DiGraph | None = field(default=None, repr=False)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "warning"]
+
+    def exit_code(self, strict: bool = False) -> int:
+        return 1 if self.errors or (strict and self.warnings) else 0
+
+
+def validate(index: Index, project: Project | None = None) -> Report:
+    graph = dag.build(index.tickets)
+    problems = list(index.problems) + dag.problems(index.tickets, graph)
+    checks = prerequisites(project, index) if project else ()
+    problems += [
+        Problem(level=c.level, code="prerequisite", message=f"{c.name}: {c.detail}")
+        for c in checks
+        if not c.ok
+    ]
+    cyclic = any(p.code == "cycle" for p in problems)
+    result = None if cyclic else analyse(index.tickets, graph)
+    return Report(
+        index=index, problems=tuple(problems), checks=tuple(checks), analysis=result, graph=graph
+    )
+
+
+def analyse(tickets: tuple[Ticket, ...], graph: nx.DiGraph) -> Analysis:
+    state = {t.id: t.state for t in tickets}
+    todo = dag.open_subgraph(graph, state)
+    weights = {t.id: t.weight for t in tickets if t.id in todo}
+    path = dag.critical_path(todo, weights)
+    widths = tuple(len(level) for level in nx.topological_generations(todo))
+    total = sum(weights.values())
+    ready = len(dag.ready(tickets, graph))
+    bound = math.ceil(total / path.minutes) if path.minutes else 1
+    recommended = max(1, min(scheduler.MAX_WORKERS, max(widths, default=1), bound))
+    return Analysis(
+        remaining=len(todo),
+        ready_now=ready,
+        widths=widths,
+        critical_path=path.tickets,
+        critical_minutes=path.minutes,
+        total_minutes=total,
+        recommended_workers=recommended,
+    )
+
+
+def prerequisites(project: Project, index: Index) -> tuple[Check, ...]:
+    """What `sage stream --parallel` needs: git, a repository, writable state dirs, the worker."""
+    ok, detail = git.supports_parallel_mode()
+    found = [Check(name="git", ok=ok, detail=detail)]
+    found.append(
+        Check(
+            name="repository",
+            ok=project.is_git,
+            detail=f"{project.root} is a git repository" if project.is_git
+            else f"{project.root} is not a git repository (needed by `sage stream`)",
+            level="warning",
+        )
+    )  # fmt: skip
+    for name, path in (("queue dir", project.queue_dir), ("lock dir", project.locks_dir)):
+        found.append(_writable(name, path))
+    found += _worker_checks(project, index)
+    return tuple(found)
+
+
+def _writable(name: str, path: Path) -> Check:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    ok = os.access(probe, os.W_OK | os.X_OK)
+    detail = f"{path} is writable" if ok else f"{path} is not writable (checked {probe})"
+    return Check(name=name, ok=ok, detail=detail)
+
+
+def _worker_checks(project: Project, index: Index) -> list[Check]:
+    checks = []
+    needs_worker = any(t.command is None for t in index.tickets if t.state in dag.OPEN_STATES)
+    if project.config.worker:
+        checks.append(_on_path("worker", presets.expand(project.config.worker)[0]))
+    elif needs_worker:
+        checks.append(
+            Check(
+                name="worker",
+                ok=True,
+                detail="none configured: tickets without a \"command\" need --worker or "
+                "[stream] worker",
+            )
+        )
+    commands = {t.command[0] for t in index.tickets if t.command and t.state in dag.OPEN_STATES}
+    checks += [_on_path(f"command {c}", c) for c in sorted(commands)]
+    return checks
+
+
+def _on_path(name: str, program: str) -> Check:
+    found = shutil.which(program)
+    detail = f"{program} found at {found}" if found else f"{program} not found on PATH"
+    return Check(name=name, ok=bool(found), detail=detail)
+
+
+def require_no_errors(report: Report) -> None:
+    if report.errors:
+        first = report.errors[0].message
+        raise SageError(
+            f"the ticket index has {len(report.errors)} error(s), first: {first}",
+            hint="run `sage validate` to see every problem",
+        )
