@@ -1,0 +1,104 @@
+"""Shared fixtures: real git repositories in tmp_path and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "examples" / "par-001.json"
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@example.invalid",
+    "GIT_COMMITTER_NAME": "Test Committer",
+    "GIT_COMMITTER_EMAIL": "committer@example.invalid",
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's git config or leaks SAGE_* settings."""
+    for key in list(os.environ):
+        if key.startswith(("SAGE_", "GIT_")):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig-global"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def write_index(repo: Path, tickets: list[dict[str, Any]], path: str = ".sage/tickets/index.json") -> Path:
+    target = repo / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"tickets": tickets}, indent=2) + "\n")
+    return target
+
+
+def ticket(tid: str, *deps: str, **fields: Any) -> dict[str, Any]:
+    """A minimal valid ticket dict."""
+    data: dict[str, Any] = {
+        "id": tid,
+        "title": fields.pop("title", f"Ticket {tid}"),
+        "state": "UNPROCESSED",
+        "priority": "P1",
+        "type": "implementation",
+        "dependencies": list(deps),
+    }
+    data.update(fields)
+    return data
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repository on branch main with one commit and `.sage/` ignored."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / "README.md").write_text("hello\n")
+    (path / ".gitignore").write_text(".sage/runs/\n.sage/queue/\n.sage/worktrees/\n.sage/locks/\n.sage/logs/\n*.lock\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def sage(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., CliResult]]:
+    """Run the real `sage` CLI as a subprocess: `sage(*args, cwd=..., env=..., timeout=...)`."""
+
+    def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        done = subprocess.run(
+            [sys.executable, "-m", "sage", *args],
+            cwd=cwd,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    yield run
