@@ -86,6 +86,15 @@ def _save_traceback() -> Path:
     return path
 
 
+def _usage_error(exc: Exception) -> int | None:
+    """Click's usage errors (typer may vendor click, so match by shape, not by class)."""
+    show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+    if callable(show) and isinstance(code, int):
+        show()
+        return code
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="sage", standalone_mode=False)
@@ -101,11 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted", err=True)
         return 130
     except Exception as exc:  # anything else is our bug: say so, keep the traceback
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
+        code = _usage_error(exc)
+        if code is not None:
+            return code
         path = _save_traceback()
         typer.echo(f"error: unexpected error: {type(exc).__name__}: {exc}", err=True)
         typer.echo(f"hint: the traceback is in {path}; please report it", err=True)

@@ -58,3 +58,10 @@ def load_valid(index: str | None) -> tuple[projects.Project, tickets.Index]:
     project, idx = load_index(index)
     validation.require_no_errors(validation.validate(idx))
     return project, idx
+
+
+def sub_app(name: str, help: str) -> typer.Typer:
+    """A command group (`sage hooks …`) set up like the root app."""
+    return typer.Typer(
+        name=name, help=help, no_args_is_help=True, add_completion=False, rich_markup_mode=None
+    )

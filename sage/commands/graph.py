@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -13,7 +13,7 @@ from sage.lib import graph as dag
 from sage.lib.tickets import Ticket
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     mermaid = "mermaid"
     dot = "dot"
     json = "json"

@@ -18,7 +18,7 @@ CONFIG_PATH = Path(".sage/config.toml")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     # [stream]
-    workers: str = "auto"
+    workers: str = "1"  # `sage stream --auto` without --parallel; "auto" or N
     worker: tuple[str, ...] = ()
     timeout: float = 0.0  # seconds per worker run; 0 = none
     retries: int = 2
@@ -183,7 +183,7 @@ TEMPLATE = """\
 # Every key is optional; the values shown are the defaults.
 
 [stream]
-# workers = "auto"          # or a number; "auto" = half the CPU cores, 1..8
+# workers = 1              # for --auto without --parallel: a number or "auto" (half the cores, 1..8)
 # worker = "claude -p {context_file}"   # argv template for tickets without a "command";
 #                                       # placeholders: {ticket_id} {title} {worktree} {context_file}
 #                                       # presets: "claude", "codex", "aider"

@@ -82,7 +82,7 @@ def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
 
 def identity_env(repo: Path) -> dict[str, str]:
     """Author/committer variables for sage's own commits when git has no identity configured."""
-    if run(repo, "config", "user.email").returncode == 0:
+    if run(repo, "var", "GIT_COMMITTER_IDENT").returncode == 0:
         return {}
     return {
         "GIT_AUTHOR_NAME": FALLBACK_NAME,
@@ -96,14 +96,20 @@ def merge_tree(repo: Path, ours: str, theirs: str) -> MergeResult:
     """`git merge-tree --write-tree`: the merged tree, or the conflicting paths."""
     done = run(repo, "merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs)
     if done.returncode not in (0, 1):
-        raise GitError(["git", "merge-tree", ours, theirs], done.returncode, done.stdout, done.stderr)
+        raise GitError(
+            ["git", "merge-tree", ours, theirs], done.returncode, done.stdout, done.stderr
+        )
     lines = done.stdout.splitlines()
     conflicts = tuple(dict.fromkeys(line for line in lines[1:] if line))
     return MergeResult(tree=lines[0].strip(), conflicts=conflicts if done.returncode else ())
 
 
 def commit_tree(
-    repo: Path, tree: str, parents: Sequence[str], message: str, env: Mapping[str, str] | None = None
+    repo: Path,
+    tree: str,
+    parents: Sequence[str],
+    message: str,
+    env: Mapping[str, str] | None = None,
 ) -> str:
     args = ["commit-tree", tree]
     for parent in parents:
@@ -141,7 +147,12 @@ def changed_files(repo: Path, base: str, head: str) -> list[str]:
 def tickets_touching(repo: Path, base: str, head: str, paths: Sequence[str]) -> list[str]:
     """Sage-Ticket trailers of the commits in base..head that changed any of `paths`."""
     out = git(
-        repo, "log", "--format=%(trailers:key=Sage-Ticket,valueonly)", f"{base}..{head}", "--", *paths
+        repo,
+        "log",
+        "--format=%(trailers:key=Sage-Ticket,valueonly)",
+        f"{base}..{head}",
+        "--",
+        *paths,
     )
     return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip()))
 
@@ -160,3 +171,10 @@ def supports_parallel_mode() -> tuple[bool, str]:
     if have >= (2, 38):
         return True, f"git {text} has worktree and merge-tree --write-tree"
     return False, f"git {text} is too old: parallel mode needs 2.38 (merge-tree --write-tree)"
+
+
+def commits_between(repo: Path, base: str, head: str) -> list[tuple[str, str]]:
+    """(sha, subject) of each commit in base..head, oldest first."""
+    out = git(repo, "log", "--reverse", "--format=%H %s", f"{base}..{head}")
+    rows = (line.partition(" ") for line in out.splitlines())
+    return [(sha, subject) for sha, _, subject in rows]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
 
-from sage.lib.tickets import Problem, Ticket
+from sage.lib.tickets import Problem, Ticket, quiet_gc
 
 CYCLES_PER_COMPONENT = 5
 OPEN_STATES = frozenset({"UNPROCESSED", "IN_PROGRESS"})
@@ -22,9 +22,11 @@ class CriticalPath:
 
 def build(tickets: Sequence[Ticket]) -> nx.DiGraph:
     """Edges point from a dependency to its dependent; unknown dependencies are left out."""
+    ids = {t.id: None for t in tickets}  # a dict keeps the index's order for the nodes
     graph = nx.DiGraph()
-    graph.add_nodes_from(t.id for t in tickets)
-    graph.add_edges_from((d, t.id) for t in tickets for d in t.dependencies if d in graph)
+    with quiet_gc():
+        graph.add_nodes_from(ids)
+        graph.add_edges_from((d, t.id) for t in tickets for d in t.dependencies if d in ids)
     return graph
 
 
@@ -71,28 +73,46 @@ def problems(tickets: Sequence[Ticket], graph: nx.DiGraph) -> list[Problem]:
 def open_subgraph(graph: nx.DiGraph, states: Mapping[str, str]) -> nx.DiGraph:
     """The tickets still to do (UNPROCESSED or IN_PROGRESS)."""
     keep = [n for n in graph if states.get(n) in OPEN_STATES]
-    return graph if len(keep) == len(graph) else graph.subgraph(keep)
+    return graph if len(keep) == len(graph) else only(graph, keep)
 
 
-def remaining_path(graph: nx.DiGraph, weights: Mapping[str, float]) -> dict[str, float]:
-    """For each ticket, the longest chain of work from it to the end (itself included)."""
+def only(graph: nx.DiGraph, nodes: Collection[str]) -> nx.DiGraph:
+    """The induced subgraph as a new plain DiGraph (without attributes): a subgraph *view* filters
+    every lookup, and `subgraph().copy()` is several times slower than this."""
+    if len(nodes) == len(graph):
+        return graph
+    keep = set(nodes)
+    sub = nx.DiGraph()
+    with quiet_gc():
+        sub.add_nodes_from(nodes)
+        sub.add_edges_from((u, v) for u, v in graph.edges if u in keep and v in keep)
+    return sub
+
+
+def remaining_path(
+    graph: nx.DiGraph, weights: Mapping[str, float], *, order: Sequence[str] | None = None
+) -> dict[str, float]:
+    """For each ticket, the longest chain of work from it to the end (itself included).
+
+    `order` is a topological order of `graph` when the caller already has one (from `levels`)."""
+    succ = dict(graph.adjacency())  # plain dicts: this loop runs once per ticket
     longest: dict[str, float] = {}
-    for node in reversed(list(nx.topological_sort(graph))):
-        tail = max((longest[s] for s in graph.successors(node)), default=0.0)
-        longest[node] = weights.get(node, 1.0) + tail
+    for node in reversed(order if order is not None else list(nx.topological_sort(graph))):
+        longest[node] = weights.get(node, 1.0) + max(map(longest.__getitem__, succ[node]), default=0.0)
     return longest
 
 
-def critical_path(graph: nx.DiGraph, weights: Mapping[str, float]) -> CriticalPath:
+def critical_path(
+    graph: nx.DiGraph, weights: Mapping[str, float], *, longest: Mapping[str, float] | None = None
+) -> CriticalPath:
+    """The longest chain of work; `longest` is `remaining_path(graph, weights)` if already known."""
     if not len(graph):
         return CriticalPath(tickets=(), minutes=0.0)
-    longest = remaining_path(graph, weights)
+    if longest is None:
+        longest = remaining_path(graph, weights)
     node = max(graph, key=lambda n: (longest[n], n))
     path = [node]
-    while True:
-        succ = [s for s in graph.successors(path[-1])]
-        if not succ:
-            break
+    while succ := list(graph.successors(path[-1])):
         path.append(max(succ, key=lambda s: (longest[s], s)))
     return CriticalPath(tickets=tuple(path), minutes=longest[node])
 
@@ -107,16 +127,19 @@ def dispatch_key(ticket: Ticket, longest: Mapping[str, float]) -> tuple[int, flo
     return (ticket.rank, -longest.get(ticket.id, ticket.weight), ticket.id)
 
 
+def startable(tickets: Iterable[Ticket], state: Mapping[str, str]) -> list[Ticket]:
+    """UNPROCESSED tickets whose dependencies are all COMPLETED, in index order."""
+    done = {tid for tid, s in state.items() if s == "COMPLETED"}
+    return [t for t in tickets if t.state == "UNPROCESSED" and done.issuperset(t.dependencies)]
+
+
 def ready(tickets: Iterable[Ticket], graph: nx.DiGraph) -> list[Ticket]:
     """UNPROCESSED tickets whose dependencies are all COMPLETED, in dispatch order."""
     items = list(tickets)
     state = {t.id: t.state for t in items}
-    todo = open_subgraph(graph, state)
-    longest = remaining_path(todo, {t.id: t.weight for t in items})
-    found = [
-        t
-        for t in items
-        if t.state == "UNPROCESSED"
-        and all(state.get(d) == "COMPLETED" for d in t.dependencies)
-    ]
+    found = startable(items, state)
+    if not found:
+        return []
+    with quiet_gc():
+        longest = remaining_path(open_subgraph(graph, state), {t.id: t.weight for t in items})
     return sorted(found, key=lambda t: dispatch_key(t, longest))

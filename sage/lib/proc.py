@@ -122,7 +122,9 @@ def run_logged(
         )
 
 
-def _kill_timer(pgid: int, timeout: float | None, expired: threading.Event) -> threading.Timer | None:
+def _kill_timer(
+    pgid: int, timeout: float | None, expired: threading.Event
+) -> threading.Timer | None:
     if not timeout:
         return None
 

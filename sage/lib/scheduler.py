@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
 import os
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -12,7 +14,7 @@ import networkx as nx
 
 from sage.lib import graph as dag
 from sage.lib.errors import UsageError
-from sage.lib.tickets import Ticket
+from sage.lib.tickets import Ticket, quiet_gc
 
 MAX_WORKERS = 8
 SCHEDULES = ("dynamic", "batch")
@@ -68,34 +70,49 @@ def batch_stats(tickets: int, workers: int) -> BatchStats:
 class Dispatcher:
     """The ready set, kept up to date one landing at a time (cost grows with out-degree only).
 
-    Open tickets (UNPROCESSED / IN_PROGRESS) are scheduled; COMPLETED dependencies count as landed,
-    anything else (DEFERRED, unknown) blocks the dependent for this run.
+    Open tickets (UNPROCESSED / IN_PROGRESS) are scheduled; COMPLETED dependencies count as landed.
+    A dependency in any other state (DEFERRED, unknown) blocks the dependent for this run, and
+    with it everything that depends on it: `blocked` maps each such ticket to that cause.
     """
 
     def __init__(self, tickets: Sequence[Ticket], graph: nx.DiGraph) -> None:
+        with quiet_gc():
+            self._setup(tickets, graph)
+
+    def _setup(self, tickets: Sequence[Ticket], graph: nx.DiGraph) -> None:
         self.tickets = {t.id: t for t in tickets}
-        state = {t.id: t.state for t in tickets}
         self._graph = graph
-        todo = dag.open_subgraph(graph, state)
-        self._longest = dag.remaining_path(todo, {t.id: t.weight for t in tickets})
+        self.blocked: dict[str, str] = blocked_at_start(self.tickets, graph)
+        todo = [tid for tid, t in self.tickets.items()
+                if t.state in dag.OPEN_STATES and tid not in self.blocked]  # fmt: skip
+        self.runnable: nx.DiGraph = dag.only(graph, todo)  # what this run can do
+        self.generations = list(nx.topological_generations(self.runnable))
+        order = [tid for level in self.generations for tid in level]
+        weights = {tid: self.tickets[tid].weight for tid in todo}
+        self.longest = dag.remaining_path(self.runnable, weights, order=order)
         self._waiting: dict[str, int] = {}
         self._heap: list[tuple[tuple[int, float, str], str]] = []
-        self.blocked: dict[str, str] = {}
+        self._keys = {tid: dag.dispatch_key(self.tickets[tid], self.longest) for tid in todo}
         for tid in todo:
-            self._admit(self.tickets[tid], state)
+            self._admit(self.tickets[tid])
 
-    def _admit(self, ticket: Ticket, state: Mapping[str, str]) -> None:
-        bad = [d for d in ticket.dependencies if state.get(d) not in (*dag.OPEN_STATES, "COMPLETED")]
-        if bad:
-            self.blocked[ticket.id] = bad[0]
-            return
-        pending = sum(1 for d in ticket.dependencies if state[d] != "COMPLETED")
+    def _admit(self, ticket: Ticket) -> None:
+        pending = sum(1 for d in set(ticket.dependencies) if self.tickets[d].state != "COMPLETED")
         self._waiting[ticket.id] = pending
         if not pending:
             self._push(ticket.id)
 
     def _push(self, tid: str) -> None:
-        heapq.heappush(self._heap, (dag.dispatch_key(self.tickets[tid], self._longest), tid))
+        key = self._keys.get(tid)
+        if key is None:  # a ticket the constructor did not schedule
+            key = self._keys[tid] = dag.dispatch_key(self.tickets[tid], self.longest)
+        heapq.heappush(self._heap, (key, tid))
+
+    def copy(self) -> Dispatcher:
+        """An independent ready set over the same tickets, for what-if simulations."""
+        clone = copy.copy(self)
+        clone.blocked, clone._waiting, clone._heap = dict(self.blocked), dict(self._waiting), list(self._heap)
+        return clone
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -112,12 +129,14 @@ class Dispatcher:
 
     def landed(self, tid: str) -> list[str]:
         """Mark a ticket landed; return the dependents it made ready."""
-        self._waiting.pop(tid, None)
+        waiting = self._waiting  # blocked tickets are never in it
+        waiting.pop(tid, None)
         freed = []
         for child in self._graph.successors(tid):
-            if child in self._waiting and child not in self.blocked:
-                self._waiting[child] -= 1
-                if self._waiting[child] == 0:
+            left = waiting.get(child)
+            if left is not None:
+                waiting[child] = left - 1
+                if left == 1:
                     self._push(child)
                     freed.append(child)
         return freed
@@ -138,11 +157,39 @@ class Dispatcher:
         return len(self._waiting)
 
 
+def blocked_at_start(tickets: Mapping[str, Ticket], graph: nx.DiGraph) -> dict[str, str]:
+    """Open tickets that cannot run: a dependency neither open nor COMPLETED (DEFERRED, unknown),
+    or a dependency that is itself blocked. Each maps to the ticket that will not land."""
+    usable = (*dag.OPEN_STATES, "COMPLETED")
+    blocked: dict[str, str] = {}
+    for tid, t in tickets.items():
+        if t.state in dag.OPEN_STATES:
+            cause = next((d for d in t.dependencies if _state(tickets, d) not in usable), None)
+            if cause is not None:
+                blocked[tid] = cause
+    queue = deque(blocked)
+    while queue:
+        node = queue.popleft()
+        for child in graph.successors(node):
+            if child not in blocked and tickets[child].state in dag.OPEN_STATES:
+                blocked[child] = blocked[node]
+                queue.append(child)
+    return blocked
+
+
+def _state(tickets: Mapping[str, Ticket], tid: str) -> str | None:
+    ticket = tickets.get(tid)
+    return ticket.state if ticket else None
+
+
 def simulate(
     tickets: Sequence[Ticket], graph: nx.DiGraph, workers: int, schedule: str = "dynamic"
 ) -> float:
     """Makespan (in estimate units) of list scheduling with `workers`, dynamic or in waves."""
-    plan = Dispatcher(tickets, graph)
+    return _simulate(Dispatcher(tickets, graph), workers, schedule)
+
+
+def _simulate(plan: Dispatcher, workers: int, schedule: str) -> float:
     if schedule == "batch":
         return _simulate_batches(plan, workers)
     clock, running = 0.0, []  # running: heap of (finish time, id)
@@ -204,25 +251,27 @@ class Plan:
 
 
 def plan(tickets: Sequence[Ticket], graph: nx.DiGraph, requested: str | int) -> Plan:
-    state = {t.id: t.state for t in tickets}
-    todo = dag.open_subgraph(graph, state)
-    open_tickets = [t for t in tickets if t.id in todo]
-    weights = {t.id: t.weight for t in open_tickets}
-    dispatcher = Dispatcher(tickets, graph)
+    with quiet_gc():
+        return _plan(Dispatcher(tickets, graph), requested)
+
+
+def _plan(dispatcher: Dispatcher, requested: str | int) -> Plan:
+    tickets = dispatcher.tickets.values()
     count = resolve_workers(requested, max(len(dispatcher), 1))
-    runnable = [t for t in open_tickets if t.id not in dispatcher.blocked]
-    path = dag.critical_path(todo.subgraph(t.id for t in runnable), weights)
-    total = sum(weights[t.id] for t in runnable)
+    todo = dispatcher.runnable
+    weights = {tid: dispatcher.tickets[tid].weight for tid in todo}
+    path = dag.critical_path(todo, weights, longest=dispatcher.longest)
+    total = sum(weights.values())
     n = count.workers
     return Plan(
         workers=count,
         unit="minutes" if any(t.estimate_minutes is not None for t in tickets) else "tickets",
-        waves=tuple(tuple(w) for w in dag.levels(todo.subgraph(t.id for t in runnable))),
+        waves=tuple(tuple(sorted(level)) for level in dispatcher.generations),
         critical_path=path,
         total=total,
         lower_bound=max(path.minutes, total / n),
-        dynamic_makespan=simulate(tickets, graph, n),
-        batch_makespan=simulate(tickets, graph, n, "batch"),
-        stats=batch_stats(len(runnable), n),
+        dynamic_makespan=_simulate(dispatcher.copy(), n, "dynamic"),
+        batch_makespan=_simulate(dispatcher.copy(), n, "batch"),
+        stats=batch_stats(len(todo), n),
         blocked=dict(dispatcher.blocked),
     )

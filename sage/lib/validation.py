@@ -15,7 +15,7 @@ from sage.lib import git, presets, scheduler
 from sage.lib import graph as dag
 from sage.lib.errors import SageError
 from sage.lib.project import Project
-from sage.lib.tickets import Index, Problem, Ticket
+from sage.lib.tickets import Index, Problem, Ticket, quiet_gc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,18 +90,25 @@ def validate(index: Index, project: Project | None = None) -> Report:
 
 
 def analyse(tickets: tuple[Ticket, ...], graph: nx.DiGraph) -> Analysis:
+    with quiet_gc():
+        return _analyse(tickets, graph)
+
+
+def _analyse(tickets: tuple[Ticket, ...], graph: nx.DiGraph) -> Analysis:
     state = {t.id: t.state for t in tickets}
     todo = dag.open_subgraph(graph, state)
     weights = {t.id: t.weight for t in tickets if t.id in todo}
-    path = dag.critical_path(todo, weights)
-    widths = tuple(len(level) for level in nx.topological_generations(todo))
+    generations = list(nx.topological_generations(todo))
+    order = [node for level in generations for node in level]
+    longest = dag.remaining_path(todo, weights, order=order)
+    path = dag.critical_path(todo, weights, longest=longest)
+    widths = tuple(len(level) for level in generations)
     total = sum(weights.values())
-    ready = len(dag.ready(tickets, graph))
     bound = math.ceil(total / path.minutes) if path.minutes else 1
     recommended = max(1, min(scheduler.MAX_WORKERS, max(widths, default=1), bound))
     return Analysis(
         remaining=len(todo),
-        ready_now=ready,
+        ready_now=len(dag.startable(tickets, state)),
         widths=widths,
         critical_path=path.tickets,
         critical_minutes=path.minutes,

@@ -1,0 +1,282 @@
+"""`sage stream`: run ready tickets through workers and land them through the commit queue."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from enum import Enum, StrEnum
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from sage.commands import _progress
+from sage.commands._common import IndexOpt, JsonOpt, open_project
+from sage.commands.plan import render as render_plan
+from sage.lib import config as configuration
+from sage.lib import executors, scheduler, validation
+from sage.lib import graph as dag
+from sage.lib import stream as streams
+from sage.lib.errors import UsageError
+from sage.lib.events import Journal
+from sage.lib.project import Project
+from sage.lib.tickets import Ticket, TicketStore
+
+
+class OnError(StrEnum):
+    fail = "fail"
+    skip = "skip"
+
+
+class Schedule(StrEnum):
+    dynamic = "dynamic"
+    batch = "batch"
+
+
+class ExecutorName(StrEnum):
+    local = "local"
+    dask = "dask"
+
+
+def command(
+    interactive: Annotated[
+        bool, typer.Option("--interactive", help="Ask before each ticket (default).")
+    ] = False,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="Run without asking; needed for --parallel.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
+    ] = False,
+    parallel: Annotated[
+        str | None,
+        typer.Option(
+            "--parallel",
+            metavar="N|auto",
+            help="Workers at once (with --auto). auto = half the cores, 1..8.",
+        ),
+    ] = None,
+    worker: Annotated[
+        str | None,
+        typer.Option(
+            "--worker",
+            metavar="CMD",
+            help="Worker argv for tickets without a command: a preset (claude, codex, aider) or a command with {ticket_id} {title} {worktree} {context_file}.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", metavar="SECONDS", help="Kill a worker's process group after this long."
+        ),
+    ] = None,
+    retries: Annotated[
+        int | None, typer.Option("--retries", help="Re-runs of a failing worker before DEFERRED.")
+    ] = None,
+    on_error: Annotated[
+        OnError | None,
+        typer.Option(
+            "--on-error", help="fail: start nothing new once a ticket is deferred; skip: go on."
+        ),
+    ] = None,
+    schedule: Annotated[
+        Schedule | None,
+        typer.Option(
+            "--schedule", help="dynamic (start as soon as ready) or batch (the seed's waves)."
+        ),
+    ] = None,
+    verify: Annotated[
+        str | None,
+        typer.Option(
+            "--verify", metavar="CMD", help="Test each candidate merge before the target moves."
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target", metavar="BRANCH", help="Branch to land on (default: the one checked out)."
+        ),
+    ] = None,
+    executor: Annotated[
+        ExecutorName | None, typer.Option("--executor", help="Where workers run.")
+    ] = None,
+    scheduler_address: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler", metavar="ADDRESS", help="Dask scheduler (tcp://host:8786) or 'local'."
+        ),
+    ] = None,
+    backoff: Annotated[
+        float | None,
+        typer.Option("--backoff", metavar="SECONDS", help="First retry delay; doubles each time."),
+    ] = None,
+    json: JsonOpt = False,
+    index: IndexOpt = None,
+) -> int:
+    """Run ready tickets, each in its own git worktree, and land them one commit at a time.
+
+    Exit 0 when every ticket it took on landed; 1 when any was deferred or blocked; 3 when it
+    stopped early (--on-error fail, or a "no" at the prompt); 130 on Ctrl+C.
+    """
+    mode = _mode(interactive, auto, dry_run, parallel)
+    project = open_project(index, **_overrides(locals()))
+    cfg = project.config
+    if dry_run:
+        return _dry_run(project, parallel or cfg.workers)
+    project.require_git()
+    store = TicketStore(project.index_path)
+    idx = store.load()
+    validation.require_no_errors(validation.validate(idx))
+    ready = len(dag.ready(idx.tickets, dag.build(idx.tickets)))
+    count = scheduler.resolve_workers(parallel or cfg.workers if mode == "auto" else 1, ready)
+    options = _options(project, cfg, count.workers)
+    return _run(project, options, count, mode, json)
+
+
+def _mode(interactive: bool, auto: bool, dry_run: bool, parallel: str | None) -> str:
+    if sum((interactive, auto, dry_run)) > 1:
+        raise UsageError("choose one of --interactive, --auto and --dry-run")
+    if parallel is not None and not (auto or dry_run):
+        raise UsageError(
+            "--parallel needs --auto: parallel workers cannot stop to ask before each ticket",
+            hint="run `sage stream --auto --parallel " + parallel + "`",
+        )
+    return "auto" if auto else "dry-run" if dry_run else "interactive"
+
+
+def _overrides(values: dict[str, object]) -> dict[str, object]:
+    """Flags that map onto config keys (None = not given, so env and file still apply)."""
+
+    def plain(value: object) -> object:
+        return value.value if isinstance(value, Enum) else value
+
+    keys = {
+        "worker": "worker",
+        "timeout": "timeout",
+        "retries": "retries",
+        "on_error": "on_error",
+        "schedule": "schedule",
+        "verify": "verify",
+        "target": "target_branch",
+        "executor": "executor",
+        "scheduler_address": "scheduler",
+        "backoff": "backoff",
+    }
+    return {key: plain(values[flag]) for flag, key in keys.items() if values[flag] is not None}
+
+
+def _options(project: Project, cfg: configuration.Config, workers: int) -> streams.StreamOptions:
+    return streams.StreamOptions(
+        workers=workers,
+        target_branch=streams.target_branch(project, cfg.target_branch),
+        worker=cfg.worker,
+        timeout=cfg.timeout,
+        retries=cfg.retries,
+        on_error=cfg.on_error,
+        schedule=cfg.schedule,
+        verify=cfg.verify,
+        verify_batch=cfg.verify_batch,
+        backoff=cfg.backoff,
+        max_attempts=cfg.max_attempts,
+        lock_timeout=cfg.lock_timeout,
+    )
+
+
+def _dry_run(project: Project, parallel: str) -> int:
+    idx = TicketStore(project.index_path).load()
+    validation.require_no_errors(validation.validate(idx))
+    graph = dag.build(idx.tickets)
+    plan = scheduler.plan(idx.tickets, graph, parallel)
+    typer.echo(f"DRY RUN (nothing changes): {plan.workers.workers} worker(s)")
+    render_plan(plan)
+    for ticket in dag.ready(idx.tickets, graph):
+        typer.echo(f"would start {ticket.id}: {_argv_text(ticket, project.config.worker)}")
+    return 0
+
+
+def _argv_text(ticket: Ticket, worker: tuple[str, ...]) -> str:
+    from sage.lib.workers import argv_for
+
+    try:
+        return shlex.join(argv_for(ticket, worker))
+    except Exception as exc:  # no worker configured: say so instead of failing the dry run
+        return f"(cannot run: {exc})"
+
+
+def _run(
+    project: Project,
+    options: streams.StreamOptions,
+    count: scheduler.WorkerCount,
+    mode: str,
+    json: bool,
+) -> int:
+    run_id = streams.new_run_id()
+    reporter = _progress.make(json=json, total_workers=options.workers)
+    if count.warning:
+        typer.echo(f"warning: {count.warning}", err=True)
+    if not json:
+        label = (
+            "PARALLEL EXECUTION"
+            if mode == "auto" and count.requested != "1"
+            else "SEQUENTIAL EXECUTION"
+        )
+        typer.echo(f"{label}: {options.workers} worker{'s' if options.workers != 1 else ''}")
+    journal = Journal(project.runs_dir / run_id / "events.jsonl", reporter.event)
+    confirm = _prompt if mode == "interactive" else None
+    stream = streams.Stream(
+        project,
+        options,
+        journal,
+        run_id=run_id,
+        executor=_executor(project, options),
+        confirm=confirm,
+    )
+    try:
+        with reporter, _sigint(stream):
+            summary = stream.run()
+    finally:
+        journal.close()
+    reporter.summary(summary, project.runs_dir / run_id)
+    return summary.exit_code
+
+
+def _executor(project: Project, options: streams.StreamOptions) -> executors.Executor | None:
+    if project.config.executor != "dask":
+        return None
+    try:
+        from sage.lib import dask_executor
+    except ImportError as exc:
+        raise UsageError(
+            f"--executor dask needs dask.distributed ({exc.name} is missing)",
+            hint="pip install 'sage-stream[dask]'",
+        ) from None
+    return dask_executor.make(project, options)
+
+
+def _prompt(ticket: Ticket) -> str:
+    answer = typer.prompt(
+        f"Run {ticket.id} ({ticket.priority}) {ticket.title}? [y]es / [n]o, stop / [s]kip",
+        default="y",
+    )
+    return {"y": "yes", "yes": "yes", "s": "skip", "skip": "skip"}.get(answer.strip().lower(), "no")
+
+
+@contextlib.contextmanager
+def _sigint(stream: streams.Stream) -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stream.interrupt()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if stream.interrupted:
+            sys.stderr.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stream")(command)

@@ -1,0 +1,101 @@
+"""Where worker runs happen. Local: a thread per slot, each driving a process group."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+from sage.lib import proc, workers, worktrees
+from sage.lib.workers import WorkerJob, WorkerResult
+
+Done = Callable[[WorkerResult], None]
+
+
+class Executor(Protocol):
+    def submit(self, job: WorkerJob, done: Done) -> None: ...
+    def kill_all(self) -> int: ...
+    def shutdown(self) -> None: ...
+
+
+class LocalExecutor:
+    """Runs each job in `.sage/worktrees/<ID>` on this machine; remembers process groups to kill."""
+
+    def __init__(self, repo: Path, worktrees_dir: Path, pids_dir: Path, slots: int) -> None:
+        self.repo = repo
+        self.worktrees_dir = worktrees_dir
+        self.pids_dir = pids_dir
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="sage-worker")
+        self._groups: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, job: WorkerJob, done: Done) -> None:
+        self._pool.submit(self._run, job, done)
+
+    def _run(self, job: WorkerJob, done: Done) -> None:
+        tid = job.ticket.id
+        worktree = self.worktrees_dir / tid
+        try:
+            result = workers.run(
+                self.repo, worktree, job, on_start=lambda pid: self._track(tid, pid)
+            )
+        except Exception as exc:  # a value for the stream, never a dead thread
+            result = WorkerResult(
+                ticket_id=tid,
+                outcome="error",
+                returncode=-1,
+                seconds=0.0,
+                log=job.log,
+                detail=f"{type(exc).__name__}: {exc}",
+                base=job.base,
+                worker_name=job.worker_name,
+            )
+        finally:
+            self._untrack(tid)
+        if not result.ok:
+            worktrees.remove(self.repo, worktree)
+        done(result)
+
+    def _track(self, tid: str, pgid: int) -> None:
+        with self._lock:
+            self._groups[tid] = pgid
+        self.pids_dir.mkdir(parents=True, exist_ok=True)
+        (self.pids_dir / f"{tid}.pid").write_text(f"{pgid}\n", encoding="utf-8")
+
+    def _untrack(self, tid: str) -> None:
+        with self._lock:
+            self._groups.pop(tid, None)
+        with contextlib.suppress(FileNotFoundError):
+            (self.pids_dir / f"{tid}.pid").unlink()
+
+    def kill_all(self) -> int:
+        with self._lock:
+            groups = list(self._groups.values())
+        return sum(proc.kill_group(g) for g in groups)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def kill_stale(pids_dir: Path) -> list[str]:
+    """Kill worker process groups left by a run that died (kill -9), so none writes on."""
+    killed = []
+    for pid_file in sorted(pids_dir.glob("*.pid")) if pids_dir.is_dir() else []:
+        with contextlib.suppress(ValueError, OSError):
+            pgid = int(pid_file.read_text().split()[0])
+            if _is_sage_worker(pgid) and proc.kill_group(pgid):
+                killed.append(pid_file.stem)
+        pid_file.unlink(missing_ok=True)
+    return killed
+
+
+def _is_sage_worker(pid: int) -> bool:
+    """Guard against PID reuse: the process must carry a SAGE_TICKET_ID in its environment."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return b"SAGE_TICKET_ID=" in environ

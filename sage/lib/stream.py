@@ -1,0 +1,493 @@
+"""`sage stream`: dispatch ready tickets to workers, land their work through the commit queue."""
+
+from __future__ import annotations
+
+import heapq
+import queue as inbox_queue
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sage.lib import executors, git, locks, worktrees
+from sage.lib import graph as dag
+from sage.lib import queue as commit_queue
+from sage.lib.errors import SageError
+from sage.lib.events import Journal, RunSummary
+from sage.lib.project import Project
+from sage.lib.scheduler import Dispatcher
+from sage.lib.tickets import Ticket, TicketStore
+from sage.lib.validation import require_no_errors, validate
+from sage.lib.workers import WorkerJob, WorkerResult, argv_for, context_text
+
+MAX_BACKOFF = 60.0
+Confirm = Callable[[Ticket], str]  # "yes" | "no" | "skip"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamOptions:
+    workers: int
+    target_branch: str
+    worker: tuple[str, ...] = ()
+    timeout: float = 0.0
+    retries: int = 2
+    on_error: str = "skip"
+    schedule: str = "dynamic"
+    verify: tuple[str, ...] = ()
+    verify_batch: bool = True
+    backoff: float = 1.0
+    max_attempts: int = 3
+    lock_timeout: float = 60.0
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def target_branch(project: Project, configured: str) -> str:
+    """The configured branch, else the one checked out at the repository root."""
+    if configured:
+        name = configured.removeprefix("refs/heads/")
+    else:
+        name = git.git(project.root, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        if not name:
+            raise SageError(
+                "HEAD is detached: no target branch to land on",
+                hint="check out a branch or pass --target BRANCH",
+            )
+    if git.rev_parse(project.root, f"refs/heads/{name}") is None:
+        raise SageError(
+            f"target branch {name!r} does not exist (or has no commit yet)",
+            hint="create it with a first commit, or pass --target BRANCH",
+        )
+    return name
+
+
+class Stream:
+    """One run. The main thread decides; worker threads run tickets; one lander thread lands."""
+
+    def __init__(
+        self,
+        project: Project,
+        options: StreamOptions,
+        journal: Journal,
+        *,
+        run_id: str,
+        executor: executors.Executor | None = None,
+        confirm: Confirm | None = None,
+    ) -> None:
+        self.project, self.options, self.journal, self.run_id = project, options, journal, run_id
+        self.confirm = confirm
+        self.store = TicketStore(project.index_path, lock_timeout=options.lock_timeout)
+        self.executor = executor or executors.LocalExecutor(
+            project.root, project.worktrees_dir, self._pids_dir, options.workers
+        )
+        self.queue = commit_queue.CommitQueue(
+            project,
+            self.store,
+            target_branch=options.target_branch,
+            verify=options.verify,
+            verify_batch=options.verify_batch,
+            lock_timeout=options.lock_timeout,
+            run_id=run_id,
+        )
+        self.inbox: inbox_queue.Queue[tuple[str, Any]] = inbox_queue.Queue()
+        self._wake_lander = threading.Event()
+        self._lander_done = False
+        self.running: dict[str, float] = {}
+        self.landing: set[str] = set()
+        self.delayed: list[tuple[float, str]] = []
+        self.failures: Counter[str] = Counter()
+        self.tempfails: Counter[str] = Counter()
+        self.land_attempts: dict[str, int] = {}
+        self.completed: list[str] = []
+        self.deferred: dict[str, str] = {}
+        self.blocked: dict[str, str] = {}
+        self.stop_reason: str | None = None
+        self.killing = False
+        self.interrupted = False
+        self.counts: Counter[str] = Counter()
+        self.worker_seconds = 0.0
+
+    @property
+    def _pids_dir(self) -> Path:
+        return self.project.locks_dir / "workers"
+
+    # ---- the run -------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        hint = "wait for it to finish, or stop it with Ctrl+C; a dead one's lock frees itself"
+        with locks.hold(
+            self.project.locks_dir / "stream.lock",
+            timeout=0,
+            what="a sage stream in this repository",
+            hint=hint,
+        ):
+            return self._run()
+
+    def _run(self) -> RunSummary:
+        started = time.monotonic()
+        self._recover()
+        tickets = self._load()
+        self.dispatcher = Dispatcher(tickets, dag.build(tickets))
+        self.tickets = {t.id: t for t in tickets}
+        self.journal.emit(
+            "run-started",
+            workers=self.options.workers,
+            run_id=self.run_id,
+            tickets=self.dispatcher.unfinished,
+            target=self.options.target_branch,
+        )
+        lander = threading.Thread(target=self._lander, name="sage-lander", daemon=True)
+        lander.start()
+        if self.landing:
+            self._wake_lander.set()
+        try:
+            self._loop()
+        finally:
+            self._finish(lander)
+        return self._summary(time.monotonic() - started)
+
+    def _load(self) -> list[Ticket]:
+        index = self.store.load()
+        require_no_errors(validate(index))
+        return list(index.tickets)
+
+    def _recover(self) -> None:
+        """After a crash: finish half-landed work, kill orphaned workers, reset stale tickets."""
+        self.queue.recover()
+        killed = executors.kill_stale(self._pids_dir)
+        self.landing = {e.ticket_id for e in self.queue.pending()}
+        for entry in self.queue.pending():
+            self.land_attempts[entry.ticket_id] = entry.attempts
+        stale = [
+            t.id
+            for t in self.store.load().tickets
+            if t.state == "IN_PROGRESS" and t.id not in self.landing
+        ]
+        for tid in stale:
+            worktrees.remove(self.project.root, self.project.worktrees_dir / tid)
+            kept = worktrees.keep_unlanded(
+                self.project.root,
+                worktrees.branch_for(tid),
+                self.options.target_branch,
+                f"recovered-{self.run_id}",
+            )
+            self.journal.emit("recovered", tid, kept_branch=kept)
+        if stale:
+            self.store.transition(
+                [(t, "UNPROCESSED") for t in stale],
+                run_id=self.run_id,
+                reason="recovered: the run that started it ended before it landed",
+            )
+        if killed or self.landing:
+            self.journal.emit("recovered", killed_workers=killed, queued=sorted(self.landing))
+
+    def _loop(self) -> None:
+        while True:
+            self._release_due()
+            if self.stop_reason is None:
+                self._fill()
+            if self._idle():
+                return
+            try:
+                kind, payload = self.inbox.get(timeout=self._wait())
+            except inbox_queue.Empty:
+                continue
+            self._handle(kind, payload)
+
+    def _idle(self) -> bool:
+        if self.running:
+            return False
+        if self.killing or (self.stop_reason and not self.landing):
+            return True
+        return not self.landing and not self.delayed and not len(self.dispatcher)
+
+    def _wait(self) -> float:
+        if self.delayed:
+            return max(0.0, min(0.5, self.delayed[0][0] - time.monotonic()))
+        return 0.5
+
+    # ---- starting work -------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        if self.options.schedule == "batch" and (self.running or self.landing):
+            return  # the seed's waves: the next batch starts when the whole wave has landed
+        while len(self.running) < self.options.workers and self.stop_reason is None:
+            ticket = self.dispatcher.pop()
+            if ticket is None:
+                return
+            if ticket.id in self.landing or ticket.id in self.running:
+                continue
+            if self._ask(ticket):
+                self._start(ticket)
+
+    def _ask(self, ticket: Ticket) -> bool:
+        if self.confirm is None or ticket.id in self.failures:
+            return True
+        answer = self.confirm(ticket)
+        if answer == "no":
+            self._stop("stopped at the prompt")
+            self.dispatcher.requeue(ticket.id)
+        elif answer == "skip":
+            for child in self.dispatcher.failed(ticket.id):
+                self.blocked[child] = ticket.id
+        return answer == "yes"
+
+    def _start(self, ticket: Ticket) -> None:
+        if ticket.id not in self.failures and ticket.id not in self.land_attempts:
+            self.store.transition(
+                [(ticket.id, "IN_PROGRESS")],
+                run_id=self.run_id,
+                reason=f"started by run {self.run_id}",
+            )
+        attempt = 1 + self.failures[ticket.id] + self.land_attempts.get(ticket.id, 0)
+        base = git.git(self.project.root, "rev-parse", f"refs/heads/{self.options.target_branch}")
+        job = self._job(ticket, attempt, base)
+        self.running[ticket.id] = time.monotonic()
+        self.journal.emit(
+            "started",
+            ticket.id,
+            attempt=attempt,
+            base=base,
+            log=str(job.log),
+            worker=job.worker_name,
+        )
+        self.executor.submit(job, lambda result: self.inbox.put(("finished", result)))
+
+    def _job(self, ticket: Ticket, attempt: int, base: str) -> WorkerJob:
+        run_dir = self.project.runs_dir / self.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        context = run_dir / f"{ticket.id}.context.md"
+        notes_file = self.project.index_path.parent / f"{ticket.id}.md"
+        notes = notes_file.read_text(encoding="utf-8") if notes_file.exists() else None
+        raw = next(e for e in self.store.load().raw["tickets"] if e.get("id") == ticket.id)
+        context.write_text(context_text(ticket, raw, notes), encoding="utf-8")
+        slot = f"worker-{len(self.running) + 1}"
+        return WorkerJob(
+            ticket=ticket,
+            run_id=self.run_id,
+            attempt=attempt,
+            base=base,
+            argv=argv_for(ticket, self.options.worker),
+            timeout=self.options.timeout,
+            log=run_dir / f"{ticket.id}.log",
+            context_file=context,
+            worker_name=slot,
+        )
+
+    # ---- results -------------------------------------------------------------------------
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        handler = {
+            "finished": self._finished,
+            "landed": self._landed,
+            "rejected": self._rejected,
+            "error": self._lander_error,
+        }.get(kind)
+        if handler:
+            handler(payload)
+
+    def _finished(self, result: WorkerResult) -> None:
+        tid = result.ticket_id
+        self.running.pop(tid, None)
+        self.worker_seconds += result.seconds
+        self.journal.emit(
+            "finished",
+            tid,
+            outcome=result.outcome,
+            seconds=round(result.seconds, 3),
+            returncode=result.returncode,
+            detail=result.detail,
+        )
+        if self.killing:
+            return self._reset(tid, "killed by a second Ctrl+C")
+        if result.ok:
+            return self._enqueue(result)
+        if result.outcome == "tempfail":
+            self.tempfails[tid] += 1
+            return self._retry(tid, self.tempfails[tid], result.detail, counted=False)
+        self.failures[tid] += 1
+        if self.failures[tid] <= self.options.retries:
+            return self._retry(tid, self.failures[tid], result.detail, counted=True)
+        self._defer(tid, f"{result.detail} (log: {result.log})")
+
+    def _enqueue(self, result: WorkerResult) -> None:
+        ticket = self.tickets[result.ticket_id]
+        entry = self.queue.enqueue(
+            ticket_id=ticket.id,
+            title=ticket.title,
+            branch=result.branch,
+            base=result.base,
+            worker=result.worker_name,
+            attempts=self.land_attempts.get(ticket.id, 0),
+        )
+        self.landing.add(ticket.id)
+        self.journal.emit(
+            "queued", ticket.id, seq=entry.seq, head=result.head, depth=len(self.landing)
+        )
+        self._wake_lander.set()
+
+    def _retry(self, tid: str, number: int, why: str, *, counted: bool) -> None:
+        delay = min(MAX_BACKOFF, self.options.backoff * 2 ** (number - 1))
+        if counted:
+            self.counts["retries"] += 1
+        self.journal.emit(
+            "retry", tid, attempt=number + 1, delay=delay, reason=why, counted=counted
+        )
+        if self.stop_reason:
+            return self._reset(tid, f"not retried: {self.stop_reason}")
+        heapq.heappush(self.delayed, (time.monotonic() + delay, tid))
+
+    def _release_due(self) -> None:
+        now = time.monotonic()
+        while self.delayed and (self.delayed[0][0] <= now or self.stop_reason):
+            _, tid = heapq.heappop(self.delayed)
+            if self.stop_reason:
+                self._reset(tid, f"not retried: {self.stop_reason}")
+            else:
+                self.dispatcher.requeue(tid)
+
+    def _landed(self, outcome: commit_queue.Landed) -> None:
+        tid = outcome.entry.ticket_id
+        self.landing.discard(tid)
+        self.completed.append(tid)
+        self.counts["commits"] += 1
+        freed = self.dispatcher.landed(tid)
+        self.journal.emit(
+            "landed", tid, commit=outcome.commit, unblocked=freed, depth=len(self.landing)
+        )
+
+    def _rejected(self, outcome: commit_queue.Rejected) -> None:
+        entry, tid = outcome.entry, outcome.entry.ticket_id
+        self.landing.discard(tid)
+        if outcome.kind == "blocked":
+            self.journal.emit("warning", tid, reason=outcome.detail)
+            return self._stop(f"{tid} cannot land: {outcome.detail}")
+        if outcome.kind == "conflict":
+            self.counts["conflicts"] += 1
+        kind = "conflict" if outcome.kind == "conflict" else "verify-failed"
+        self.journal.emit(
+            kind,
+            tid,
+            files=list(outcome.files),
+            collided_with=list(outcome.collided_with),
+            detail=outcome.detail,
+            attempts=entry.attempts,
+        )
+        if entry.attempts >= self.options.max_attempts:
+            reason = _rejection_reason(outcome)
+            self.queue.defer(entry, reason)
+            return self._deferred(tid, reason)
+        self.queue.discard(entry)
+        self.land_attempts[tid] = entry.attempts
+        self._retry(tid, entry.attempts, outcome.detail or kind, counted=True)
+
+    def _lander_error(self, error: SageError) -> None:
+        self.journal.emit("warning", reason=f"commit queue: {error.message}")
+        self._stop(f"the commit queue failed: {error.message}")
+        self.landing.clear()
+
+    # ---- ending tickets and runs ---------------------------------------------------------
+
+    def _defer(self, tid: str, reason: str) -> None:
+        self.store.transition(
+            [(tid, "DEFERRED")],
+            reason=reason,
+            run_id=self.run_id,
+            fields={tid: {"deferred_reason": reason}},
+        )
+        self._deferred(tid, reason)
+
+    def _deferred(self, tid: str, reason: str) -> None:
+        self.deferred[tid] = reason
+        self.journal.emit("deferred", tid, reason=reason)
+        for child in self.dispatcher.failed(tid):
+            self.blocked[child] = tid
+            self.journal.emit("blocked", child, by=tid)
+        if self.options.on_error == "fail":
+            self._stop(f"{tid} was deferred and --on-error is fail")
+
+    def _reset(self, tid: str, reason: str) -> None:
+        self.store.transition([(tid, "UNPROCESSED")], reason=reason, run_id=self.run_id)
+        self.journal.emit("killed" if self.killing else "stopping", tid, reason=reason)
+
+    def _stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.journal.emit("stopping", reason=reason, running=sorted(self.running))
+
+    def interrupt(self) -> None:
+        """Ctrl+C: the first stops gracefully, the second kills the workers."""
+        self.interrupted = True
+        if self.stop_reason is None:
+            self._stop("interrupted (Ctrl+C); press it again to kill the workers")
+        else:
+            self.killing = True
+            killed = self.executor.kill_all()
+            self.journal.emit("killed", reason="second Ctrl+C", workers=killed)
+        self.inbox.put(("wake", None))
+
+    # ---- the lander ----------------------------------------------------------------------
+
+    def _lander(self) -> None:
+        while True:
+            self._wake_lander.wait()
+            self._wake_lander.clear()
+            if self._lander_done:
+                return
+            try:
+                outcomes = self.queue.process()
+            except SageError as exc:
+                self.inbox.put(("error", exc))
+                continue
+            for outcome in outcomes:
+                kind = "landed" if isinstance(outcome, commit_queue.Landed) else "rejected"
+                self.inbox.put((kind, outcome))
+
+    def _finish(self, lander: threading.Thread) -> None:
+        self._lander_done = True
+        self._wake_lander.set()
+        lander.join()
+        self.executor.shutdown()
+        while not self.inbox.empty():  # outcomes that arrived while stopping still count
+            kind, payload = self.inbox.get_nowait()
+            if kind in ("landed", "finished"):
+                self._handle(kind, payload)
+
+    def _summary(self, wall: float) -> RunSummary:
+        done = set(self.completed) | set(self.deferred) | set(self.blocked)
+        left = sorted(
+            t
+            for t in self.dispatcher.tickets
+            if t not in done and self.dispatcher.tickets[t].state != "COMPLETED"
+        )
+        summary = RunSummary(
+            run_id=self.run_id,
+            workers=self.options.workers,
+            completed=tuple(self.completed),
+            deferred=dict(self.deferred),
+            blocked=dict(self.blocked),
+            wall_seconds=wall,
+            worker_seconds=self.worker_seconds,
+            commits_landed=self.counts["commits"],
+            conflicts=self.counts["conflicts"],
+            retries=self.counts["retries"],
+            stopped_early=self.stop_reason is not None and not self.interrupted,
+            interrupted=self.interrupted,
+            not_started=tuple(left),
+        )
+        self.journal.emit("run-finished", **summary.as_dict())
+        return summary
+
+
+def _rejection_reason(outcome: commit_queue.Rejected) -> str:
+    if outcome.kind == "conflict":
+        files = ", ".join(outcome.files) or "unknown files"
+        other = ", ".join(outcome.collided_with) or "earlier work on the target"
+        return f"conflict in {files} with {other} after {outcome.entry.attempts} attempt(s)"
+    return f"verify failed after {outcome.entry.attempts} attempt(s): {outcome.detail}"

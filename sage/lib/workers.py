@@ -1,0 +1,194 @@
+"""One worker run: prepare the worktree, run the argv with a timeout, collect its commits."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sage.lib import git, presets, proc, worktrees
+from sage.lib.errors import SageError
+from sage.lib.tickets import Ticket
+
+TEMPFAIL = 75  # EX_TEMPFAIL: e.g. an agent's rate limit; retried without using up an attempt
+OUTCOMES = ("ok", "failed", "timeout", "tempfail", "killed", "error")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerJob:
+    """Everything a run of one ticket needs; plain values so it can travel to another machine."""
+
+    ticket: Ticket
+    run_id: str
+    attempt: int
+    base: str
+    argv: tuple[str, ...]
+    timeout: float
+    log: Path
+    context_file: Path
+    worker_name: str = "worker"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerResult:
+    ticket_id: str
+    outcome: str  # one of OUTCOMES
+    returncode: int
+    seconds: float
+    log: Path
+    detail: str = ""
+    branch: str = ""
+    base: str = ""
+    head: str = ""
+    worker_name: str = "worker"
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+def argv_for(ticket: Ticket, template: Sequence[str]) -> tuple[str, ...]:
+    """The ticket's own command, else the configured worker (presets expanded)."""
+    if ticket.command:
+        return ticket.command
+    if not template:
+        raise SageError(
+            f'ticket {ticket.id} has no "command" and no worker is configured',
+            hint="pass --worker CMD (or a preset: claude, codex, aider) or set [stream] worker",
+        )
+    return presets.expand(template)
+
+
+def context_text(ticket: Ticket, raw: dict[str, object], notes: str | None) -> str:
+    """What the worker is told: the ticket's markdown (if any) and its index entry."""
+    head = f"# {ticket.id}: {ticket.title}\n\n"
+    body = (notes.strip() + "\n\n") if notes else ""
+    entry = json.dumps(raw, indent=2, ensure_ascii=False)
+    return f"{head}{body}## Ticket\n\n```json\n{entry}\n```\n"
+
+
+def environment(job: WorkerJob, worktree: Path) -> dict[str, str]:
+    return proc.clean_env(
+        {
+            "SAGE_TICKET_ID": job.ticket.id,
+            "SAGE_TICKET_TITLE": job.ticket.title,
+            "SAGE_WORKTREE": str(worktree),
+            "SAGE_CONTEXT_FILE": str(job.context_file),
+            "SAGE_RUN_ID": job.run_id,
+            "SAGE_ATTEMPT": str(job.attempt),
+            "SAGE_BASE": job.base,
+        }
+    )
+
+
+def run(
+    repo: Path,
+    worktree: Path,
+    job: WorkerJob,
+    *,
+    on_start: Callable[[int], None] | None = None,
+) -> WorkerResult:
+    """Fresh worktree from `job.base`, run the worker in it, commit what it left behind."""
+    branch = worktrees.branch_for(job.ticket.id)
+    worktrees.create(repo, worktree, branch, job.base)
+    values = {
+        "ticket_id": job.ticket.id,
+        "title": job.ticket.title,
+        "worktree": str(worktree),
+        "context_file": str(job.context_file),
+        "run_id": job.run_id,
+        "attempt": str(job.attempt),
+    }
+    argv = presets.render(job.argv, values)
+    _log(job.log, f"=== sage: {job.ticket.id} attempt {job.attempt}: {argv}\n")
+    done = proc.run_logged(
+        argv,
+        cwd=worktree,
+        env=environment(job, worktree),
+        log=job.log,
+        timeout=job.timeout or None,
+        on_start=on_start,
+    )
+    return _result(repo, worktree, job, done, branch)
+
+
+def _result(
+    repo: Path, worktree: Path, job: WorkerJob, done: proc.Finished, branch: str
+) -> WorkerResult:
+    def result(outcome: str, detail: str = "", head: str = "") -> WorkerResult:
+        return WorkerResult(
+            ticket_id=job.ticket.id,
+            outcome=outcome,
+            returncode=done.returncode,
+            seconds=done.seconds,
+            log=job.log,
+            detail=detail,
+            branch=branch,
+            base=job.base,
+            head=head,
+            worker_name=job.worker_name,
+        )
+
+    if done.timed_out:
+        return result("timeout", f"timed out after {job.timeout:g}s (process group killed)")
+    if done.returncode == TEMPFAIL:
+        return result("tempfail", "exit 75: temporary failure")
+    if done.returncode != 0:
+        return result("failed", f"worker exited {done.returncode}{_last_line(job.log)}")
+    if not (worktree / ".git").exists():
+        return result("failed", "the worker deleted its worktree")
+    try:
+        head = collect(worktree, job)
+    except SageError as exc:
+        return result("error", f"could not commit the worker's changes: {exc.message}")
+    return result("ok", head=head)
+
+
+def collect(worktree: Path, job: WorkerJob) -> str:
+    """Commit leftovers as `<ID>: <title>` with a Sage-Ticket trailer; drop `.sage/` edits."""
+    ticket = job.ticket
+    env = git.identity_env(worktree)
+    if git.changed_files(worktree, job.base, "HEAD") and _touches_sage(worktree, job.base):
+        restore = ("restore", f"--source={job.base}", "--staged", "--worktree", "--", ".sage")
+        if git.run(worktree, *restore).returncode != 0:  # .sage/ absent from the base
+            git.git(worktree, "rm", "-r", "-q", "--ignore-unmatch", "--", ".sage")
+        _log(job.log, "sage: changes under .sage/ are not landed (the index is sage's to write)\n")
+    git.git(worktree, "add", "-A", "--", ".", ":(exclude).sage")
+    staged = git.run(worktree, "diff", "--cached", "--quiet").returncode != 0
+    head = git.git(worktree, "rev-parse", "HEAD")
+    if staged or head == job.base:
+        message = f"{ticket.id}: {ticket.title}\n\nSage-Ticket: {ticket.id}\n"
+        git.git(
+            worktree,
+            "commit",
+            "--quiet",
+            "--allow-empty",
+            "--no-verify",
+            "-F",
+            "-",
+            input=message,
+            env=env,
+        )
+    return git.git(worktree, "rev-parse", "HEAD")
+
+
+def _touches_sage(worktree: Path, base: str) -> bool:
+    return bool(git.git(worktree, "diff", "--name-only", base, "HEAD", "--", ".sage"))
+
+
+def _log(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _last_line(log: Path) -> str:
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(log) - 2048))
+            lines = handle.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    useful = [line for line in lines if not line.startswith("=== sage:")]
+    return f": {useful[-1][:200]}" if useful else ""

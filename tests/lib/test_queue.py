@@ -1,0 +1,376 @@
+"""The commit queue on real repositories: landing, CAS, conflicts, the user's checkout, verify."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sage.lib import git as sgit
+from sage.lib import locks
+from sage.lib import queue as commit_queue
+from sage.lib.errors import LockHeld
+from sage.lib.project import Project, open_project
+from sage.lib.queue import CommitQueue, Landed, QueueEntry, Rejected
+from sage.lib.tickets import TicketStore
+from tests.conftest import git, ticket, write_index
+
+FORBID = ("sh", "-c", "test ! -e forbidden.txt")
+
+
+# ---- helpers shared by the queue tests ---------------------------------------------------------
+
+
+def setup(repo: Path, *ids: str) -> tuple[Project, TicketStore]:
+    """Tickets in a committed (tracked) index, as in a real project."""
+    write_index(repo, [ticket(tid, state="IN_PROGRESS") for tid in ids])
+    git(repo, "add", ".sage/tickets/index.json")
+    git(repo, "commit", "-q", "-m", "tickets")
+    project = open_project(repo)
+    return project, TicketStore(project.index_path)
+
+
+def work(project: Project, tid: str, changes: dict[str, str], *, commits: int = 1) -> str:
+    """A ticket's worktree on sage/<tid> from main's head, as the stream makes it; the base."""
+    repo, base = project.root, git(project.root, "rev-parse", "main")
+    path = project.worktrees_dir / tid
+    git(repo, "worktree", "add", "-q", "-b", f"sage/{tid}", str(path), base)
+    for number in range(commits):
+        for name, text in changes.items():
+            (path / name).write_text(text if number == commits - 1 else f"draft {number}\n")
+        git(path, "add", "-A")
+        git(path, "commit", "-q", "-m", f"{tid} step {number + 1}")
+    return base
+
+
+def enqueue(q: CommitQueue, tid: str, base: str, attempts: int = 0) -> QueueEntry:
+    return q.enqueue(
+        ticket_id=tid, title=f"Ticket {tid}", branch=f"sage/{tid}", base=base, attempts=attempts
+    )
+
+
+def make_queue(project: Project, store: TicketStore, **options: object) -> CommitQueue:
+    return CommitQueue(project, store, target_branch="main", run_id="test-run", **options)  # type: ignore[arg-type]
+
+
+def landed_ids(repo: Path) -> list[str]:
+    """Sage-Ticket trailers on main, oldest first."""
+    out = git(repo, "log", "--reverse", "--format=%(trailers:key=Sage-Ticket,valueonly)", "main")
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def states(store: TicketStore) -> dict[str, str]:
+    return {t.id: t.state for t in store.load().tickets}
+
+
+def user_changes(repo: Path) -> list[str]:
+    """`git status` of the user's checkout, without the index file sage itself writes."""
+    out = git(repo, "status", "--porcelain")
+    return [line for line in out.splitlines() if not line.endswith(".sage/tickets/index.json")]
+
+
+# ---- landing -----------------------------------------------------------------------------------
+
+
+def test_lands_one_squash_commit_with_trailer_and_cleans_up(repo: Path) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store)
+    old = git(repo, "rev-parse", "main")
+    entry = enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}, commits=2))
+    assert entry.status == "queued" and len(entry.commits) == 2
+    assert (project.queue_dir / entry.filename).exists()
+
+    [outcome] = q.process()
+
+    assert isinstance(outcome, Landed)
+    assert git(repo, "rev-parse", "main") == outcome.commit
+    assert git(repo, "rev-parse", "main^") == old
+    message = git(repo, "log", "-1", "--format=%B", "main")
+    assert message.splitlines()[0] == "T-1: Ticket T-1"
+    assert "- T-1 step 1" in message and "- T-1 step 2" in message
+    assert message.splitlines()[-1] == "Sage-Ticket: T-1"
+    raw = json.loads(project.index_path.read_text())["tickets"][0]
+    assert raw["state"] == "COMPLETED" and raw["commits"] == [outcome.commit]
+    assert raw["state_history"][-1]["run"] == "test-run"
+    assert q.pending() == []
+    assert [e.status for e in q.archived()] == ["landed"]
+    assert sgit.rev_parse(repo, "refs/heads/sage/T-1") is None
+    assert not (project.worktrees_dir / "T-1").exists()
+    assert (repo / "a.txt").read_text() == "a\n"  # the checkout followed main
+    assert user_changes(repo) == []
+
+
+def test_update_ref_is_a_compare_and_swap(repo: Path) -> None:
+    head = git(repo, "rev-parse", "main")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "moved")
+    moved = git(repo, "rev-parse", "main")
+    assert not sgit.update_ref(repo, "refs/heads/main", head, head)  # main is no longer at head
+    assert git(repo, "rev-parse", "main") == moved
+
+
+def test_target_moving_during_a_landing_is_recomputed_on_its_new_head(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store)
+    enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    moves: list[str] = []
+
+    def user_commits(step: str) -> None:
+        if step == "recorded" and not moves:  # between recording the entry and the CAS
+            (repo / "user.txt").write_text("mine\n")
+            git(repo, "add", "user.txt")
+            git(repo, "commit", "-q", "-m", "user work")
+            moves.append(git(repo, "rev-parse", "main"))
+
+    monkeypatch.setattr(commit_queue, "step_hook", user_commits)
+    [outcome] = q.process()
+
+    assert isinstance(outcome, Landed)
+    assert git(repo, "rev-parse", "main^") == moves[0]
+    assert landed_ids(repo) == ["T-1"]
+    assert (repo / "a.txt").exists() and (repo / "user.txt").exists()
+    assert user_changes(repo) == []
+
+
+def conflicting_pair(repo: Path) -> tuple[Project, TicketStore, CommitQueue]:
+    """T-1 and T-2 rewrite the same line of README.md from the same base; both queued."""
+    project, store = setup(repo, "T-1", "T-2")
+    q = make_queue(project, store)
+    base1 = work(project, "T-1", {"README.md": "one\n"})
+    base2 = work(project, "T-2", {"README.md": "two\n"})
+    enqueue(q, "T-1", base1)
+    enqueue(q, "T-2", base2)
+    return project, store, q
+
+
+def test_two_tickets_rewriting_one_line_one_lands_the_other_conflicts(repo: Path) -> None:
+    project, store, q = conflicting_pair(repo)
+
+    first, second = q.process()
+
+    assert isinstance(first, Landed) and first.entry.ticket_id == "T-1"
+    assert isinstance(second, Rejected) and second.kind == "conflict"
+    assert second.files == ("README.md",) and second.collided_with == ("T-1",)
+    assert "README.md" in second.detail and "T-1" in second.detail
+    assert second.entry.status == "conflict" and second.entry.attempts == 1
+    assert states(store) == {"T-1": "COMPLETED", "T-2": "IN_PROGRESS"}  # the caller decides
+    assert landed_ids(repo) == ["T-1"]
+    assert user_changes(repo) == []
+
+    # The stream's retry: the entry goes, the ticket runs again on the new head, and lands.
+    q.discard(second.entry)
+    assert sgit.rev_parse(repo, "refs/heads/sage/T-2") is None
+    enqueue(q, "T-2", work(project, "T-2", {"README.md": "one\ntwo\n"}), attempts=1)
+    [again] = q.process()
+    assert isinstance(again, Landed) and again.entry.attempts == 1
+    assert landed_ids(repo) == ["T-1", "T-2"]
+    assert (repo / "README.md").read_text() == "one\ntwo\n"
+    assert user_changes(repo) == []
+
+
+def test_unrelated_uncommitted_edits_of_the_user_are_kept(repo: Path) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store)
+    enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    (repo / "README.md").write_text("my edit\n")
+    (repo / "staged.txt").write_text("staged\n")
+    git(repo, "add", "staged.txt")
+
+    [outcome] = q.process()
+
+    assert isinstance(outcome, Landed)
+    assert (repo / "README.md").read_text() == "my edit\n"
+    assert (repo / "a.txt").read_text() == "a\n"
+    assert sorted(user_changes(repo)) == [" M README.md", "A  staged.txt"]
+
+
+def test_user_edits_in_the_way_block_the_landing_and_move_nothing(repo: Path) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store)
+    enqueue(q, "T-1", work(project, "T-1", {"README.md": "theirs\n"}))
+    before = git(repo, "rev-parse", "main")
+    (repo / "README.md").write_text("mine\n")
+
+    [outcome] = q.process()
+
+    assert isinstance(outcome, Rejected) and outcome.kind == "blocked"
+    assert "README.md" in outcome.detail and "commit or stash" in outcome.detail
+    assert git(repo, "rev-parse", "main") == before
+    assert (repo / "README.md").read_text() == "mine\n"
+    assert [e.status for e in q.pending()] == ["queued"]
+    assert states(store) == {"T-1": "IN_PROGRESS"}
+
+    git(repo, "checkout", "--", "README.md")  # the user puts their edit away
+    [outcome] = q.process()
+    assert isinstance(outcome, Landed)
+    assert (repo / "README.md").read_text() == "theirs\n"
+
+
+def test_untracked_file_in_the_way_blocks(repo: Path) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store)
+    enqueue(q, "T-1", work(project, "T-1", {"new.txt": "theirs\n"}))
+    (repo / "new.txt").write_text("mine, untracked\n")
+    [outcome] = q.process()
+    assert isinstance(outcome, Rejected) and outcome.kind == "blocked"
+    assert "new.txt" in outcome.detail
+    assert (repo / "new.txt").read_text() == "mine, untracked\n"
+
+
+def test_target_not_checked_out_moves_only_the_ref(repo: Path) -> None:
+    project, store = setup(repo, "T-1")
+    git(repo, "switch", "-q", "-c", "elsewhere")
+    q = make_queue(project, store)
+    enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    [outcome] = q.process()
+    assert isinstance(outcome, Landed) and git(repo, "rev-parse", "main") == outcome.commit
+    assert not (repo / "a.txt").exists()
+
+
+def test_newer_entry_of_a_ticket_supersedes_older_ones(repo: Path) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store)
+    base = work(project, "T-1", {"a.txt": "a\n"})
+    old = enqueue(q, "T-1", base)
+    new = enqueue(q, "T-1", base)
+    assert new.seq == old.seq + 1
+    [outcome] = q.process()
+    assert isinstance(outcome, Landed) and outcome.entry.seq == new.seq
+    assert landed_ids(repo) == ["T-1"]
+    assert {e.seq: e.status for e in q.archived()} == {old.seq: "discarded", new.seq: "landed"}
+
+
+def test_defer_keeps_the_branch_and_records_the_reason(repo: Path) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store)
+    entry = enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    q.defer(entry, "conflict in a.txt with T-0")
+    raw = json.loads(project.index_path.read_text())["tickets"][0]
+    assert raw["state"] == "DEFERRED" and raw["deferred_reason"] == "conflict in a.txt with T-0"
+    assert sgit.rev_parse(repo, "refs/heads/sage/T-1") == entry.head
+    assert q.pending() == [] and q.archived()[0].status == "deferred"
+
+
+def test_a_ticket_missing_from_the_index_does_not_stall_the_queue(repo: Path) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store)
+    enqueue(q, "T-9", work(project, "T-9", {"a.txt": "a\n"}))
+    [outcome] = q.process()
+    assert isinstance(outcome, Landed) and landed_ids(repo) == ["T-9"]
+
+
+# ---- verify ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_verify_failure_keeps_forbidden_file_off_main(repo: Path, batch: bool) -> None:
+    project, store = setup(repo, "T-1", "T-2")
+    q = make_queue(project, store, verify=FORBID, verify_batch=batch)
+    enqueue(q, "T-1", work(project, "T-1", {"forbidden.txt": "no\n"}))
+    enqueue(q, "T-2", work(project, "T-2", {"ok.txt": "yes\n"}))
+
+    outcomes = q.process()
+
+    rejected = [o for o in outcomes if isinstance(o, Rejected)]
+    assert [(o.entry.ticket_id, o.kind) for o in rejected] == [("T-1", "verify")]
+    assert rejected[0].entry.status == "verify-failed" and rejected[0].entry.attempts == 1
+    assert landed_ids(repo) == ["T-2"]
+    assert "forbidden.txt" not in git(repo, "log", "--name-only", "--format=", "main")
+    assert not (repo / "forbidden.txt").exists()
+    log = project.runs_dir / "test-run" / "_verify.log"
+    assert "test ! -e forbidden.txt" in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("batch", "culprit", "runs"),
+    [(True, None, 1), (False, None, 6), (True, 3, 4), (False, 3, 6)],
+)
+def test_batch_verify_bisects_to_the_culprit_with_fewer_runs(
+    repo: Path, batch: bool, culprit: int | None, runs: int
+) -> None:
+    ids = [f"T-{n}" for n in range(6)]
+    project, store = setup(repo, *ids)
+    q = make_queue(project, store, verify=FORBID, verify_batch=batch)
+    for n, tid in enumerate(ids):
+        name = "forbidden.txt" if n == culprit else f"{tid}.txt"
+        enqueue(q, tid, work(project, tid, {name: tid}))
+
+    outcomes = q.process()
+
+    assert q.verify_runs == runs
+    expected = [tid for n, tid in enumerate(ids) if n != culprit]
+    assert landed_ids(repo) == expected
+    rejected = [o.entry.ticket_id for o in outcomes if isinstance(o, Rejected)]
+    assert rejected == ([] if culprit is None else [ids[culprit]])
+    assert sorted(o.entry.ticket_id for o in outcomes if isinstance(o, Landed)) == expected
+
+
+def test_verify_reuses_its_scratch_worktree_and_sees_only_the_candidate(repo: Path) -> None:
+    project, store = setup(repo, "T-1", "T-2")
+    check = ("sh", "-c", "test -e a.txt && test ! -e stray.txt && touch stray.txt")
+    q = make_queue(project, store, verify=check)
+    enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    q.process()
+    enqueue(q, "T-2", work(project, "T-2", {"b.txt": "b\n"}))
+    [outcome] = q.process()  # stray.txt from the first run was cleaned away
+    assert isinstance(outcome, Landed) and q.verify_runs == 2
+    assert (project.worktrees_dir / "_verify" / "b.txt").exists()
+
+
+# ---- the lock, across processes ----------------------------------------------------------------
+
+LANDER = """
+import sys
+from pathlib import Path
+from sage.lib.project import open_project
+from sage.lib.queue import CommitQueue, Landed
+from sage.lib.tickets import TicketStore
+
+repo, ids = Path(sys.argv[1]), sys.argv[2:]
+project = open_project(repo)
+q = CommitQueue(project, TicketStore(project.index_path), target_branch="main", lock_timeout=30)
+base = {tid: sys.stdin.readline().strip() for tid in ids}
+for tid in ids:
+    q.enqueue(ticket_id=tid, title=tid, branch=f"sage/{tid}", base=base[tid])
+    for outcome in q.process():
+        print(type(outcome).__name__, outcome.entry.ticket_id, flush=True)
+"""
+
+
+def test_two_processes_contending_for_the_lock_both_land(repo: Path) -> None:
+    ids = [f"T-{n}" for n in range(6)]
+    project, store = setup(repo, *ids)
+    bases = {tid: work(project, tid, {f"{tid}.txt": tid}) for tid in ids}
+    groups = [ids[0::2], ids[1::2]]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LANDER, str(repo), *group],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for group in groups
+    ]
+    results = [
+        p.communicate("".join(bases[t] + "\n" for t in g), timeout=60)
+        for p, g in zip(procs, groups, strict=True)
+    ]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert sorted(landed_ids(repo)) == ids  # each exactly once
+    assert set(states(store).values()) == {"COMPLETED"}
+    reported = [line.split() for out, _ in results for line in out.splitlines()]
+    assert sorted(tid for kind, tid in reported if kind == "Landed") == ids
+    assert user_changes(repo) == []
+
+
+def test_a_held_lock_times_out_naming_the_holder(repo: Path) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store, lock_timeout=0.2)
+    held = locks.hold(project.locks_dir / "queue.lock", timeout=1, what="test")
+    with held, pytest.raises(LockHeld, match="the commit queue is held by PID"):
+        q.process()

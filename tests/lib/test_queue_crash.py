@@ -1,0 +1,103 @@
+"""kill -9 between every step of an application, then recover(): each ticket lands exactly once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sage.lib import git as sgit
+from sage.lib.queue import Landed
+from tests.conftest import git
+from tests.lib.test_queue import enqueue, landed_ids, make_queue, setup, states, user_changes, work
+
+STEPS = ("stacked", "verified", "recorded", "moved", "checkout", "completed", "cleaned", "archived")
+
+CRASHER = """
+import os, sys
+from pathlib import Path
+from sage.lib import queue
+from sage.lib.project import open_project
+from sage.lib.tickets import TicketStore
+
+repo, crash_at = Path(sys.argv[1]), sys.argv[2]
+
+def hook(step):
+    if step == crash_at:
+        os._exit(9)  # no cleanup at all, like kill -9
+
+queue.step_hook = hook
+project = open_project(repo)
+q = queue.CommitQueue(project, TicketStore(project.index_path), target_branch="main",
+                      verify=("true",), run_id="crashed")
+q.process()
+"""
+
+
+def crash_at(repo: Path, step: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CRASHER, str(repo), step], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 9, done.stderr
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_crash_between_steps_then_recover_lands_each_ticket_once(repo: Path, step: str) -> None:
+    project, store = setup(repo, "T-1", "T-2")
+    q = make_queue(project, store, verify=("true",))
+    for tid in ("T-1", "T-2"):
+        enqueue(q, tid, work(project, tid, {f"{tid}.txt": tid}))
+
+    crash_at(repo, step)
+    recovered = q.recover()
+    after = q.process()
+
+    assert landed_ids(repo) == ["T-1", "T-2"]
+    reported = len(recovered) + sum(isinstance(o, Landed) for o in after)
+    assert reported == (0 if step == "archived" else 2)  # the caller hears of each landing once
+    assert states(store) == {"T-1": "COMPLETED", "T-2": "COMPLETED"}
+    for raw in json.loads(project.index_path.read_text())["tickets"]:
+        completions = [h for h in raw["state_history"] if h["to"] == "COMPLETED"]
+        assert len(completions) == 1, raw["state_history"]
+        grep = f"--grep=Sage-Ticket: {raw['id']}"
+        assert raw["commits"] == [git(repo, "log", "-1", "--format=%H", grep, "main")]
+    assert q.pending() == []
+    assert sorted(e.status for e in q.archived()) == ["landed", "landed"]
+    assert sgit.rev_parse(repo, "refs/heads/sage/T-1") is None
+    assert not (project.worktrees_dir / "T-1").exists()
+    assert user_changes(repo) == []
+    assert (repo / "T-1.txt").exists() and (repo / "T-2.txt").exists()
+
+
+def test_recovery_puts_the_ref_back_when_user_edits_got_in_the_way(repo: Path) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store)
+    enqueue(q, "T-1", work(project, "T-1", {"README.md": "theirs\n"}))
+    before = git(repo, "rev-parse", "main")
+
+    crash_at(repo, "moved")  # the ref moved; the checkout did not follow
+    git(repo, "checkout", "-q", "--", "README.md")  # `git status` showed a revert; user "fixes" it
+    (repo / "README.md").write_text("mine\n")
+    assert q.recover() == []
+
+    assert git(repo, "rev-parse", "main") == before
+    assert (repo / "README.md").read_text() == "mine\n"
+    [entry] = q.pending()
+    assert entry.status == "queued" and entry.reason and "README.md" in entry.reason
+    assert states(store) == {"T-1": "IN_PROGRESS"}
+
+
+def test_an_entry_archived_before_its_queue_copy_was_removed_counts_as_archived(
+    repo: Path,
+) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store)
+    entry = enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    done = project.queue_dir / "done" / entry.filename
+    done.parent.mkdir()
+    done.write_text((project.queue_dir / entry.filename).read_text())
+    assert q.pending() == []
+    assert not (project.queue_dir / entry.filename).exists()

@@ -1,0 +1,300 @@
+"""`sage stream` end to end: real repositories, real worker processes, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import git, ticket
+from tests.stream.conftest import events, index_data, py, states, trailers, writer
+
+AUTO = ("stream", "--auto", "--backoff", "0.05")
+
+
+def test_parallel_without_auto_is_refused(repo, sage, tickets_repo):
+    tickets_repo([ticket("T-1", command=writer("a.txt"))])
+    done = sage("stream", "--parallel", "2", cwd=repo)
+    assert done.returncode == 2
+    assert "--parallel needs --auto" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_eight_independent_tickets_land_with_trailers_and_run_four_at_once(
+    repo, sage, tickets_repo
+):
+    tickets_repo([ticket(f"T-{i}", command=writer(f"f{i}.txt", sleep=0.5)) for i in range(1, 9)])
+    done = sage(*AUTO, "--parallel", "4", cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PARALLEL EXECUTION: 4 workers" in done.stdout
+    assert set(states(repo).values()) == {"COMPLETED"}
+    assert sorted(trailers(repo)) == sorted(f"T-{i}" for i in range(1, 9))
+    assert all((repo / f"f{i}.txt").exists() for i in range(1, 9)), "user's checkout moved forward"
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") in (
+        "",
+        "M .sage/tickets/index.json",
+    )
+    assert max_concurrency(events(repo)) == 4
+
+
+def max_concurrency(evs: list[dict]) -> int:
+    running, peak = 0, 0
+    for ev in evs:
+        running += {"started": 1, "finished": -1}.get(ev["event"], 0)
+        peak = max(peak, running)
+    return peak
+
+
+def test_chain_runs_after_dependencies_land_and_failure_blocks_dependents(repo, sage, tickets_repo):
+    tickets_repo(
+        [
+            ticket("C-1", command=writer("c1.txt")),
+            ticket("C-2", "C-1", command=writer("c2.txt", need="c1.txt")),
+            ticket("C-3", "C-2", command=writer("c3.txt", need="c2.txt")),
+            ticket("F-1", command=py("import sys; print('boom'); sys.exit(3)")),
+            ticket("F-2", "F-1", command=writer("f2.txt")),
+        ]
+    )
+    done = sage(*AUTO, "--parallel", "2", "--retries", "1", "--json", cwd=repo)
+    assert done.returncode == 1, done.stderr
+    assert states(repo) == {
+        "C-1": "COMPLETED",
+        "C-2": "COMPLETED",
+        "C-3": "COMPLETED",
+        "F-1": "DEFERRED",
+        "F-2": "UNPROCESSED",
+    }
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["blocked"] == {"F-2": "F-1"}
+    assert "exited 3" in summary["deferred"]["F-1"] and "boom" in summary["deferred"]["F-1"]
+    assert summary["retries"] == 1
+    f1 = next(t for t in index_data(repo)["tickets"] if t["id"] == "F-1")
+    assert [h["to"] for h in f1["state_history"]] == ["IN_PROGRESS", "DEFERRED"]
+    assert "exited 3" in f1["deferred_reason"]
+
+
+def test_sequential_runs_in_dispatch_order(repo, sage, tickets_repo):
+    tickets_repo(
+        [
+            ticket("A-1", priority="P2", command=writer("a")),
+            ticket("A-2", priority="P0", command=writer("b")),
+            ticket("A-3", priority="P1", command=writer("c")),
+        ]
+    )
+    done = sage(*AUTO, "--parallel", "1", cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert [e["ticket"] for e in events(repo) if e["event"] == "started"] == ["A-2", "A-3", "A-1"]
+
+
+def test_exit_75_retries_without_using_an_attempt(repo, sage, tickets_repo):
+    code = (
+        "import pathlib,sys; p=pathlib.Path('../../runs/count-T'); "
+        "n=int(p.read_text()) if p.exists() else 0; p.write_text(str(n+1)); "
+        "sys.exit(75 if n < 2 else 0)"
+    )
+    tickets_repo([ticket("T-1", command=py(code))])
+    done = sage(*AUTO, "--retries", "0", "--json", cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    retries = [e for e in events(repo) if e["event"] == "retry"]
+    assert len(retries) == 2 and not any(e["counted"] for e in retries)
+    assert states(repo) == {"T-1": "COMPLETED"}
+
+
+def test_timeout_kills_the_process_group(repo, sage, tickets_repo, tmp_path):
+    marker = tmp_path / "grandchild-survived"
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import pathlib, subprocess, sys, time\n"
+        "if sys.argv[1:] == ['child']:\n"
+        "    time.sleep(1.5)\n"
+        f"    pathlib.Path({str(marker)!r}).write_text('x')\n"
+        "else:\n"
+        "    subprocess.Popen([sys.executable, __file__, 'child'])\n"
+        "    time.sleep(30)\n"
+    )
+    tickets_repo([ticket("T-1", command=[sys.executable, str(script)])])
+    start = time.monotonic()
+    done = sage(*AUTO, "--timeout", "0.5", "--retries", "0", "--json", cwd=repo)
+    assert time.monotonic() - start < 20
+    assert done.returncode == 1
+    assert "timed out" in json.loads(done.stdout.splitlines()[-1])["deferred"]["T-1"]
+    time.sleep(1.5)
+    assert not marker.exists(), "the worker's child outlived the timeout"
+
+
+def test_on_error_fail_stops_new_work_and_says_so(repo, sage, tickets_repo):
+    tickets_repo(
+        [
+            ticket("B-1", priority="P0", command=py("import sys; sys.exit(1)")),
+            ticket("B-2", priority="P3", command=writer("b2")),
+            ticket("B-3", priority="P3", command=writer("b3")),
+        ]
+    )
+    done = sage(
+        *AUTO, "--parallel", "1", "--retries", "0", "--on-error", "fail", "--json", cwd=repo
+    )
+    assert done.returncode == 3
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["stopped_early"] is True
+    assert sorted(summary["not_started"]) == ["B-2", "B-3"]
+    assert states(repo)["B-2"] == "UNPROCESSED"
+
+
+def test_a_second_stream_is_refused_naming_the_holder(repo, sage, tickets_repo):
+    tickets_repo([ticket("S-1", command=writer("s", sleep=3))])
+    env = dict(os.environ)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "sage", *AUTO],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: any(e["event"] == "started" for e in events(repo)))
+        second = sage(*AUTO, cwd=repo)
+        assert second.returncode == 1
+        assert f"held by PID {first.pid}" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.communicate(timeout=30)
+    assert first.returncode == 0
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def test_ctrl_c_once_lets_running_work_land(repo, tickets_repo):
+    tickets_repo([ticket(f"G-{i}", command=writer(f"g{i}", sleep=1.5)) for i in range(1, 5)])
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sage", *AUTO, "--parallel", "2", "--json"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: sum(e["event"] == "started" for e in events(repo)) == 2)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err
+    got = states(repo)
+    assert sorted(got.values()) == ["COMPLETED", "COMPLETED", "UNPROCESSED", "UNPROCESSED"]
+    assert len(trailers(repo)) == 2
+
+
+def test_ctrl_c_twice_kills_workers_and_resets_their_tickets(repo, tickets_repo):
+    tickets_repo([ticket(f"K-{i}", command=writer(f"k{i}", sleep=30)) for i in range(1, 3)])
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sage", *AUTO, "--parallel", "2", "--json"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: sum(e["event"] == "started" for e in events(repo)) == 2)
+    time.sleep(0.3)
+    run.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    run.send_signal(signal.SIGINT)
+    run.communicate(timeout=20)
+    assert run.returncode == 130
+    assert set(states(repo).values()) == {"UNPROCESSED"}
+
+
+def test_kill_9_then_rerun_lands_everything_exactly_once(repo, sage, tickets_repo):
+    chains = [
+        ticket(
+            f"R-{c}{i}", *([f"R-{c}{i - 1}"] if i else []), command=writer(f"r{c}{i}", sleep=0.2)
+        )
+        for c in "ab"
+        for i in range(4)
+    ]
+    tickets_repo(chains)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sage", *AUTO, "--parallel", "2", "--json"],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: sum(e["event"] == "landed" for e in events(repo)) >= 2)
+    run.kill()
+    run.wait()
+    done = sage(*AUTO, "--parallel", "2", cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(states(repo).values()) == {"COMPLETED"}
+    landed = trailers(repo)
+    assert sorted(landed) == sorted(t["id"] for t in chains), "each ticket exactly once"
+
+
+def test_dry_run_changes_nothing(repo, sage, tickets_repo):
+    tickets_repo([ticket("D-1", command=writer("d"))])
+    before = (repo / ".sage/tickets/index.json").read_text()
+    done = sage("stream", "--dry-run", "--parallel", "2", cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert "would start D-1" in done.stdout
+    assert (repo / ".sage/tickets/index.json").read_text() == before
+    assert git(repo, "rev-list", "--count", "main") == "2"
+
+
+def test_interactive_asks_and_skip_blocks_dependents(repo, tickets_repo):
+    tickets_repo(
+        [
+            ticket("I-1", priority="P0", command=writer("i1")),
+            ticket("I-2", priority="P1", command=writer("i2")),
+            ticket("I-3", "I-2", command=writer("i3")),
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sage", "stream", "--interactive"],
+        cwd=repo,
+        input="y\ns\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert states(repo) == {"I-1": "COMPLETED", "I-2": "UNPROCESSED", "I-3": "UNPROCESSED"}
+    assert "blocked I-3 (by I-2)" in done.stdout
+
+
+def test_worker_changes_under_sage_are_not_landed(repo, sage, tickets_repo):
+    code = (
+        "import pathlib; pathlib.Path('.sage/tickets/index.json').write_text('garbage'); "
+        "pathlib.Path('real.txt').write_text('ok')"
+    )
+    tickets_repo([ticket("W-1", command=py(code))])
+    done = sage(*AUTO, cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (repo / "real.txt").exists()
+    assert git(repo, "show", "main:.sage/tickets/index.json") != "garbage"
+    assert states(repo) == {"W-1": "COMPLETED"}
+
+
+def test_a_worker_configured_by_flag_gets_placeholders_and_env(repo, sage, tickets_repo):
+    tickets_repo([ticket("P-1", title="Hello world")])
+    code = (
+        "import os,sys,pathlib; pathlib.Path('out.txt').write_text("
+        "'|'.join(sys.argv[1:]) + '|' + os.environ['SAGE_TICKET_ID'])"
+    )
+    worker = f'{sys.executable} -c "{code}" {{ticket_id}} {{title}}'
+    done = sage(*AUTO, "--worker", worker, cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (repo / "out.txt").read_text() == "P-1|Hello world|P-1"
+    assert "P-1: Hello world" in git(repo, "log", "-1", "--format=%s", "main")
+
+
+def test_missing_worker_binary_is_a_clear_deferral(repo, sage, tickets_repo):
+    tickets_repo([ticket("M-1", command=["definitely-not-a-program-xyz"])])
+    done = sage(*AUTO, "--retries", "0", "--json", cwd=repo)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "M-1" in json.loads(done.stdout.splitlines()[-1])["deferred"]
