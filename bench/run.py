@@ -35,6 +35,8 @@ if str(ROOT) not in sys.path:
 # (name, module): the module's run(options) returns rows. Append new sections here.
 SECTIONS: list[tuple[str, str]] = [
     ("scale", "bench.scale"),
+    ("dask_overhead", "bench.dask_overhead"),
+    ("stream", "bench.stream"),
 ]
 
 Row = dict[str, Any]
@@ -122,7 +124,9 @@ def fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
     if unit == "s":
-        return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+        for scale, name in ((1, "s"), (1e-3, "ms"), (1e-6, "µs")):
+            if value >= scale or name == "µs":
+                return f"{value / scale:.3g} {name}"
     text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
     return f"{text} {unit}".strip()
 

@@ -129,8 +129,10 @@ class DaskExecutor:
                 future.cancel()  # type: ignore[no-untyped-call]
         try:
             reply = future.result()
-        except CancelledError:
-            return _result(job, "killed", "cancelled: the run was stopped")
+        except CancelledError as exc:  # by kill_all, or because the scheduler went away
+            if self._killed:
+                return _result(job, "killed", "cancelled: the run was stopped")
+            return _result(job, "error", f"the Dask task was cancelled: {exc}")
         except distributed.KilledWorker as exc:  # the scheduler gave up rescheduling it
             return _result(job, "error", f"Dask workers kept dying while running it: {exc}")
         finally:
@@ -234,7 +236,10 @@ def fetch_branch(repo: Path, bundle: bytes, branch: str) -> None:
 
 def run_remote(bundle: bytes, spec: dict[str, Any]) -> Reply:
     """Run one ticket in a throwaway clone made from `bundle`; return its commits as a bundle."""
-    with tempfile.TemporaryDirectory(prefix=f"sage-{spec['ticket_id']}-") as tmp:
+    scratch = tempfile.TemporaryDirectory(
+        prefix=f"sage-{spec['ticket_id']}-", ignore_cleanup_errors=True
+    )
+    with scratch as tmp:
         root = Path(tmp)
         job = _remote_job(root, spec)
         job.log.touch()

@@ -206,9 +206,15 @@ class CommitQueue:
             return recovered + sorted(outcomes, key=lambda o: o.entry.seq)
 
     def recover(self) -> list[Landed]:
-        """Finish applications whose ref moved before a crash; queue the others again."""
+        """At the start of a run: finish applications whose ref moved before a crash and queue
+        the others again. A rejection nobody settled (the run died first) is queued again too,
+        its attempt uncounted, so that the next `process()` reports it once more."""
         with self._lock():
-            return self._recover()
+            landed = self._recover()
+            for entry in self._active():
+                if entry.status in REJECTED:
+                    self._requeue([replace(entry, attempts=max(0, entry.attempts - 1))])
+            return landed
 
     def defer(self, entry: QueueEntry, reason: str) -> QueueEntry:
         """The ticket becomes DEFERRED with `reason`; its branch is kept for a later retry."""

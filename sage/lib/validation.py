@@ -73,7 +73,9 @@ class Report:
         return 1 if self.errors or (strict and self.warnings) else 0
 
 
-def validate(index: Index, project: Project | None = None) -> Report:
+def validate(index: Index, project: Project | None = None, *, analysis: bool = True) -> Report:
+    """Every check; `analysis=False` skips the parallelization analysis (for commands that only
+    need to know the index is sound)."""
     graph = dag.build(index.tickets)
     problems = list(index.problems) + dag.problems(index.tickets, graph)
     checks = prerequisites(project, index) if project else ()
@@ -83,7 +85,7 @@ def validate(index: Index, project: Project | None = None) -> Report:
         if not c.ok
     ]
     cyclic = any(p.code == "cycle" for p in problems)
-    result = None if cyclic else analyse(index.tickets, graph)
+    result = analyse(index.tickets, graph) if analysis and not cyclic else None
     return Report(
         index=index, problems=tuple(problems), checks=tuple(checks), analysis=result, graph=graph
     )

@@ -8,23 +8,13 @@ from pathlib import Path
 
 from sage.lib import git as sgit
 from tests.conftest import CliResult, git
-from tests.lib.test_queue import (
-    conflicting_pair,
-    enqueue,
-    landed_ids,
-    make_queue,
-    setup,
-    states,
-    user_changes,
-    work,
-)
+from tests.lib.test_queue import conflicting_pair, landed_ids, queued, setup, states, user_changes
 
 Sage = Callable[..., CliResult]
 
 
 def test_status_lists_pending_entries_as_json(repo: Path, sage: Sage) -> None:
-    project, store = setup(repo, "T-1")
-    enqueue(make_queue(project, store), "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    queued(repo, {"T-1": {"a.txt": "a\n"}})
 
     done = sage("queue", "status", "--json", cwd=repo)
 
@@ -39,8 +29,7 @@ def test_status_lists_pending_entries_as_json(repo: Path, sage: Sage) -> None:
 
 
 def test_process_lands_what_is_queued(repo: Path, sage: Sage) -> None:
-    project, store = setup(repo, "T-1")
-    enqueue(make_queue(project, store), "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    _, store, _ = queued(repo, {"T-1": {"a.txt": "a\n"}})
 
     done = sage("queue", "process", cwd=repo)
 
@@ -108,10 +97,7 @@ def test_retry_refuses_a_ticket_without_a_rejected_entry(repo: Path, sage: Sage)
 
 
 def test_process_with_verify_defers_the_failing_ticket(repo: Path, sage: Sage) -> None:
-    project, store = setup(repo, "T-1", "T-2")
-    q = make_queue(project, store)
-    enqueue(q, "T-1", work(project, "T-1", {"forbidden.txt": "no\n"}))
-    enqueue(q, "T-2", work(project, "T-2", {"ok.txt": "yes\n"}))
+    _, store, _ = queued(repo, {"T-1": {"forbidden.txt": "no\n"}, "T-2": {"ok.txt": "yes\n"}})
 
     done = sage(
         "queue", "process", "--verify", "test ! -e forbidden.txt", cwd=repo,

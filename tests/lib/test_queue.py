@@ -136,15 +136,21 @@ def test_target_moving_during_a_landing_is_recomputed_on_its_new_head(
     assert user_changes(repo) == []
 
 
+def queued(
+    repo: Path, changes: dict[str, dict[str, str]], **options: object
+) -> tuple[Project, TicketStore, CommitQueue]:
+    """Each ticket set up, worked on from main's head and queued, in order."""
+    project, store = setup(repo, *changes)
+    q = make_queue(project, store, **options)
+    bases = {tid: work(project, tid, files) for tid, files in changes.items()}
+    for tid, base in bases.items():
+        enqueue(q, tid, base)
+    return project, store, q
+
+
 def conflicting_pair(repo: Path) -> tuple[Project, TicketStore, CommitQueue]:
     """T-1 and T-2 rewrite the same line of README.md from the same base; both queued."""
-    project, store = setup(repo, "T-1", "T-2")
-    q = make_queue(project, store)
-    base1 = work(project, "T-1", {"README.md": "one\n"})
-    base2 = work(project, "T-2", {"README.md": "two\n"})
-    enqueue(q, "T-1", base1)
-    enqueue(q, "T-2", base2)
-    return project, store, q
+    return queued(repo, {"T-1": {"README.md": "one\n"}, "T-2": {"README.md": "two\n"}})
 
 
 def test_two_tickets_rewriting_one_line_one_lands_the_other_conflicts(repo: Path) -> None:

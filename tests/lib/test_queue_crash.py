@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from sage.lib import git as sgit
-from sage.lib.queue import Landed
+from sage.lib.queue import Landed, Rejected
 from tests.conftest import git
-from tests.lib.test_queue import enqueue, landed_ids, make_queue, setup, states, user_changes, work
+from tests.lib.test_queue import conflicting_pair, landed_ids, queued, states, user_changes
 
 STEPS = ("stacked", "verified", "recorded", "moved", "checkout", "completed", "cleaned", "archived")
 
@@ -46,10 +46,8 @@ def crash_at(repo: Path, step: str) -> None:
 
 @pytest.mark.parametrize("step", STEPS)
 def test_crash_between_steps_then_recover_lands_each_ticket_once(repo: Path, step: str) -> None:
-    project, store = setup(repo, "T-1", "T-2")
-    q = make_queue(project, store, verify=("true",))
-    for tid in ("T-1", "T-2"):
-        enqueue(q, tid, work(project, tid, {f"{tid}.txt": tid}))
+    tickets = {tid: {f"{tid}.txt": tid} for tid in ("T-1", "T-2")}
+    project, store, q = queued(repo, tickets, verify=("true",))
 
     crash_at(repo, step)
     recovered = q.recover()
@@ -73,9 +71,7 @@ def test_crash_between_steps_then_recover_lands_each_ticket_once(repo: Path, ste
 
 
 def test_recovery_puts_the_ref_back_when_user_edits_got_in_the_way(repo: Path) -> None:
-    project, store = setup(repo, "T-1")
-    q = make_queue(project, store)
-    enqueue(q, "T-1", work(project, "T-1", {"README.md": "theirs\n"}))
+    _, store, q = queued(repo, {"T-1": {"README.md": "theirs\n"}})
     before = git(repo, "rev-parse", "main")
 
     crash_at(repo, "moved")  # the ref moved; the checkout did not follow
@@ -93,11 +89,22 @@ def test_recovery_puts_the_ref_back_when_user_edits_got_in_the_way(repo: Path) -
 def test_an_entry_archived_before_its_queue_copy_was_removed_counts_as_archived(
     repo: Path,
 ) -> None:
-    project, store = setup(repo, "T-1")
-    q = make_queue(project, store)
-    entry = enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    project, _, q = queued(repo, {"T-1": {"a.txt": "a\n"}})
+    [entry] = q.pending()
     done = project.queue_dir / "done" / entry.filename
     done.parent.mkdir()
     done.write_text((project.queue_dir / entry.filename).read_text())
     assert q.pending() == []
     assert not (project.queue_dir / entry.filename).exists()
+
+
+def test_a_rejection_nobody_settled_is_reported_again_after_recover(repo: Path) -> None:
+    _, _, q = conflicting_pair(repo)
+    first = q.process()[1]
+    assert isinstance(first, Rejected) and first.entry.attempts == 1
+    assert q.process() == []  # within a run, a rejection is reported once
+
+    q.recover()  # the run died before deciding: the next one hears of it again
+    [again] = q.process()
+    assert isinstance(again, Rejected) and again.kind == "conflict"
+    assert again.entry.attempts == 1 and again.collided_with == ("T-1",)

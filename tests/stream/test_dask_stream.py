@@ -54,6 +54,7 @@ def test_a_chain_lands_once_each_in_dependency_order_on_a_local_cluster(repo, sa
     assert git(repo, "for-each-ref", "refs/sage/") == ""
 
 
+@pytest.mark.slow
 def test_a_ticket_whose_dask_worker_is_killed_mid_run_still_lands(
     repo, tickets_repo, cluster, tmp_path
 ):
