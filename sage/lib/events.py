@@ -61,7 +61,10 @@ class Journal:
             self._file.write(json.dumps(event.as_dict(), ensure_ascii=False, default=str) + "\n")
             self._file.flush()
             if self._reporter:
-                self._reporter(event)
+                try:
+                    self._reporter(event)
+                except OSError:  # a closed terminal or pipe must not stop the run
+                    self._reporter = None
         return event
 
     def close(self) -> None:

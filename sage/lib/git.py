@@ -82,14 +82,19 @@ def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
 
 def identity_env(repo: Path) -> dict[str, str]:
     """Author/committer variables for sage's own commits when git has no identity configured."""
-    if run(repo, "var", "GIT_COMMITTER_IDENT").returncode == 0:
-        return {}
-    return {
+    return dict(_identity(str(repo)))
+
+
+@functools.lru_cache(maxsize=64)
+def _identity(repo: str) -> tuple[tuple[str, str], ...]:
+    if run(Path(repo), "var", "GIT_COMMITTER_IDENT").returncode == 0:
+        return ()
+    return tuple({
         "GIT_AUTHOR_NAME": FALLBACK_NAME,
         "GIT_AUTHOR_EMAIL": FALLBACK_EMAIL,
         "GIT_COMMITTER_NAME": FALLBACK_NAME,
         "GIT_COMMITTER_EMAIL": FALLBACK_EMAIL,
-    }
+    }.items())
 
 
 def merge_tree(repo: Path, ours: str, theirs: str) -> MergeResult:

@@ -156,6 +156,7 @@ class CommitQueue:
         self.verify_runs = 0  # how often the verify command ran (the bench reports it)
         self._exit_codes: dict[str, int] = {}
         self._identity: dict[str, str] | None = None
+        self._notify: Callable[[Landed], None] | None = None
 
     @property
     def queue_dir(self) -> Path:
@@ -198,8 +199,13 @@ class CommitQueue:
         """Landed, deferred and discarded entries, oldest first."""
         return _sorted(read_entry(p) for p in self.done_dir.glob("[0-9]*.json"))
 
-    def process(self) -> list[Outcome]:
-        """Land every entry queued now; outcomes in queue order, after what a dead process left."""
+    def process(self, notify: Callable[[Landed], None] | None = None) -> list[Outcome]:
+        """Land every entry queued now; outcomes in queue order, after what a dead process left.
+
+        `notify` hears of each landing as soon as it is recorded, before its worktree and branch
+        are cleaned up, so a stream can start the dependents that much earlier.
+        """
+        self._notify = notify
         with self._lock():
             recovered: list[Outcome] = list(self._recover())
             outcomes = self._process(self._queued())
@@ -518,9 +524,11 @@ class CommitQueue:
         the user changed are never overwritten); why it cannot, or None."""
         if checkout is None:
             return None
-        if dry_run:  # stale stat data is no change (the real run follows right after)
+        args = ("read-tree", "-m", "-u", *(["-n"] if dry_run else []), old, new)
+        done = git.run(checkout, *args)
+        if done.returncode != 0 and dry_run:  # stale stat data is no change: refresh, ask again
             git.run(checkout, "update-index", "-q", "--refresh")
-        done = git.run(checkout, "read-tree", "-m", "-u", *(["-n"] if dry_run else []), old, new)
+            done = git.run(checkout, *args)
         if done.returncode == 0:
             return None
         paths = list(dict.fromkeys(_IN_THE_WAY.findall(done.stderr)))
@@ -542,12 +550,17 @@ class CommitQueue:
         self._record([_completed(e, self.target) for e in landed])
         _step("completed")
         for entry in landed:
-            self._cleanup(entry, trees)
-        _step("cleaned")
-        for entry in landed:
             self._archive(entry)
         _step("archived")
-        return [Landed(entry=e, commit=str(e.landed_commit)) for e in landed]
+        outcomes = [Landed(entry=e, commit=str(e.landed_commit)) for e in landed]
+        if self._notify is not None:
+            for outcome in outcomes:
+                self._notify(outcome)
+        # Last: a crash before this leaves a landed ticket's worktree, which a stream sweeps.
+        for entry in landed:
+            self._cleanup(entry, trees)
+        _step("cleaned")
+        return outcomes
 
     def _cleanup(self, entry: QueueEntry, trees: Mapping[Path, str | None]) -> None:
         """Remove the ticket's worktree and branch, unless the branch moved on since it was

@@ -182,35 +182,68 @@ def _state(tickets: Mapping[str, Ticket], tid: str) -> str | None:
     return ticket.state if ticket else None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Slot:
+    """One ticket in a simulated schedule, in estimate units from the start of the run."""
+
+    ticket: str
+    start: float
+    finish: float
+
+
 def simulate(
     tickets: Sequence[Ticket], graph: nx.DiGraph, workers: int, schedule: str = "dynamic"
 ) -> float:
     """Makespan (in estimate units) of list scheduling with `workers`, dynamic or in waves."""
-    return _simulate(Dispatcher(tickets, graph), workers, schedule)
+    return _makespan(_schedule(Dispatcher(tickets, graph), workers, schedule))
 
 
-def _simulate(plan: Dispatcher, workers: int, schedule: str) -> float:
-    if schedule == "batch":
-        return _simulate_batches(plan, workers)
+def timeline(
+    tickets: Sequence[Ticket], graph: nx.DiGraph, workers: int, schedule: str = "dynamic"
+) -> list[Slot]:
+    """The simulated schedule behind `simulate`: when each ticket would start and finish."""
+    slots = _schedule(Dispatcher(tickets, graph), workers, schedule)
+    return [Slot(ticket=tid, start=start, finish=finish) for start, finish, tid in slots]
+
+
+_Run = list[tuple[float, float, str]]  # (start, finish, ticket) in dispatch order
+
+
+def _makespan(slots: _Run) -> float:
+    return max((finish for _, finish, _ in slots), default=0.0)
+
+
+def _schedule(plan: Dispatcher, workers: int, schedule: str) -> _Run:
+    if schedule not in SCHEDULES:
+        raise UsageError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
+    return _batches(plan, workers) if schedule == "batch" else _dynamic(plan, workers)
+
+
+def _dynamic(plan: Dispatcher, workers: int) -> _Run:
+    """A free worker takes the next ready ticket the moment it is free."""
+    slots: _Run = []
     clock, running = 0.0, []  # running: heap of (finish time, id)
     while len(plan) or running:
-        while len(running) < workers and len(plan):
-            ticket = plan.pop()
-            assert ticket is not None
+        while len(running) < workers and (ticket := plan.pop()) is not None:
             heapq.heappush(running, (clock + ticket.weight, ticket.id))
+            slots.append((clock, clock + ticket.weight, ticket.id))
         clock, done = heapq.heappop(running)
         plan.landed(done)
-    return clock
+    return slots
 
 
-def _simulate_batches(plan: Dispatcher, workers: int) -> float:
+def _batches(plan: Dispatcher, workers: int) -> _Run:
+    """The seed's waves: up to `workers` ready tickets start together; the next batch starts when
+    the slowest of them has finished."""
+    slots: _Run = []
     clock = 0.0
     while len(plan):
         batch = [t for t in (plan.pop() for _ in range(min(workers, len(plan)))) if t]
+        slots += [(clock, clock + t.weight, t.id) for t in batch]
         clock += max(t.weight for t in batch)
         for ticket in batch:
             plan.landed(ticket.id)
-    return clock
+    return slots
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,8 +303,8 @@ def _plan(dispatcher: Dispatcher, requested: str | int) -> Plan:
         critical_path=path,
         total=total,
         lower_bound=max(path.minutes, total / n),
-        dynamic_makespan=_simulate(dispatcher.copy(), n, "dynamic"),
-        batch_makespan=_simulate(dispatcher.copy(), n, "batch"),
+        dynamic_makespan=_makespan(_dynamic(dispatcher.copy(), n)),
+        batch_makespan=_makespan(_batches(dispatcher.copy(), n)),
         stats=batch_stats(len(todo), n),
         blocked=dict(dispatcher.blocked),
     )

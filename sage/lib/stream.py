@@ -105,6 +105,7 @@ class Stream:
         self.tempfails: Counter[str] = Counter()
         self.land_attempts: dict[str, int] = {}
         self.completed: list[str] = []
+        self.landed_ids: set[str] = set()
         self.deferred: dict[str, str] = {}
         self.blocked: dict[str, str] = {}
         self.stop_reason: str | None = None
@@ -155,10 +156,25 @@ class Stream:
     def _load(self) -> list[Ticket]:
         index = self.store.load()
         require_no_errors(validate(index))
+        self.raw = {e["id"]: e for e in index.raw["tickets"]}
+        self._sweep(index.tickets)
         return list(index.tickets)
+
+    def _sweep(self, tickets: tuple[Ticket, ...]) -> None:
+        """Worktrees and branches of tickets whose work is recorded as landed (a crash between
+        landing and cleanup leaves them) go; anything else is kept."""
+        landed = {t.id for t in tickets if t.state == "COMPLETED"} - self.landing
+        refs = git.git(self.project.root, "for-each-ref", "--format=%(refname:short)",
+                       "refs/heads/sage/")  # fmt: skip
+        for branch in refs.splitlines():
+            tid = branch.removeprefix("sage/")
+            if tid in landed:
+                worktrees.remove(self.project.root, self.project.worktrees_dir / tid)
+                worktrees.delete_branch(self.project.root, branch)
 
     def _recover(self) -> None:
         """After a crash: finish half-landed work, kill orphaned workers, reset stale tickets."""
+        worktrees.repair(self.project.root)
         self.queue.recover()
         killed = executors.kill_stale(self._pids_dir)
         self.landing = {e.ticket_id for e in self.queue.pending()}
@@ -221,7 +237,9 @@ class Stream:
             ticket = self.dispatcher.pop()
             if ticket is None:
                 return
-            if ticket.id in self.landing or ticket.id in self.running:
+            busy = ticket.id in self.landing or ticket.id in self.running
+            # A ticket a dead run queued is in the ready set too: it may pop after it landed.
+            if busy or ticket.id in self.landed_ids:
                 continue
             if self._ask(ticket):
                 self._start(ticket)
@@ -265,8 +283,7 @@ class Stream:
         context = run_dir / f"{ticket.id}.context.md"
         notes_file = self.project.index_path.parent / f"{ticket.id}.md"
         notes = notes_file.read_text(encoding="utf-8") if notes_file.exists() else None
-        raw = next(e for e in self.store.load().raw["tickets"] if e.get("id") == ticket.id)
-        context.write_text(context_text(ticket, raw, notes), encoding="utf-8")
+        context.write_text(context_text(ticket, self.raw[ticket.id], notes), encoding="utf-8")
         slot = f"worker-{len(self.running) + 1}"
         return WorkerJob(
             ticket=ticket,
@@ -283,14 +300,14 @@ class Stream:
     # ---- results -------------------------------------------------------------------------
 
     def _handle(self, kind: str, payload: Any) -> None:
-        handler = {
+        handlers: dict[str, Callable[[Any], None]] = {
             "finished": self._finished,
             "landed": self._landed,
             "rejected": self._rejected,
             "error": self._lander_error,
-        }.get(kind)
-        if handler:
-            handler(payload)
+        }
+        if kind in handlers:
+            handlers[kind](payload)
 
     def _finished(self, result: WorkerResult) -> None:
         tid = result.ticket_id
@@ -356,6 +373,7 @@ class Stream:
         tid = outcome.entry.ticket_id
         self.landing.discard(tid)
         self.completed.append(tid)
+        self.landed_ids.add(tid)
         self.counts["commits"] += 1
         freed = self.dispatcher.landed(tid)
         self.journal.emit(
@@ -441,13 +459,23 @@ class Stream:
             if self._lander_done:
                 return
             try:
-                outcomes = self.queue.process()
+                self._land_queued()
             except SageError as exc:
                 self.inbox.put(("error", exc))
-                continue
-            for outcome in outcomes:
-                kind = "landed" if isinstance(outcome, commit_queue.Landed) else "rejected"
-                self.inbox.put((kind, outcome))
+
+    def _land_queued(self) -> None:
+        """One pass of the queue; landings are reported the moment they are recorded."""
+        told: set[int] = set()
+
+        def notify(landed: commit_queue.Landed) -> None:
+            told.add(landed.entry.seq)
+            self.inbox.put(("landed", landed))
+
+        for outcome in self.queue.process(notify=notify):
+            if not isinstance(outcome, commit_queue.Landed):
+                self.inbox.put(("rejected", outcome))
+            elif outcome.entry.seq not in told:
+                self.inbox.put(("landed", outcome))
 
     def _finish(self, lander: threading.Thread) -> None:
         self._lander_done = True

@@ -147,31 +147,46 @@ def _result(
 
 
 def collect(worktree: Path, job: WorkerJob) -> str:
-    """Commit leftovers as `<ID>: <title>` with a Sage-Ticket trailer; drop `.sage/` edits."""
+    """Commit leftovers as `<ID>: <title>` with a Sage-Ticket trailer; drop `.sage/` edits.
+
+    Few git calls on purpose: this runs once per ticket (status, add, commit, rev-parse).
+    """
     ticket = job.ticket
-    env = git.identity_env(worktree)
-    if git.changed_files(worktree, job.base, "HEAD") and _touches_sage(worktree, job.base):
+    head, dirty = _status(worktree)
+    if head != job.base and _touches_sage(worktree, job.base):
         restore = ("restore", f"--source={job.base}", "--staged", "--worktree", "--", ".sage")
         if git.run(worktree, *restore).returncode != 0:  # .sage/ absent from the base
             git.git(worktree, "rm", "-r", "-q", "--ignore-unmatch", "--", ".sage")
         _log(job.log, "sage: changes under .sage/ are not landed (the index is sage's to write)\n")
-    git.git(worktree, "add", "-A", "--", ".", ":(exclude).sage")
-    staged = git.run(worktree, "diff", "--cached", "--quiet").returncode != 0
-    head = git.git(worktree, "rev-parse", "HEAD")
-    if staged or head == job.base:
+        dirty = True
+    if dirty:
+        git.git(worktree, "add", "-A", "--", ".", ":(exclude).sage")
+    if dirty or head == job.base:
         message = f"{ticket.id}: {ticket.title}\n\nSage-Ticket: {ticket.id}\n"
-        git.git(
-            worktree,
-            "commit",
-            "--quiet",
-            "--allow-empty",
-            "--no-verify",
-            "-F",
-            "-",
-            input=message,
-            env=env,
-        )
+        args = ("commit", "--quiet", "--allow-empty", "--no-verify", "-F", "-")
+        git.git(worktree, *args, input=message, env=git.identity_env(worktree))
     return git.git(worktree, "rev-parse", "HEAD")
+
+
+def _status(worktree: Path) -> tuple[str, bool]:
+    """HEAD and whether anything outside `.sage/` is modified or untracked, in one call."""
+    out = git.git(worktree, "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all")
+    head, dirty = "", False
+    for record in out.split("\0"):
+        if record.startswith("# branch.oid "):
+            head = record.split()[2]
+        elif record and not record.startswith("#") and not _under_sage(record):
+            dirty = True
+    return head, dirty
+
+
+_PATH_FIELD = {"1": 8, "2": 9, "u": 10}  # porcelain v2: fields before the path
+
+
+def _under_sage(record: str) -> bool:
+    fields = _PATH_FIELD.get(record[0])
+    path = record.split(" ", fields)[fields] if fields else record[2:]
+    return path == ".sage" or path.startswith(".sage/")
 
 
 def _touches_sage(worktree: Path, base: str) -> bool:

@@ -14,14 +14,11 @@ def branch_for(ticket_id: str) -> str:
 
 def create(repo: Path, path: Path, branch: str, base: str) -> None:
     """A fresh worktree at `path`, `branch` reset to `base` (a dead run's leftovers removed)."""
-    if path.exists() or _registered(repo, path):
+    if path.exists():
         remove(repo, path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # -f also reuses a path that is registered but gone (a worker deleted it, a crash)
     git.git(repo, "worktree", "add", "--quiet", "-f", "-B", branch, str(path), base)
-
-
-def _registered(repo: Path, path: Path) -> bool:
-    return path.resolve() in {p.resolve() for p in git.worktrees(repo)}
 
 
 def remove(repo: Path, path: Path) -> None:
@@ -43,3 +40,18 @@ def keep_unlanded(repo: Path, branch: str, target: str, label: str) -> str | Non
     kept = f"{branch}-{label}"
     git.git(repo, "branch", "-M", branch, kept)
     return kept
+
+
+def repair(repo: Path) -> list[str]:
+    """Drop registrations a `git worktree add` killed halfway left with an empty `commondir`:
+    git cannot read them, so every worktree command (prune too) fails until they go. Only git's
+    bookkeeping is removed; the worktree's files are left alone."""
+    admin = git.common_dir(repo) / "worktrees"
+    broken = [
+        entry
+        for entry in (sorted(admin.iterdir()) if admin.is_dir() else [])
+        if (entry / "commondir").is_file() and not (entry / "commondir").read_bytes().strip()
+    ]
+    for entry in broken:
+        shutil.rmtree(entry, ignore_errors=True)
+    return [entry.name for entry in broken]

@@ -14,7 +14,8 @@ from sage.lib.queue import Landed, Rejected
 from tests.conftest import git
 from tests.lib.test_queue import conflicting_pair, landed_ids, queued, states, user_changes
 
-STEPS = ("stacked", "verified", "recorded", "moved", "checkout", "completed", "cleaned", "archived")
+STEPS = ("stacked", "verified", "recorded", "moved", "checkout", "completed", "archived", "cleaned")
+AFTER_ARCHIVE = ("archived", "cleaned")  # landed and recorded; a stream sweeps what is left
 
 CRASHER = """
 import os, sys
@@ -55,7 +56,7 @@ def test_crash_between_steps_then_recover_lands_each_ticket_once(repo: Path, ste
 
     assert landed_ids(repo) == ["T-1", "T-2"]
     reported = len(recovered) + sum(isinstance(o, Landed) for o in after)
-    assert reported == (0 if step == "archived" else 2)  # the caller hears of each landing once
+    assert reported == (0 if step in AFTER_ARCHIVE else 2)  # the caller hears of each landing once
     assert states(store) == {"T-1": "COMPLETED", "T-2": "COMPLETED"}
     for raw in json.loads(project.index_path.read_text())["tickets"]:
         completions = [h for h in raw["state_history"] if h["to"] == "COMPLETED"]
@@ -64,8 +65,9 @@ def test_crash_between_steps_then_recover_lands_each_ticket_once(repo: Path, ste
         assert raw["commits"] == [git(repo, "log", "-1", "--format=%H", grep, "main")]
     assert q.pending() == []
     assert sorted(e.status for e in q.archived()) == ["landed", "landed"]
-    assert sgit.rev_parse(repo, "refs/heads/sage/T-1") is None
-    assert not (project.worktrees_dir / "T-1").exists()
+    if step not in AFTER_ARCHIVE:
+        assert sgit.rev_parse(repo, "refs/heads/sage/T-1") is None
+        assert not (project.worktrees_dir / "T-1").exists()
     assert user_changes(repo) == []
     assert (repo / "T-1.txt").exists() and (repo / "T-2.txt").exists()
 

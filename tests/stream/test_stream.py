@@ -298,3 +298,12 @@ def test_missing_worker_binary_is_a_clear_deferral(repo, sage, tickets_repo):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "M-1" in json.loads(done.stdout.splitlines()[-1])["deferred"]
+
+
+def test_a_landed_tickets_leftover_worktree_and_branch_are_swept(repo, sage, tickets_repo):
+    tickets_repo([ticket("L-1", state="COMPLETED"), ticket("L-2", command=writer("l2"))])
+    git(repo, "worktree", "add", "-q", "-b", "sage/L-1", str(repo / ".sage/worktrees/L-1"))
+    done = sage(*AUTO, cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sage/L-1" not in git(repo, "branch", "--list", "sage/*")
+    assert not (repo / ".sage/worktrees/L-1").exists()

@@ -1,0 +1,241 @@
+"""The dispatcher and the simulator, by property: random backlogs, random landing orders."""
+
+from __future__ import annotations
+
+import random
+
+import networkx as nx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sage.lib import graph as dag
+from sage.lib import scheduler, tickets
+from sage.lib.errors import UsageError
+from sage.lib.tickets import Ticket
+from tests.conftest import FIXTURE
+from tests.lib.test_graph import backlogs
+
+FAST = settings(max_examples=60, deadline=None)
+EPS = 1e-9
+
+
+def drain(
+    dispatcher: scheduler.Dispatcher, rng: random.Random, fail: frozenset[str] = frozenset()
+) -> tuple[list[str], set[str]]:
+    """Run a backlog to the end, landing running tickets in a random order; tickets in `fail`
+    fail instead. Checks on the way that nothing starts before its dependencies have landed."""
+    started: list[str] = []
+    landed: set[str] = set()
+    running: list[str] = []
+    while len(dispatcher) or running:
+        for _ in range(rng.randint(0, len(dispatcher))):  # take some of the ready tickets
+            ticket = dispatcher.pop()
+            assert ticket is not None
+            open_deps = [d for d in ticket.dependencies if dispatcher.tickets[d].state != "COMPLETED"]
+            assert set(open_deps) <= landed, f"{ticket.id} started before {open_deps}"
+            started.append(ticket.id)
+            running.append(ticket.id)
+        if not running:
+            continue
+        done = running.pop(rng.randrange(len(running)))
+        if done in fail:
+            dispatcher.failed(done)
+        else:
+            landed.add(done)
+            dispatcher.landed(done)
+    return started, landed
+
+
+@FAST
+@given(backlogs(max_tickets=30), st.randoms(use_true_random=False))
+def test_every_ticket_is_dispatched_once_after_its_dependencies(
+    items: list[Ticket], rng: random.Random
+) -> None:
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    started, landed = drain(dispatcher, rng)
+    assert sorted(started) == sorted(t.id for t in items)  # each exactly once
+    assert landed == {t.id for t in items}
+    assert dispatcher.unfinished == 0 and dispatcher.blocked == {}
+
+
+@FAST
+@given(backlogs(max_tickets=30, states=True), st.randoms(use_true_random=False))
+def test_states_completed_count_as_landed_and_deferred_blocks_descendants(
+    items: list[Ticket], rng: random.Random
+) -> None:
+    graph = dag.build(items)
+    dispatcher = scheduler.Dispatcher(items, graph)
+    state = {t.id: t.state for t in items}
+    stuck = {
+        t.id
+        for t in items
+        if t.state in dag.OPEN_STATES
+        and any(state[a] == "DEFERRED" for a in nx.ancestors(graph, t.id))
+    }
+    assert set(dispatcher.blocked) == stuck
+    assert all(state[cause] == "DEFERRED" for cause in dispatcher.blocked.values())
+    started, _ = drain(dispatcher, rng)
+    assert sorted(started) == sorted(t.id for t in items if t.state in dag.OPEN_STATES and t.id not in stuck)
+
+
+@FAST
+@given(backlogs(max_tickets=30), st.randoms(use_true_random=False), st.data())
+def test_a_failed_ticket_blocks_exactly_its_descendants(
+    items: list[Ticket], rng: random.Random, data: st.DataObject
+) -> None:
+    graph = dag.build(items)
+    failing = frozenset(data.draw(st.sets(st.sampled_from([t.id for t in items]), max_size=3))
+                        if items else set())  # fmt: skip
+    dispatcher = scheduler.Dispatcher(items, graph)
+    started, landed = drain(dispatcher, rng, failing)
+    lost = {d for f in failing for d in nx.descendants(graph, f)}
+    assert landed == {t.id for t in items} - failing - lost
+    assert set(started) == {t.id for t in items} - lost
+    assert set(dispatcher.blocked) == lost
+
+
+@FAST
+@given(backlogs(max_tickets=30), st.integers(1, 6))
+def test_simulated_schedules_respect_dependencies_and_workers(items: list[Ticket], workers: int) -> None:
+    graph = dag.build(items)
+    by_id = {t.id: t for t in items}
+    w = {t.id: t.weight for t in items}
+    total = sum(w.values())
+    bound = max(dag.critical_path(graph, w).minutes, total / workers)
+    for kind in scheduler.SCHEDULES:
+        slots = scheduler.timeline(items, graph, workers, kind)
+        when = {s.ticket: s for s in slots}
+        assert sorted(when) == sorted(by_id)
+        for slot in slots:
+            assert slot.finish - slot.start == pytest.approx(w[slot.ticket])
+            for dep in by_id[slot.ticket].dependencies:
+                assert when[dep].finish <= slot.start + EPS
+            busy = [s for s in slots if s.start <= slot.start < s.finish]
+            assert len(busy) <= workers
+        makespan = scheduler.simulate(items, graph, workers, kind)
+        assert makespan == max((s.finish for s in slots), default=0.0)
+        assert makespan >= bound - EPS
+    assert scheduler.simulate(items, graph, 1) == pytest.approx(total)
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from(tickets.PRIORITIES), st.integers(0, 5)), max_size=12))
+def test_independent_tickets_dispatch_p0_first_then_longest_then_id(
+    specs: list[tuple[str, int]],
+) -> None:
+    items = [Ticket(id=f"T-{i:02d}", title="t", priority=p, estimate_minutes=float(m))
+             for i, (p, m) in enumerate(specs)]  # fmt: skip
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    order = [t.id for t in iter(dispatcher.pop, None)]
+    assert order == [t.id for t in sorted(items, key=lambda t: (t.rank, -t.weight, t.id))]
+
+
+def test_dispatch_prefers_the_longer_remaining_path_within_a_priority() -> None:
+    items = [
+        Ticket(id="A", title="a", estimate_minutes=5),
+        Ticket(id="B", title="b", estimate_minutes=10),
+        Ticket(id="C", title="c", estimate_minutes=30, dependencies=("A",)),
+        Ticket(id="Z", title="z", estimate_minutes=1, priority="P0"),
+    ]
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    assert [t.id for t in iter(dispatcher.pop, None)] == ["Z", "A", "B"]  # A leads to 35 minutes
+    assert dispatcher.landed("A") == ["C"]
+    assert dispatcher.peek() is not None and dispatcher.peek().id == "C"  # type: ignore[union-attr]
+
+
+def test_requeue_and_copy_are_independent() -> None:
+    items = [Ticket(id="A", title="a"), Ticket(id="B", title="b", dependencies=("A",))]
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    clone = dispatcher.copy()
+    assert dispatcher.pop().id == "A"  # type: ignore[union-attr]
+    dispatcher.requeue("A")
+    assert len(dispatcher) == 1 and len(clone) == 1
+    assert dispatcher.landed("A") == ["B"] and clone.unfinished == 2
+
+
+# ---- worker counts and batches --------------------------------------------------------------
+
+
+def test_batch_stats_follow_the_seed() -> None:
+    stats = scheduler.batch_stats(10, 3)
+    assert (stats.batches, stats.per_batch, stats.last_batch) == (4, 3, 1)
+    assert scheduler.batch_stats(0, 4).batches == 0
+    assert scheduler.batch_stats(8, 4).last_batch == 4
+    assert scheduler.batch_stats(2, 4).per_batch == 2
+
+
+@given(st.integers(0, 500), st.integers(1, 16))
+def test_batch_stats_cover_every_ticket(count: int, workers: int) -> None:
+    s = scheduler.batch_stats(count, workers)
+    assert s.batches * workers >= count > (s.batches - 1) * workers or count == 0
+    assert (s.batches - 1) * s.per_batch + s.last_batch == count or count == 0
+
+
+@pytest.mark.parametrize(
+    ("cpus", "ready", "workers"),
+    [(1, 10, 1), (2, 10, 1), (3, 10, 1), (8, 10, 4), (16, 10, 8), (64, 10, 8), (16, 3, 3),
+     (16, 0, 1), (8, 1, 1)],
+)  # fmt: skip
+def test_auto_is_half_the_cores_within_1_to_8_and_the_ready_count(
+    cpus: int, ready: int, workers: int
+) -> None:
+    result = scheduler.resolve_workers("auto", ready, cpus=cpus)
+    assert (result.workers, result.requested, result.warning) == (workers, "auto", None)
+    assert scheduler.resolve_workers(" AUTO ", ready, cpus=cpus).workers == workers
+
+
+def test_an_explicit_count_is_kept_and_warns_above_8() -> None:
+    assert scheduler.resolve_workers(4, 1).workers == 4  # not capped by the ready count
+    assert scheduler.resolve_workers("8", 100).warning is None
+    big = scheduler.resolve_workers("12", 100)
+    assert big.workers == 12 and big.warning and "above" in big.warning
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "abc", "", "2.5", "many", 0])
+def test_zero_or_garbage_is_a_usage_error(bad: str | int) -> None:
+    with pytest.raises(UsageError) as caught:
+        scheduler.resolve_workers(bad, 5)
+    assert caught.value.exit_code == 2
+
+
+def test_an_unknown_schedule_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="unknown schedule"):
+        scheduler.simulate([], dag.build([]), 2, "random")
+
+
+# ---- the plan -------------------------------------------------------------------------------
+
+
+def test_the_example_plan() -> None:
+    index = tickets.load(FIXTURE)
+    plan = scheduler.plan(index.tickets, dag.build(index.tickets), 4)
+    assert plan.critical_path.minutes == 220 and plan.lower_bound == 220
+    assert plan.total == 785 and plan.unit == "minutes"
+    assert plan.lower_bound <= plan.dynamic_makespan
+    assert [len(w) for w in plan.waves] == [9, 8, 5, 4, 1, 2]
+    assert (plan.stats.tickets, plan.stats.batches) == (29, 8)
+    data = plan.as_dict()
+    assert data["critical_path_minutes"] == 220 and data["lower_bound_minutes"] == 220
+    assert scheduler.plan(index.tickets, dag.build(index.tickets), 1).lower_bound == 785
+
+
+def test_a_plan_leaves_out_what_cannot_run() -> None:
+    items = [
+        Ticket(id="A", title="a", state="COMPLETED", estimate_minutes=50),
+        Ticket(id="B", title="b", dependencies=("A",), estimate_minutes=10),
+        Ticket(id="X", title="x", state="DEFERRED", estimate_minutes=5),
+        Ticket(id="Y", title="y", dependencies=("X",), estimate_minutes=100),
+        Ticket(id="Z", title="z", dependencies=("Y",), estimate_minutes=100),
+    ]
+    plan = scheduler.plan(items, dag.build(items), 2)
+    assert plan.blocked == {"Y": "X", "Z": "X"}  # Z waits on Y, which waits on X
+    assert plan.total == 10 and plan.critical_path.tickets == ("B",)
+    assert plan.waves == (("B",),) and plan.stats.tickets == 1
+    assert plan.dynamic_makespan == plan.batch_makespan == 10
+
+
+def test_without_estimates_the_unit_is_tickets() -> None:
+    items = [Ticket(id="A", title="a"), Ticket(id="B", title="b", dependencies=("A",))]
+    plan = scheduler.plan(items, dag.build(items), "auto")
+    assert plan.unit == "tickets" and plan.critical_path.minutes == 2 and plan.workers.workers == 1

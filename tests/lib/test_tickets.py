@@ -1,0 +1,347 @@
+"""The ticket model, the index parser's checks, and the locked, atomic store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sage.lib import files, tickets
+from sage.lib.errors import IndexFileError, LockHeld, SageError
+from tests.conftest import FIXTURE, ticket, write_index
+
+UNSAFE = {
+    "../x": "contains '..'",
+    "a b": "contains whitespace",
+    "..": "contains '..'",
+    "x.lock": "ends with '.lock'",
+    "-rf": "starts with '-'",
+    "ctl\x07x": "contains a control character",
+    "\u0422ASK-1": "contains a non-ASCII character",  # Cyrillic Т, looks like TASK-1
+    "a/b": "contains a path separator",
+    ".hidden": "starts with '.'",
+    "": "is empty",
+}
+
+
+def parse(entries: list[Any], path: Path = Path("index.json")) -> tickets.Index:
+    return tickets.parse(json.dumps({"tickets": entries}), path)
+
+
+def codes(index: tickets.Index) -> list[tuple[str, str | None]]:
+    return [(p.code, p.ticket) for p in index.problems]
+
+
+# ---- parsing --------------------------------------------------------------------------------
+
+
+def test_the_example_index_parses_cleanly() -> None:
+    index = tickets.load(FIXTURE)
+    assert len(index.tickets) == 29
+    assert index.problems == ()
+    assert sum(t.weight for t in index.tickets) == 785
+
+
+def test_defaults_and_known_fields() -> None:
+    index = parse([
+        {"id": "A-1", "title": "first"},
+        {"id": "A-2", "title": "second", "state": "COMPLETED", "priority": "P0", "type": "bug",
+         "dependencies": ["A-1", "A-1"], "estimate_minutes": 30, "command": ["make", "x"],
+         "parent": "A-1"},
+    ])  # fmt: skip
+    first, second = index.tickets
+    assert (first.state, first.priority, first.type, first.dependencies) == (
+        "UNPROCESSED", "P2", "implementation", ())
+    assert first.weight == 1.0 and first.command is None  # no estimate: one unit per ticket
+    assert second.dependencies == ("A-1",)  # repeated dependencies collapse
+    assert (second.weight, second.command, second.parent, second.rank) == (30.0, ("make", "x"), "A-1", 0)
+    assert index.problems == ()
+
+
+def test_a_bare_list_is_accepted_as_the_tickets() -> None:
+    index = tickets.parse('[{"id": "A-1", "title": "t"}]', Path("i.json"))
+    assert [t.id for t in index.tickets] == ["A-1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('{"tickets": [\n  {"id": "A-1",}\n]}', ":2:16:"),
+        ('{"tickets": [\n', ":2:1:"),
+        ("", ":1:1:"),
+    ],
+)
+def test_malformed_json_names_line_and_column(text: str, where: str) -> None:
+    with pytest.raises(IndexFileError) as caught:
+        tickets.parse(text, Path("idx.json"))
+    assert f"idx.json{where} invalid JSON" in caught.value.message
+    assert caught.value.hint
+
+
+@pytest.mark.parametrize("text", ['{"tickets": {}}', '"just text"', "{}", "42"])
+def test_a_document_without_a_tickets_list_is_refused(text: str) -> None:
+    with pytest.raises(IndexFileError, match='"tickets" list'):
+        tickets.parse(text, Path("idx.json"))
+
+
+def test_every_problem_is_reported_in_one_pass() -> None:
+    index = parse([
+        "not an object",
+        {"title": "no id"},
+        {"id": "B-1"},
+        {"id": "B-2", "title": "t", "state": "DONE", "priority": "P9", "type": "weird"},
+        {"id": "B-3", "title": "t", "dependencies": "B-1", "estimate_minutes": -5},
+        {"id": "B-4", "title": "t", "command": "make test", "estimate_minutes": True},
+        {"id": "B-5", "title": "t", "state": ["list"]},
+    ])  # fmt: skip
+    assert codes(index) == [
+        ("not-an-object", None),
+        ("missing-field", None),
+        ("missing-field", "B-1"),
+        ("bad-state", "B-2"),
+        ("bad-priority", "B-2"),
+        ("bad-type", "B-2"),
+        ("bad-dependencies", "B-3"),
+        ("bad-estimate", "B-3"),
+        ("bad-estimate", "B-4"),
+        ("bad-command", "B-4"),
+        ("bad-state", "B-5"),
+    ]
+    assert "tickets[0]" in index.problems[0].message
+    assert "'DONE' is not one of UNPROCESSED" in index.problems[3].message
+    # a bad field falls back to its default: the ticket is still there for the other checks
+    assert [t.id for t in index.tickets] == ["B-1", "B-2", "B-3", "B-4", "B-5"]
+
+
+def test_duplicated_ids_are_each_named() -> None:
+    index = parse([ticket("D-1"), ticket("D-2"), ticket("D-1"), ticket("D-2"), ticket("D-2")])
+    dupes = {p.ticket: p.message for p in index.problems if p.code == "duplicate-id"}
+    assert dupes == {"D-1": "D-1: ID is used by 2 tickets", "D-2": "D-2: ID is used by 3 tickets"}
+
+
+@pytest.mark.parametrize(("tid", "reason"), UNSAFE.items())
+def test_unsafe_ids_are_refused_by_name(tid: str, reason: str) -> None:
+    assert tickets.unsafe_id_reason(tid) == reason
+    index = parse([ticket(tid)])
+    [problem] = index.problems
+    assert (problem.level, problem.code, problem.ticket) == ("error", "unsafe-id", tid)
+    assert repr(tid) in problem.message and reason in problem.message
+
+
+@pytest.mark.parametrize("tid", ["AUTH-001", "TASK-1", "a.b_c-d", "x", "v1.2", "API-V2-10b"])
+def test_safe_ids(tid: str) -> None:
+    assert tickets.unsafe_id_reason(tid) is None
+
+
+def test_unconventional_but_safe_ids_are_warnings() -> None:
+    index = parse([ticket("task_1"), ticket("AUTH-002")])
+    assert [(p.level, p.code, p.ticket) for p in index.problems] == [
+        ("warning", "id-format", "task_1")
+    ]
+    assert index.errors == []
+
+
+def test_require_valid_names_the_first_errors() -> None:
+    index = parse([ticket("E-1", title=""), ticket("E-1"), {"id": "E-2"}, {"id": "E-3"}])
+    with pytest.raises(IndexFileError) as caught:
+        tickets.require_valid(index)
+    assert "4 error(s)" in caught.value.message and "(and 1 more)" in caught.value.message
+    assert "sage validate" in (caught.value.hint or "")
+    assert tickets.require_valid(parse([ticket("OK-1")])).tickets[0].id == "OK-1"
+
+
+def test_loading_a_missing_index_says_how_to_create_one(tmp_path: Path) -> None:
+    with pytest.raises(IndexFileError) as caught:
+        tickets.load(tmp_path / "nope.json")
+    assert "no ticket index" in caught.value.message and "sage init" in (caught.value.hint or "")
+
+
+def test_loading_a_non_utf8_index_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    path.write_bytes(b'{"tickets": ["\xff"]}')
+    with pytest.raises(IndexFileError, match="cannot read"):
+        tickets.load(path)
+
+
+def test_quiet_gc_restores_the_collector() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with tickets.quiet_gc():
+        assert not gc.isenabled()
+        with tickets.quiet_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+# ---- the store ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tickets.TicketStore:
+    path = tmp_path / ".sage" / "tickets" / "index.json"
+    path.parent.mkdir(parents=True)
+    doc = {
+        "version": 3,
+        "project": {"name": "demo", "owner": "someone"},
+        "tickets": [
+            ticket("S-1", docs={"spec": "docs/s1.md"}, labels=["x"], estimate_minutes=10),
+            ticket("S-2", "S-1", custom={"nested": [1, 2, {"deep": True}]}),
+            "garbage entries stay as they are",
+        ],
+    }
+    path.write_text(json.dumps(doc, indent=4) + "\n")
+    return tickets.TicketStore(path, lock_timeout=5)
+
+
+def test_a_transition_keeps_every_unknown_field(store: tickets.TicketStore) -> None:
+    before = json.loads(store.path.read_text())
+    store.transition([("S-1", "IN_PROGRESS")], reason="picked", run_id="run-1",
+                     fields={"S-1": {"worker": "w1"}})  # fmt: skip
+    after = json.loads(store.path.read_text())
+    assert after["version"] == 3 and after["project"] == before["project"]
+    assert after["tickets"][2] == "garbage entries stay as they are"
+    assert after["tickets"][1] == before["tickets"][1]
+    s1 = after["tickets"][0]
+    assert s1["docs"] == {"spec": "docs/s1.md"} and s1["labels"] == ["x"]
+    assert (s1["state"], s1["worker"]) == ("IN_PROGRESS", "w1")
+    assert s1["state_history"][0]["reason"] == "picked"
+    assert s1["state_history"][0]["run"] == "run-1"
+
+
+def test_state_history_records_each_change_in_utc(store: tickets.TicketStore) -> None:
+    started = datetime.now(UTC)
+    store.transition([("S-1", "IN_PROGRESS"), ("S-2", "DEFERRED")])
+    store.transition([("S-1", "COMPLETED")], reason="landed")
+    raw = {t["id"]: t for t in json.loads(store.path.read_text())["tickets"] if isinstance(t, dict)}
+    history = raw["S-1"]["state_history"]
+    assert [(h["from"], h["to"]) for h in history] == [
+        ("UNPROCESSED", "IN_PROGRESS"),
+        ("IN_PROGRESS", "COMPLETED"),
+    ]
+    assert raw["S-2"]["state_history"][0]["to"] == "DEFERRED"
+    assert "reason" not in history[0] and history[1]["reason"] == "landed"
+    for entry in history:
+        assert entry["at"].endswith("Z")
+        at = datetime.fromisoformat(entry["at"])
+        assert at.utcoffset() == timedelta(0)
+        assert started - timedelta(seconds=1) <= at <= datetime.now(UTC) + timedelta(seconds=1)
+    assert store.load().by_id()["S-1"].state == "COMPLETED"
+
+
+def test_a_transition_of_an_unknown_ticket_changes_nothing(store: tickets.TicketStore) -> None:
+    before = store.path.read_text()
+    with pytest.raises(SageError, match="GONE-1 is no longer in"):
+        store.transition([("S-1", "COMPLETED"), ("GONE-1", "COMPLETED")])
+    assert store.path.read_text() == before
+
+
+def test_writes_leave_no_temporary_files(store: tickets.TicketStore) -> None:
+    for state in ("IN_PROGRESS", "COMPLETED", "UNPROCESSED"):
+        store.transition([("S-1", state)])
+    assert sorted(p.name for p in store.path.parent.iterdir()) == ["index.json", "index.json.lock"]
+
+
+def test_a_failing_write_leaves_the_old_file_intact(
+    store: tickets.TicketStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = store.path.read_text()
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        store.transition([("S-1", "COMPLETED")])
+    monkeypatch.undo()
+    assert store.path.read_text() == before
+    assert [p.name for p in store.path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_value_that_cannot_be_written_leaves_the_old_file_intact(
+    store: tickets.TicketStore,
+) -> None:
+    before = store.path.read_text()
+    with pytest.raises(TypeError):
+        store.update(lambda raw: raw.__setitem__("oops", object()))
+    assert store.path.read_text() == before
+
+
+def test_write_atomic_creates_parents_and_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "c.json"
+    files.write_json(target, {"x": "é"})
+    files.write_atomic(target, "second\n")
+    assert target.read_text(encoding="utf-8") == "second\n"
+    assert os.listdir(target.parent) == ["c.json"]
+
+
+def test_a_held_lock_is_refused_with_a_clear_error(store: tickets.TicketStore) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from filelock import FileLock
+            with FileLock({str(store.path) + ".lock"!r}):
+                print("held", flush=True)
+                sys.stdin.read()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        waiting = tickets.TicketStore(store.path, lock_timeout=0.2)
+        with pytest.raises(LockHeld) as caught:
+            waiting.transition([("S-1", "COMPLETED")])
+        assert "locked" in caught.value.message and caught.value.hint
+    finally:
+        holder.communicate("", timeout=10)
+    assert store.load().by_id()["S-1"].state == "UNPROCESSED"
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from sage.lib.tickets import TicketStore
+store = TicketStore(Path(sys.argv[1]), lock_timeout=60)
+name, rounds = sys.argv[2], int(sys.argv[3])
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(rounds):
+    state = ("IN_PROGRESS", "UNPROCESSED")[i % 2]
+    store.transition([("S-1", state), (f"{name}-1", state)], reason=f"{name}:{i}",
+                     fields={f"{name}-1": {"count": i + 1}})
+"""
+
+
+def test_two_processes_transitioning_at_once_lose_no_update(tmp_path: Path) -> None:
+    path = write_index(tmp_path, [ticket("S-1"), ticket("P-1"), ticket("Q-1")])
+    rounds = 25
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, str(rounds)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for name in ("P", "Q")
+    ]  # fmt: skip
+    for proc in procs:  # both started and importing done: release them together
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    for proc in procs:
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    raw = {t["id"]: t for t in json.loads(path.read_text())["tickets"]}
+    shared = [h["reason"] for h in raw["S-1"]["state_history"]]
+    assert sorted(shared) == sorted(f"{n}:{i}" for n in "PQ" for i in range(rounds))
+    for name in ("P", "Q"):  # each process's own order survives, and its last write
+        mine = [r for r in shared if r.startswith(name)]
+        assert mine == [f"{name}:{i}" for i in range(rounds)]
+        assert len(raw[f"{name}-1"]["state_history"]) == rounds
+        assert raw[f"{name}-1"]["count"] == rounds

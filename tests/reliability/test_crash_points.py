@@ -1,0 +1,215 @@
+"""kill -9 the real `sage stream` at seeded random moments, again and again, in many small
+repositories; after a final clean resume every ticket has landed exactly once and nothing is lost.
+
+Each repository gets a seeded mix of tiny tickets: chains whose tickets need their dependency's
+file, independent ones, sometimes a pair rewriting the same file (a conflict and a re-run), some
+workers that commit on their own. A kill delay is drawn from the same RNG over how long the run
+should take (startup plus a per-ticket share of what is left), so kills land in startup, recovery,
+running workers and the lander alike. Half the kills hit the stream's PID only (its worker and git
+children run on, orphaned), half its whole process group (in-flight git dies too).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sage.lib.project import open_project
+from sage.lib.queue import CommitQueue
+from sage.lib.tickets import TicketStore
+from tests.conftest import git, ticket
+from tests.reliability.conftest import STREAM, finish, index_data, landed_exactly_once, new_repo
+from tests.reliability.conftest import start as start_sage
+from tests.stream.conftest import events, py, writer
+
+SEED = 20240607
+KILLS = 52  # the issue asks for at least 50 kill points
+KILLS_PER_REPO = 5
+STEPS = ("stacked", "verified", "recorded", "moved", "checkout", "completed", "cleaned", "archived")
+
+
+def committing(name: str, sleep: float) -> list[str]:
+    """A worker that commits its own work in two commits (and leaves nothing behind)."""
+    return py(
+        "import pathlib, subprocess, time\n"
+        f"time.sleep({sleep})\n"
+        "for step in ('draft', 'final'):\n"
+        f"    pathlib.Path({name!r}).write_text(step)\n"
+        "    subprocess.run(['git', 'add', '-A'], check=True)\n"
+        "    subprocess.run(['git', 'commit', '-q', '-m', step], check=True)\n"
+    )
+
+
+def backlog(rng: random.Random, tag: str) -> list[dict[str, Any]]:
+    """A seeded mix of chains, independent tickets and maybe a conflicting pair."""
+    tickets = []
+    for chain in range(rng.randint(1, 2)):
+        for step in range(rng.randint(2, 4)):
+            tid, need = f"{tag}C{chain}-{step}", f"c{chain}-{step - 1}.txt" if step else None
+            deps = [f"{tag}C{chain}-{step - 1}"] if step else []
+            argv = writer(f"c{chain}-{step}.txt", tid, rng.uniform(0, 0.05), need)
+            tickets.append(ticket(tid, *deps, command=argv))
+    for n in range(rng.randint(2, 5)):
+        sleep = rng.uniform(0, 0.05)
+        argv = committing(f"i{n}.txt", sleep) if rng.random() < 0.3 else writer(f"i{n}.txt", sleep=sleep)
+        tickets.append(ticket(f"{tag}I-{n}", command=argv))
+    if rng.random() < 0.5:  # both rewrite shared.txt: one lands, the other conflicts and re-runs
+        tickets += [ticket(f"{tag}X-{n}", command=writer("shared.txt", f"x{n}\n")) for n in (1, 2)]
+    return tickets
+
+
+@dataclass
+class Tally:
+    kills: int = 0
+    runs: int = 0
+
+
+def left_to_do(repo: Path) -> int:
+    return sum(t["state"] != "COMPLETED" for t in index_data(repo)["tickets"])
+
+
+def kill(proc: subprocess.Popen[str], group: bool) -> None:
+    if group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.kill()
+    proc.communicate(timeout=30)
+
+
+def hammer(repo: Path, rng: random.Random, tally: Tally, per_ticket: float) -> None:
+    """Start the stream and kill it after a seeded delay, until KILLS_PER_REPO kills hit."""
+    hits = 0
+    while hits < KILLS_PER_REPO and left_to_do(repo):
+        delay = rng.uniform(0.0, STARTUP + per_ticket * left_to_do(repo))
+        group = rng.random() < 0.5
+        proc = start_sage(repo, *STREAM)
+        tally.runs += 1
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            kill(proc, group)
+            hits += 1
+        else:
+            proc.communicate()
+    tally.kills += hits
+
+
+STARTUP = 0.45  # seconds before a stream does anything (the interpreter and imports)
+
+
+def resume(repo: Path) -> None:
+    """The clean run after the last kill: it must recover and finish everything."""
+    time.sleep(0.1)  # let the orphans of a PID-only kill (tiny workers, git) end
+    code, out, err = finish(start_sage(repo, *STREAM))
+    assert code == 0, out[-3000:] + err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_kill_9_at_seeded_random_moments_then_resume_lands_everything_once(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(SEED)
+    tally = Tally()
+    per_ticket = calibrate(tmp_path / "calibration", rng)
+    number = 0
+    while tally.kills < KILLS:
+        number += 1
+        tickets = backlog(rng, f"R{number}")
+        repo = new_repo(tmp_path / f"repo-{number}", tickets)
+        hammer(repo, rng, tally, per_ticket)
+        resume(repo)
+        landed_exactly_once(repo, [t["id"] for t in tickets])
+        assert number < 40, f"only {tally.kills} kills hit in {tally.runs} runs"
+    print(f"{tally.kills} kills in {tally.runs} runs over {number} repositories")
+
+
+def calibrate(path: Path, rng: random.Random) -> float:
+    """Seconds per ticket of an uninterrupted run on this machine (it also must just work)."""
+    tickets = backlog(rng, "K")
+    repo = new_repo(path, tickets)
+    began = time.monotonic()
+    resume(repo)
+    landed_exactly_once(repo, [t["id"] for t in tickets])
+    return max(0.02, (time.monotonic() - began - STARTUP) / len(tickets))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first,second", list(zip(STEPS[0::2], STEPS[1::2], strict=True)))
+def test_kill_9_inside_the_queue_steps_of_a_stream_then_resume(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    """The queue's own crash points, reached through `sage stream --verify`: die at one step,
+    die again at another step while resuming (recovery reaches the late steps too), resume."""
+    rng = random.Random(f"{SEED}-{first}")
+    tickets = backlog(rng, "S")
+    repo = new_repo(tmp_path / "repo", tickets)
+    verify = ("--verify", f"{sys.executable} -c pass")
+    for step in (first, second):
+        proc = start_sage(repo, *STREAM, *verify, crash=(step, rng.randint(1, 2)))
+        code, out, err = finish(proc)
+        assert code in (-signal.SIGKILL, 0), out[-3000:] + err  # 0: the step never came twice
+    code, out, err = finish(start_sage(repo, *STREAM, *verify))
+    assert code == 0, out[-3000:] + err
+    landed_exactly_once(repo, [t["id"] for t in tickets], scratch_ok=True)
+
+
+def test_work_a_dead_run_queued_lands_once_even_when_popped_after_landing(tmp_path: Path) -> None:
+    """Found by the kill test: a ticket recovered as queued stayed in the ready set, so once it
+    had landed the next free worker ran it again and it landed twice."""
+    repo = new_repo(
+        tmp_path / "repo",
+        [
+            ticket("A-1", priority="P0", command=writer("a.txt", sleep=0.5)),
+            ticket("Q-1", state="IN_PROGRESS", command=writer("q.txt")),
+        ],
+    )
+    queue_dead_runs_work(repo, "Q-1", {"q.txt": "from the dead run\n"})
+
+    code, out, err = finish(start_sage(repo, "stream", "--auto", "--parallel", "1", "--json"))
+
+    assert code == 0, out[-3000:] + err
+    assert [e for e in events(repo) if e["event"] == "started" and e["ticket"] == "Q-1"] == []
+    landed_exactly_once(repo, ["A-1", "Q-1"])
+    assert (repo / "q.txt").read_text() == "from the dead run\n"
+
+
+def queue_dead_runs_work(repo: Path, tid: str, changes: dict[str, str]) -> None:
+    """What a run killed right after queuing `tid` leaves: its branch and a queued entry."""
+    project = open_project(repo)
+    base = git(repo, "rev-parse", "main")
+    tree = project.worktrees_dir / tid
+    git(repo, "worktree", "add", "-q", "-b", f"sage/{tid}", str(tree), base)
+    for name, text in changes.items():
+        (tree / name).write_text(text)
+    git(tree, "add", "-A")
+    git(tree, "commit", "-q", "-m", f"{tid}: work\n\nSage-Ticket: {tid}")
+    q = CommitQueue(project, TicketStore(project.index_path), target_branch="main", run_id="dead")
+    q.enqueue(ticket_id=tid, title=tid, branch=f"sage/{tid}", base=base)
+
+
+def test_a_worktree_add_killed_halfway_does_not_wedge_the_next_run(tmp_path: Path) -> None:
+    """Found by the kill test: `git worktree add` killed while writing its admin files leaves an
+    empty `commondir`, and from then on every `git worktree` command (prune too) fails."""
+    repo = new_repo(tmp_path / "repo", [ticket("W-1", state="IN_PROGRESS", command=writer("w"))])
+    admin = repo / ".git/worktrees/W-1"
+    admin.mkdir(parents=True)
+    (admin / "locked").write_text("initializing\n")
+    (admin / "gitdir").write_text(f"{repo}/.sage/worktrees/W-1/.git\n")
+    (admin / "commondir").write_text("")
+    (repo / ".sage/worktrees/W-1").mkdir(parents=True)
+    (repo / ".sage/worktrees/W-1/.git").write_text(f"gitdir: {admin}\n")
+
+    code, out, err = finish(start_sage(repo, *STREAM))
+
+    assert code == 0, out[-3000:] + err
+    landed_exactly_once(repo, ["W-1"])
