@@ -37,6 +37,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("scale", "bench.scale"),
     ("dask_overhead", "bench.dask_overhead"),
     ("stream", "bench.stream"),
+    ("queue", "bench.queue"),
 ]
 
 Row = dict[str, Any]

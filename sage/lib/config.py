@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import tomllib
@@ -70,7 +71,7 @@ def _workers(value: Any) -> str:
 def _number(minimum: float) -> Callable[[Any], float]:
     def convert(value: Any) -> float:
         number = float(value)
-        if number < minimum:
+        if isinstance(value, bool) or not math.isfinite(number) or number < minimum:
             raise ValueError(f"expected a number >= {minimum:g}")
         return number
 
@@ -92,6 +93,12 @@ def _bool(value: Any) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
 
 
 def _lines(value: Any) -> tuple[str, ...]:
@@ -118,8 +125,9 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
 
 def convert(key: str, value: Any, where: str) -> Any:
     """One value to its type; a bad one is a ConfigError naming the key and where it came from."""
+    converter: Callable[[Any], Any] = CONVERT.get(key, _text)
     try:
-        result = CONVERT.get(key, str)(value)
+        result = converter(value)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: bad value {value!r} for {key}: {exc}") from None
     if key in CHOICES and result not in CHOICES[key]:
@@ -142,15 +150,17 @@ def load(
     env = os.environ if environ is None else environ
     keys = [f.name for f in fields(Config) if f.name != "source"]
     from_env = {k: env[f"SAGE_{k.upper()}"] for k in keys if f"SAGE_{k.upper()}" in env}
-    config = _apply(config, from_env, "environment SAGE_*")
+    config = _apply(config, from_env, "environment", name=lambda k: f"SAGE_{k.upper()}")
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     return _apply(config, flags, "command line")
 
 
-def _apply(config: Config, values: Mapping[str, Any], where: str) -> Config:
+def _apply(
+    config: Config, values: Mapping[str, Any], where: str, name: Callable[[str], str] = str
+) -> Config:
     if not values:
         return config
-    changes = {k: convert(k, v, f"{where} ({k})") for k, v in values.items()}
+    changes = {k: convert(k, v, f"{where} ({name(k)})") for k, v in values.items()}
     return replace(config, **changes, source=where if config.source == "defaults" else config.source)
 
 
@@ -163,7 +173,9 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     flat: dict[str, Any] = {}
     for section, body in data.items():
-        if section not in SECTIONS or not isinstance(body, dict):
+        if section in SECTIONS and not isinstance(body, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table of keys", hint="fix the syntax")
+        if section not in SECTIONS:
             raise ConfigError(
                 f"{path}: unknown section [{section}]",
                 hint=f"sections are {', '.join(f'[{s}]' for s in SECTIONS)}",

@@ -67,8 +67,8 @@ TICKETS: list[tuple[Any, ...]] = [
         0.3,
         "chain/migration",
     ),
-    ("DEMO-020", "Settings: fast mode", "P1", [], 10, "setting", "fast", 0.3, None),
-    ("DEMO-021", "Settings: safe mode", "P1", [], 10, "setting", "safe", 0.3, None),
+    ("DEMO-020", "Settings: fast mode", "P0", [], 40, "setting", "fast", 0.5, None),
+    ("DEMO-021", "Settings: safe mode", "P0", [], 40, "setting", "safe", 0.5, None),
     ("DEMO-030", "Broken build step", "P2", [], 5, "fail", "broken", 0.1, None),
     ("DEMO-031", "Package the broken step", "P2", ["DEMO-030"], 5, "write", "package", 0.1, None),
     (

@@ -177,9 +177,11 @@ class CommitQueue:
         base: str,
         worker: str = "",
         attempts: int = 0,
+        head: str | None = None,
     ) -> QueueEntry:
-        """Persist a new queued entry for `branch` (its tip now) and return it."""
-        head = git.rev_parse(self.root, f"refs/heads/{branch}")
+        """Persist a new queued entry for `branch` (its tip now, or `head` if the caller knows
+        it) and return it."""
+        head = head or git.rev_parse(self.root, f"refs/heads/{branch}")
         if head is None:
             raise SageError(
                 f"cannot queue {ticket_id}: branch {branch} does not exist",
@@ -566,15 +568,15 @@ class CommitQueue:
         """Remove the ticket's worktree and branch, unless the branch moved on since it was
         queued or is checked out somewhere that is not sage's."""
         ref = f"refs/heads/{entry.branch}"
-        if ref == self.ref or git.rev_parse(self.root, ref) != entry.head:
-            return
         holders = [path for path, branch in trees.items() if branch == ref]
         mine = self.project.worktrees_dir.resolve()
-        if any(path.resolve().parent != mine for path in holders):
+        if ref == self.ref or any(path.resolve().parent != mine for path in holders):
+            return
+        # Compare-and-delete: a branch that moved on since it was queued keeps its worktree too.
+        if git.run(self.root, "update-ref", "-d", ref, entry.head).returncode != 0:
             return
         for path in holders:
             worktrees.remove(self.root, path)
-        git.run(self.root, "update-ref", "-d", ref, entry.head)
 
     # ---- verify --------------------------------------------------------------------------
 

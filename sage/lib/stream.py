@@ -9,7 +9,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,7 @@ class Stream:
         self.interrupted = False
         self.counts: Counter[str] = Counter()
         self.worker_seconds = 0.0
+        self.head: str | None = None  # the target's head as of the last landing, if known
 
     @property
     def _pids_dir(self) -> Path:
@@ -264,7 +265,8 @@ class Stream:
                 reason=f"started by run {self.run_id}",
             )
         attempt = 1 + self.failures[ticket.id] + self.land_attempts.get(ticket.id, 0)
-        base = git.git(self.project.root, "rev-parse", f"refs/heads/{self.options.target_branch}")
+        target = f"refs/heads/{self.options.target_branch}"
+        base = self.head or git.git(self.project.root, "rev-parse", target)
         job = self._job(ticket, attempt, base)
         self.running[ticket.id] = time.monotonic()
         self.journal.emit(
@@ -275,7 +277,26 @@ class Stream:
             log=str(job.log),
             worker=job.worker_name,
         )
-        self.executor.submit(job, lambda result: self.inbox.put(("finished", result)))
+        self.executor.submit(job, self._on_done)
+
+    def _on_done(self, result: WorkerResult) -> None:
+        """In the worker's thread: queue good work right away, then tell the main loop."""
+        entry = None
+        if result.ok and not self.killing:
+            try:
+                entry = self.queue.enqueue(
+                    ticket_id=result.ticket_id,
+                    title=self.tickets[result.ticket_id].title,
+                    branch=result.branch,
+                    base=result.base,
+                    worker=result.worker_name,
+                    attempts=self.land_attempts.get(result.ticket_id, 0),
+                    head=result.head or None,
+                )
+            except SageError as exc:
+                detail = f"could not queue its commits: {exc.message}"
+                result = replace(result, outcome="error", detail=detail)
+        self.inbox.put(("finished", (result, entry)))
 
     def _job(self, ticket: Ticket, attempt: int, base: str) -> WorkerJob:
         run_dir = self.project.runs_dir / self.run_id
@@ -309,7 +330,8 @@ class Stream:
         if kind in handlers:
             handlers[kind](payload)
 
-    def _finished(self, result: WorkerResult) -> None:
+    def _finished(self, done: tuple[WorkerResult, commit_queue.QueueEntry | None]) -> None:
+        result, entry = done
         tid = result.ticket_id
         self.running.pop(tid, None)
         self.worker_seconds += result.seconds
@@ -323,8 +345,8 @@ class Stream:
         )
         if self.killing:
             return self._reset(tid, "killed by a second Ctrl+C")
-        if result.ok:
-            return self._enqueue(result)
+        if entry is not None:
+            return self._queued(entry, result.head)
         if result.outcome == "tempfail":
             self.tempfails[tid] += 1
             return self._retry(tid, self.tempfails[tid], result.detail, counted=False)
@@ -333,19 +355,10 @@ class Stream:
             return self._retry(tid, self.failures[tid], result.detail, counted=True)
         self._defer(tid, f"{result.detail} (log: {result.log})")
 
-    def _enqueue(self, result: WorkerResult) -> None:
-        ticket = self.tickets[result.ticket_id]
-        entry = self.queue.enqueue(
-            ticket_id=ticket.id,
-            title=ticket.title,
-            branch=result.branch,
-            base=result.base,
-            worker=result.worker_name,
-            attempts=self.land_attempts.get(ticket.id, 0),
-        )
-        self.landing.add(ticket.id)
+    def _queued(self, entry: commit_queue.QueueEntry, head: str) -> None:
+        self.landing.add(entry.ticket_id)
         self.journal.emit(
-            "queued", ticket.id, seq=entry.seq, head=result.head, depth=len(self.landing)
+            "queued", entry.ticket_id, seq=entry.seq, head=head, depth=len(self.landing)
         )
         self._wake_lander.set()
 
@@ -375,6 +388,7 @@ class Stream:
         self.completed.append(tid)
         self.landed_ids.add(tid)
         self.counts["commits"] += 1
+        self.head = outcome.commit if not self.landing else None  # a batch may still be landing
         freed = self.dispatcher.landed(tid)
         self.journal.emit(
             "landed", tid, commit=outcome.commit, unblocked=freed, depth=len(self.landing)
