@@ -29,6 +29,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
+# `python bench/run.py` puts bench/ first on sys.path, where a section named like a stdlib module
+# (bench/queue.py) would shadow it for every library: sections are imported as bench.<name>.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -148,20 +151,26 @@ def table(rows: list[Row]) -> str:
 
 
 def save(rows: list[Row], ran: list[str], argv: list[str], seconds: float) -> None:
-    """Write results.json; with --only, the other sections' earlier rows are kept."""
-    kept: list[Row] = []
+    """Write results.json. With --only, the other sections' earlier rows are kept, and `runs`
+    says which command measured each section, and when."""
+    old: dict[str, Any] = {}
     if RESULTS.exists():
         try:
-            kept = [r for r in json.loads(RESULTS.read_text())["rows"] if r["section"] not in ran]
-        except (ValueError, KeyError, TypeError):
-            kept = []
+            old = json.loads(RESULTS.read_text())
+        except ValueError:
+            old = {}
+    command = " ".join(["python", "bench/run.py", *argv])
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    runs = {k: v for k, v in old.get("runs", {}).items() if k not in ran}
+    runs.update({name: {"command": command, "when": when} for name in ran})
     data = {
-        "command": " ".join(["python", "bench/run.py", *argv]),
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "when": when,
         "python": platform.python_version(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "seconds": round(seconds, 1),
-        "rows": kept + rows,
+        "runs": runs,
+        "rows": [r for r in old.get("rows", []) if r.get("section") not in ran] + rows,
     }
     RESULTS.write_text(json.dumps(data, indent=2) + "\n")
 

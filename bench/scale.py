@@ -133,7 +133,9 @@ def _subprocess(argv: list[str], cwd: Path) -> Callable[[], None]:
     def go() -> None:
         done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"{argv[2:4]} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+            raise RuntimeError(
+                f"{argv[2:4]} exited {done.returncode}: {done.stderr.strip()[-300:]}"
+            )
 
     return go
 
@@ -152,8 +154,9 @@ def memory(n: int, path: Path) -> list[Row]:
     jobs = sage_jobs(path)
     base = peak_memory(lambda: floor(path)) / n
     used = peak_memory(jobs["validate"]) / n
-    return [row(SECTION, f"{n // 1000}k", "peak memory / ticket (validate)", used / 1024, "KiB",
-                floor=base / 1024, note="tracemalloc; floor = the networkx floor's peak")]  # fmt: skip
+    note = "tracemalloc; floor = the networkx floor's peak"
+    metric = "peak memory / ticket (validate)"
+    return [row(SECTION, f"{n // 1000}k", metric, used / 1024, "KiB", floor=base / 1024, note=note)]
 
 
 _JUNK = bytearray(32 * 1024 * 1024)  # larger than the CPU caches
@@ -170,7 +173,9 @@ def landing_cost(index: tickets.Index, count: int | None = None, *, cold: bool =
     dispatcher = scheduler.Dispatcher(index.tickets, dag.build(index.tickets))
     spent, landed = 0.0, 0
     while len(dispatcher) and (count is None or landed < count):
-        wave = [t.id for t in iter(dispatcher.pop, None)][: None if count is None else count - landed]
+        wave = [t.id for t in iter(dispatcher.pop, None)][
+            : None if count is None else count - landed
+        ]
         for tid in wave:
             if cold:
                 _flush_caches()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sage.lib import project as projects
 from sage.lib import tickets
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 IndexOpt = Annotated[
     str | None,
@@ -53,11 +56,19 @@ def minutes(value: float, unit: str = "minutes") -> str:
 
 def load_valid(index: str | None) -> tuple[projects.Project, tickets.Index]:
     """The index, refused with a pointer to `sage validate` if it has any error."""
+    project, idx, _ = load_valid_graph(index)
+    return project, idx
+
+
+def load_valid_graph(index: str | None) -> tuple[projects.Project, tickets.Index, nx.DiGraph]:
+    """`load_valid`, with the ticket graph the check built (large indexes: build it once)."""
     from sage.lib import validation
 
     project, idx = load_index(index)
-    validation.require_no_errors(validation.validate(idx, analysis=False))
-    return project, idx
+    report = validation.validate(idx, analysis=False)
+    validation.require_no_errors(report)
+    assert report.graph is not None  # validate always builds it
+    return project, idx, report.graph
 
 
 def sub_app(name: str, help: str) -> typer.Typer:

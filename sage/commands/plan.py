@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from sage.commands._common import IndexOpt, JsonOpt, emit_json, load_valid, minutes
-from sage.lib import graph, scheduler
+from sage.commands._common import IndexOpt, JsonOpt, emit_json, load_valid_graph, minutes
+from sage.lib import scheduler
 
 
 def command(
@@ -22,8 +22,8 @@ def command(
     The lower bound is max(critical path, total work / N); makespans are simulated for dynamic
     dispatch and for the seed's batch waves.
     """
-    _, idx = load_valid(index)
-    result = scheduler.plan(idx.tickets, graph.build(idx.tickets), parallel)
+    _, idx, dag = load_valid_graph(index)
+    result = scheduler.plan(idx.tickets, dag, parallel)
     if json:
         emit_json(result.as_dict())
         return 0
@@ -40,9 +40,13 @@ def render(p: scheduler.Plan) -> None:
     typer.echo(f"plan for {p.workers.workers} worker(s), {p.stats.tickets} ticket(s) to run")
     for number, wave in enumerate(p.waves, 1):
         typer.echo(f"  wave {number} ({len(wave)}): {' '.join(wave)}")
-    typer.echo(f"critical path: {fmt(p.critical_path.minutes)}: {' → '.join(p.critical_path.tickets)}")
+    typer.echo(
+        f"critical path: {fmt(p.critical_path.minutes)}: {' → '.join(p.critical_path.tickets)}"
+    )
     typer.echo(f"total work: {fmt(p.total)}")
-    typer.echo(f"lower bound: {fmt(p.lower_bound)} = max(critical path, work / {p.workers.workers})")
+    typer.echo(
+        f"lower bound: {fmt(p.lower_bound)} = max(critical path, work / {p.workers.workers})"
+    )
     typer.echo(f"makespan, dynamic dispatch: {fmt(p.dynamic_makespan)}")
     typer.echo(f"makespan, batch waves: {fmt(p.batch_makespan)}")
     s = p.stats

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from sage.commands._common import IndexOpt, JsonOpt, emit_json, load_valid
+from sage.commands._common import IndexOpt, JsonOpt, emit_json, load_valid_graph
 from sage.lib import graph, tickets
 
 
 def command(json: JsonOpt = False, index: IndexOpt = None) -> int:
     """List ready tickets (UNPROCESSED, dependencies COMPLETED): P0 first, then longest path."""
-    _, idx = load_valid(index)
-    found = graph.ready(idx.tickets, graph.build(idx.tickets))
+    _, idx, dag = load_valid_graph(index)
+    found = graph.ready(idx.tickets, dag)
     if json:
         emit_json([_row(t) for t in found])
         return 0

@@ -127,6 +127,7 @@ def command(
     if dry_run:
         return _dry_run(project, parallel or cfg.workers)
     project.require_git()
+    project.require_writable()
     store = TicketStore(project.index_path)
     idx = store.load()
     validation.require_no_errors(validation.validate(idx))

@@ -50,7 +50,11 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "queue": ("lock_timeout", "max_attempts", "backoff", "verify_batch"),
     "hooks": ("strip_lines",),
 }  # fmt: skip
-CHOICES = {"on_error": ("fail", "skip"), "schedule": ("dynamic", "batch"), "executor": ("local", "dask")}
+CHOICES = {
+    "on_error": ("fail", "skip"),
+    "schedule": ("dynamic", "batch"),
+    "executor": ("local", "dask"),
+}
 
 
 def _argv(value: Any) -> tuple[str, ...]:
@@ -161,7 +165,9 @@ def _apply(
     if not values:
         return config
     changes = {k: convert(k, v, f"{where} ({name(k)})") for k, v in values.items()}
-    return replace(config, **changes, source=where if config.source == "defaults" else config.source)
+    return replace(
+        config, **changes, source=where if config.source == "defaults" else config.source
+    )
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -195,9 +201,11 @@ TEMPLATE = """\
 # Every key is optional; the values shown are the defaults.
 
 [stream]
-# workers = 1              # for --auto without --parallel: a number or "auto" (half the cores, 1..8)
+# workers = 1              # for --auto without --parallel: a number or "auto" (half the cores,
+#                           # 1..8)
 # worker = "claude -p {context_file}"   # argv template for tickets without a "command";
-#                                       # placeholders: {ticket_id} {title} {worktree} {context_file}
+#                                       # placeholders: {ticket_id} {title} {worktree}
+#                                       #   {context_file}
 #                                       # presets: "claude", "codex", "aider"
 # timeout = 0               # seconds per worker run; the whole process group is killed (0 = none)
 # retries = 2               # re-runs of a failing worker before the ticket is DEFERRED

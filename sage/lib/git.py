@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +39,25 @@ def git(
 ) -> str:
     """Run `git -C repo args…` and return stdout without its trailing newline."""
     argv = ["git", "-C", str(repo), *args]
-    done = proc.run(argv, check=check, input=input, env=proc.clean_env(env))
+    with _turns(args):
+        done = proc.run(argv, check=check, input=input, env=proc.clean_env(env))
     return done.stdout.rstrip("\n")
 
 
 def run(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> proc.Result:
     """Like `git` but never raises: for commands whose exit code is the answer."""
-    return proc.run(["git", "-C", str(repo), *args], check=False, env=proc.clean_env(env))
+    with _turns(args):
+        return proc.run(["git", "-C", str(repo), *args], check=False, env=proc.clean_env(env))
+
+
+_WORKTREE_TURNS = threading.Lock()
+
+
+def _turns(args: Sequence[str]) -> AbstractContextManager[object]:
+    """`git worktree add` writes its admin files one by one and `remove` deletes the shared
+    folder once it is empty; a concurrent worktree (or branch) command trips over either
+    ("failed to read .git/worktrees/X/commondir"). Sage's worker threads take turns."""
+    return _WORKTREE_TURNS if args[:1] in (("worktree",), ("branch",)) else nullcontext()
 
 
 @functools.cache
@@ -122,22 +137,48 @@ def commit_tree(
     return git(repo, *args, input=message, env=env)
 
 
+_LOCK_EXISTS = re.compile(r"Unable to create '([^']+\.lock)': File exists")
+
+
 def update_ref(repo: Path, ref: str, new: str, old: str) -> bool:
-    """Compare-and-swap: move `ref` to `new` only if it is still at `old`."""
-    return run(repo, "update-ref", ref, new, old).returncode == 0
+    """Compare-and-swap: move `ref` to `new` only if it is still at `old` (False if it is not).
+
+    A git lock file in the way for a whole second is no race: a git process killed mid-update
+    leaves it behind, and git refuses that ref until it is removed. Say so, naming it."""
+    done = run(repo, "-c", "core.filesRefLockTimeout=1000", "update-ref", ref, new, old)
+    stuck = _LOCK_EXISTS.search(done.stderr) if done.returncode else None
+    if stuck:
+        raise SageError(
+            f"cannot move {ref}: git's lock file {stuck.group(1)} exists",
+            hint="another git process is using it, or one was killed and left it behind: "
+            "if no git is running here, remove that file and run again",
+        )
+    return done.returncode == 0
 
 
 def worktrees(repo: Path) -> dict[Path, str | None]:
     """Every worktree of the repository and the branch it has checked out (None if detached)."""
     found: dict[Path, str | None] = {}
     current: Path | None = None
-    for line in git(repo, "worktree", "list", "--porcelain").splitlines():
+    for line in _worktree_list(repo).splitlines():
         if line.startswith("worktree "):
             current = Path(line[len("worktree ") :])
             found[current] = None
         elif line.startswith("branch ") and current is not None:
             found[current] = line[len("branch ") :]
     return found
+
+
+def _worktree_list(repo: Path, tries: int = 10) -> str:
+    """`git worktree list` fails while another thread's `worktree add` is half done: try again."""
+    for attempt in range(tries):
+        done = run(repo, "worktree", "list", "--porcelain")
+        if done.returncode == 0 or attempt == tries - 1:
+            break
+        time.sleep(0.01 * (attempt + 1))
+    if done.returncode != 0:
+        raise GitError(["git", "worktree", "list"], done.returncode, done.stdout, done.stderr)
+    return done.stdout
 
 
 def checked_out_at(repo: Path, ref: str) -> Path | None:

@@ -31,7 +31,7 @@ def build(tickets: Sequence[Ticket]) -> nx.DiGraph:
 
 
 def find_cycles(graph: nx.DiGraph) -> list[list[str]]:
-    """Cycles naming only their members: searched inside non-trivial SCCs, after a fast DAG check."""
+    """Cycles naming only their members: searched in non-trivial SCCs, after a fast DAG check."""
     if nx.is_directed_acyclic_graph(graph):
         return []
     found = [[n] for n in nx.nodes_with_selfloops(graph)]
@@ -59,8 +59,9 @@ def problems(tickets: Sequence[Ticket], graph: nx.DiGraph) -> list[Problem]:
             if dep == t.id:
                 continue  # reported as a cycle A → A
             if dep not in graph:
+                message = f"{t.id}: depends on unknown ticket {dep}"
                 found.append(Problem(level="error", code="unknown-dependency", ticket=t.id,
-                                     message=f"{t.id}: depends on unknown ticket {dep}"))  # fmt: skip
+                                     message=message))  # fmt: skip
         if t.parent is not None and t.parent not in graph:
             found.append(Problem(level="error", code="unknown-parent", ticket=t.id,
                                  message=f"{t.id}: parent {t.parent} is not a ticket"))  # fmt: skip
@@ -98,7 +99,8 @@ def remaining_path(
     succ = dict(graph.adjacency())  # plain dicts: this loop runs once per ticket
     longest: dict[str, float] = {}
     for node in reversed(order if order is not None else list(nx.topological_sort(graph))):
-        longest[node] = weights.get(node, 1.0) + max(map(longest.__getitem__, succ[node]), default=0.0)
+        tail = max(map(longest.__getitem__, succ[node]), default=0.0)
+        longest[node] = weights.get(node, 1.0) + tail
     return longest
 
 

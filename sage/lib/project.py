@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,24 @@ class Project:
                 hint="sage stream lands commits, so it runs inside a git repository (git init)",
             )
         return self.root
+
+    def require_writable(self) -> None:
+        """Every state dir a run writes takes a new file: refuse a read-only or clobbered
+        `.sage/` up front, not halfway through a run."""
+        state = (self.runs_dir, self.queue_dir, self.locks_dir, self.worktrees_dir, self.logs_dir)
+        for folder in (self.index_path.parent, *state):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=folder).close()
+            except OSError as exc:
+                clobbered = folder.exists() and not folder.is_dir()
+                raise SageError(
+                    f"{folder} is not a directory"
+                    if clobbered
+                    else f"cannot write in {folder}: {exc.strerror}",
+                    hint="sage keeps its run state under .sage/: make it writable "
+                    "(and check that the disk is not full)",
+                ) from None
 
 
 def find_root(start: Path) -> tuple[Path, bool]:

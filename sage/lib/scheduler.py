@@ -82,6 +82,7 @@ class Dispatcher:
     def _setup(self, tickets: Sequence[Ticket], graph: nx.DiGraph) -> None:
         self.tickets = {t.id: t for t in tickets}
         self._graph = graph
+        self._dependents = dict(graph.adjacency())  # plain dicts for the per-landing loop
         self.blocked: dict[str, str] = blocked_at_start(self.tickets, graph)
         todo = [tid for tid, t in self.tickets.items()
                 if t.state in dag.OPEN_STATES and tid not in self.blocked]  # fmt: skip
@@ -111,7 +112,11 @@ class Dispatcher:
     def copy(self) -> Dispatcher:
         """An independent ready set over the same tickets, for what-if simulations."""
         clone = copy.copy(self)
-        clone.blocked, clone._waiting, clone._heap = dict(self.blocked), dict(self._waiting), list(self._heap)
+        clone.blocked, clone._waiting, clone._heap = (
+            dict(self.blocked),
+            dict(self._waiting),
+            list(self._heap),
+        )
         return clone
 
     def __len__(self) -> int:
@@ -132,7 +137,7 @@ class Dispatcher:
         waiting = self._waiting  # blocked tickets are never in it
         waiting.pop(tid, None)
         freed = []
-        for child in self._graph.successors(tid):
+        for child in self._dependents[tid]:
             left = waiting.get(child)
             if left is not None:
                 waiting[child] = left - 1
@@ -222,11 +227,12 @@ def _schedule(plan: Dispatcher, workers: int, schedule: str) -> _Run:
 def _dynamic(plan: Dispatcher, workers: int) -> _Run:
     """A free worker takes the next ready ticket the moment it is free."""
     slots: _Run = []
-    clock, running = 0.0, []  # running: heap of (finish time, id)
+    clock, running = 0.0, list[tuple[float, str]]()  # running: heap of (finish time, id)
     while len(plan) or running:
         while len(running) < workers and (ticket := plan.pop()) is not None:
-            heapq.heappush(running, (clock + ticket.weight, ticket.id))
-            slots.append((clock, clock + ticket.weight, ticket.id))
+            finish = clock + ticket.weight
+            heapq.heappush(running, (finish, ticket.id))
+            slots.append((clock, finish, ticket.id))
         clock, done = heapq.heappop(running)
         plan.landed(done)
     return slots
@@ -238,11 +244,11 @@ def _batches(plan: Dispatcher, workers: int) -> _Run:
     slots: _Run = []
     clock = 0.0
     while len(plan):
-        batch = [t for t in (plan.pop() for _ in range(min(workers, len(plan)))) if t]
-        slots += [(clock, clock + t.weight, t.id) for t in batch]
-        clock += max(t.weight for t in batch)
-        for ticket in batch:
-            plan.landed(ticket.id)
+        batch = [(t.id, t.weight) for _ in range(min(workers, len(plan))) if (t := plan.pop())]
+        slots += [(clock, clock + weight, tid) for tid, weight in batch]
+        clock += max(weight for _, weight in batch)
+        for tid, _ in batch:
+            plan.landed(tid)
     return slots
 
 

@@ -156,7 +156,7 @@ class Stream:
 
     def _load(self) -> list[Ticket]:
         index = self.store.load()
-        require_no_errors(validate(index))
+        require_no_errors(validate(index, analysis=False))
         self.raw = {e["id"]: e for e in index.raw["tickets"]}
         self._sweep(index.tickets)
         return list(index.tickets)
@@ -172,6 +172,11 @@ class Stream:
             if tid in landed:
                 worktrees.remove(self.project.root, self.project.worktrees_dir / tid)
                 worktrees.delete_branch(self.project.root, branch)
+        # The branch may be gone already: the queue deletes it before the worktree.
+        trees = self.project.worktrees_dir
+        for path in sorted(trees.iterdir()) if trees.is_dir() else []:
+            if path.name in landed:
+                worktrees.remove(self.project.root, path)
 
     def _recover(self) -> None:
         """After a crash: finish half-landed work, kill orphaned workers, reset stale tickets."""
@@ -293,8 +298,8 @@ class Stream:
                     attempts=self.land_attempts.get(result.ticket_id, 0),
                     head=result.head or None,
                 )
-            except SageError as exc:
-                detail = f"could not queue its commits: {exc.message}"
+            except Exception as exc:  # a value for the main loop: a lost result hangs the run
+                detail = f"could not queue its commits: {_message(exc)}"
                 result = replace(result, outcome="error", detail=detail)
         self.inbox.put(("finished", (result, entry)))
 
@@ -474,8 +479,9 @@ class Stream:
                 return
             try:
                 self._land_queued()
-            except SageError as exc:
-                self.inbox.put(("error", exc))
+            except Exception as exc:  # a dead lander would leave the run waiting forever
+                error = exc if isinstance(exc, SageError) else SageError(_message(exc))
+                self.inbox.put(("error", error))
 
     def _land_queued(self) -> None:
         """One pass of the queue; landings are reported the moment they are recorded."""
@@ -525,6 +531,11 @@ class Stream:
         )
         self.journal.emit("run-finished", **summary.as_dict())
         return summary
+
+
+def _message(exc: Exception) -> str:
+    """What went wrong in a thread, for the journal: a write to a full disk, a clobbered path."""
+    return exc.message if isinstance(exc, SageError) else f"{type(exc).__name__}: {exc}"
 
 
 def _rejection_reason(outcome: commit_queue.Rejected) -> str:

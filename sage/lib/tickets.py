@@ -28,7 +28,9 @@ DEFAULT_INDEX = Path(".sage/tickets/index.json")
 _RANKS = {p: rank for rank, p in enumerate(PRIORITIES)}
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_CONVENTIONAL_ID = re.compile(r"[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*-\d+[A-Za-z0-9]*")
+# ASCII: `\d` alone also matches lookalike digits such as a fullwidth "１"
+_CONVENTIONAL_ID = re.compile(r"[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*-\d+[A-Za-z0-9]*", re.ASCII)
+MAX_ESTIMATE = 1e9  # minutes: sums over any backlog stay finite (Infinity and 1e308 do not)
 
 T = TypeVar("T")
 
@@ -66,7 +68,12 @@ class Problem:
     ticket: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "code": self.code, "ticket": self.ticket, "message": self.message}
+        return {
+            "level": self.level,
+            "code": self.code,
+            "ticket": self.ticket,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,8 +95,10 @@ class Index:
 
 def unsafe_id_reason(ticket_id: str) -> str | None:
     """Why an ID cannot be a branch and folder name, or None when it is safe."""
-    if _SAFE_ID.fullmatch(ticket_id) and ".." not in ticket_id and not ticket_id.endswith(
-        (".lock", ".")
+    if (
+        _SAFE_ID.fullmatch(ticket_id)
+        and ".." not in ticket_id
+        and not ticket_id.endswith((".lock", "."))
     ):
         return None
     checks: Sequence[tuple[bool, str]] = (
@@ -149,7 +158,7 @@ def _decode(text: str, path: Path) -> dict[str, Any]:
         raw = {"tickets": raw}
     if not isinstance(raw, dict) or not isinstance(raw.get("tickets"), list):
         raise IndexFileError(
-            f"{path}: expected an object with a \"tickets\" list",
+            f'{path}: expected an object with a "tickets" list',
             hint='the index looks like {"tickets": [{"id": "AUTH-001", "title": "…"}]}',
         )
     return raw
@@ -158,12 +167,14 @@ def _decode(text: str, path: Path) -> dict[str, Any]:
 def _ticket(entry: Any, position: int, problems: list[Problem]) -> Ticket | None:
     where = f"tickets[{position}]"
     if not isinstance(entry, dict):
-        problems.append(Problem(level="error", code="not-an-object", message=f"{where} is not an object"))
+        problems.append(
+            Problem(level="error", code="not-an-object", message=f"{where} is not an object")
+        )
         return None
     tid = entry.get("id")
     if not isinstance(tid, str):
         problems.append(
-            Problem(level="error", code="missing-field", message=f"{where} has no string \"id\"")
+            Problem(level="error", code="missing-field", message=f'{where} has no string "id"')
         )
         return None
     if not _CONVENTIONAL_ID.fullmatch(tid):  # conventional IDs are always safe: one check
@@ -174,7 +185,9 @@ def _ticket(entry: Any, position: int, problems: list[Problem]) -> Ticket | None
 def _check_id(tid: str, problems: list[Problem]) -> None:
     reason = unsafe_id_reason(tid)
     if reason:
-        problems.append(_err("unsafe-id", tid, f"ID {tid!r} {reason}: IDs become branch and folder names"))
+        problems.append(
+            _err("unsafe-id", tid, f"ID {tid!r} {reason}: IDs become branch and folder names")
+        )
     else:
         problems.append(
             Problem(level="warning", code="id-format", ticket=tid,
@@ -201,7 +214,7 @@ def _fields(entry: Mapping[str, Any], tid: str, problems: list[Problem]) -> dict
     if isinstance(title, str) and title.strip():
         out["title"] = title
     else:
-        problems.append(_err("missing-field", tid, f"{tid}: \"title\" is missing or empty"))
+        problems.append(_err("missing-field", tid, f'{tid}: "title" is missing or empty'))
         out["title"] = ""
     for key, allowed, names in _ENUMS:
         value = entry.get(key)
@@ -224,24 +237,27 @@ def _list_fields(
     if isinstance(deps, list) and all(map(_is_str, deps)):
         out["dependencies"] = tuple(dict.fromkeys(deps))
     else:
-        problems.append(_err("bad-dependencies", tid, f"{tid}: \"dependencies\" must be a list of IDs"))
+        problems.append(
+            _err("bad-dependencies", tid, f'{tid}: "dependencies" must be a list of IDs')
+        )
     estimate = entry.get("estimate_minutes")
     if estimate is not None:
-        if isinstance(estimate, int | float) and not isinstance(estimate, bool) and estimate >= 0:
+        number = isinstance(estimate, int | float) and not isinstance(estimate, bool)
+        if number and 0 <= estimate <= MAX_ESTIMATE:  # NaN fails both comparisons
             out["estimate_minutes"] = float(estimate)
         else:
             problems.append(
-                _err("bad-estimate", tid, f"{tid}: \"estimate_minutes\" must be a number >= 0")
-            )
+                _err("bad-estimate", tid,
+                     f'{tid}: "estimate_minutes" must be a number from 0 to {MAX_ESTIMATE:g}')
+            )  # fmt: skip
     command = entry.get("command")
     if command is not None:
         if isinstance(command, list) and command and all(map(_is_str, command)):
             out["command"] = tuple(command)
         else:
-            problems.append(
-                _err("bad-command", tid,
-                     f"{tid}: \"command\" must be a non-empty argv list such as [\"make\", \"test\"]")
-            )  # fmt: skip
+            example = '["make", "test"]'
+            message = f'{tid}: "command" must be a non-empty argv list such as {example}'
+            problems.append(_err("bad-command", tid, message))
     parent = entry.get("parent")
     if parent is not None:
         out["parent"] = str(parent)
@@ -257,8 +273,12 @@ def _check_duplicates(tickets: Iterable[Ticket], problems: list[Problem]) -> Non
 
 
 def load(path: Path) -> Index:
+    return parse(_read(path), path)
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise IndexFileError(
             f"no ticket index at {path}",
@@ -266,7 +286,6 @@ def load(path: Path) -> Index:
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise IndexFileError(f"cannot read {path}: {exc}") from exc
-    return parse(text, path)
 
 
 def require_valid(index: Index) -> Index:
@@ -296,7 +315,7 @@ class TicketStore:
         """Apply `change` to the raw document and write it back, all under the lock."""
         try:
             with self.lock:
-                raw = self.load().raw
+                raw = _decode(_read(self.path), self.path)  # no per-ticket parse: raw is enough
                 result = change(raw)
                 files.write_json(self.path, raw)
                 return result
@@ -305,9 +324,11 @@ class TicketStore:
                 f"the ticket index is locked: {self.lock.lock_file}",
                 hint="another sage process is writing it; try again, or remove a stale lock file",
             ) from exc
-        except PermissionError as exc:
-            raise SageError(f"cannot write {self.path}: {exc.strerror}",
-                            hint="make .sage/ writable") from exc  # fmt: skip
+        except OSError as exc:  # read-only, disk full: the old index is intact (atomic write)
+            raise SageError(
+                f"cannot write {self.path}: {exc.strerror or exc}",
+                hint="the index is unchanged; make .sage/ writable or free some space",
+            ) from exc
 
     def transition(
         self,

@@ -157,7 +157,7 @@ def _worker_checks(project: Project, index: Index) -> list[Check]:
             Check(
                 name="worker",
                 ok=True,
-                detail="none configured: tickets without a \"command\" need --worker or "
+                detail='none configured: tickets without a "command" need --worker or '
                 "[stream] worker",
             )
         )

@@ -13,6 +13,7 @@ from sage.lib.errors import SageError
 from sage.lib.tickets import Ticket
 
 TEMPFAIL = 75  # EX_TEMPFAIL: e.g. an agent's rate limit; retried without using up an attempt
+MAX_ENV_TITLE = 4096  # characters of the title in SAGE_TICKET_TITLE
 OUTCOMES = ("ok", "failed", "timeout", "tempfail", "killed", "error")
 
 
@@ -73,7 +74,8 @@ def environment(job: WorkerJob, worktree: Path) -> dict[str, str]:
     return proc.clean_env(
         {
             "SAGE_TICKET_ID": job.ticket.id,
-            "SAGE_TICKET_TITLE": job.ticket.title,
+            # One variable over 128 KiB makes exec fail; the whole title is in the context file.
+            "SAGE_TICKET_TITLE": job.ticket.title[:MAX_ENV_TITLE],
             "SAGE_WORKTREE": str(worktree),
             "SAGE_CONTEXT_FILE": str(job.context_file),
             "SAGE_RUN_ID": job.run_id,

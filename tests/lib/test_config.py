@@ -31,7 +31,9 @@ def test_the_template_is_valid_and_all_defaults(tmp_path: Path) -> None:
 
 
 def test_flag_beats_environment_beats_file_beats_default(tmp_path: Path) -> None:
-    write_config(tmp_path, """
+    write_config(
+        tmp_path,
+        """
 [stream]
 workers = 3
 timeout = 10
@@ -41,7 +43,8 @@ worker = "claude -p '{context_file}'"
 [queue]
 backoff = 0.5
 verify_batch = false
-""")
+""",
+    )
     env = {"SAGE_TIMEOUT": "20", "SAGE_RETRIES": "5", "SAGE_UNRELATED": "x", "HOME": "/h"}
     flags = {"retries": 6, "workers": None}  # None: the flag was not given
     loaded = config.load(tmp_path, environ=env, overrides=flags)
@@ -140,7 +143,10 @@ def test_the_project_resolves_the_index_from_config_and_flags(
 def test_init_creates_the_layout_and_keeps_what_exists(tmp_path: Path) -> None:
     made = project.init(tmp_path)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in made) == [
-        ".sage/.gitignore", ".sage/config.toml", ".sage/tickets/index.json"]
+        ".sage/.gitignore",
+        ".sage/config.toml",
+        ".sage/tickets/index.json",
+    ]
     (tmp_path / ".sage" / "config.toml").write_text("[stream]\nworkers = 2\n")
     assert project.init(tmp_path) == []
     assert config.load(tmp_path, environ={}).workers == "2"

@@ -1,4 +1,4 @@
-"""The ticket DAG: cycles (exactly the members), ready set, dispatch order, critical path, levels."""
+"""The ticket DAG: cycles (only their members), ready set, dispatch order, critical path, levels."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def cyclic_backlogs(draw: st.DrawFn) -> tuple[list[Ticket], list[str]]:
     ids = [t.id for t in base]
     ring = draw(st.lists(st.sampled_from(ids), min_size=1, max_size=5, unique=True))
     extra = draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(ids)), max_size=4))
-    added = {(ring[i - 1], ring[i]) for i in range(len(ring))} | set(extra)  # (dependency, dependent)
+    # (dependency, dependent) pairs
+    added = {(ring[i - 1], ring[i]) for i in range(len(ring))} | set(extra)
     deps = {t.id: set(t.dependencies) for t in base}
     for dependency, dependent in added:
         deps[dependent].add(dependency)
@@ -65,7 +66,9 @@ def test_acyclic_backlogs_have_no_cycles(items: list[Ticket]) -> None:
 
 @FAST
 @given(cyclic_backlogs())
-def test_every_cycle_is_found_and_names_only_its_members(case: tuple[list[Ticket], list[str]]) -> None:
+def test_every_cycle_is_found_and_names_only_its_members(
+    case: tuple[list[Ticket], list[str]],
+) -> None:
     items, ring = case
     graph = dag.build(items)
     cycles = dag.find_cycles(graph)

@@ -32,7 +32,9 @@ def drain(
         for _ in range(rng.randint(0, len(dispatcher))):  # take some of the ready tickets
             ticket = dispatcher.pop()
             assert ticket is not None
-            open_deps = [d for d in ticket.dependencies if dispatcher.tickets[d].state != "COMPLETED"]
+            open_deps = [
+                d for d in ticket.dependencies if dispatcher.tickets[d].state != "COMPLETED"
+            ]
             assert set(open_deps) <= landed, f"{ticket.id} started before {open_deps}"
             started.append(ticket.id)
             running.append(ticket.id)
@@ -78,7 +80,9 @@ def test_states_completed_count_as_landed_and_deferred_blocks_descendants(
     assert set(dispatcher.blocked) == stuck
     assert all(state[cause] == "DEFERRED" for cause in dispatcher.blocked.values())
     started, _ = drain(dispatcher, rng)
-    assert sorted(started) == sorted(t.id for t in items if t.state in dag.OPEN_STATES and t.id not in stuck)
+    assert sorted(started) == sorted(
+        t.id for t in items if t.state in dag.OPEN_STATES and t.id not in stuck
+    )
 
 
 @FAST
@@ -99,7 +103,9 @@ def test_a_failed_ticket_blocks_exactly_its_descendants(
 
 @FAST
 @given(backlogs(max_tickets=30), st.integers(1, 6))
-def test_simulated_schedules_respect_dependencies_and_workers(items: list[Ticket], workers: int) -> None:
+def test_simulated_schedules_respect_dependencies_and_workers(
+    items: list[Ticket], workers: int
+) -> None:
     graph = dag.build(items)
     by_id = {t.id: t for t in items}
     w = {t.id: t.weight for t in items}

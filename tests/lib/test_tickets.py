@@ -58,10 +58,19 @@ def test_defaults_and_known_fields() -> None:
     ])  # fmt: skip
     first, second = index.tickets
     assert (first.state, first.priority, first.type, first.dependencies) == (
-        "UNPROCESSED", "P2", "implementation", ())
+        "UNPROCESSED",
+        "P2",
+        "implementation",
+        (),
+    )
     assert first.weight == 1.0 and first.command is None  # no estimate: one unit per ticket
     assert second.dependencies == ("A-1",)  # repeated dependencies collapse
-    assert (second.weight, second.command, second.parent, second.rank) == (30.0, ("make", "x"), "A-1", 0)
+    assert (second.weight, second.command, second.parent, second.rank) == (
+        30.0,
+        ("make", "x"),
+        "A-1",
+        0,
+    )
     assert index.problems == ()
 
 
@@ -259,8 +268,9 @@ def test_a_failing_write_leaves_the_old_file_intact(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(SageError, match=r"cannot write .*No space left") as caught:
         store.transition([("S-1", "COMPLETED")])
+    assert "unchanged" in (caught.value.hint or "")
     monkeypatch.undo()
     assert store.path.read_text() == before
     assert [p.name for p in store.path.parent.iterdir() if p.name.endswith(".tmp")] == []

@@ -117,7 +117,9 @@ def test_an_unwritable_state_dir_is_an_error(tmp_path: Path) -> None:
     sage_dir.chmod(0o555)
     try:
         found = project.open_project(tmp_path)
-        checks = {c.name: c for c in validation.prerequisites(found, tickets.load(found.index_path))}
+        checks = {
+            c.name: c for c in validation.prerequisites(found, tickets.load(found.index_path))
+        }
         assert not checks["queue dir"].ok and "not writable" in checks["queue dir"].detail
     finally:
         sage_dir.chmod(0o755)

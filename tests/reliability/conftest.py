@@ -3,6 +3,7 @@ invariants every crash, race and bad input must leave intact."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -81,7 +82,7 @@ def index_data(repo: Path) -> dict[str, Any]:
 
 def worktree_paths(repo: Path) -> list[Path]:
     out = git(repo, "worktree", "list", "--porcelain")
-    return [Path(line[len("worktree ") :]) for line in out.splitlines() if line.startswith("worktree ")]
+    return [Path(line[9:]) for line in out.splitlines() if line.startswith("worktree ")]
 
 
 def branches(repo: Path, prefix: str = "refs/heads/sage/") -> dict[str, str]:
@@ -142,7 +143,7 @@ def moves_chain(repo: Path, since: int = 0) -> list[tuple[str, str, str]]:
     """The reflog from move `since` on, checked to be one unbroken chain of fast-forwards:
     each move starts where the previous one ended and nothing it added was dropped later."""
     moves = reflog(repo)[since:]
-    for (_, before, _), (old, _, message) in zip(moves, moves[1:], strict=False):
+    for (_, before, _), (old, _, message) in itertools.pairwise(moves):
         assert old == before, f"{message!r} moved main from {old}, not from {before}"
     for old, new, message in moves:
         assert is_ancestor(repo, old, new), f"{message!r} was not a fast-forward"
