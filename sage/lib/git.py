@@ -50,6 +50,11 @@ def run(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> proc.Re
         return proc.run(["git", "-C", str(repo), *args], check=False, env=proc.clean_env(env))
 
 
+def run_input(repo: Path, stdin: str, *args: str) -> proc.Result:
+    """Like `run`, feeding `stdin` (e.g. `update-ref --stdin` transactions)."""
+    return proc.run(["git", "-C", str(repo), *args], check=False, input=stdin, env=proc.clean_env())
+
+
 _WORKTREE_TURNS = threading.Lock()
 
 
@@ -179,6 +184,36 @@ def _worktree_list(repo: Path, tries: int = 10) -> str:
     if done.returncode != 0:
         raise GitError(["git", "worktree", "list"], done.returncode, done.stdout, done.stderr)
     return done.stdout
+
+
+def checkouts(repo: Path) -> dict[Path, str | None]:
+    """Like `worktrees()`, read from git's admin files instead of running git: no process to
+    start, and a worktree another thread is still adding is simply not there yet."""
+    common = _common_dir_cached(str(repo))
+    found: dict[Path, str | None] = {}
+    if common.name == ".git":
+        found[common.parent] = _head_branch(common / "HEAD")
+    admin = common / "worktrees"
+    for entry in sorted(admin.iterdir()) if admin.is_dir() else ():
+        try:
+            gitdir = Path((entry / "gitdir").read_text(encoding="utf-8").strip())
+        except OSError:
+            continue
+        found[gitdir.parent] = _head_branch(entry / "HEAD")
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _common_dir_cached(repo: str) -> Path:
+    return common_dir(Path(repo))
+
+
+def _head_branch(head: Path) -> str | None:
+    try:
+        text = head.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text[len("ref: ") :] if text.startswith("ref: ") else None
 
 
 def checked_out_at(repo: Path, ref: str) -> Path | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, fields, replace
@@ -239,7 +240,7 @@ class CommitQueue:
         with self._lock():
             current = self._current(entry)
             done = replace(current, status="discarded", reason=reason or current.reason)
-            self._cleanup(done, git.worktrees(self.root))
+            self._cleanup(done, git.checkouts(self.root))
             return self._archive(done)
 
     def settle(self, entry: QueueEntry, *, max_attempts: int) -> str:
@@ -487,7 +488,7 @@ class CommitQueue:
         the target is no longer at `onto`."""
         if not stack:
             return []
-        new, trees = stack[-1].commit, git.worktrees(self.root)
+        new, trees = stack[-1].commit, git.checkouts(self.root)
         blocker = self._follow(self._checkout(trees), onto, new, dry_run=True)
         if blocker:
             return [self._blocked(c.entry, blocker) for c in stack]
@@ -559,24 +560,41 @@ class CommitQueue:
             for outcome in outcomes:
                 self._notify(outcome)
         # Last: a crash before this leaves a landed ticket's worktree, which a stream sweeps.
-        for entry in landed:
-            self._cleanup(entry, trees)
+        self._cleanup_all(landed, trees)
         _step("cleaned")
         return outcomes
 
     def _cleanup(self, entry: QueueEntry, trees: Mapping[Path, str | None]) -> None:
-        """Remove the ticket's worktree and branch, unless the branch moved on since it was
-        queued or is checked out somewhere that is not sage's."""
-        ref = f"refs/heads/{entry.branch}"
-        holders = [path for path, branch in trees.items() if branch == ref]
+        self._cleanup_all([entry], trees)
+
+    def _cleanup_all(
+        self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]
+    ) -> None:
+        """Remove the tickets' worktrees and branches, unless a branch moved on since it was
+        queued or is checked out somewhere that is not sage's. One git call for the branches
+        (compare-and-delete), one to prune the worktrees' registrations."""
         mine = self.project.worktrees_dir.resolve()
-        if ref == self.ref or any(path.resolve().parent != mine for path in holders):
+        doomed: dict[str, tuple[QueueEntry, list[Path]]] = {}
+        for entry in entries:
+            ref = f"refs/heads/{entry.branch}"
+            holders = [path for path, branch in trees.items() if branch == ref]
+            if ref != self.ref and all(path.resolve().parent == mine for path in holders):
+                doomed[ref] = (entry, holders)
+        if not doomed:
             return
-        # Compare-and-delete: a branch that moved on since it was queued keeps its worktree too.
-        if git.run(self.root, "update-ref", "-d", ref, entry.head).returncode != 0:
-            return
-        for path in holders:
-            worktrees.remove(self.root, path)
+        script = "".join(f"delete {ref} {entry.head}\n" for ref, (entry, _) in doomed.items())
+        if git.run_input(self.root, script, "update-ref", "--stdin").returncode != 0:
+            # all or nothing: some branch moved on, so take them one by one
+            doomed = {
+                ref: held
+                for ref, held in doomed.items()
+                if git.run(self.root, "update-ref", "-d", ref, held[0].head).returncode == 0
+            }
+        for _, holders in doomed.values():
+            for path in holders:
+                shutil.rmtree(path, ignore_errors=True)
+        if any(holders for _, holders in doomed.values()):
+            git.run(self.root, "worktree", "prune")
 
     # ---- verify --------------------------------------------------------------------------
 
@@ -643,7 +661,7 @@ class CommitQueue:
         self._requeue([e for e in applying if e not in moved])
         if not moved:
             return []
-        trees = git.worktrees(self.root)
+        trees = git.checkouts(self.root)
         top = next((e for e in moved if e.new_target == head), None)
         if top is None or top.old_target is None:  # built upon since: the checkout followed
             return self._finish(moved, trees)

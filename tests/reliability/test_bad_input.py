@@ -100,7 +100,7 @@ def test_stream_on_truncated_json_refuses_and_changes_nothing(tmp_path: Path, sa
     untouched(repo, before)
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", '"tickets"', "null", '{"tickets": {}}', "{}"])
+@pytest.mark.parametrize("text", ['"tickets"', "null", '{"tickets": {}}', "{}"])
 def test_a_document_of_the_wrong_shape_is_refused(tmp_path: Path, sage: Sage, text: str) -> None:
     repo, before = setup_index(tmp_path, text)
     refused(sage("validate", cwd=repo), "index.json")
