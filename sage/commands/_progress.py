@@ -123,7 +123,7 @@ class LiveReporter(Reporter):
             self.total = int(event.data.get("tickets", 0))
         elif kind == "started":
             self.running[tid] = time.monotonic()
-        elif kind == "finished":
+        elif kind in ("exited", "finished"):
             self.running.pop(tid, None)
         elif kind in ("queued", "landed"):
             self.depth = int(event.data.get("depth", self.depth))

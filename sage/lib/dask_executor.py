@@ -24,7 +24,7 @@ import distributed
 
 from sage.lib import git, proc, workers, worktrees
 from sage.lib.errors import SageError
-from sage.lib.executors import Done
+from sage.lib.executors import Done, Released
 from sage.lib.project import Project
 from sage.lib.tickets import Ticket
 from sage.lib.workers import WorkerJob, WorkerResult
@@ -106,7 +106,8 @@ class DaskExecutor:
         self._killed = False
         self._bundle_cache: tuple[str, bytes] | None = None
 
-    def submit(self, job: WorkerJob, done: Done) -> None:
+    def submit(self, job: WorkerJob, done: Done, released: Released | None = None) -> None:
+        """`released` is not used: a remote worker holds its slot until its bundle is back."""
         self._pool.submit(self._run, job, done)
 
     def _run(self, job: WorkerJob, done: Done) -> None:

@@ -16,6 +16,7 @@ KINDS = (
     "run-started",
     "recovered",
     "started",
+    "exited",
     "finished",
     "queued",
     "landed",

@@ -13,10 +13,14 @@ from sage.lib import proc, workers, worktrees
 from sage.lib.workers import WorkerJob, WorkerResult
 
 Done = Callable[[WorkerResult], None]
+Released = Callable[[str], None]
 
 
 class Executor(Protocol):
-    def submit(self, job: WorkerJob, done: Done) -> None: ...
+    """Runs jobs; `done` gets each result, `released` (if given) the moment a worker's slot is
+    free again (its process exited; collecting its work need not hold the slot)."""
+
+    def submit(self, job: WorkerJob, done: Done, released: Released | None = None) -> None: ...
     def kill_all(self) -> int: ...
     def shutdown(self) -> None: ...
 
@@ -28,19 +32,29 @@ class LocalExecutor:
         self.repo = repo
         self.worktrees_dir = worktrees_dir
         self.pids_dir = pids_dir
-        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="sage-worker")
+        # twice the slots: a thread may still be collecting work after its slot was released
+        self._pool = ThreadPoolExecutor(max_workers=2 * slots, thread_name_prefix="sage-worker")
         self._groups: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def submit(self, job: WorkerJob, done: Done) -> None:
-        self._pool.submit(self._run, job, done)
+    def submit(self, job: WorkerJob, done: Done, released: Released | None = None) -> None:
+        self._pool.submit(self._run, job, done, released)
 
-    def _run(self, job: WorkerJob, done: Done) -> None:
+    def _run(self, job: WorkerJob, done: Done, released: Released | None) -> None:
         tid = job.ticket.id
         worktree = self.worktrees_dir / tid
+
+        def on_exit() -> None:
+            if released:
+                released(tid)
+
         try:
             result = workers.run(
-                self.repo, worktree, job, on_start=lambda pid: self._track(tid, pid)
+                self.repo,
+                worktree,
+                job,
+                on_start=lambda pid: self._track(tid, pid),
+                on_exit=on_exit,
             )
         except Exception as exc:  # a value for the stream, never a dead thread
             result = WorkerResult(

@@ -100,6 +100,7 @@ class Stream:
         self._lander_done = False
         self.running: dict[str, float] = {}
         self.landing: set[str] = set()
+        self.collecting: set[str] = set()  # process exited, work being committed and queued
         self.delayed: list[tuple[float, str]] = []
         self.failures: Counter[str] = Counter()
         self.tempfails: Counter[str] = Counter()
@@ -223,7 +224,7 @@ class Stream:
             self._handle(kind, payload)
 
     def _idle(self) -> bool:
-        if self.running:
+        if self.running or self.collecting:
             return False
         if self.killing or (self.stop_reason and not self.landing):
             return True
@@ -237,13 +238,13 @@ class Stream:
     # ---- starting work -------------------------------------------------------------------
 
     def _fill(self) -> None:
-        if self.options.schedule == "batch" and (self.running or self.landing):
+        if self.options.schedule == "batch" and (self.running or self.collecting or self.landing):
             return  # the seed's waves: the next batch starts when the whole wave has landed
         while len(self.running) < self.options.workers and self.stop_reason is None:
             ticket = self.dispatcher.pop()
             if ticket is None:
                 return
-            busy = ticket.id in self.landing or ticket.id in self.running
+            busy = any(ticket.id in s for s in (self.landing, self.running, self.collecting))
             # A ticket a dead run queued is in the ready set too: it may pop after it landed.
             if busy or ticket.id in self.landed_ids:
                 continue
@@ -282,7 +283,10 @@ class Stream:
             log=str(job.log),
             worker=job.worker_name,
         )
-        self.executor.submit(job, self._on_done)
+        self.executor.submit(job, self._on_done, self._on_released)
+
+    def _on_released(self, tid: str) -> None:
+        self.inbox.put(("released", tid))
 
     def _on_done(self, result: WorkerResult) -> None:
         """In the worker's thread: queue good work right away, then tell the main loop."""
@@ -328,6 +332,7 @@ class Stream:
     def _handle(self, kind: str, payload: Any) -> None:
         handlers: dict[str, Callable[[Any], None]] = {
             "finished": self._finished,
+            "released": self._released,
             "landed": self._landed,
             "rejected": self._rejected,
             "error": self._lander_error,
@@ -335,10 +340,18 @@ class Stream:
         if kind in handlers:
             handlers[kind](payload)
 
+    def _released(self, tid: str) -> None:
+        """The worker's process is gone: its slot takes the next ticket while its work is
+        collected and queued."""
+        if self.running.pop(tid, None) is not None:
+            self.collecting.add(tid)
+            self.journal.emit("exited", tid)
+
     def _finished(self, done: tuple[WorkerResult, commit_queue.QueueEntry | None]) -> None:
         result, entry = done
         tid = result.ticket_id
         self.running.pop(tid, None)
+        self.collecting.discard(tid)
         self.worker_seconds += result.seconds
         self.journal.emit(
             "finished",

@@ -91,8 +91,13 @@ def run(
     job: WorkerJob,
     *,
     on_start: Callable[[int], None] | None = None,
+    on_exit: Callable[[], None] | None = None,
 ) -> WorkerResult:
-    """Fresh worktree from `job.base`, run the worker in it, commit what it left behind."""
+    """Fresh worktree from `job.base`, run the worker in it, commit what it left behind.
+
+    `on_exit` hears the moment a successful worker's process is gone, before its work is
+    collected (so its slot can take the next ticket).
+    """
     branch = worktrees.branch_for(job.ticket.id)
     worktrees.create(repo, worktree, branch, job.base)
     values = {
@@ -113,6 +118,8 @@ def run(
         timeout=job.timeout or None,
         on_start=on_start,
     )
+    if on_exit and done.returncode == 0 and not done.timed_out:
+        on_exit()  # a failure is reported at once anyway; success still needs collecting
     return _result(repo, worktree, job, done, branch)
 
 

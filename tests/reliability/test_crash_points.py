@@ -79,6 +79,7 @@ def backlog(rng: random.Random, tag: str) -> list[dict[str, Any]]:
 
 STARTUP = 0.45  # seconds before a stream does anything (the interpreter and imports)
 BOOT = 0.2  # killing before this only ever kills a bare interpreter
+PER_TICKET_CAP = 0.08  # seconds: an idle machine's pace with two workers, tickets this size
 
 
 def left_to_do(repo: Path) -> int:
@@ -126,12 +127,14 @@ def kill(proc: subprocess.Popen[str], group: bool) -> None:
 
 
 def clear_git_locks(repo: Path) -> int:
-    """A git process killed with the group leaves its lock file, and git refuses to touch that
-    file's ref or index until someone removes it ("remove the file manually to continue"): do
-    what git tells the user. Sage's own recovery is what is under test, not that step."""
-    stale = list((repo / ".git").rglob("*.lock"))
+    """A git process killed with the group leaves its lock file, and git refuses that ref or
+    index until someone removes it ("remove the file manually to continue"): do what git tells
+    the user, once the orphaned workers (not in the group) are done. Locks inside a ticket's
+    worktree admin folder are left to sage: its recovery removes those worktrees."""
+    time.sleep(0.2)
+    stale = [p for p in (repo / ".git").rglob("*.lock") if "worktrees" not in p.parts]
     for path in stale:
-        path.unlink()
+        path.unlink(missing_ok=True)
     return len(stale)
 
 
@@ -154,7 +157,7 @@ def test_kill_9_at_seeded_random_moments_then_resume_lands_everything_once(
             batch = range(len(tallies), len(tallies) + PARALLEL)
             work = [tmp_path / f"repo-{n}" for n in batch]
             tallies += pool.map(torture, work, map(seeded, work), [per_ticket] * PARALLEL)
-            assert len(tallies) < 30, f"too few kills hit: {tallies}"
+            assert len(tallies) < 40, f"too few kills hit: {tallies}"
     kills, runs = sum(t.kills for t in tallies), sum(t.runs for t in tallies)
     locks = sum(t.git_locks for t in tallies)
     print(f"{kills} kills in {runs} runs over {len(tallies)} repositories ({locks} git locks)")
@@ -176,7 +179,8 @@ def calibrate(tmp_path: Path) -> float:
         list(pool.map(resume, repos))
     for repo, backlog_ in zip(repos, tickets, strict=True):
         landed_exactly_once(repo, [t["id"] for t in backlog_])
-    return max(0.02, (time.monotonic() - began - STARTUP) / max(map(len, tickets)))
+    measured = (time.monotonic() - began - STARTUP) / max(map(len, tickets))
+    return min(PER_TICKET_CAP, max(0.02, measured))  # a busy moment must not stretch every delay
 
 
 @pytest.mark.slow
@@ -190,10 +194,10 @@ def test_kill_9_inside_the_queue_steps_of_a_stream_then_resume(
     tickets = backlog(rng, "S")
     repo = new_repo(tmp_path / "repo", tickets)
     verify = ("--verify", f"{sys.executable} -c pass")
-    for step in (first, second):
-        proc = start_sage(repo, *STREAM, *verify, crash=(step, rng.randint(1, 2)))
+    for step, nth in ((first, rng.randint(1, 3)), (second, 1)):
+        proc = start_sage(repo, *STREAM, *verify, crash=(step, nth))
         code, out, err = finish(proc)
-        assert code in (-signal.SIGKILL, 0), out[-3000:] + err  # 0: the step never came twice
+        assert code == -signal.SIGKILL, f"never reached {step} #{nth}: " + out[-3000:] + err
     code, out, err = finish(start_sage(repo, *STREAM, *verify))
     assert code == 0, out[-3000:] + err
     landed_exactly_once(repo, [t["id"] for t in tickets], scratch_ok=True)

@@ -39,7 +39,7 @@ FEW = settings(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
-QUEUE_FEW = settings(FEW, max_examples=20, stateful_step_count=25)
+QUEUE_FEW = settings(FEW, max_examples=15, stateful_step_count=25)
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8),

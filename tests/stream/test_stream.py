@@ -43,7 +43,7 @@ def test_eight_independent_tickets_land_with_trailers_and_run_four_at_once(
 def max_concurrency(evs: list[dict]) -> int:
     running, peak = 0, 0
     for ev in evs:
-        running += {"started": 1, "finished": -1}.get(ev["event"], 0)
+        running += {"started": 1, "exited": -1}.get(ev["event"], 0)
         peak = max(peak, running)
     return peak
 
