@@ -18,7 +18,9 @@ SECTION = "queue"
 
 
 def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+    )
     return done.stdout.strip()
 
 
@@ -36,7 +38,9 @@ def build(path: Path, count: int) -> tuple[Path, str]:
         git(path, "add", "-A")
         git(path, "commit", "-q", "-m", f"Q-{i}: change {i}")
     git(path, "checkout", "-q", "main")
-    tickets = [{"id": f"Q-{i}", "title": f"change {i}", "state": "IN_PROGRESS"} for i in range(count)]
+    tickets = [
+        {"id": f"Q-{i}", "title": f"change {i}", "state": "IN_PROGRESS"} for i in range(count)
+    ]
     index = path / ".sage" / "tickets" / "index.json"
     index.parent.mkdir(parents=True)
     index.write_text(json.dumps({"tickets": tickets}))
@@ -50,10 +54,18 @@ def cherry_pick_floor(repo: Path, count: int) -> float:
     return time.perf_counter() - start
 
 
-def land(repo: Path, base: str, count: int, *, verify: tuple[str, ...], batch: bool) -> tuple[float, int]:
+def land(
+    repo: Path, base: str, count: int, *, verify: tuple[str, ...], batch: bool
+) -> tuple[float, int]:
     project = projects.open_project(repo)
-    queue = CommitQueue(project, TicketStore(project.index_path), target_branch="main",
-                        verify=verify, verify_batch=True, run_id="bench")  # fmt: skip
+    queue = CommitQueue(
+        project,
+        TicketStore(project.index_path),
+        target_branch="main",
+        verify=verify,
+        verify_batch=True,
+        run_id="bench",
+    )
     start = time.perf_counter()
     landed = 0
     for i in range(count):
@@ -84,13 +96,29 @@ def run(options: Options) -> list[Row]:
         ("all queued, --verify true (batched)", ("true",), True),
     ):
         seconds, runs = land(fresh(f"q-{len(rows)}"), base, count, verify=verify, batch=batch)
-        rows.append(row(SECTION, f"{count} entries, {label}", "ms per landing / cherry-pick",
-                        seconds / count * 1000, unit="ms", floor=floor / count * 1000, goal=3.0,
-                        note=f"{runs} verify run(s)"))  # fmt: skip
-    return rows + [saving(rows, count)]
+        rows.append(
+            row(
+                SECTION,
+                f"{count} entries, {label}",
+                "ms per landing / cherry-pick",
+                seconds / count * 1000,
+                unit="ms",
+                floor=floor / count * 1000,
+                goal=3.0,
+                note=f"{runs} verify run(s)",
+            )
+        )
+    return [*rows, saving(rows, count)]
 
 
 def saving(rows: list[Row], count: int) -> Row:
     runs = int(rows[-1]["note"].split()[0])
-    return row(SECTION, f"{count} entries, batched verify", "verify runs: batched / one by one",
-               runs, unit="runs", floor=count, note="bisection only runs more when a test fails")  # fmt: skip
+    return row(
+        SECTION,
+        f"{count} entries, batched verify",
+        "verify runs: batched / one by one",
+        runs,
+        unit="runs",
+        floor=count,
+        note="bisection only runs more when a test fails",
+    )

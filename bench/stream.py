@@ -47,8 +47,10 @@ def stream(options: Options, repo: Path, *args: str) -> float:
     start = time.perf_counter()
     done = subprocess.run(
         [options.python, "-m", "sage", "stream", "--auto", "--json", *args],
-        cwd=repo, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"stream failed in {repo}: {done.stderr[-500:]}")
@@ -57,19 +59,33 @@ def stream(options: Options, repo: Path, *args: str) -> float:
 
 def sleeper(tid: str, seconds: float, deps: list[str], estimate: float) -> dict[str, Any]:
     return {
-        "id": tid, "title": f"Sleep {seconds:.2f}s", "priority": "P1", "dependencies": deps,
-        "estimate_minutes": estimate, "command": ["sleep", f"{seconds:.3f}"],
-    }  # fmt: skip
+        "id": tid,
+        "title": f"Sleep {seconds:.2f}s",
+        "priority": "P1",
+        "dependencies": deps,
+        "estimate_minutes": estimate,
+        "command": ["sleep", f"{seconds:.3f}"],
+    }
 
 
 def speedup(options: Options) -> list[Row]:
     tickets = [sleeper(f"T-{i}", 1.0, [], 1) for i in range(1, 9)]
-    walls = {n: stream(options, make_repo(options.workdir / f"eight-{n}", tickets), "--parallel", str(n))
-             for n in (1, 4)}  # fmt: skip
+    walls = {
+        n: stream(options, make_repo(options.workdir / f"eight-{n}", tickets), "--parallel", str(n))
+        for n in (1, 4)
+    }
     return [
-        row(SECTION, "8 one-second tickets", "wall --parallel 4 / --parallel 1", walls[4],
-            floor=walls[1], goal=0.3, limit=1 / 2.5, note="issue 3: at least 2.5x faster"),
-    ]  # fmt: skip
+        row(
+            SECTION,
+            "8 one-second tickets",
+            "wall --parallel 4 / --parallel 1",
+            walls[4],
+            floor=walls[1],
+            goal=0.3,
+            limit=1 / 2.5,
+            note="issue 3: at least 2.5x faster",
+        ),
+    ]
 
 
 def fixture_tickets() -> list[dict[str, Any]]:
@@ -114,16 +130,38 @@ def makespan_case(options: Options, name: str, tickets: list[dict[str, Any]], n:
     dynamic = stream(
         options, make_repo(options.workdir / f"dyn-{slug}", tickets), "--parallel", str(n)
     )
-    batch = stream(options, make_repo(options.workdir / f"bat-{slug}", tickets),
-                   "--parallel", str(n), "--schedule", "batch")  # fmt: skip
+    batch = stream(
+        options,
+        make_repo(options.workdir / f"bat-{slug}", tickets),
+        "--parallel",
+        str(n),
+        "--schedule",
+        "batch",
+    )
     bound = lower_bound(tickets, n)
     strict = name == "par-001" and n == 4
     return [
-        row(SECTION, f"{name}, {n} workers", "dynamic wall / lower bound", dynamic, floor=bound,
-            goal=1.2, limit=1.35 if strict else None, note="issue 3: within 1.35x at N=4"),
-        row(SECTION, f"{name}, {n} workers", "dynamic wall / batch wall", dynamic, floor=batch,
-            goal=0.85, limit=0.9 if strict else None, note="issue 3: at most 0.9x at N=4"),
-    ]  # fmt: skip
+        row(
+            SECTION,
+            f"{name}, {n} workers",
+            "dynamic wall / lower bound",
+            dynamic,
+            floor=bound,
+            goal=1.2,
+            limit=1.35 if strict else None,
+            note="issue 3: within 1.35x at N=4",
+        ),
+        row(
+            SECTION,
+            f"{name}, {n} workers",
+            "dynamic wall / batch wall",
+            dynamic,
+            floor=batch,
+            goal=0.85,
+            limit=0.9 if strict else None,
+            note="issue 3: at most 0.9x at N=4",
+        ),
+    ]
 
 
 def by_hand(repo: Path, count: int) -> float:
@@ -142,17 +180,26 @@ def by_hand(repo: Path, count: int) -> float:
 
 def overhead(options: Options) -> list[Row]:
     count = 30 if options.quick else 60
-    tiny = [{"id": f"O-{i}", "title": "tiny", "dependencies": [],
-             "command": ["touch", f"file-{i}.txt"]} for i in range(count)]  # fmt: skip
+    tiny = [
+        {"id": f"O-{i}", "title": "tiny", "dependencies": [], "command": ["touch", f"file-{i}.txt"]}
+        for i in range(count)
+    ]
     floor = by_hand(make_repo(options.workdir / "by-hand", []), count)
     rows = []
     for n in (1, 4):
         wall = stream(options, make_repo(options.workdir / f"tiny-{n}", tiny), "--parallel", str(n))
         rows.append(
-            row(SECTION, f"{count} tiny tickets, {n} worker(s)", "sage wall / plain git by hand",
-                wall, floor=floor, goal=1.0 if n == 4 else None, limit=1.5 if n == 4 else None,
-                note=f"{wall / count * 1000:.0f} ms per ticket; by hand {floor / count * 1000:.0f} ms")
-        )  # fmt: skip
+            row(
+                SECTION,
+                f"{count} tiny tickets, {n} worker(s)",
+                "sage wall / plain git by hand",
+                wall,
+                floor=floor,
+                goal=1.0 if n == 4 else None,
+                limit=1.5 if n == 4 else None,
+                note=f"{wall / count * 1e3:.0f} ms per ticket; by hand {floor / count * 1e3:.0f} ms",
+            )
+        )
     return rows
 
 

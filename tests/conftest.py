@@ -43,7 +43,9 @@ def git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def write_index(repo: Path, tickets: list[dict[str, Any]], path: str = ".sage/tickets/index.json") -> Path:
+def write_index(
+    repo: Path, tickets: list[dict[str, Any]], path: str = ".sage/tickets/index.json"
+) -> Path:
     target = repo / path
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps({"tickets": tickets}, indent=2) + "\n")
@@ -71,7 +73,9 @@ def repo(tmp_path: Path) -> Path:
     path.mkdir()
     git(path, "init", "-q", "-b", "main")
     (path / "README.md").write_text("hello\n")
-    (path / ".gitignore").write_text(".sage/runs/\n.sage/queue/\n.sage/worktrees/\n.sage/locks/\n.sage/logs/\n*.lock\n")
+    (path / ".gitignore").write_text(
+        ".sage/runs/\n.sage/queue/\n.sage/worktrees/\n.sage/locks/\n.sage/logs/\n*.lock\n"
+    )
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "initial")
     return path
@@ -88,7 +92,9 @@ class CliResult:
 def sage(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., CliResult]]:
     """Run the real `sage` CLI as a subprocess: `sage(*args, cwd=..., env=..., timeout=...)`."""
 
-    def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+    def run(
+        *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> CliResult:
         full_env = dict(os.environ)
         full_env.update(env or {})
         done = subprocess.run(

@@ -67,7 +67,8 @@ def as_json(tickets: list[Ticket], edges: list[tuple[str, str]]) -> str:
     cycles = dag.find_cycles(dag.build(tickets))
     data = {
         "nodes": [
-            {"id": t.id, "title": t.title, "state": t.state, "priority": t.priority} for t in tickets
+            {"id": t.id, "title": t.title, "state": t.state, "priority": t.priority}
+            for t in tickets
         ],
         "edges": [{"from": a, "to": b} for a, b in edges],
         "cycles": cycles,

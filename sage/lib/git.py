@@ -109,12 +109,14 @@ def identity_env(repo: Path) -> dict[str, str]:
 def _identity(repo: str) -> tuple[tuple[str, str], ...]:
     if run(Path(repo), "var", "GIT_COMMITTER_IDENT").returncode == 0:
         return ()
-    return tuple({
-        "GIT_AUTHOR_NAME": FALLBACK_NAME,
-        "GIT_AUTHOR_EMAIL": FALLBACK_EMAIL,
-        "GIT_COMMITTER_NAME": FALLBACK_NAME,
-        "GIT_COMMITTER_EMAIL": FALLBACK_EMAIL,
-    }.items())
+    return tuple(
+        {
+            "GIT_AUTHOR_NAME": FALLBACK_NAME,
+            "GIT_AUTHOR_EMAIL": FALLBACK_EMAIL,
+            "GIT_COMMITTER_NAME": FALLBACK_NAME,
+            "GIT_COMMITTER_EMAIL": FALLBACK_EMAIL,
+        }.items()
+    )
 
 
 def merge_tree(repo: Path, ours: str, theirs: str) -> MergeResult:

@@ -105,7 +105,7 @@ def open_project(
 
 
 def init(root: Path, *, force: bool = False) -> list[Path]:
-    """Create `.sage/` with an empty index, a commented config and a .gitignore; keep what exists."""
+    """Create `.sage/`: an empty index, a commented config, a .gitignore; keep what exists."""
     sage = root / ".sage"
     made = []
     wanted = {

@@ -567,9 +567,7 @@ class CommitQueue:
     def _cleanup(self, entry: QueueEntry, trees: Mapping[Path, str | None]) -> None:
         self._cleanup_all([entry], trees)
 
-    def _cleanup_all(
-        self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]
-    ) -> None:
+    def _cleanup_all(self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]) -> None:
         """Remove the tickets' worktrees and branches, unless a branch moved on since it was
         queued or is checked out somewhere that is not sage's. One git call for the branches
         (compare-and-delete), one to prune the worktrees' registrations."""

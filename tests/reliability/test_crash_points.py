@@ -11,6 +11,7 @@ children run on, orphaned), half its whole process group (in-flight git dies too
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -78,7 +79,7 @@ def backlog(rng: random.Random, tag: str) -> list[dict[str, Any]]:
 
 
 STARTUP = 0.45  # seconds before a stream does anything (the interpreter and imports)
-BOOT = 0.2  # killing before this only ever kills a bare interpreter
+BOOT = 0.3  # killing before this only ever kills a bare interpreter
 PER_TICKET_CAP = 0.08  # seconds: an idle machine's pace with two workers, tickets this size
 
 
@@ -267,3 +268,18 @@ def test_a_landed_tickets_worktree_left_on_a_deleted_branch_is_swept(tmp_path: P
 
     assert code == 0, out[-3000:] + err
     assert worktree_paths(repo) == [repo]
+
+
+def test_a_git_lock_a_killed_run_left_is_named_in_the_deferral(tmp_path: Path) -> None:
+    """Found by the kill test: git's message for a lock left in the way ends with advice, and
+    sage quoted only that last line ("remove the file manually to continue."), not the file."""
+    repo = new_repo(tmp_path / "repo", [ticket("G-1", command=writer("g"))])
+    stale = repo / ".git/refs/heads/sage/G-1.lock"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("")
+
+    code, out, _ = finish(start_sage(repo, *STREAM, "--retries", "0", "--json"))
+
+    assert code == 1
+    reason = json.loads(out.splitlines()[-1])["deferred"]["G-1"]
+    assert f"Unable to create '{stale}': File exists" in reason
