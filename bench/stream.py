@@ -197,7 +197,7 @@ def overhead(options: Options) -> list[Row]:
                 floor=floor,
                 goal=1.0 if n == 4 else None,
                 limit=1.5 if n == 4 else None,
-                note=f"{wall / count * 1e3:.0f} ms per ticket; by hand {floor / count * 1e3:.0f} ms",
+                note=f"{wall / count:.3f} s per ticket; by hand {floor / count:.3f} s",
             )
         )
     return rows

@@ -55,7 +55,9 @@ class GitError(SageError):
         hint: str | None = None,
     ) -> None:
         detail = (stderr or stdout).strip().splitlines()
-        tail = f": {detail[-1]}" if detail else ""
+        # git's diagnosis is its "fatal:" / "error:" line; advice may follow (after a lock's)
+        said = [line for line in detail if line.startswith(("fatal:", "error:"))] or detail
+        tail = f": {said[-1]}" if said else ""
         super().__init__(f"`{' '.join(argv)}` exited {returncode}{tail}", hint=hint)
         self.argv = list(argv)
         self.returncode = returncode

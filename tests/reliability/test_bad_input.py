@@ -165,7 +165,9 @@ def test_estimates_beyond_any_real_number_of_minutes_are_refused(
 # ---- huge fields ------------------------------------------------------------------------------
 
 
-def test_a_one_megabyte_title_validates_fast_and_its_ticket_lands(tmp_path: Path, sage: Sage) -> None:
+def test_a_one_megabyte_title_validates_fast_and_its_ticket_lands(
+    tmp_path: Path, sage: Sage
+) -> None:
     """Found here: the title went into the worker's environment whole, and one variable over
     128 KiB makes exec fail (E2BIG), so the ticket could never start."""
     huge = "T" * 1_000_000
@@ -206,10 +208,7 @@ UNSAFE = {
 
 
 def test_unsafe_ids_are_refused_by_name_and_nothing_is_created(tmp_path: Path, sage: Sage) -> None:
-    tickets = [
-        ticket(tid, command=writer(f"../../../marker-{n}"))
-        for n, tid in enumerate(UNSAFE)
-    ]
+    tickets = [ticket(tid, command=writer(f"../../../marker-{n}")) for n, tid in enumerate(UNSAFE)]
     repo, before = setup_index(tmp_path, json.dumps({"tickets": tickets}, indent=2))
 
     done = sage("validate", "--json", cwd=repo)

@@ -43,8 +43,9 @@ QUEUE_FEW = settings(FEW, max_examples=15, stateful_step_count=25)
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 UNKNOWN_KEYS = st.sampled_from(["notes", "x-owner", "labels", "links", "custom"])

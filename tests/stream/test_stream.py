@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import git, ticket
 from tests.stream.conftest import events, index_data, py, states, trailers, writer
 
@@ -307,3 +309,28 @@ def test_a_landed_tickets_leftover_worktree_and_branch_are_swept(repo, sage, tic
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sage/L-1" not in git(repo, "branch", "--list", "sage/*")
     assert not (repo / ".sage/worktrees/L-1").exists()
+
+
+@pytest.mark.slow
+def test_sixty_tickets_in_six_chains_survive_kill_9_two_seconds_in(repo, sage, tickets_repo):
+    """Issue 4's done-when: kill -9 two seconds in, rerun, all 60 land exactly once."""
+    chains = [
+        ticket(f"C{c}-{i}", *([f"C{c}-{i - 1}"] if i else []), command=writer(f"c{c}/{i}.txt"))
+        for c in range(6)
+        for i in range(10)
+    ]
+    tickets_repo(chains)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sage", *AUTO, "--parallel", "4"],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(2)
+    run.kill()
+    run.wait()
+    done = sage(*AUTO, "--parallel", "4", cwd=repo, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(trailers(repo)) == sorted(t["id"] for t in chains)
+    assert set(states(repo).values()) == {"COMPLETED"}
+    assert git(repo, "worktree", "list").count("\n") == 0
