@@ -99,7 +99,7 @@ def kill_stale(pids_dir: Path) -> list[str]:
     killed = []
     for pid_file in sorted(pids_dir.glob("*.pid")) if pids_dir.is_dir() else []:
         with contextlib.suppress(ValueError, OSError):
-            pgid = int(pid_file.read_text().split()[0])
+            pgid = int(pid_file.read_text().strip() or "none")  # empty: killed while writing it
             if _is_sage_worker(pgid) and proc.kill_group(pgid):
                 killed.append(pid_file.stem)
         pid_file.unlink(missing_ok=True)

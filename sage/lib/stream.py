@@ -25,6 +25,7 @@ from sage.lib.validation import require_no_errors, validate
 from sage.lib.workers import WorkerJob, WorkerResult, argv_for, context_text
 
 MAX_BACKOFF = 60.0
+POLL = 0.25  # the longest the loop sleeps without news (it then looks at Ctrl+C presses)
 Confirm = Callable[[Ticket], str]  # "yes" | "no" | "skip"
 
 
@@ -112,6 +113,7 @@ class Stream:
         self.stop_reason: str | None = None
         self.killing = False
         self.interrupted = False
+        self._interrupts = 0
         self.counts: Counter[str] = Counter()
         self.worker_seconds = 0.0
         self.head: str | None = None  # the target's head as of the last landing, if known
@@ -212,6 +214,7 @@ class Stream:
 
     def _loop(self) -> None:
         while True:
+            self._take_interrupts()
             self._release_due()
             if self.stop_reason is None:
                 self._fill()
@@ -232,8 +235,8 @@ class Stream:
 
     def _wait(self) -> float:
         if self.delayed:
-            return max(0.0, min(0.5, self.delayed[0][0] - time.monotonic()))
-        return 0.5
+            return max(0.0, min(POLL, self.delayed[0][0] - time.monotonic()))
+        return POLL
 
     # ---- starting work -------------------------------------------------------------------
 
@@ -472,15 +475,20 @@ class Stream:
             self.journal.emit("stopping", reason=reason, running=sorted(self.running))
 
     def interrupt(self) -> None:
-        """Ctrl+C: the first stops gracefully, the second kills the workers."""
-        self.interrupted = True
-        if self.stop_reason is None:
+        """Ctrl+C, called from the signal handler: it only counts. The handler runs between
+        two bytecodes of the main thread, maybe while that holds a lock, so taking one here
+        could deadlock; the loop acts on the count within a quarter of a second."""
+        self._interrupts += 1
+
+    def _take_interrupts(self) -> None:
+        """The first Ctrl+C stops gracefully, the second kills the workers."""
+        if self._interrupts and not self.interrupted:
+            self.interrupted = True
             self._stop("interrupted (Ctrl+C); press it again to kill the workers")
-        else:
+        if self._interrupts >= 2 and not self.killing:
             self.killing = True
             killed = self.executor.kill_all()
             self.journal.emit("killed", reason="second Ctrl+C", workers=killed)
-        self.inbox.put(("wake", None))
 
     # ---- the lander ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -175,15 +176,19 @@ def wait_for(condition, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def test_ctrl_c_once_lets_running_work_land(repo, tickets_repo):
-    tickets_repo([ticket(f"G-{i}", command=writer(f"g{i}", sleep=1.5)) for i in range(1, 5)])
-    run = subprocess.Popen(
-        [sys.executable, "-m", "sage", *AUTO, "--parallel", "2", "--json"],
+def start_stream(repo: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sage", *AUTO, *args],
         cwd=repo,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_ctrl_c_once_lets_running_work_land(repo, tickets_repo):
+    tickets_repo([ticket(f"G-{i}", command=writer(f"g{i}", sleep=1.5)) for i in range(1, 5)])
+    run = start_stream(repo, "--parallel", "2", "--json")
     wait_for(lambda: sum(e["event"] == "started" for e in events(repo)) == 2)
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=30)
@@ -195,13 +200,7 @@ def test_ctrl_c_once_lets_running_work_land(repo, tickets_repo):
 
 def test_ctrl_c_twice_kills_workers_and_resets_their_tickets(repo, tickets_repo):
     tickets_repo([ticket(f"K-{i}", command=writer(f"k{i}", sleep=30)) for i in range(1, 3)])
-    run = subprocess.Popen(
-        [sys.executable, "-m", "sage", *AUTO, "--parallel", "2", "--json"],
-        cwd=repo,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = start_stream(repo, "--parallel", "2", "--json")
     wait_for(lambda: sum(e["event"] == "started" for e in events(repo)) == 2)
     time.sleep(0.3)
     run.send_signal(signal.SIGINT)
