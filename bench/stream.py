@@ -118,7 +118,8 @@ def lower_bound(tickets: list[dict[str, Any]], workers: int) -> float:
 def makespan(options: Options) -> list[Row]:
     rows = []
     cases = [("par-001", fixture_tickets())]
-    cases.append(("random 40", random_dag(40, seed=7)))
+    size = 24 if options.quick else 40
+    cases.append((f"random {size}", random_dag(size, seed=7)))
     for name, tickets in cases:
         for n in (2, 4, 8):
             rows += makespan_case(options, name, tickets, n)
