@@ -175,9 +175,12 @@ class Stream:
             if tid in landed:
                 worktrees.remove(self.project.root, self.project.worktrees_dir / tid)
                 worktrees.delete_branch(self.project.root, branch)
-        # The branch may be gone already: the queue deletes it before the worktree.
+        # The branch may be gone already (the queue deletes it before the worktree), and the
+        # folder too (`git worktree remove` deletes it before the registration).
         trees = self.project.worktrees_dir
-        for path in sorted(trees.iterdir()) if trees.is_dir() else []:
+        found = set(trees.iterdir()) if trees.is_dir() else set()
+        found.update(p for p in git.worktrees(self.project.root) if p.parent == trees)
+        for path in sorted(found):
             if path.name in landed:
                 worktrees.remove(self.project.root, path)
 

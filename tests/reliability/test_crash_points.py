@@ -4,9 +4,15 @@ repositories; after a final clean resume every ticket has landed exactly once an
 Each repository gets a seeded mix of tiny tickets: chains whose tickets need their dependency's
 file, independent ones, sometimes a pair rewriting the same file (a conflict and a re-run), some
 workers that commit on their own. A kill delay is drawn from the same RNG over how long the run
-should take (startup plus a per-ticket share of what is left), so kills land in startup, recovery,
-running workers and the lander alike. Half the kills hit the stream's PID only (its worker and git
-children run on, orphaned), half its whole process group (in-flight git dies too).
+should take (startup plus a per-ticket pace times what is left), so kills land in recovery,
+running workers and the lander alike; a run that ends before its kill makes the pace quicker.
+Half the kills hit the stream's PID only (its worker and git children run on, orphaned), half
+its whole process group (in-flight git dies too). Two things only a user can do are done
+between runs, and counted: removing the lock files git leaves when killed (git's own advice),
+and clearing files a killed checkout update left in the user's tree (the xfail at the end).
+
+The commit queue's own crash points (`queue.step_hook`) are reached through the stream too, and
+every failure these tests found is pinned by a small test of its own below.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -92,16 +101,33 @@ class Tally:
     kills: int
     runs: int
     git_locks: int
+    cleared: int = 0
 
 
-def torture(repo: Path, rng: random.Random, per_ticket: float) -> Tally:
+class Pace:
+    """Seconds per ticket of a stream here. A run that ends before its kill was quicker than
+    thought, and later delays shrink with it: machines get busy and idle again."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+
+    def run_time(self, tickets: int) -> float:
+        return STARTUP + self.seconds * tickets
+
+    def ended_early(self) -> None:
+        with self._lock:
+            self.seconds = max(0.03, self.seconds * 0.85)
+
+
+def torture(repo: Path, rng: random.Random, pace: Pace) -> Tally:
     """Start the stream and kill it after a seeded delay, until KILLS_PER_REPO kills hit or all
     is done; then resume cleanly and check that every ticket landed exactly once."""
     tickets = backlog(rng, repo.name.replace("repo-", "R"))
     new_repo(repo, tickets)
     kills = runs = locks = 0
-    while kills < KILLS_PER_REPO and left_to_do(repo):
-        delay = rng.uniform(BOOT, STARTUP + per_ticket * left_to_do(repo))
+    while kills < KILLS_PER_REPO and (left := left_to_do(repo)):
+        delay = rng.uniform(BOOT, pace.run_time(left))
         group = rng.random() < 0.5
         proc = start_sage(repo, *STREAM)
         runs += 1
@@ -110,12 +136,14 @@ def torture(repo: Path, rng: random.Random, per_ticket: float) -> Tally:
         except subprocess.TimeoutExpired:
             kill(proc, group)
             kills += 1
+        else:
+            pace.ended_early()
         proc.communicate(timeout=30)
         if group:
             locks += clear_git_locks(repo)
-    resume(repo)
+    cleared = resume(repo)
     landed_exactly_once(repo, [t["id"] for t in tickets])
-    return Tally(kills=kills, runs=runs, git_locks=locks)
+    return Tally(kills=kills, runs=runs, git_locks=locks, cleared=cleared)
 
 
 def kill(proc: subprocess.Popen[str], group: bool) -> None:
@@ -139,29 +167,47 @@ def clear_git_locks(repo: Path) -> int:
     return len(stale)
 
 
-def resume(repo: Path) -> None:
-    """The clean run after the last kill: it must recover and finish everything."""
+IN_THE_WAY = re.compile(r"are in the way \(([^)]+)\); commit or stash them")
+
+
+def resume(repo: Path) -> int:
+    """The clean run after the last kill: it must recover and finish everything. Returns how
+    often it first had to clear sage's own half-written checkout (see the xfail below)."""
     time.sleep(0.1)  # let the orphans of a PID-only kill (tiny workers, git) end
-    code, out, err = finish(start_sage(repo, *STREAM))
+    cleared = 0
+    while True:
+        code, out, err = finish(start_sage(repo, *STREAM))
+        assert "Traceback" not in err
+        blamed = IN_THE_WAY.search(out)
+        if code == 0 or not blamed or cleared == 3:
+            break
+        cleared += 1
+        # This user never edits files: what is "in the way" is a killed read-tree's output.
+        for name in blamed.group(1).split(", "):
+            if git(repo, "ls-files", "--", name):
+                git(repo, "checkout", "--", name)
+            else:
+                (repo / name).unlink()
     assert code == 0, out[-3000:] + err
-    assert "Traceback" not in err
+    return cleared
 
 
 @pytest.mark.slow
 def test_kill_9_at_seeded_random_moments_then_resume_lands_everything_once(
     tmp_path: Path,
 ) -> None:
-    per_ticket = calibrate(tmp_path)
+    pace = Pace(calibrate(tmp_path))
     tallies: list[Tally] = []
     with ThreadPoolExecutor(PARALLEL) as pool:  # repositories side by side: runs mostly wait
         while sum(t.kills for t in tallies) < KILLS:
             batch = range(len(tallies), len(tallies) + PARALLEL)
             work = [tmp_path / f"repo-{n}" for n in batch]
-            tallies += pool.map(torture, work, map(seeded, work), [per_ticket] * PARALLEL)
+            tallies += pool.map(torture, work, map(seeded, work), [pace] * PARALLEL)
             assert len(tallies) < 40, f"too few kills hit: {tallies}"
     kills, runs = sum(t.kills for t in tallies), sum(t.runs for t in tallies)
-    locks = sum(t.git_locks for t in tallies)
-    print(f"{kills} kills in {runs} runs over {len(tallies)} repositories ({locks} git locks)")
+    locks, cleared = sum(t.git_locks for t in tallies), sum(t.cleared for t in tallies)
+    print(f"{kills} kills in {runs} runs over {len(tallies)} repositories ({locks} git locks, "
+          f"{cleared} half checkouts cleared; {pace.seconds:.3f} s per ticket)")  # fmt: skip
 
 
 def seeded(repo: Path) -> random.Random:
@@ -256,13 +302,19 @@ def test_a_worktree_add_killed_halfway_does_not_wedge_the_next_run(tmp_path: Pat
     landed_exactly_once(repo, ["W-1"])
 
 
-def test_a_landed_tickets_worktree_left_on_a_deleted_branch_is_swept(tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder", ["kept", "gone"])
+def test_a_landed_tickets_worktree_left_on_a_deleted_branch_is_swept(
+    tmp_path: Path, folder: str
+) -> None:
     """Found by the kill test: a crash between deleting a landed ticket's branch and removing
-    its worktree left the worktree registered for good (the sweep looked at branches only)."""
+    its worktree left the worktree registered for good (the sweep looked at branches only);
+    `git worktree remove` killed after deleting the folder leaves just the registration."""
     repo = new_repo(tmp_path / "repo", [ticket("L-1", state="COMPLETED", command=writer("l"))])
     tree = repo / ".sage/worktrees/L-1"
     git(repo, "worktree", "add", "-q", "-b", "sage/L-1", str(tree), "main")
     git(repo, "update-ref", "-d", "refs/heads/sage/L-1")
+    if folder == "gone":
+        shutil.rmtree(tree)
 
     code, out, err = finish(start_sage(repo, *STREAM))
 
@@ -283,3 +335,44 @@ def test_a_git_lock_a_killed_run_left_is_named_in_the_deferral(tmp_path: Path) -
     assert code == 1
     reason = json.loads(out.splitlines()[-1])["deferred"]["G-1"]
     assert f"Unable to create '{stale}': File exists" in reason
+
+
+def test_an_empty_worker_pid_file_a_kill_left_does_not_wedge_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """Found by the kill test: killed between creating a worker's pid file and writing it, the
+    next run failed on the empty file ("unexpected error: IndexError"), and every run after."""
+    repo = new_repo(tmp_path / "repo", [ticket("P-1", state="IN_PROGRESS", command=writer("p"))])
+    pids = repo / ".sage/locks/workers"
+    pids.mkdir(parents=True)
+    (pids / "P-1.pid").write_text("")
+
+    code, out, err = finish(start_sage(repo, *STREAM))
+
+    assert code == 0, out[-3000:] + err
+    landed_exactly_once(repo, ["P-1"])
+    assert not list(pids.iterdir())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sage/lib/queue.py recovery (_recover → _after_move → _follow): files a killed "
+    "`read-tree -m -u` already wrote into the user's checkout, identical to the landed commit, "
+    "are taken for the user's changes; main is moved back and the run stops",
+)
+def test_a_checkout_update_killed_halfway_is_finished_not_blamed_on_the_user(
+    tmp_path: Path,
+) -> None:
+    repo = new_repo(tmp_path / "repo", [ticket("H-1", state="IN_PROGRESS", command=writer("h"))])
+    queue_dead_runs_work(repo, "H-1", {"h.txt": "landed\n"})
+    code, out, err = finish(start_sage(repo, "queue", "process", crash=("moved", 1)))
+    assert code == -signal.SIGKILL, out + err
+    landed = git(repo, "rev-parse", "main")
+    (repo / "h.txt").write_text("landed\n")  # what read-tree had written when it was killed
+
+    code, out, err = finish(start_sage(repo, *STREAM))
+
+    assert code == 0, out[-3000:] + err
+    assert git(repo, "rev-parse", "main") == landed
+    landed_exactly_once(repo, ["H-1"])
+    assert git(repo, "status", "--porcelain", "--", "h.txt") == ""
