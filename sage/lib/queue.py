@@ -30,6 +30,7 @@ RETRYABLE = ("conflict", "verify-failed", "deferred", "discarded")
 MAX_RACES = 5  # the target moved between computing and landing this many times in a row
 VERIFY_DIR = "_verify"  # ticket IDs cannot start with "_", so this never clashes with one
 _IN_THE_WAY = re.compile(r"(?:Entry|working tree file) '([^']+)'")
+_LOCK_FILE = re.compile(r"Unable to create '([^']+\.lock)'")
 
 # Crash-safety tests set this to kill the process between the steps of an application.
 step_hook: Callable[[str], None] | None = None
@@ -532,14 +533,42 @@ class CommitQueue:
         if done.returncode != 0 and dry_run:  # stale stat data is no change: refresh, ask again
             git.run(checkout, "update-index", "-q", "--refresh")
             done = git.run(checkout, *args)
+        if done.returncode != 0 and self._undo_half_update(checkout, old, new, done.stderr):
+            done = git.run(checkout, *args)
         if done.returncode == 0:
             return None
+        lock = _LOCK_FILE.search(done.stderr)
+        if lock:  # a git killed in the checkout, or one still running there: not the user's edits
+            return (
+                f"{lock.group(1)} exists: another git is running in {checkout}, or one died "
+                "there; if none is running, remove that file, then run `sage queue process`"
+            )
         paths = list(dict.fromkeys(_IN_THE_WAY.findall(done.stderr)))
         what = ", ".join(paths) or (done.stderr.strip().splitlines() or ["read-tree failed"])[-1]
         return (
             f"uncommitted changes in {checkout} are in the way ({what}); "
             "commit or stash them, then run `sage queue process`"
         )
+
+    def _undo_half_update(self, checkout: Path, old: str, new: str, error: str) -> bool:
+        """Files in the way whose content is exactly `new`'s were written by an update that was
+        killed halfway (nobody else writes that content there): put them back as in `old`, so
+        the update can run again. Anything else in the way is the user's and stays."""
+        paths = list(dict.fromkeys(_IN_THE_WAY.findall(error)))
+        if not paths:
+            return False
+        have = git.run(checkout, "hash-object", "--", *paths)
+        want = git.run(checkout, "rev-parse", *(f"{new}:{p}" for p in paths))
+        if have.returncode or want.returncode or have.stdout.split() != want.stdout.split():
+            return False
+        in_old = set(
+            git.git(checkout, "ls-tree", "-r", "--name-only", old, "--", *paths).split("\n")
+        )
+        if in_old - {""}:
+            git.git(checkout, "checkout", old, "--", *sorted(in_old - {""}))
+        for path in set(paths) - in_old:
+            (checkout / path).unlink(missing_ok=True)
+        return True
 
     def _finish(
         self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]

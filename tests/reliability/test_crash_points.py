@@ -354,12 +354,6 @@ def test_an_empty_worker_pid_file_a_kill_left_does_not_wedge_the_next_run(
     assert not list(pids.iterdir())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sage/lib/queue.py recovery (_recover → _after_move → _follow): files a killed "
-    "`read-tree -m -u` already wrote into the user's checkout, identical to the landed commit, "
-    "are taken for the user's changes; main is moved back and the run stops",
-)
 def test_a_checkout_update_killed_halfway_is_finished_not_blamed_on_the_user(
     tmp_path: Path,
 ) -> None:

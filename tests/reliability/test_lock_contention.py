@@ -11,8 +11,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from sage.lib import git as sgit
 from sage.lib import worktrees
 from sage.lib.project import open_project
@@ -236,11 +234,6 @@ def test_worker_threads_making_and_removing_worktrees_at_once_never_trip_on_each
     assert list(sgit.worktrees(repo)) == [repo]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sage/lib/queue.py CommitQueue._follow quotes the last line of read-tree's error, "
-    "which for a stale .git/index.lock is git's advice, and calls it uncommitted changes",
-)
 def test_a_stale_index_lock_in_the_users_checkout_is_named_not_called_changes(
     repo: Path, sage: Callable[..., CliResult]
 ) -> None:
