@@ -49,6 +49,7 @@ def _open(
         verify=cfg.verify,
         verify_batch=cfg.verify_batch,
         lock_timeout=cfg.lock_timeout,
+        verify_timeout=cfg.verify_timeout,
         run_id=time.strftime("queue-%Y%m%d-%H%M%S"),
     )
     return queue, project

@@ -183,6 +183,7 @@ def _options(project: Project, cfg: configuration.Config, workers: int) -> strea
         backoff=cfg.backoff,
         max_attempts=cfg.max_attempts,
         lock_timeout=cfg.lock_timeout,
+        verify_timeout=cfg.verify_timeout,
     )
 
 

@@ -32,6 +32,7 @@ class Config:
     index: str = ".sage/tickets/index.json"
     # [queue]
     lock_timeout: float = 60.0
+    verify_timeout: float = 0.0  # seconds per verify run; 0 = none
     max_attempts: int = 3
     backoff: float = 1.0  # seconds before the first retry; doubles after each
     verify_batch: bool = True
@@ -47,7 +48,7 @@ class Config:
 SECTIONS: dict[str, tuple[str, ...]] = {
     "stream": ("workers", "worker", "timeout", "retries", "on_error", "verify", "target_branch",
                "schedule", "executor", "scheduler", "index"),
-    "queue": ("lock_timeout", "max_attempts", "backoff", "verify_batch"),
+    "queue": ("lock_timeout", "max_attempts", "backoff", "verify_batch", "verify_timeout"),
     "hooks": ("strip_lines",),
 }  # fmt: skip
 CHOICES = {
@@ -119,6 +120,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "verify": _argv,
     "timeout": _number(0),
     "lock_timeout": _number(0),
+    "verify_timeout": _number(0),
     "backoff": _number(0),
     "retries": _count,
     "max_attempts": _count,
@@ -219,6 +221,7 @@ TEMPLATE = """\
 
 [queue]
 # lock_timeout = 60         # seconds to wait for the commit-queue lock
+# verify_timeout = 0        # seconds a verify run may take before it counts as failed (0 = none)
 # max_attempts = 3          # landing attempts (conflicts, verify failures) before DEFERRED
 # backoff = 1.0             # seconds before the first retry; doubles each time
 # verify_batch = true       # test several waiting entries together, bisect on failure

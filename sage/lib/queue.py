@@ -146,6 +146,7 @@ class CommitQueue:
         verify: Sequence[str] = (),
         verify_batch: bool = True,
         lock_timeout: float = 60.0,
+        verify_timeout: float = 0.0,
         run_id: str = "",
     ) -> None:
         self.project, self.store, self.root = project, store, project.root
@@ -154,6 +155,7 @@ class CommitQueue:
         self.verify = tuple(verify)
         self.verify_batch = verify_batch
         self.lock_timeout = lock_timeout
+        self.verify_timeout = verify_timeout  # a hung verify must not hold the lock forever
         self.run_id = run_id
         self.verify_runs = 0  # how often the verify command ran (the bench reports it)
         self._exit_codes: dict[str, int] = {}
@@ -653,7 +655,9 @@ class CommitQueue:
             sink.write(f"\n== {now()} verify {top[:12]} ({ids}): {shlex.join(self.verify)}\n")
         self.verify_runs += 1
         env = proc.clean_env({"SAGE_VERIFY_COMMIT": top, "SAGE_VERIFY_TICKETS": ids})
-        done = proc.run_logged(self.verify, cwd=where, env=env, log=log)
+        done = proc.run_logged(
+            self.verify, cwd=where, env=env, log=log, timeout=self.verify_timeout or None
+        )
         self._exit_codes[top] = done.returncode
         _step("verified")
         return done.returncode == 0

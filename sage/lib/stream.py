@@ -43,6 +43,7 @@ class StreamOptions:
     backoff: float = 1.0
     max_attempts: int = 3
     lock_timeout: float = 60.0
+    verify_timeout: float = 0.0
 
 
 def new_run_id() -> str:
@@ -94,6 +95,7 @@ class Stream:
             verify=options.verify,
             verify_batch=options.verify_batch,
             lock_timeout=options.lock_timeout,
+            verify_timeout=options.verify_timeout,
             run_id=run_id,
         )
         self.inbox: inbox_queue.Queue[tuple[str, Any]] = inbox_queue.Queue()

@@ -291,6 +291,18 @@ def test_verify_failure_keeps_forbidden_file_off_main(repo: Path, batch: bool) -
     assert "test ! -e forbidden.txt" in log.read_text()
 
 
+def test_a_hung_verify_times_out_as_a_failure_and_frees_the_queue(repo: Path) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store, verify=("sleep", "30"), verify_timeout=0.3)
+    head = git(repo, "rev-parse", "main")
+    enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+
+    [outcome] = q.process()
+
+    assert isinstance(outcome, Rejected) and outcome.kind == "verify"
+    assert git(repo, "rev-parse", "main") == head
+
+
 @pytest.mark.parametrize(
     ("batch", "culprit", "runs"),
     [(True, None, 1), (False, None, 6), (True, 3, 4), (False, 3, 6)],
