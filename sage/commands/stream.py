@@ -41,78 +41,39 @@ class ExecutorName(StrEnum):
     dask = "dask"
 
 
+# fmt: off
+Interactive = Annotated[bool, typer.Option("--interactive", help="Ask before each ticket (default).")]
+Auto = Annotated[bool, typer.Option("--auto", help="Run without asking; needed for --parallel.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+Parallel = Annotated[str | None, typer.Option("--parallel", metavar="N|auto", help="Workers at once (with --auto). auto = half the cores, 1..8.")]
+Worker = Annotated[str | None, typer.Option("--worker", metavar="CMD", help="Worker argv for tickets without a command: a preset (claude, codex, aider) or a command with {ticket_id} {title} {worktree} {context_file}.")]
+Timeout = Annotated[float | None, typer.Option("--timeout", metavar="SECONDS", help="Kill a worker's process group after this long.")]
+Retries = Annotated[int | None, typer.Option("--retries", help="Re-runs of a failing worker before DEFERRED.")]
+OnErrorOpt = Annotated[OnError | None, typer.Option("--on-error", help="fail: start nothing new once a ticket is deferred; skip: go on.")]
+ScheduleOpt = Annotated[Schedule | None, typer.Option("--schedule", help="dynamic (start as soon as ready) or batch (the seed's waves).")]
+Verify = Annotated[str | None, typer.Option("--verify", metavar="CMD", help="Test each candidate merge before the target moves.")]
+Target = Annotated[str | None, typer.Option("--target", metavar="BRANCH", help="Branch to land on (default: the one checked out).")]
+ExecutorOpt = Annotated[ExecutorName | None, typer.Option("--executor", help="Where workers run.")]
+SchedulerAddress = Annotated[str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Dask scheduler (tcp://host:8786) or 'local'.")]
+Backoff = Annotated[float | None, typer.Option("--backoff", metavar="SECONDS", help="First retry delay; doubles each time.")]
+# fmt: on
+
+
 def command(
-    interactive: Annotated[
-        bool, typer.Option("--interactive", help="Ask before each ticket (default).")
-    ] = False,
-    auto: Annotated[
-        bool, typer.Option("--auto", help="Run without asking; needed for --parallel.")
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
-    ] = False,
-    parallel: Annotated[
-        str | None,
-        typer.Option(
-            "--parallel",
-            metavar="N|auto",
-            help="Workers at once (with --auto). auto = half the cores, 1..8.",
-        ),
-    ] = None,
-    worker: Annotated[
-        str | None,
-        typer.Option(
-            "--worker",
-            metavar="CMD",
-            help="Worker argv for tickets without a command: a preset (claude, codex, aider) or a command with {ticket_id} {title} {worktree} {context_file}.",
-        ),
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout", metavar="SECONDS", help="Kill a worker's process group after this long."
-        ),
-    ] = None,
-    retries: Annotated[
-        int | None, typer.Option("--retries", help="Re-runs of a failing worker before DEFERRED.")
-    ] = None,
-    on_error: Annotated[
-        OnError | None,
-        typer.Option(
-            "--on-error", help="fail: start nothing new once a ticket is deferred; skip: go on."
-        ),
-    ] = None,
-    schedule: Annotated[
-        Schedule | None,
-        typer.Option(
-            "--schedule", help="dynamic (start as soon as ready) or batch (the seed's waves)."
-        ),
-    ] = None,
-    verify: Annotated[
-        str | None,
-        typer.Option(
-            "--verify", metavar="CMD", help="Test each candidate merge before the target moves."
-        ),
-    ] = None,
-    target: Annotated[
-        str | None,
-        typer.Option(
-            "--target", metavar="BRANCH", help="Branch to land on (default: the one checked out)."
-        ),
-    ] = None,
-    executor: Annotated[
-        ExecutorName | None, typer.Option("--executor", help="Where workers run.")
-    ] = None,
-    scheduler_address: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler", metavar="ADDRESS", help="Dask scheduler (tcp://host:8786) or 'local'."
-        ),
-    ] = None,
-    backoff: Annotated[
-        float | None,
-        typer.Option("--backoff", metavar="SECONDS", help="First retry delay; doubles each time."),
-    ] = None,
+    interactive: Interactive = False,
+    auto: Auto = False,
+    dry_run: DryRun = False,
+    parallel: Parallel = None,
+    worker: Worker = None,
+    timeout: Timeout = None,
+    retries: Retries = None,
+    on_error: OnErrorOpt = None,
+    schedule: ScheduleOpt = None,
+    verify: Verify = None,
+    target: Target = None,
+    executor: ExecutorOpt = None,
+    scheduler_address: SchedulerAddress = None,
+    backoff: Backoff = None,
     json: JsonOpt = False,
     index: IndexOpt = None,
 ) -> int:

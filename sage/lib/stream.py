@@ -69,6 +69,21 @@ def target_branch(project: Project, configured: str) -> str:
     return name
 
 
+def make_queue(
+    project: Project, store: TicketStore, options: StreamOptions, run_id: str
+) -> commit_queue.CommitQueue:
+    return commit_queue.CommitQueue(
+        project,
+        store,
+        target_branch=options.target_branch,
+        verify=options.verify,
+        verify_batch=options.verify_batch,
+        lock_timeout=options.lock_timeout,
+        verify_timeout=options.verify_timeout,
+        run_id=run_id,
+    )
+
+
 class Stream:
     """One run. The main thread decides; worker threads run tickets; one lander thread lands."""
 
@@ -88,16 +103,7 @@ class Stream:
         self.executor = executor or executors.LocalExecutor(
             project.root, project.worktrees_dir, self._pids_dir, options.workers
         )
-        self.queue = commit_queue.CommitQueue(
-            project,
-            self.store,
-            target_branch=options.target_branch,
-            verify=options.verify,
-            verify_batch=options.verify_batch,
-            lock_timeout=options.lock_timeout,
-            verify_timeout=options.verify_timeout,
-            run_id=run_id,
-        )
+        self.queue = make_queue(project, self.store, options, run_id)
         self.inbox: inbox_queue.Queue[tuple[str, Any]] = inbox_queue.Queue()
         self._wake_lander = threading.Event()
         self._lander_done = False
