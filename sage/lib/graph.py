@@ -5,10 +5,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
-
+from sage.lib import lazy
 from sage.lib.tickets import Problem, Ticket, quiet_gc
+
+if TYPE_CHECKING:
+    import networkx as nx
+else:
+    nx = lazy.module("networkx")  # imported on first use
 
 CYCLES_PER_COMPONENT = 5
 OPEN_STATES = frozenset({"UNPROCESSED", "IN_PROGRESS"})

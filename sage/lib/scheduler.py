@@ -9,12 +9,17 @@ import os
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from sage.lib import graph as dag
+from sage.lib import lazy
 from sage.lib.errors import UsageError
 from sage.lib.tickets import Ticket, quiet_gc
+
+if TYPE_CHECKING:
+    import networkx as nx
+else:
+    nx = lazy.module("networkx")  # imported on first use
 
 MAX_WORKERS = 8
 SCHEDULES = ("dynamic", "batch")

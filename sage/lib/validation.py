@@ -7,15 +7,18 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
-from sage.lib import git, presets, scheduler
+from sage.lib import git, lazy, presets, scheduler
 from sage.lib import graph as dag
 from sage.lib.errors import SageError
 from sage.lib.project import Project
 from sage.lib.tickets import Index, Problem, Ticket, quiet_gc
+
+if TYPE_CHECKING:
+    import networkx as nx
+else:
+    nx = lazy.module("networkx")  # imported on first use
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
