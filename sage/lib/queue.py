@@ -442,6 +442,10 @@ class CommitQueue:
         return stack, rejected
 
     def _squash(self, onto: str, entry: QueueEntry) -> _Candidate | Rejected:
+        if onto == entry.base:  # nothing landed since the worker started: its tree is the merge
+            tree = f"{entry.head}^{{tree}}"
+            commit = git.commit_tree(self.root, tree, [onto], entry.message, env=self._env())
+            return _Candidate(entry=entry, commit=commit)
         try:
             merged = git.merge_tree(self.root, onto, entry.head)
         except GitError as exc:
