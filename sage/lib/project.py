@@ -81,6 +81,14 @@ class Project:
                     hint="sage keeps its run state under .sage/: make it writable "
                     "(and check that the disk is not full)",
                 ) from None
+        self._ignore_state()
+
+    def _ignore_state(self) -> None:
+        """Run state (worktrees, logs, the queue) must never show up in `git status` or be
+        added by `git add -A`: write `.sage/.gitignore` if `sage init` never did."""
+        ignore = self.sage_dir / ".gitignore"
+        if not ignore.exists():
+            files.write_atomic(ignore, GITIGNORE)
 
 
 def find_root(start: Path) -> tuple[Path, bool]:

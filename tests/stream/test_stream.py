@@ -333,3 +333,19 @@ def test_sixty_tickets_in_six_chains_survive_kill_9_two_seconds_in(repo, sage, t
     assert sorted(trailers(repo)) == sorted(t["id"] for t in chains)
     assert set(states(repo).values()) == {"COMPLETED"}
     assert git(repo, "worktree", "list").count("\n") == 0
+
+
+def test_run_state_is_ignored_by_git_even_without_sage_init(tmp_path, sage):
+    repo = tmp_path / "bare-project"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    index = repo / ".sage" / "tickets" / "index.json"
+    index.parent.mkdir(parents=True)
+    index.write_text(json.dumps({"tickets": [ticket("N-1", command=writer("n.txt"))]}))
+    done = sage(*AUTO, cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    untracked = git(repo, "status", "--porcelain", "-uall").splitlines()
+    assert sorted(untracked) == ["?? .sage/.gitignore", "?? .sage/tickets/index.json"]
