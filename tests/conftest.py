@@ -108,3 +108,16 @@ def sage(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., CliResult]]:
         return CliResult(done.returncode, done.stdout, done.stderr)
 
     yield run
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """One real Dask LocalCluster (2 worker processes) per test module, made the way
+    `--scheduler local` makes it; tests that use it skip where dask.distributed is missing."""
+    pytest.importorskip("distributed")
+    from sage.lib import dask_executor
+
+    client, local = dask_executor.connect("local", workers=2)
+    yield local
+    client.close()
+    local.close()

@@ -105,15 +105,6 @@ def test_an_unreachable_scheduler_is_a_clear_error() -> None:
 # ---- a real LocalCluster -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """One LocalCluster (2 worker processes) for the module, made the way `--scheduler local` is."""
-    client, local = dask_executor.connect("local", workers=2)
-    yield local
-    client.close()
-    local.close()
-
-
 @pytest.fixture
 def executor(cluster: Any, repo: Path) -> Iterator[dask_executor.DaskExecutor]:
     made = dask_executor.DaskExecutor(repo, distributed.Client(cluster), slots=2)

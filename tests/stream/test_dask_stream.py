@@ -8,29 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from sage.lib import dask_executor  # noqa: E402
 from tests.conftest import git, ticket  # noqa: E402
 from tests.stream.conftest import events, py, states, trailers, writer  # noqa: E402
 
 pytestmark = pytest.mark.dask
 AUTO = ("stream", "--auto", "--backoff", "0.05", "--executor", "dask")
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """A LocalCluster the CLI connects to by address, shared by the module's tests."""
-    client, local = dask_executor.connect("local", workers=2)
-    yield local
-    client.close()
-    local.close()
 
 
 @pytest.mark.slow
