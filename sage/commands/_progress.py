@@ -167,5 +167,9 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
     ]
     lines += [f"  deferred {tid}: {why}" for tid, why in sorted(s.deferred.items())]
     lines += [f"  blocked {tid} (by {by})" for tid, by in sorted(s.blocked.items())]
+    if s.deferred or s.blocked:
+        lines.append(
+            "  deferred tickets stay deferred: `sage stream --auto --retry-deferred` runs them again"
+        )
     lines.append(f"  logs and events: {run_dir}")
     return lines

@@ -7,6 +7,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from enum import Enum, StrEnum
 from types import FrameType
 from typing import Annotated
@@ -55,6 +56,7 @@ Verify = Annotated[str | None, typer.Option("--verify", metavar="CMD", help="Tes
 Target = Annotated[str | None, typer.Option("--target", metavar="BRANCH", help="Branch to land on (default: the one checked out).")]
 ExecutorOpt = Annotated[ExecutorName | None, typer.Option("--executor", help="Where workers run.")]
 SchedulerAddress = Annotated[str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Dask scheduler (tcp://host:8786) or 'local'.")]
+RetryDeferred = Annotated[bool, typer.Option("--retry-deferred", help="Run DEFERRED tickets again (their blocked dependents follow).")]
 Backoff = Annotated[float | None, typer.Option("--backoff", metavar="SECONDS", help="First retry delay; doubles each time.")]
 # fmt: on
 
@@ -74,6 +76,7 @@ def command(
     executor: ExecutorOpt = None,
     scheduler_address: SchedulerAddress = None,
     backoff: Backoff = None,
+    retry_deferred: RetryDeferred = False,
     json: JsonOpt = False,
     index: IndexOpt = None,
 ) -> int:
@@ -94,7 +97,7 @@ def command(
     validation.require_no_errors(validation.validate(idx))
     ready = len(dag.ready(idx.tickets, dag.build(idx.tickets)))
     count = scheduler.resolve_workers(parallel or cfg.workers if mode == "auto" else 1, ready)
-    options = _options(project, cfg, count.workers)
+    options = replace(_options(project, cfg, count.workers), retry_deferred=retry_deferred)
     return _run(project, options, count, mode, json)
 
 

@@ -44,6 +44,7 @@ class StreamOptions:
     max_attempts: int = 3
     lock_timeout: float = 60.0
     verify_timeout: float = 0.0
+    retry_deferred: bool = False
 
 
 def new_run_id() -> str:
@@ -145,6 +146,8 @@ class Stream:
     def _run(self) -> RunSummary:
         started = time.monotonic()
         self._recover()
+        if self.options.retry_deferred:
+            self._revive_deferred()
         tickets = self._load()
         self.dispatcher = Dispatcher(tickets, dag.build(tickets))
         self.tickets = {t.id: t for t in tickets}
@@ -191,6 +194,24 @@ class Stream:
         for path in sorted(found):
             if path.name in landed:
                 worktrees.remove(self.project.root, path)
+
+    def _revive_deferred(self) -> None:
+        """--retry-deferred: DEFERRED tickets run again; a branch kept with unlanded work is
+        renamed first, so the fresh run cannot overwrite it."""
+        deferred = [t.id for t in self.store.load().tickets if t.state == "DEFERRED"]
+        for tid in deferred:
+            kept = worktrees.keep_unlanded(
+                self.project.root,
+                worktrees.branch_for(tid),
+                self.options.target_branch,
+                f"deferred-{self.run_id}",
+            )
+            self.journal.emit("recovered", tid, retried=True, kept_branch=kept)
+        if deferred:
+            reason = f"retried by run {self.run_id} (--retry-deferred)"
+            self.store.transition(
+                [(t, "UNPROCESSED") for t in deferred], run_id=self.run_id, reason=reason
+            )
 
     def _recover(self) -> None:
         """After a crash: finish half-landed work, kill orphaned workers, reset stale tickets."""
@@ -551,7 +572,7 @@ class Stream:
             workers=self.options.workers,
             completed=tuple(self.completed),
             deferred=dict(self.deferred),
-            blocked=dict(self.blocked),
+            blocked={**self.dispatcher.blocked, **self.blocked},  # from earlier runs too
             wall_seconds=wall,
             worker_seconds=self.worker_seconds,
             commits_landed=self.counts["commits"],

@@ -349,3 +349,26 @@ def test_run_state_is_ignored_by_git_even_without_sage_init(tmp_path, sage):
     assert done.returncode == 0, done.stdout + done.stderr
     untracked = git(repo, "status", "--porcelain", "-uall").splitlines()
     assert sorted(untracked) == ["?? .sage/.gitignore", "?? .sage/tickets/index.json"]
+
+
+def test_retry_deferred_runs_a_deferred_ticket_and_its_dependents_again(repo, sage, tickets_repo):
+    flaky = py(
+        "import pathlib,sys; p=pathlib.Path('../../runs/flaky-once'); "
+        "first = not p.exists(); p.write_text('x'); "
+        "sys.exit(1) if first else pathlib.Path('fixed.txt').write_text('ok')"
+    )
+    tickets_repo([ticket("F-1", command=flaky), ticket("F-2", "F-1", command=writer("f2.txt"))])
+    first = sage(*AUTO, "--retries", "0", cwd=repo)
+    assert first.returncode == 1
+    assert states(repo) == {"F-1": "DEFERRED", "F-2": "UNPROCESSED"}
+
+    again = sage(*AUTO, cwd=repo)  # without the flag a deferred ticket stays deferred
+    assert again.returncode == 1 and states(repo)["F-1"] == "DEFERRED"
+
+    done = sage(*AUTO, "--retry-deferred", cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert states(repo) == {"F-1": "COMPLETED", "F-2": "COMPLETED"}
+    f1 = next(t for t in index_data(repo)["tickets"] if t["id"] == "F-1")
+    assert [h["to"] for h in f1["state_history"]] == [
+        "IN_PROGRESS", "DEFERRED", "UNPROCESSED", "IN_PROGRESS", "COMPLETED",
+    ]  # fmt: skip
