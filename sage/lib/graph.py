@@ -117,7 +117,9 @@ def critical_path(
         return CriticalPath(tickets=(), minutes=0.0)
     if longest is None:
         longest = remaining_path(graph, weights)
-    node = max(graph, key=lambda n: (longest[n], n))
+    # Start at a source: with zero estimates a later ticket can tie with the chain's head.
+    sources = (n for n, degree in graph.in_degree() if degree == 0)
+    node = max(sources, key=lambda n: (longest[n], n))
     path = [node]
     while succ := list(graph.successors(path[-1])):
         path.append(max(succ, key=lambda s: (longest[s], s)))
