@@ -161,7 +161,7 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         f"SUMMARY ({state}): {len(s.completed)} completed, {len(s.deferred)} deferred, "
         f"{len(s.blocked)} blocked, {len(s.not_started)} not started",
         f"  wall {s.wall_seconds:.1f}s, worker time {s.worker_seconds:.1f}s, saved "
-        f"{s.saved_seconds:.1f}s against sequential, efficiency {s.efficiency:.0%} "
+        f"{max(0.0, s.saved_seconds):.1f}s against sequential, efficiency {s.efficiency:.0%} "
         f"({s.workers} worker{'s' if s.workers != 1 else ''})",
         f"  commits landed {s.commits_landed}, conflicts {s.conflicts}, retries {s.retries}",
     ]

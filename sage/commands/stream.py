@@ -18,10 +18,10 @@ from sage.commands import _progress
 from sage.commands._common import IndexOpt, JsonOpt, open_project
 from sage.commands.plan import render as render_plan
 from sage.lib import config as configuration
-from sage.lib import executors, scheduler, validation
+from sage.lib import executors, scheduler, validation, workers
 from sage.lib import graph as dag
 from sage.lib import stream as streams
-from sage.lib.errors import UsageError
+from sage.lib.errors import SageError, UsageError
 from sage.lib.events import Journal
 from sage.lib.project import Project
 from sage.lib.tickets import Ticket, TicketStore
@@ -92,10 +92,11 @@ def command(
         return _dry_run(project, parallel or cfg.workers)
     project.require_git()
     project.require_writable()
-    store = TicketStore(project.index_path)
-    idx = store.load()
-    validation.require_no_errors(validation.validate(idx))
-    ready = len(dag.ready(idx.tickets, dag.build(idx.tickets)))
+    idx = TicketStore(project.index_path).load()
+    report = validation.validate(idx, analysis=False)
+    validation.require_no_errors(report)
+    validation.require_runnable(project, idx, local=cfg.executor == "local")
+    ready = len(dag.ready(idx.tickets, report.graph))
     count = scheduler.resolve_workers(parallel or cfg.workers if mode == "auto" else 1, ready)
     options = replace(_options(project, cfg, count.workers), retry_deferred=retry_deferred)
     return _run(project, options, count, mode, json)
@@ -164,12 +165,12 @@ def _dry_run(project: Project, parallel: str) -> int:
 
 
 def _argv_text(ticket: Ticket, worker: tuple[str, ...]) -> str:
-    from sage.lib.workers import argv_for
-
     try:
-        return shlex.join(argv_for(ticket, worker))
-    except Exception as exc:  # no worker configured: say so instead of failing the dry run
-        return f"(cannot run: {exc})"
+        argv = workers.argv_for(ticket, worker)
+    except SageError as exc:  # no worker configured: say so instead of failing the dry run
+        return f"(cannot run: {exc.message})"
+    where = f".sage/worktrees/{ticket.id}"
+    return shlex.join(workers.fill(argv, ticket, worktree=where, context_file="<context file>"))
 
 
 def _run(

@@ -84,9 +84,13 @@ def _number(minimum: float) -> Callable[[Any], float]:
 
 
 def _count(value: Any) -> int:
-    if isinstance(value, bool) or int(value) != float(value) or int(value) < 0:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not number.is_integer() or number < 0:
         raise ValueError("expected a whole number >= 0")
-    return int(value)
+    return int(number)
 
 
 def _bool(value: Any) -> bool:

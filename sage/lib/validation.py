@@ -14,6 +14,7 @@ from sage.lib import graph as dag
 from sage.lib.errors import SageError
 from sage.lib.project import Project
 from sage.lib.tickets import Index, Problem, Ticket, quiet_gc
+from sage.lib.workers import argv_for
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -169,7 +170,23 @@ def _worker_checks(project: Project, index: Index) -> list[Check]:
     return checks
 
 
+def require_runnable(project: Project, index: Index, *, local: bool = True) -> None:
+    """Refuse a stream up front, before any ticket changes state, when a ticket has nothing to
+    run or (for local workers) its program is not installed."""
+    for ticket in index.tickets:
+        if ticket.state in dag.OPEN_STATES:
+            argv_for(ticket, project.config.worker)  # raises when there is nothing to run
+    missing = [c for c in _worker_checks(project, index) if not c.ok] if local else []
+    if missing:
+        raise SageError(
+            f"{missing[0].name}: {missing[0].detail}",
+            hint='install it, or fix the worker (--worker, [stream] worker) or the "command"',
+        )
+
+
 def _on_path(name: str, program: str) -> Check:
+    if "/" in program:  # a path: resolved in the ticket's worktree, which does not exist yet
+        return Check(name=name, ok=True, detail=f"{program} runs from the ticket's worktree")
     found = shutil.which(program)
     detail = f"{program} found at {found}" if found else f"{program} not found on PATH"
     return Check(name=name, ok=bool(found), detail=detail)

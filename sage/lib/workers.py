@@ -70,6 +70,21 @@ def context_text(ticket: Ticket, raw: dict[str, object], notes: str | None) -> s
     return f"{head}{body}## Ticket\n\n```json\n{entry}\n```\n"
 
 
+def fill(
+    template: Sequence[str],
+    ticket: Ticket,
+    *,
+    worktree: str,
+    context_file: str,
+    run_id: str = "",
+    attempt: int = 1,
+) -> list[str]:
+    """The argv a ticket's worker runs: placeholders filled, never a shell."""
+    values = {"ticket_id": ticket.id, "title": ticket.title, "worktree": worktree,
+              "context_file": context_file, "run_id": run_id, "attempt": str(attempt)}  # fmt: skip
+    return presets.render(template, values)
+
+
 def environment(job: WorkerJob, worktree: Path) -> dict[str, str]:
     return proc.clean_env(
         {
@@ -100,15 +115,8 @@ def run(
     """
     branch = worktrees.branch_for(job.ticket.id)
     worktrees.create(repo, worktree, branch, job.base)
-    values = {
-        "ticket_id": job.ticket.id,
-        "title": job.ticket.title,
-        "worktree": str(worktree),
-        "context_file": str(job.context_file),
-        "run_id": job.run_id,
-        "attempt": str(job.attempt),
-    }
-    argv = presets.render(job.argv, values)
+    argv = fill(job.argv, job.ticket, worktree=str(worktree), context_file=str(job.context_file),
+                run_id=job.run_id, attempt=job.attempt)  # fmt: skip
     _log(job.log, f"=== sage: {job.ticket.id} attempt {job.attempt}: {argv}\n")
     done = proc.run_logged(
         argv,

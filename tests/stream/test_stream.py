@@ -293,8 +293,9 @@ def test_a_worker_configured_by_flag_gets_placeholders_and_env(repo, sage, ticke
     assert "P-1: Hello world" in git(repo, "log", "-1", "--format=%s", "main")
 
 
-def test_missing_worker_binary_is_a_clear_deferral(repo, sage, tickets_repo):
-    tickets_repo([ticket("M-1", command=["definitely-not-a-program-xyz"])])
+def test_a_worker_missing_from_the_worktree_is_a_clear_deferral(repo, sage, tickets_repo):
+    # A path is looked up in the ticket's worktree, so only the run can find it missing.
+    tickets_repo([ticket("M-1", command=["./tools/not-there.sh"])])
     done = sage(*AUTO, "--retries", "0", "--json", cwd=repo)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
@@ -372,3 +373,17 @@ def test_retry_deferred_runs_a_deferred_ticket_and_its_dependents_again(repo, sa
     assert [h["to"] for h in f1["state_history"]] == [
         "IN_PROGRESS", "DEFERRED", "UNPROCESSED", "IN_PROGRESS", "COMPLETED",
     ]  # fmt: skip
+
+
+def test_nothing_to_run_is_refused_before_any_ticket_changes(repo, sage, tickets_repo):
+    tickets_repo([ticket("Z-1"), ticket("Z-2", command=["definitely-not-a-program-xyz"])])
+    before = (repo / ".sage/tickets/index.json").read_text()
+    no_worker = sage(*AUTO, cwd=repo)
+    assert no_worker.returncode == 1
+    assert 'Z-1 has no "command" and no worker is configured' in no_worker.stderr
+    missing = sage(*AUTO, "--worker", "true", cwd=repo)
+    assert missing.returncode == 1
+    assert "definitely-not-a-program-xyz not found on PATH" in missing.stderr
+    assert (repo / ".sage/tickets/index.json").read_text() == before
+    dry = sage("stream", "--dry-run", "--worker", "echo {ticket_id} {context_file}", cwd=repo)
+    assert "would start Z-1: echo Z-1 '<context file>'" in dry.stdout
