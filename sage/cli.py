@@ -12,7 +12,18 @@ from typing import Annotated
 import typer
 
 from sage import __version__
-from sage.commands import graph, init, plan, ready, validate
+from sage.commands import (
+    agent_commands,
+    demo,
+    graph,
+    hooks,
+    init,
+    plan,
+    queue,
+    ready,
+    stream,
+    validate,
+)
 from sage.lib.errors import SageError
 
 EXIT_CODES = """\
@@ -51,21 +62,8 @@ app.command("plan")(plan.command)
 app.command("graph")(graph.command)
 
 
-def _register_optional() -> None:
-    """Commands from later modules register themselves here when present."""
-    import importlib
-
-    for name in ("stream", "demo", "queue", "hooks", "agent_commands"):
-        try:
-            module = importlib.import_module(f"sage.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"sage.commands.{name}":
-                raise
-            continue
-        module.register(app)
-
-
-_register_optional()
+for _module in (stream, demo, queue, hooks, agent_commands):
+    _module.register(app)
 
 
 def report_error(exc: SageError) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,3 +129,18 @@ def cluster() -> Iterator[Any]:
     yield local
     client.close()
     local.close()
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)
+
+
+def wait_for_file(path: Path, timeout: float = 60) -> str:
+    """The text of `path` once something has written it."""
+    wait_for(lambda: path.exists() and path.read_text(), timeout)
+    return path.read_text()

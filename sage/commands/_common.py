@@ -54,21 +54,22 @@ def minutes(value: float, unit: str = "minutes") -> str:
     return f"{value:g} min ({hours} h {mins:02d} min)" if hours else f"{value:g} min"
 
 
-def load_valid(index: str | None) -> tuple[projects.Project, tickets.Index]:
-    """The index, refused with a pointer to `sage validate` if it has any error."""
-    project, idx, _ = load_valid_graph(index)
-    return project, idx
-
-
 def load_valid_graph(index: str | None) -> tuple[projects.Project, tickets.Index, nx.DiGraph]:
-    """`load_valid`, with the ticket graph the check built (large indexes: build it once)."""
+    """The project, its index and the ticket graph; an index with any error is refused."""
+    project = open_project(index)
+    return (project, *checked(project))
+
+
+def checked(project: projects.Project) -> tuple[tickets.Index, nx.DiGraph]:
+    """The index, refused with a pointer to `sage validate` if it has any error, and the graph
+    the check built (large indexes: build it once)."""
     from sage.lib import validation
 
-    project, idx = load_index(index)
+    idx = tickets.load(project.index_path)
     report = validation.validate(idx, analysis=False)
     validation.require_no_errors(report)
     assert report.graph is not None  # validate always builds it
-    return project, idx, report.graph
+    return idx, report.graph
 
 
 def sub_app(name: str, help: str) -> typer.Typer:

@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import typer
@@ -35,15 +34,17 @@ class Reporter:
     """Plain lines, one per event (what a log file or CI wants)."""
 
     def __enter__(self) -> Reporter:
+        self.open()
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """What a reporter sets up around a run (the live view starts here)."""
+
+    def close(self) -> None:
+        """And tears down."""
 
     def event(self, event: Event) -> None:
         line = self.line(event)
@@ -87,7 +88,7 @@ class JsonReporter(Reporter):
 class LiveReporter(Reporter):
     """A rich Live view: each worker's ticket and elapsed time, done / total, queue depth."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self) -> None:
         from rich.console import Console
         from rich.live import Live
 
@@ -98,17 +99,11 @@ class LiveReporter(Reporter):
         self._lock = threading.Lock()
         self.live = Live(console=self.console, refresh_per_second=4, get_renderable=self._render)
 
-    def __enter__(self) -> LiveReporter:
-        self.live.__enter__()
-        return self
+    def open(self) -> None:
+        self.live.start()
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.live.__exit__(kind, value, tb)
+    def close(self) -> None:
+        self.live.stop()
 
     def event(self, event: Event) -> None:
         with self._lock:
@@ -146,11 +141,11 @@ class LiveReporter(Reporter):
         return table
 
 
-def make(*, json: bool, total_workers: int) -> Reporter:
+def make(*, json: bool) -> Reporter:
     if json:
         return JsonReporter()
     if sys.stdout.isatty():
-        return LiveReporter(total_workers)
+        return LiveReporter()
     return Reporter()
 
 

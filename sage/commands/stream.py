@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from sage.commands import _progress
-from sage.commands._common import IndexOpt, JsonOpt, open_project
+from sage.commands._common import IndexOpt, JsonOpt, checked, open_project
 from sage.commands.plan import render as render_plan
 from sage.lib import config as configuration
 from sage.lib import executors, scheduler, validation, workers
@@ -24,7 +24,7 @@ from sage.lib import stream as streams
 from sage.lib.errors import SageError, UsageError
 from sage.lib.events import Journal
 from sage.lib.project import Project
-from sage.lib.tickets import Ticket, TicketStore
+from sage.lib.tickets import Ticket
 
 
 class OnError(StrEnum):
@@ -92,11 +92,9 @@ def command(
         return _dry_run(project, parallel or cfg.workers)
     project.require_git()
     project.require_writable()
-    idx = TicketStore(project.index_path).load()
-    report = validation.validate(idx, analysis=False)
-    validation.require_no_errors(report)
+    idx, graph = checked(project)
     validation.require_runnable(project, idx, local=cfg.executor == "local")
-    ready = len(dag.ready(idx.tickets, report.graph))
+    ready = len(dag.ready(idx.tickets, graph))
     count = scheduler.resolve_workers(parallel or cfg.workers if mode == "auto" else 1, ready)
     options = replace(_options(project, cfg, count.workers), retry_deferred=retry_deferred)
     return _run(project, options, count, mode, json)
@@ -153,9 +151,7 @@ def _options(project: Project, cfg: configuration.Config, workers: int) -> strea
 
 
 def _dry_run(project: Project, parallel: str) -> int:
-    idx = TicketStore(project.index_path).load()
-    validation.require_no_errors(validation.validate(idx))
-    graph = dag.build(idx.tickets)
+    idx, graph = checked(project)
     plan = scheduler.plan(idx.tickets, graph, parallel)
     typer.echo(f"DRY RUN (nothing changes): {plan.workers.workers} worker(s)")
     render_plan(plan)
@@ -181,7 +177,7 @@ def _run(
     json: bool,
 ) -> int:
     run_id = streams.new_run_id()
-    reporter = _progress.make(json=json, total_workers=options.workers)
+    reporter = _progress.make(json=json)
     if count.warning:
         typer.echo(f"warning: {count.warning}", err=True)
     if not json:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sage.lib.tickets import now
 
-KINDS = (
+EventKind = Literal[
     "run-started",
     "recovered",
     "started",
@@ -29,12 +28,12 @@ KINDS = (
     "killed",
     "warning",
     "run-finished",
-)
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    kind: str
+    kind: EventKind
     ticket: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     at: str = field(default_factory=now)
@@ -56,7 +55,7 @@ class Journal:
         self._reporter = reporter
         self._lock = threading.Lock()
 
-    def emit(self, kind: str, ticket: str | None = None, **data: Any) -> Event:
+    def emit(self, kind: EventKind, ticket: str | None = None, **data: Any) -> Event:
         event = Event(kind=kind, ticket=ticket, data=data)
         with self._lock:
             self._file.write(json.dumps(event.as_dict(), ensure_ascii=False, default=str) + "\n")
@@ -128,10 +127,3 @@ class RunSummary:
             "interrupted": self.interrupted,
             "exit_code": self.exit_code,
         }
-
-
-class Clock:
-    """Monotonic time, swappable in tests."""
-
-    def __call__(self) -> float:
-        return time.monotonic()

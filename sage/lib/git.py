@@ -16,6 +16,7 @@ from sage.lib.errors import GitError, NotARepository, SageError
 
 FALLBACK_NAME = "sage"
 FALLBACK_EMAIL = "sage@localhost"
+TRAILER = "Sage-Ticket"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,15 +45,13 @@ def git(
     return done.stdout.rstrip("\n")
 
 
-def run(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> proc.Result:
+def run(
+    repo: Path, *args: str, env: Mapping[str, str] | None = None, input: str | None = None
+) -> proc.Result:
     """Like `git` but never raises: for commands whose exit code is the answer."""
     with _turns(args):
-        return proc.run(["git", "-C", str(repo), *args], check=False, env=proc.clean_env(env))
-
-
-def run_input(repo: Path, stdin: str, *args: str) -> proc.Result:
-    """Like `run`, feeding `stdin` (e.g. `update-ref --stdin` transactions)."""
-    return proc.run(["git", "-C", str(repo), *args], check=False, input=stdin, env=proc.clean_env())
+        argv = ["git", "-C", str(repo), *args]
+        return proc.run(argv, check=False, input=input, env=proc.clean_env(env))
 
 
 _WORKTREE_TURNS = threading.Lock()
@@ -147,16 +146,23 @@ def commit_tree(
 _LOCK_EXISTS = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 
 
+def lock_in_the_way(stderr: str) -> str | None:
+    """The git lock file a failed command names (one that another git holds, or that a killed
+    git left behind), or None when the failure is something else."""
+    found = _LOCK_EXISTS.search(stderr)
+    return found.group(1) if found else None
+
+
 def update_ref(repo: Path, ref: str, new: str, old: str) -> bool:
     """Compare-and-swap: move `ref` to `new` only if it is still at `old` (False if it is not).
 
     A git lock file in the way for a whole second is no race: a git process killed mid-update
     leaves it behind, and git refuses that ref until it is removed. Say so, naming it."""
     done = run(repo, "-c", "core.filesRefLockTimeout=1000", "update-ref", ref, new, old)
-    stuck = _LOCK_EXISTS.search(done.stderr) if done.returncode else None
+    stuck = lock_in_the_way(done.stderr) if done.returncode else None
     if stuck:
         raise SageError(
-            f"cannot move {ref}: git's lock file {stuck.group(1)} exists",
+            f"cannot move {ref}: git's lock file {stuck} exists",
             hint="another git process is using it, or one was killed and left it behind: "
             "if no git is running here, remove that file and run again",
         )
@@ -218,33 +224,15 @@ def _head_branch(head: Path) -> str | None:
     return text[len("ref: ") :] if text.startswith("ref: ") else None
 
 
-def checked_out_at(repo: Path, ref: str) -> Path | None:
-    return next((path for path, branch in worktrees(repo).items() if branch == ref), None)
-
-
-def changed_files(repo: Path, base: str, head: str) -> list[str]:
-    out = git(repo, "diff", "--name-only", "--no-renames", base, head)
-    return [line for line in out.splitlines() if line]
-
-
 def tickets_touching(repo: Path, base: str, head: str, paths: Sequence[str]) -> list[str]:
-    """Sage-Ticket trailers of the commits in base..head that changed any of `paths`."""
-    out = git(
-        repo,
-        "log",
-        "--format=%(trailers:key=Sage-Ticket,valueonly)",
-        f"{base}..{head}",
-        "--",
-        *paths,
-    )
-    return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip()))
+    """Sage-Ticket trailers of the commits in base..head that changed any of `paths`.
 
+    Only a conflict asks this, so GitPython's readable history walk is worth its import."""
+    import git as gitpython  # lazy: ~100 ms, paid on a conflict only
 
-def commit_message(repo: Path, rev: str) -> str:
-    """The full message of a commit (GitPython reads this well)."""
-    import git as gitpython  # lazy: GitPython costs ~100 ms to import
-
-    return str(gitpython.Repo(repo).commit(rev).message)
+    history = gitpython.Repo(repo).iter_commits(f"{base}..{head}", paths=list(paths))
+    found = (value for commit in history for value in commit.trailers_dict.get(TRAILER, []))
+    return list(dict.fromkeys(value.strip() for value in found))
 
 
 def supports_parallel_mode() -> tuple[bool, str]:

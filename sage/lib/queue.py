@@ -24,13 +24,12 @@ from sage.lib.errors import GitError, SageError
 from sage.lib.project import Project
 from sage.lib.tickets import TicketStore, now, record_state
 
-TRAILER = "Sage-Ticket"
+TRAILER = git.TRAILER
 REJECTED = ("conflict", "verify-failed")
 RETRYABLE = ("conflict", "verify-failed", "deferred", "discarded")
 MAX_RACES = 5  # the target moved between computing and landing this many times in a row
 VERIFY_DIR = "_verify"  # ticket IDs cannot start with "_", so this never clashes with one
 _IN_THE_WAY = re.compile(r"(?:Entry|working tree file) '([^']+)'")
-_LOCK_FILE = re.compile(r"Unable to create '([^']+\.lock)'")
 
 # Crash-safety tests set this to kill the process between the steps of an application.
 step_hook: Callable[[str], None] | None = None
@@ -159,7 +158,6 @@ class CommitQueue:
         self.run_id = run_id
         self.verify_runs = 0  # how often the verify command ran (the bench reports it)
         self._exit_codes: dict[str, int] = {}
-        self._identity: dict[str, str] | None = None
         self._notify: Callable[[Landed], None] | None = None
 
     @property
@@ -243,7 +241,7 @@ class CommitQueue:
         with self._lock():
             current = self._current(entry)
             done = replace(current, status="discarded", reason=reason or current.reason)
-            self._cleanup(done, git.checkouts(self.root))
+            self._cleanup_all([done], git.checkouts(self.root))
             return self._archive(done)
 
     def settle(self, entry: QueueEntry, *, max_attempts: int) -> str:
@@ -279,13 +277,6 @@ class CommitQueue:
                 self._archive(replace(old, status="discarded", reason=f"retried as #{entry.seq}"))
             self._record([(entry, "IN_PROGRESS", "re-queued by `sage queue retry`", {})])
             return entry
-
-    def attempts_for(self, ticket_id: str) -> int:
-        """Landing attempts a ticket has used so far, across runs."""
-        pattern = f"[0-9]*-{ticket_id}.json"
-        paths = [*self.queue_dir.glob(pattern), *self.done_dir.glob(pattern)]
-        found = [e.attempts for e in map(read_entry, paths) if e and e.ticket_id == ticket_id]
-        return max(found, default=0)
 
     # ---- entries on disk -----------------------------------------------------------------
 
@@ -442,27 +433,24 @@ class CommitQueue:
         return stack, rejected
 
     def _squash(self, onto: str, entry: QueueEntry) -> _Candidate | Rejected:
-        if onto == entry.base:  # nothing landed since the worker started: its tree is the merge
-            tree = f"{entry.head}^{{tree}}"
-            commit = git.commit_tree(self.root, tree, [onto], entry.message, env=self._env())
-            return _Candidate(entry=entry, commit=commit)
-        try:
-            merged = git.merge_tree(self.root, onto, entry.head)
-        except GitError as exc:
-            return self._conflict(entry, (), (), f"cannot merge {entry.branch}: {exc.message}")
-        if not merged.clean:
-            paths = merged.conflicts
-            touched = git.tickets_touching(self.root, entry.base, onto, paths)
-            who = tuple(t for t in touched if t != entry.ticket_id)
-            with_whom = f" with {', '.join(who)}" if who else ""
-            return self._conflict(entry, paths, who, f"conflict in {', '.join(paths)}{with_whom}")
-        commit = git.commit_tree(self.root, merged.tree, [onto], entry.message, env=self._env())
+        tree = f"{entry.head}^{{tree}}"  # nothing landed since the worker started: its tree
+        if onto != entry.base:
+            try:
+                merged = git.merge_tree(self.root, onto, entry.head)
+            except GitError as exc:
+                return self._conflict(entry, (), (), f"cannot merge {entry.branch}: {exc.message}")
+            if not merged.clean:
+                return self._collision(entry, onto, merged.conflicts)
+            tree = merged.tree
+        env = git.identity_env(self.root)
+        commit = git.commit_tree(self.root, tree, [onto], entry.message, env=env)
         return _Candidate(entry=entry, commit=commit)
 
-    def _env(self) -> dict[str, str]:
-        if self._identity is None:
-            self._identity = git.identity_env(self.root)
-        return self._identity
+    def _collision(self, entry: QueueEntry, onto: str, paths: tuple[str, ...]) -> Rejected:
+        touched = git.tickets_touching(self.root, entry.base, onto, paths)
+        who = tuple(t for t in touched if t != entry.ticket_id)
+        with_whom = f" with {', '.join(who)}" if who else ""
+        return self._conflict(entry, paths, who, f"conflict in {', '.join(paths)}{with_whom}")
 
     def _conflict(
         self, entry: QueueEntry, paths: tuple[str, ...], who: tuple[str, ...], detail: str
@@ -543,10 +531,10 @@ class CommitQueue:
             done = git.run(checkout, *args)
         if done.returncode == 0:
             return None
-        lock = _LOCK_FILE.search(done.stderr)
+        lock = git.lock_in_the_way(done.stderr)
         if lock:  # a git killed in the checkout, or one still running there: not the user's edits
             return (
-                f"{lock.group(1)} exists: another git is running in {checkout}, or one died "
+                f"{lock} exists: another git is running in {checkout}, or one died "
                 "there; if none is running, remove that file, then run `sage queue process`"
             )
         paths = list(dict.fromkeys(_IN_THE_WAY.findall(done.stderr)))
@@ -599,9 +587,6 @@ class CommitQueue:
         _step("cleaned")
         return outcomes
 
-    def _cleanup(self, entry: QueueEntry, trees: Mapping[Path, str | None]) -> None:
-        self._cleanup_all([entry], trees)
-
     def _cleanup_all(self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]) -> None:
         """Remove the tickets' worktrees and branches, unless a branch moved on since it was
         queued or is checked out somewhere that is not sage's. One git call for the branches
@@ -616,7 +601,7 @@ class CommitQueue:
         if not doomed:
             return
         script = "".join(f"delete {ref} {entry.head}\n" for ref, (entry, _) in doomed.items())
-        if git.run_input(self.root, script, "update-ref", "--stdin").returncode != 0:
+        if git.run(self.root, "update-ref", "--stdin", input=script).returncode != 0:
             # all or nothing: some branch moved on, so take them one by one
             doomed = {
                 ref: held

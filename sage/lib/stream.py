@@ -11,18 +11,20 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sage.lib import executors, git, locks, worktrees
-from sage.lib import graph as dag
 from sage.lib import queue as commit_queue
 from sage.lib.errors import SageError
-from sage.lib.events import Journal, RunSummary
+from sage.lib.events import EventKind, Journal, RunSummary
 from sage.lib.project import Project
 from sage.lib.scheduler import Dispatcher
 from sage.lib.tickets import Ticket, TicketStore
 from sage.lib.validation import require_no_errors, validate
 from sage.lib.workers import WorkerJob, WorkerResult, argv_for, context_text
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 MAX_BACKOFF = 60.0
 POLL = 0.25  # the longest the loop sleeps without news (it then looks at Ctrl+C presses)
@@ -115,8 +117,7 @@ class Stream:
         self.failures: Counter[str] = Counter()
         self.tempfails: Counter[str] = Counter()
         self.land_attempts: dict[str, int] = {}
-        self.completed: list[str] = []
-        self.landed_ids: set[str] = set()
+        self.completed: dict[str, None] = {}  # landed this run, in order
         self.deferred: dict[str, str] = {}
         self.blocked: dict[str, str] = {}
         self.stop_reason: str | None = None
@@ -148,9 +149,8 @@ class Stream:
         self._recover()
         if self.options.retry_deferred:
             self._revive_deferred()
-        tickets = self._load()
-        self.dispatcher = Dispatcher(tickets, dag.build(tickets))
-        self.tickets = {t.id: t for t in tickets}
+        self.dispatcher = Dispatcher(*self._load())
+        (self.project.runs_dir / self.run_id).mkdir(parents=True, exist_ok=True)
         self.journal.emit(
             "run-started",
             workers=self.options.workers,
@@ -168,12 +168,14 @@ class Stream:
             self._finish(lander)
         return self._summary(time.monotonic() - started)
 
-    def _load(self) -> list[Ticket]:
+    def _load(self) -> tuple[list[Ticket], nx.DiGraph]:
+        """The index as recovery left it, checked, with the graph the check built."""
         index = self.store.load()
-        require_no_errors(validate(index, analysis=False))
+        report = validate(index, analysis=False)
+        require_no_errors(report)
         self.raw = {e["id"]: e for e in index.raw["tickets"]}
         self._sweep(index.tickets)
-        return list(index.tickets)
+        return list(index.tickets), report.graph
 
     def _sweep(self, tickets: tuple[Ticket, ...]) -> None:
         """Worktrees and branches of tickets whose work is recorded as landed (a crash between
@@ -218,9 +220,9 @@ class Stream:
         worktrees.repair(self.project.root)
         self.queue.recover()
         killed = executors.kill_stale(self._pids_dir)
-        self.landing = {e.ticket_id for e in self.queue.pending()}
-        for entry in self.queue.pending():
-            self.land_attempts[entry.ticket_id] = entry.attempts
+        pending = self.queue.pending()
+        self.landing = {e.ticket_id for e in pending}
+        self.land_attempts.update({e.ticket_id: e.attempts for e in pending})
         stale = [
             t.id
             for t in self.store.load().tickets
@@ -281,7 +283,7 @@ class Stream:
                 return
             busy = any(ticket.id in s for s in (self.landing, self.running, self.collecting))
             # A ticket a dead run queued is in the ready set too: it may pop after it landed.
-            if busy or ticket.id in self.landed_ids:
+            if busy or ticket.id in self.completed:
                 continue
             if self._ask(ticket):
                 self._start(ticket)
@@ -330,7 +332,7 @@ class Stream:
             try:
                 entry = self.queue.enqueue(
                     ticket_id=result.ticket_id,
-                    title=self.tickets[result.ticket_id].title,
+                    title=self.dispatcher.tickets[result.ticket_id].title,
                     branch=result.branch,
                     base=result.base,
                     worker=result.worker_name,
@@ -344,7 +346,6 @@ class Stream:
 
     def _job(self, ticket: Ticket, attempt: int, base: str) -> WorkerJob:
         run_dir = self.project.runs_dir / self.run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
         context = run_dir / f"{ticket.id}.context.md"
         notes_file = self.project.index_path.parent / f"{ticket.id}.md"
         notes = notes_file.read_text(encoding="utf-8") if notes_file.exists() else None
@@ -438,9 +439,7 @@ class Stream:
     def _landed(self, outcome: commit_queue.Landed) -> None:
         tid = outcome.entry.ticket_id
         self.landing.discard(tid)
-        self.completed.append(tid)
-        self.landed_ids.add(tid)
-        self.counts["commits"] += 1
+        self.completed[tid] = None
         self.head = outcome.commit if not self.landing else None  # a batch may still be landing
         freed = self.dispatcher.landed(tid)
         self.journal.emit(
@@ -455,7 +454,7 @@ class Stream:
             return self._stop(f"{tid} cannot land: {outcome.detail}")
         if outcome.kind == "conflict":
             self.counts["conflicts"] += 1
-        kind = "conflict" if outcome.kind == "conflict" else "verify-failed"
+        kind: EventKind = "conflict" if outcome.kind == "conflict" else "verify-failed"
         self.journal.emit(
             kind,
             tid,
@@ -575,7 +574,7 @@ class Stream:
             blocked={**self.dispatcher.blocked, **self.blocked},  # from earlier runs too
             wall_seconds=wall,
             worker_seconds=self.worker_seconds,
-            commits_landed=self.counts["commits"],
+            commits_landed=len(self.completed),
             conflicts=self.counts["conflicts"],
             retries=self.counts["retries"],
             stopped_early=self.stop_reason is not None and not self.interrupted,

@@ -14,7 +14,6 @@ from sage.lib.tickets import Ticket
 
 TEMPFAIL = 75  # EX_TEMPFAIL: e.g. an agent's rate limit; retried without using up an attempt
 MAX_ENV_TITLE = 4096  # characters of the title in SAGE_TICKET_TITLE
-OUTCOMES = ("ok", "failed", "timeout", "tempfail", "killed", "error")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,7 +34,7 @@ class WorkerJob:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerResult:
     ticket_id: str
-    outcome: str  # one of OUTCOMES
+    outcome: str  # ok, failed, timeout, tempfail, killed or error
     returncode: int
     seconds: float
     log: Path
@@ -178,10 +177,11 @@ def collect(worktree: Path, job: WorkerJob) -> str:
         dirty = True
     if dirty:
         git.git(worktree, "add", "-A", "--", ".", ":(exclude).sage")
-    if dirty or head == job.base:
-        message = f"{ticket.id}: {ticket.title}\n\nSage-Ticket: {ticket.id}\n"
-        args = ("commit", "--quiet", "--allow-empty", "--no-verify", "-F", "-")
-        git.git(worktree, *args, input=message, env=git.identity_env(worktree))
+    if not dirty and head != job.base:
+        return head  # the worker committed all of its work itself
+    message = f"{ticket.id}: {ticket.title}\n\nSage-Ticket: {ticket.id}\n"
+    args = ("commit", "--quiet", "--allow-empty", "--no-verify", "-F", "-")
+    git.git(worktree, *args, input=message, env=git.identity_env(worktree))
     return git.git(worktree, "rev-parse", "HEAD")
 
 

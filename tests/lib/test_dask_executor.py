@@ -19,7 +19,7 @@ from sage.lib import dask_executor  # noqa: E402
 from sage.lib.errors import SageError  # noqa: E402
 from sage.lib.tickets import Ticket  # noqa: E402
 from sage.lib.workers import WorkerJob, WorkerResult  # noqa: E402
-from tests.conftest import git  # noqa: E402
+from tests.conftest import git, wait_for_file  # noqa: E402
 
 pytestmark = pytest.mark.dask
 
@@ -158,15 +158,6 @@ def test_local_cluster_workers_survive_ctrl_c(cluster: Any) -> None:
             os.kill(pid, signal.SIGINT)
         time.sleep(0.3)
         assert client.run(os.getpid) == pids
-
-
-def wait_for_file(path: Path, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never appeared")
 
 
 def alive(pid: int) -> bool:

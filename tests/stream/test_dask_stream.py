@@ -7,14 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from tests.conftest import git, ticket  # noqa: E402
+from tests.conftest import git, ticket, wait_for_file  # noqa: E402
 from tests.stream.conftest import events, py, states, trailers, writer  # noqa: E402
 
 pytestmark = pytest.mark.dask
@@ -79,15 +77,6 @@ pathlib.Path('k.txt').write_text('second run')
     assert "ran on Dask worker tcp://" in log and addresses[victim] not in log
     summary = json.loads(out.splitlines()[-1])
     assert summary["retries"] == 0, "Dask rescheduled it: the stream never saw a failure"
-
-
-def wait_for_file(path: Path, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never appeared")
 
 
 def test_an_unreachable_scheduler_is_refused_without_a_traceback(repo, sage, tickets_repo):

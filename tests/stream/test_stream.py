@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, ticket
+from tests.conftest import git, ticket, wait_for
 from tests.stream.conftest import events, index_data, py, states, trailers, writer
 
 AUTO = ("stream", "--auto", "--backoff", "0.05")
@@ -166,14 +166,6 @@ def test_a_second_stream_is_refused_naming_the_holder(repo, sage, tickets_repo):
     finally:
         first.communicate(timeout=30)
     assert first.returncode == 0
-
-
-def wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
 
 
 def start_stream(repo: Path, *args: str) -> subprocess.Popen[str]:
