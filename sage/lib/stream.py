@@ -401,7 +401,7 @@ class Stream:
             return self._reset(tid, "killed by a second Ctrl+C")
         if entry is not None:
             return self._queued(entry, result.head)
-        if result.outcome == "tempfail":
+        if result.outcome == "throttled":
             self.tempfails[tid] += 1
             return self._retry(tid, self.tempfails[tid], result.detail, counted=False)
         self.failures[tid] += 1

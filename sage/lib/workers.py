@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from sage.lib import git, presets, proc, worktrees
@@ -31,10 +32,32 @@ class WorkerJob:
     worker_name: str = "worker"
 
 
+class Outcome(StrEnum):
+    """How one attempt ended, as the run's policy sees it."""
+
+    OK = "ok"  # work to land (or, for a ticket that allows it, nothing)
+    FAILED = "failed"  # the worker's fault: uses an attempt
+    TIMEOUT = "timeout"
+    THROTTLED = "throttled"  # rate limited (exit 75 or an agent's 429): parked, no attempt used
+    UNUSABLE = "unusable"  # the worker cannot run at all (bad flags, no login): the run stops
+    NO_CHANGES = "no-changes"  # exited 0 and left nothing to land
+    KILLED = "killed"
+    ERROR = "error"  # sage could not run or collect it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """What an attempt cost, where the agent reports it."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerResult:
     ticket_id: str
-    outcome: str  # ok, failed, timeout, tempfail, killed or error
+    outcome: str  # an Outcome
     returncode: int
     seconds: float
     log: Path
@@ -43,6 +66,8 @@ class WorkerResult:
     base: str = ""
     head: str = ""
     worker_name: str = "worker"
+    retry_after: float | None = None  # THROTTLED: seconds until the agent's limit resets
+    usage: Usage | None = None
 
     @property
     def ok(self) -> bool:
@@ -150,7 +175,7 @@ def _result(
     if done.timed_out:
         return result("timeout", f"timed out after {job.timeout:g}s (process group killed)")
     if done.returncode == TEMPFAIL:
-        return result("tempfail", "exit 75: temporary failure")
+        return result(Outcome.THROTTLED, "exit 75: temporary failure")
     if done.returncode != 0:
         return result("failed", f"worker exited {done.returncode}{_last_line(job.log)}")
     if not (worktree / ".git").exists():

@@ -77,7 +77,7 @@ def test_the_workers_own_commits_and_the_coordinators_identity_travel(repo: Path
     ("code", "outcome", "detail"),
     [
         ("import sys; print('boom'); sys.exit(3)", "failed", "worker exited 3: boom"),
-        ("import sys; sys.exit(75)", "tempfail", "exit 75"),
+        ("import sys; sys.exit(75)", "throttled", "exit 75"),
         ("import time; time.sleep(30)", "timeout", "timed out after 0.5s"),
     ],
 )
