@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sage.commands import stream as stream_command
-from sage.lib import demo, scheduler
+from sage.lib import demo, runs, scheduler
 from sage.lib import project as projects
 from sage.lib.tickets import TicketStore
 
@@ -40,7 +40,9 @@ def command(
     project = projects.open_project(root, overrides={"retries": 1, "backoff": 0.2})
     options = stream_command._options(project, project.config, workers)
     count = scheduler.WorkerCount(workers=workers, requested=str(workers))
-    code = stream_command._run(project, options, count, "auto", json)
+    with runs.exclusive(project):
+        loaded = runs.load(project)
+        code = stream_command._run(project, options, loaded, count, "auto", json)
     return _verdict(project, code, json)
 
 

@@ -10,7 +10,7 @@ import typer
 from sage.commands._common import IndexOpt, JsonOpt, emit_json, open_project
 from sage.lib import queue as commit_queue
 from sage.lib.project import Project
-from sage.lib.stream import target_branch
+from sage.lib.runs import target_branch
 from sage.lib.tickets import TicketStore
 
 app = typer.Typer(

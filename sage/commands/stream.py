@@ -18,7 +18,7 @@ from sage.commands import _progress
 from sage.commands._common import IndexOpt, JsonOpt, checked, open_project
 from sage.commands.plan import render as render_plan
 from sage.lib import config as configuration
-from sage.lib import executors, scheduler, validation, workers
+from sage.lib import executors, runs, scheduler, validation, workers
 from sage.lib import graph as dag
 from sage.lib import stream as streams
 from sage.lib.errors import SageError, UsageError
@@ -92,12 +92,13 @@ def command(
         return _dry_run(project, parallel or cfg.workers)
     project.require_git()
     project.require_writable()
-    idx, graph = checked(project)
-    validation.require_runnable(project, idx, local=cfg.executor == "local")
-    ready = len(dag.ready(idx.tickets, graph))
-    count = scheduler.resolve_workers(parallel or cfg.workers if mode == "auto" else 1, ready)
-    options = replace(_options(project, cfg, count.workers), retry_deferred=retry_deferred)
-    return _run(project, options, count, mode, json)
+    with runs.exclusive(project):
+        loaded = runs.load(project)
+        validation.require_runnable(project, loaded.index, local=cfg.executor == "local")
+        ready = len(dag.ready(loaded.index.tickets, loaded.graph))
+        count = scheduler.resolve_workers(parallel or cfg.workers if mode == "auto" else 1, ready)
+        options = replace(_options(project, cfg, count.workers), retry_deferred=retry_deferred)
+        return _run(project, options, loaded, count, mode, json)
 
 
 def _mode(interactive: bool, auto: bool, dry_run: bool, parallel: str | None) -> str:
@@ -135,7 +136,7 @@ def _overrides(values: dict[str, object]) -> dict[str, object]:
 def _options(project: Project, cfg: configuration.Config, workers: int) -> streams.StreamOptions:
     return streams.StreamOptions(
         workers=workers,
-        target_branch=streams.target_branch(project, cfg.target_branch),
+        target_branch=runs.target_branch(project, cfg.target_branch),
         worker=cfg.worker,
         timeout=cfg.timeout,
         retries=cfg.retries,
@@ -172,11 +173,12 @@ def _argv_text(ticket: Ticket, worker: tuple[str, ...]) -> str:
 def _run(
     project: Project,
     options: streams.StreamOptions,
+    loaded: runs.Loaded,
     count: scheduler.WorkerCount,
     mode: str,
     json: bool,
 ) -> int:
-    run_id = streams.new_run_id()
+    run_id = runs.new_run_id()
     reporter = _progress.make(json=json)
     if count.warning:
         typer.echo(f"warning: {count.warning}", err=True)
@@ -189,17 +191,13 @@ def _run(
         typer.echo(f"{label}: {options.workers} worker{'s' if options.workers != 1 else ''}")
     journal = Journal(project.runs_dir / run_id / "events.jsonl", reporter.event)
     confirm = _prompt if mode == "interactive" else None
-    stream = streams.Stream(
-        project,
-        options,
-        journal,
-        run_id=run_id,
-        executor=_executor(project, options),
-        confirm=confirm,
-    )
+    interrupts = streams.Interrupts()
     try:
-        with reporter, _sigint(stream):
-            summary = stream.run()
+        with reporter, _sigint(interrupts):
+            summary = runs.execute(
+                project, options, loaded, journal, run_id=run_id,
+                executor=_executor(project, options), confirm=confirm, interrupts=interrupts,
+            )  # fmt: skip
     finally:
         journal.close()
     reporter.summary(summary, project.runs_dir / run_id)
@@ -228,16 +226,16 @@ def _prompt(ticket: Ticket) -> str:
 
 
 @contextlib.contextmanager
-def _sigint(stream: streams.Stream) -> Iterator[None]:
+def _sigint(interrupts: streams.Interrupts) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
-        stream.interrupt()
+        interrupts.press()
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        if stream.interrupted:
+        if interrupts.presses:
             sys.stderr.flush()
 
 

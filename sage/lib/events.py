@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sage.lib.ledger import Ledger, Phase
 from sage.lib.tickets import now
 
 EventKind = Literal[
@@ -27,6 +28,7 @@ EventKind = Literal[
     "stopping",
     "killed",
     "warning",
+    "reconciled",
     "run-finished",
 ]
 
@@ -74,6 +76,9 @@ class Journal:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunSummary:
+    """Every ticket the run could take on, each in exactly one of: completed (landed this run),
+    waiting to land, deferred (this run or an earlier one), blocked, skipped, not started."""
+
     run_id: str
     workers: int
     completed: tuple[str, ...]
@@ -87,11 +92,17 @@ class RunSummary:
     stopped_early: bool = False
     interrupted: bool = False
     not_started: tuple[str, ...] = ()
+    waiting_to_land: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    deferred_earlier: tuple[str, ...] = ()  # of `deferred`, those an earlier run deferred
+    throttled: int = 0
+    wasted_seconds: float = 0.0
+    stop_reason: str | None = None
 
     @property
     def saved_seconds(self) -> float:
-        """Against running the same work one ticket at a time."""
-        return self.worker_seconds - self.wall_seconds
+        """Against running the same work one ticket at a time; never below zero."""
+        return max(0.0, self.worker_seconds - self.wall_seconds)
 
     @property
     def efficiency(self) -> float:
@@ -105,7 +116,7 @@ class RunSummary:
             return 130
         if self.stopped_early:
             return 3
-        return 1 if self.deferred or self.blocked else 0
+        return 1 if self.deferred or self.blocked or self.waiting_to_land else 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -113,17 +124,64 @@ class RunSummary:
             "run_id": self.run_id,
             "workers": self.workers,
             "completed": list(self.completed),
+            "waiting_to_land": list(self.waiting_to_land),
             "deferred": self.deferred,
+            "deferred_earlier": list(self.deferred_earlier),
             "blocked": self.blocked,
+            "skipped": list(self.skipped),
             "not_started": list(self.not_started),
             "wall_seconds": round(self.wall_seconds, 3),
             "worker_seconds": round(self.worker_seconds, 3),
+            "wasted_seconds": round(self.wasted_seconds, 3),
             "saved_seconds": round(self.saved_seconds, 3),
             "efficiency": round(self.efficiency, 3),
             "commits_landed": self.commits_landed,
             "conflicts": self.conflicts,
             "retries": self.retries,
+            "throttled": self.throttled,
             "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
             "interrupted": self.interrupted,
             "exit_code": self.exit_code,
         }
+
+
+NOT_STARTED = (Phase.WAITING, Phase.RETURNED, Phase.DELAYED, Phase.PARKED,
+               Phase.RUNNING, Phase.COLLECTING)  # fmt: skip
+
+
+def summarize(
+    ledger: Ledger,
+    *,
+    run_id: str,
+    workers: int,
+    wall: float,
+    counts: Mapping[str, int],
+    stop_reason: str | None,
+    interrupted: bool,
+) -> RunSummary:
+    """The summary, read from the ledger alone: each ticket is counted once, by its phase."""
+    landed = tuple(ledger.ids(Phase.LANDED))
+    deferred = {r.ticket_id: r.reason for r in ledger if r.phase == Phase.DEFERRED}
+    totals = ledger.totals()
+    return RunSummary(
+        run_id=run_id,
+        workers=workers,
+        completed=landed,
+        deferred=deferred,
+        deferred_earlier=tuple(t for t in deferred if ledger[t].earlier),
+        blocked={r.ticket_id: r.blocked_by for r in ledger if r.phase == Phase.BLOCKED},
+        waiting_to_land=tuple(sorted(ledger.ids(Phase.LANDING))),
+        skipped=tuple(ledger.ids(Phase.SKIPPED)),
+        not_started=tuple(sorted(ledger.ids(*NOT_STARTED))),
+        wall_seconds=wall,
+        worker_seconds=totals["worker_seconds"],
+        wasted_seconds=totals["wasted_seconds"],
+        commits_landed=len(landed),
+        conflicts=counts.get("conflicts", 0),
+        retries=counts.get("retries", 0),
+        throttled=counts.get("throttled", 0),
+        stopped_early=stop_reason is not None and not interrupted,
+        stop_reason=stop_reason,
+        interrupted=interrupted,
+    )

@@ -195,6 +195,15 @@ class CommitQueue:
         )  # fmt: skip
         return self._add(entry)
 
+    def head(self) -> str:
+        """The target branch's head now."""
+        return self._target_head()
+
+    def latest(self, ticket_id: str) -> QueueEntry | None:
+        """A ticket's newest entry, waiting or archived."""
+        mine = _sorted(e for e in [*self.archived(), *self._active()] if e.ticket_id == ticket_id)
+        return mine[-1] if mine else None
+
     def pending(self) -> list[QueueEntry]:
         """Entries not yet landed, deferred or discarded, in queue order."""
         return self._active()

@@ -30,6 +30,7 @@ class WorkerJob:
     log: Path
     context_file: Path
     worker_name: str = "worker"
+    slot: int = 0  # the worker slot (0 … N-1), stable for the life of the run
 
 
 class Outcome(StrEnum):
@@ -119,6 +120,7 @@ def environment(job: WorkerJob, worktree: Path) -> dict[str, str]:
             "SAGE_CONTEXT_FILE": str(job.context_file),
             "SAGE_RUN_ID": job.run_id,
             "SAGE_ATTEMPT": str(job.attempt),
+            "SAGE_SLOT": str(job.slot),
             "SAGE_BASE": job.base,
         }
     )

@@ -1,0 +1,167 @@
+"""The run ledger: each ticket's phase during one run, with its counters and reason.
+
+One place owns a ticket's run state. The stream's main thread is its only writer: worker and
+lander threads send messages (`sage.lib.inbox`) instead. Every change of phase goes through
+`Ledger.move`, which refuses a transition the table below does not allow, so the summary, the
+live view, the events and the exit code are all read from the same records and cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    WAITING = "waiting"  # open: waiting on dependencies, ready, or put back for a retry
+    RUNNING = "running"  # its worker process runs in a slot
+    COLLECTING = "collecting"  # the process exited; its work is being committed and queued
+    DELAYED = "delayed"  # a retry is due at `due`
+    PARKED = "parked"  # throttled: waits for the agent's limit; no attempt used
+    LANDING = "landing"  # queued in the commit queue
+    LANDED = "landed"
+    DEFERRED = "deferred"
+    BLOCKED = "blocked"  # a dependency will not land
+    SKIPPED = "skipped"  # the user answered "skip"
+    RETURNED = "returned"  # put back to UNPROCESSED before it could land (stop, Ctrl+C)
+
+
+W, R, C, D, P, L = (Phase.WAITING, Phase.RUNNING, Phase.COLLECTING, Phase.DELAYED,
+                    Phase.PARKED, Phase.LANDING)  # fmt: skip
+LANDED, DEFERRED, BLOCKED, SKIPPED, RETURNED = (Phase.LANDED, Phase.DEFERRED, Phase.BLOCKED,
+                                                Phase.SKIPPED, Phase.RETURNED)  # fmt: skip
+
+# A landing reported by the queue may overtake the worker thread's own "finished" message (the
+# lander read the entry from disk first), so COLLECTING may go straight to LANDED; and anyone
+# (a `sage queue process` in another terminal) may land, defer or discard a queued entry.
+ALLOWED: dict[Phase, frozenset[Phase]] = {
+    W: frozenset({R, L, LANDED, DEFERRED, BLOCKED, SKIPPED, RETURNED}),
+    R: frozenset({C, D, P, L, DEFERRED, RETURNED}),
+    C: frozenset({L, LANDED, D, P, DEFERRED, RETURNED}),
+    D: frozenset({W, RETURNED}),
+    P: frozenset({W, DEFERRED, RETURNED}),
+    L: frozenset({LANDED, D, W, DEFERRED, RETURNED}),
+    LANDED: frozenset(),
+    DEFERRED: frozenset({BLOCKED}),  # never: listed so a bad move names both phases
+    BLOCKED: frozenset({W}),  # a retried dependency (reconciliation) frees it again
+    SKIPPED: frozenset(),
+    RETURNED: frozenset(),
+}
+ACTIVE = frozenset({R, C})  # holding (or about to release) a worker or its collection
+FINAL = frozenset({LANDED, DEFERRED, BLOCKED, SKIPPED, RETURNED})
+
+
+class TransitionError(RuntimeError):
+    """A move the ledger does not allow: a bug in sage, never the user's doing."""
+
+
+@dataclass(slots=True, kw_only=True)
+class TicketRun:
+    """One ticket's record for this run. Mutable, and owned by the ledger alone."""
+
+    ticket_id: str
+    phase: Phase = Phase.WAITING
+    failures: int = 0  # worker attempts that used up a retry
+    land_attempts: int = 0  # landings rejected (conflict, verify)
+    throttles: int = 0  # attempts parked by a rate limit (no attempt used)
+    parked_seconds: float = 0.0
+    slot: int | None = None
+    due: float = 0.0  # DELAYED / PARKED: when it may run again (the stream's clock)
+    started_at: float = 0.0
+    reason: str = ""
+    blocked_by: str = ""
+    earlier: bool = False  # its phase was set by an earlier run (deferred, blocked, queued)
+    claimed: bool = False  # this run marked it IN_PROGRESS in the index
+    held: bool = False  # LANDING, but the queue cannot land it now (the checkout is in the way)
+    last_seconds: float = 0.0  # worker time of the attempt now landing
+    worker_seconds: float = 0.0
+    wasted_seconds: float = 0.0  # worker time of attempts that never landed
+
+    @property
+    def attempt(self) -> int:
+        """The number of the attempt that runs next (or now)."""
+        return 1 + self.failures + self.land_attempts
+
+
+class Ledger:
+    """Every ticket the run may touch, by id, in the order they were added."""
+
+    def __init__(self, ticket_ids: Iterable[str] = ()) -> None:
+        self._runs: dict[str, TicketRun] = {}
+        for tid in ticket_ids:
+            self.add(tid)
+
+    def add(self, tid: str, phase: Phase = Phase.WAITING, **fields: object) -> TicketRun:
+        run = TicketRun(ticket_id=tid, phase=phase)
+        for key, value in fields.items():
+            setattr(run, key, value)
+        self._runs[tid] = run
+        return run
+
+    def __contains__(self, tid: object) -> bool:
+        return tid in self._runs
+
+    def __getitem__(self, tid: str) -> TicketRun:
+        return self._runs[tid]
+
+    def __iter__(self) -> Iterator[TicketRun]:
+        return iter(self._runs.values())
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def move(self, tid: str, phase: Phase, **fields: object) -> TicketRun:
+        """Change a ticket's phase (checked) and any of its fields."""
+        run = self._runs[tid]
+        if phase != run.phase and phase not in ALLOWED[run.phase]:
+            raise TransitionError(f"{tid}: {run.phase} → {phase} is not a move a run makes")
+        run.phase = phase
+        for key, value in fields.items():
+            setattr(run, key, value)
+        return run
+
+    def ids(self, *phases: Phase) -> list[str]:
+        return [r.ticket_id for r in self._runs.values() if r.phase in phases]
+
+    def count(self, *phases: Phase) -> int:
+        return sum(r.phase in phases for r in self._runs.values())
+
+    def phase(self, tid: str) -> Phase | None:
+        run = self._runs.get(tid)
+        return run.phase if run else None
+
+    def due(self, now: float) -> list[str]:
+        """DELAYED and PARKED tickets whose time has come, soonest first."""
+        waiting = [r for r in self._runs.values() if r.phase in (D, P) and r.due <= now]
+        return [r.ticket_id for r in sorted(waiting, key=lambda r: r.due)]
+
+    def next_due(self) -> float | None:
+        return min((r.due for r in self._runs.values() if r.phase in (D, P)), default=None)
+
+    def totals(self) -> dict[str, float]:
+        runs = self._runs.values()
+        return {
+            "worker_seconds": sum(r.worker_seconds for r in runs),
+            "wasted_seconds": sum(r.wasted_seconds for r in runs),
+        }
+
+
+class Slots:
+    """Worker slots 0 … n-1: a slot is a stable identity for the life of the run."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._free = list(range(count))
+
+    def take(self) -> int:
+        self._free.sort()
+        return self._free.pop(0)
+
+    def give_back(self, slot: int | None) -> None:
+        if slot is not None and slot not in self._free:
+            self._free.append(slot)
+
+    @property
+    def free(self) -> int:
+        return len(self._free)

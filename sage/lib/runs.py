@@ -1,0 +1,253 @@
+"""Preparing and starting a stream: `sage stream` calls `exclusive`, `load`, then `execute`.
+
+Under the run lock the index is read once and its graph built once; recovery (what a dead run
+left) changes that in-memory view and the file alike, and the run's ledger is seeded from it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sage.lib import executors, git, locks, worktrees
+from sage.lib import queue as commit_queue
+from sage.lib.errors import SageError
+from sage.lib.events import Journal, RunSummary
+from sage.lib.ledger import Ledger, Phase
+from sage.lib.project import Project
+from sage.lib.scheduler import Dispatcher
+from sage.lib.stream import Confirm, Interrupts, Stream, StreamOptions
+from sage.lib.tickets import Index, Ticket, TicketStore
+from sage.lib.validation import require_no_errors, validate
+from sage.lib.workers import WorkerJob, argv_for, context_text
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def target_branch(project: Project, configured: str) -> str:
+    """The configured branch, else the one checked out at the repository root."""
+    if configured:
+        name = configured.removeprefix("refs/heads/")
+    else:
+        name = git.git(project.root, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        if not name:
+            raise SageError(
+                "HEAD is detached: no target branch to land on",
+                hint="check out a branch or pass --target BRANCH",
+            )
+    if git.rev_parse(project.root, f"refs/heads/{name}") is None:
+        raise SageError(
+            f"target branch {name!r} does not exist (or has no commit yet)",
+            hint="create it with a first commit, or pass --target BRANCH",
+        )
+    return name
+
+
+def make_queue(
+    project: Project, store: TicketStore, options: StreamOptions, run_id: str
+) -> commit_queue.CommitQueue:
+    return commit_queue.CommitQueue(
+        project, store, target_branch=options.target_branch, verify=options.verify,
+        verify_batch=options.verify_batch, lock_timeout=options.lock_timeout,
+        verify_timeout=options.verify_timeout, run_id=run_id,
+    )  # fmt: skip
+
+
+@contextmanager
+def exclusive(project: Project) -> Iterator[None]:
+    """One stream per repository at a time; a second is refused, naming the holder."""
+    with locks.hold(
+        project.locks_dir / "stream.lock",
+        timeout=0,
+        what="a sage stream in this repository",
+        hint="wait for it to finish, or stop it with Ctrl+C; a dead one's lock frees itself",
+    ):
+        yield
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Loaded:
+    """The index, read once, checked, with the graph the check built."""
+
+    index: Index
+    graph: nx.DiGraph
+
+
+def load(project: Project) -> Loaded:
+    index = TicketStore(project.index_path).load()
+    report = validate(index, analysis=False)
+    require_no_errors(report)
+    assert report.graph is not None  # validate always builds it
+    return Loaded(index=index, graph=report.graph)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunPlan:
+    """What a `Stream` runs: the tickets after recovery, their ready set and their ledger."""
+
+    run_id: str
+    run_dir: Path
+    notes_dir: Path
+    tickets: dict[str, Ticket]
+    raw: dict[str, dict[str, Any]]
+    dispatcher: Dispatcher
+    ledger: Ledger
+    worker: tuple[str, ...] = ()
+    timeout: float = 0.0
+
+    def job(self, ticket: Ticket, *, attempt: int, base: str, slot: int) -> WorkerJob:
+        """The job for one attempt; its context file is written now."""
+        context = self.run_dir / f"{ticket.id}.context.md"
+        notes_file = self.notes_dir / f"{ticket.id}.md"
+        notes = notes_file.read_text(encoding="utf-8") if notes_file.exists() else None
+        context.write_text(context_text(ticket, self.raw[ticket.id], notes), encoding="utf-8")
+        return WorkerJob(
+            ticket=ticket, run_id=self.run_id, attempt=attempt, base=base,
+            argv=argv_for(ticket, self.worker), timeout=self.timeout,
+            log=self.run_dir / f"{ticket.id}.log", context_file=context,
+            worker_name=f"worker-{slot + 1}", slot=slot,
+        )  # fmt: skip
+
+
+def execute(
+    project: Project,
+    options: StreamOptions,
+    loaded: Loaded,
+    journal: Journal,
+    *,
+    run_id: str,
+    executor: executors.Executor | None = None,
+    confirm: Confirm | None = None,
+    interrupts: Interrupts | None = None,
+) -> RunSummary:
+    """Recover, plan and run; the caller holds `exclusive(project)`."""
+    store = TicketStore(project.index_path, lock_timeout=options.lock_timeout)
+    queue = make_queue(project, store, options, run_id)
+    plan = prepare(project, options, loaded, journal, run_id=run_id, queue=queue, store=store)
+    pids = project.locks_dir / "workers"
+    executor = executor or executors.LocalExecutor(
+        project.root, project.worktrees_dir, pids, options.workers
+    )
+    stream = Stream(plan, options, journal, queue=queue, executor=executor, store=store,
+                    confirm=confirm, interrupts=interrupts)  # fmt: skip
+    return stream.run()
+
+
+def prepare(
+    project: Project, options: StreamOptions, loaded: Loaded, journal: Journal, *,
+    run_id: str, queue: commit_queue.CommitQueue, store: TicketStore,
+) -> RunPlan:  # fmt: skip
+    recovery = Recovery(project, options, journal, run_id=run_id, queue=queue, store=store)
+    states = recovery.run(loaded.index.tickets)
+    tickets = [replace(t, state=states.get(t.id, t.state)) for t in loaded.index.tickets]
+    pending = {e.ticket_id: e for e in queue.pending()}
+    recovery.sweep(tickets, set(pending))
+    dispatcher = Dispatcher(tickets, loaded.graph)
+    run_dir = project.runs_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    raw = {e["id"]: e for e in loaded.index.raw["tickets"]}
+    return RunPlan(
+        run_id=run_id, run_dir=run_dir, notes_dir=project.index_path.parent,
+        tickets=dispatcher.tickets, raw=raw,
+        dispatcher=dispatcher, ledger=seed_ledger(tickets, dispatcher, pending, raw),
+        worker=options.worker, timeout=options.timeout,
+    )  # fmt: skip
+
+
+def seed_ledger(
+    tickets: list[Ticket],
+    dispatcher: Dispatcher,
+    pending: dict[str, commit_queue.QueueEntry],
+    raw: dict[str, dict[str, Any]],
+) -> Ledger:
+    """Open tickets wait, queued ones are landing, and what earlier runs left deferred or blocked
+    is counted as such (and named) in this run's summary."""
+    ledger = Ledger()
+    for ticket in tickets:
+        tid, entry = ticket.id, pending.get(ticket.id)
+        if tid in dispatcher.blocked:
+            ledger.add(tid, Phase.BLOCKED, blocked_by=dispatcher.blocked[tid], earlier=True)
+        elif entry is not None and ticket.state == "IN_PROGRESS":
+            ledger.add(tid, Phase.LANDING, land_attempts=entry.attempts, claimed=True,
+                       earlier=True)  # fmt: skip
+        elif ticket.state == "DEFERRED":
+            why = raw.get(tid, {}).get("deferred_reason") or "deferred by an earlier run"
+            ledger.add(tid, Phase.DEFERRED, reason=str(why), earlier=True)
+        elif ticket.state in ("UNPROCESSED", "IN_PROGRESS"):
+            ledger.add(tid)
+    return ledger
+
+
+class Recovery:
+    """What a dead run left: half-landed work finished, orphaned workers killed, tickets it had
+    started put back (their unlanded branches kept), and `--retry-deferred`'s revival."""
+
+    def __init__(
+        self, project: Project, options: StreamOptions, journal: Journal, *, run_id: str,
+        queue: commit_queue.CommitQueue, store: TicketStore,
+    ) -> None:  # fmt: skip
+        self.project, self.options, self.journal, self.run_id = project, options, journal, run_id
+        self.queue, self.store = queue, store
+
+    def run(self, tickets: tuple[Ticket, ...]) -> dict[str, str]:
+        """The states recovery changed, by ticket id."""
+        worktrees.repair(self.project.root)
+        landed = self.queue.recover()
+        killed = executors.kill_stale(self.project.locks_dir / "workers")
+        queued = {e.ticket_id for e in self.queue.pending()}
+        states = {e.entry.ticket_id: "COMPLETED" for e in landed}
+        stale = [t.id for t in tickets if t.state == "IN_PROGRESS"
+                 and t.id not in queued and t.id not in states]  # fmt: skip
+        self._put_back(stale, "recovered", "recovered: the run that started it ended first")
+        states.update(dict.fromkeys(stale, "UNPROCESSED"))
+        if self.options.retry_deferred:
+            deferred = [t.id for t in tickets if t.state == "DEFERRED"]
+            self._put_back(deferred, "deferred", f"retried by run {self.run_id} (--retry-deferred)")
+            states.update(dict.fromkeys(deferred, "UNPROCESSED"))
+        if killed or queued:
+            self.journal.emit("recovered", killed_workers=killed, queued=sorted(queued))
+        return states
+
+    def _put_back(self, ids: list[str], label: str, reason: str) -> None:
+        """UNPROCESSED again; a branch with unlanded work is renamed first, so that the fresh
+        run cannot overwrite it."""
+        for tid in ids:
+            worktrees.remove(self.project.root, self.project.worktrees_dir / tid)
+            branch, target = worktrees.branch_for(tid), self.options.target_branch
+            kept = worktrees.keep_unlanded(
+                self.project.root, branch, target, f"{label}-{self.run_id}"
+            )
+            self.journal.emit("recovered", tid, reason=reason, kept_branch=kept)
+        if ids:
+            self.store.transition([(t, "UNPROCESSED") for t in ids], run_id=self.run_id,
+                                  reason=reason)  # fmt: skip
+
+    def sweep(self, tickets: list[Ticket], queued: set[str]) -> None:
+        """Worktrees and branches of tickets whose work is recorded as landed (a crash between
+        landing and cleanup leaves them) go; anything else is kept."""
+        root = self.project.root
+        landed = {t.id for t in tickets if t.state == "COMPLETED"} - queued
+        refs = git.git(root, "for-each-ref", "--format=%(refname:short)", "refs/heads/sage/")
+        for branch in refs.splitlines():
+            tid = branch.removeprefix("sage/")
+            if tid in landed:
+                worktrees.remove(root, self.project.worktrees_dir / tid)
+                worktrees.delete_branch(root, branch)
+        # The branch may be gone already (the queue deletes it before the worktree), and the
+        # folder too (`git worktree remove` deletes it before the registration).
+        trees = self.project.worktrees_dir
+        found = set(trees.iterdir()) if trees.is_dir() else set()
+        found.update(p for p in git.worktrees(root) if p.parent == trees)
+        for path in sorted(found):
+            if path.name in landed:
+                worktrees.remove(root, path)

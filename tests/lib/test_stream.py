@@ -1,0 +1,246 @@
+"""The stream's control loop in-process, with a scripted executor, queue and clock (no git)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sage.lib.ledger import Phase
+from sage.lib.queue import QueueEntry
+from sage.lib.workers import Outcome
+from tests.conftest import ticket
+from tests.lib.stream_fakes import Attempt, harness
+
+FAIL = Attempt(outcome=Outcome.FAILED, detail="worker exited 1: boom")
+THROTTLED = Attempt(outcome=Outcome.THROTTLED, detail="429 Too Many Requests")
+
+
+def test_everything_lands_and_each_ticket_is_counted_once(tmp_path: Path) -> None:
+    h = harness(tmp_path, [ticket("A"), ticket("B", "A"), ticket("C")])
+    summary = h.run()
+    assert sorted(summary.completed) == ["A", "B", "C"]
+    assert summary.exit_code == 0 and summary.not_started == () and summary.waiting_to_land == ()
+    assert set(h.states().values()) == {"COMPLETED"}
+    started_b = next(t for t, tid, _ in h.executor.starts if tid == "B")
+    landed_a = next(e for e in h.events("landed") if e["ticket"] == "A")
+    assert started_b >= 1.0 and landed_a["unblocked"] == ["B"]
+
+
+def test_a_failing_ticket_is_retried_then_deferred_and_blocks_its_dependent(tmp_path: Path) -> None:
+    h = harness(tmp_path, [ticket("A"), ticket("B", "A"), ticket("C")], {"A": [FAIL]}, retries=2)
+    summary = h.run()
+    assert summary.completed == ("C",)
+    assert list(summary.deferred) == ["A"] and "boom" in summary.deferred["A"]
+    assert summary.blocked == {"B": "A"} and summary.not_started == ()
+    assert summary.retries == 2 and summary.exit_code == 1
+    assert [j.attempt for j in h.executor.jobs if j.ticket.id == "A"] == [1, 2, 3]
+    assert h.states() == {"A": "DEFERRED", "B": "UNPROCESSED", "C": "COMPLETED"}
+    assert summary.wasted_seconds == 3.0
+
+
+def test_retries_back_off_with_jitter(tmp_path: Path) -> None:
+    h = harness(tmp_path, [ticket("A")], {"A": [FAIL, FAIL, Attempt()]}, backoff=10.0)
+    h.run()
+    delays = [e["delay"] for e in h.events("retry")]
+    assert 5.0 <= delays[0] <= 15.0 and 10.0 <= delays[1] <= 30.0
+    assert delays[0] not in (10.0,) or delays[1] not in (20.0,)  # not the bare doubling
+
+
+def test_throttling_uses_no_attempt_and_shrinks_the_live_workers(tmp_path: Path) -> None:
+    tickets = [ticket(f"T{i}") for i in range(4)]
+    script = {"T0": [THROTTLED, THROTTLED, THROTTLED, Attempt()]}
+    h = harness(tmp_path, tickets, script, workers=4, retries=0)
+    summary = h.run()
+    assert sorted(summary.completed) == ["T0", "T1", "T2", "T3"]
+    assert summary.throttled == 3 and summary.retries == 0 and summary.deferred == {}
+    retries = h.events("retry")
+    assert all(e["throttled"] and not e["counted"] for e in retries)
+    assert [j.attempt for j in h.executor.jobs if j.ticket.id == "T0"] == [1, 1, 1, 1]
+
+
+def test_a_throttle_honours_the_reset_time(tmp_path: Path) -> None:
+    reset = Attempt(outcome=Outcome.THROTTLED, retry_after=120.0, detail="limit resets in 2m")
+    h = harness(tmp_path, [ticket("A")], {"A": [reset, Attempt()]})
+    h.run()
+    starts = [t for t, tid, _ in h.executor.starts if tid == "A"]
+    assert starts[1] - starts[0] >= 121.0
+
+
+def test_always_throttled_is_deferred_at_the_cap_not_retried_forever(tmp_path: Path) -> None:
+    h = harness(tmp_path, [ticket("A")], {"A": [THROTTLED]}, backoff=60.0)
+    summary = h.run()
+    assert list(summary.deferred) == ["A"] and "throttled" in summary.deferred["A"]
+    assert h.clock.t <= 3600 + 3 * 60 + 10
+
+
+def test_an_unusable_worker_stops_the_run_before_a_second_ticket(tmp_path: Path) -> None:
+    unusable = Attempt(outcome=Outcome.UNUSABLE, detail="claude: not logged in")
+    tickets = [ticket("A", priority="P0"), ticket("B"), ticket("C")]
+    h = harness(tmp_path, tickets, {"A": [unusable]}, workers=1)
+    summary = h.run()
+    assert [tid for _, tid, _ in h.executor.starts] == ["A"]
+    assert summary.exit_code == 3 and "not logged in" in (summary.stop_reason or "")
+    assert sorted(summary.not_started) == ["A", "B", "C"] and summary.deferred == {}
+    assert h.states()["A"] == "UNPROCESSED"
+
+
+def test_on_error_fail_starts_nothing_new(tmp_path: Path) -> None:
+    tickets = [ticket("A", priority="P0"), ticket("B", priority="P3"), ticket("C", priority="P3")]
+    h = harness(tmp_path, tickets, {"A": [FAIL]}, workers=1, retries=0, on_error="fail")
+    summary = h.run()
+    assert summary.exit_code == 3 and summary.stopped_early
+    assert sorted(summary.not_started) == ["B", "C"] and list(summary.deferred) == ["A"]
+
+
+def test_a_retry_waiting_for_a_worker_is_put_back_when_the_run_stops(tmp_path: Path) -> None:
+    """The reported case: Ctrl+C once while a retry is due but waits for a free worker."""
+    tickets = [ticket("A", priority="P0"), ticket("B", priority="P1")]
+    script = {"A": [FAIL, Attempt()], "B": [Attempt(seconds=50.0)]}
+    h = harness(tmp_path, tickets, script, workers=1, backoff=1.0)
+    h.clock.at.append((30.0, h.interrupts.press))
+    summary = h.run()
+    assert summary.exit_code == 130
+    assert h.states() == {"A": "UNPROCESSED", "B": "COMPLETED"}
+    assert summary.completed == ("B",) and summary.not_started == ("A",)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(moment=st.floats(min_value=0.0, max_value=12.0), twice=st.booleans())
+def test_ctrl_c_at_any_moment_leaves_nothing_in_progress_without_an_entry(
+    tmp_path_factory, moment: float, twice: bool
+) -> None:
+    tmp = tmp_path_factory.mktemp("ctrl-c")
+    tickets = [ticket("A"), ticket("B", "A"), ticket("C"), ticket("D"), ticket("E", "C")]
+    script = {"A": [Attempt(seconds=2.0)], "C": [FAIL, Attempt(seconds=3.0)],
+              "D": [Attempt(seconds=4.0)]}  # fmt: skip
+    h = harness(tmp, tickets, script, workers=2, rejects={"D": ["conflict"]})
+    h.clock.at.append((moment, h.interrupts.press))
+    if twice:
+        h.clock.at.append((moment + 0.1, h.interrupts.press))
+    summary = h.run()
+    queued = {e.ticket_id for e in h.queue.pending()}
+    stuck = [t for t, s in h.states().items() if s == "IN_PROGRESS" and t not in queued]
+    assert stuck == [] and summary.exit_code == (130 if h.interrupts.presses else 0)
+    counted = [*summary.completed, *summary.waiting_to_land, *summary.deferred,
+               *summary.blocked, *summary.skipped, *summary.not_started]  # fmt: skip
+    assert sorted(counted) == ["A", "B", "C", "D", "E"]
+
+
+def test_ctrl_c_twice_returns_every_running_ticket(tmp_path: Path) -> None:
+    tickets = [ticket("K1"), ticket("K2")]
+    script = {"K1": [Attempt(seconds=30.0)], "K2": [Attempt(seconds=30.0)]}
+    h = harness(tmp_path, tickets, script, workers=2)
+    h.clock.at += [(1.0, h.interrupts.press), (1.5, h.interrupts.press)]
+    summary = h.run()
+    assert h.executor.kills == 2 and set(h.states().values()) == {"UNPROCESSED"}
+    assert sorted(summary.not_started) == ["K1", "K2"] and summary.exit_code == 130
+
+
+def test_batch_schedule_starts_a_wave_when_the_last_one_landed(tmp_path: Path) -> None:
+    tickets = [ticket("A"), ticket("B"), ticket("C")]
+    script = {"A": [Attempt(seconds=1.0)], "B": [Attempt(seconds=5.0)]}
+    h = harness(tmp_path, tickets, script, workers=2, schedule="batch")
+    h.run()
+    start = {tid: t for t, tid, _ in h.executor.starts}
+    assert start["C"] >= 5.0
+
+
+def test_slots_are_stable_identities(tmp_path: Path) -> None:
+    tickets = [ticket(f"S{i}") for i in range(6)]
+    script = {f"S{i}": [Attempt(seconds=1.0 + i)] for i in range(6)}
+    h = harness(tmp_path, tickets, script, workers=3)
+    h.run()
+    running: dict[int, float] = {}
+    for t, _tid, slot in sorted(h.executor.starts):
+        assert slot in (0, 1, 2) and running.get(slot, 0.0) <= t  # never two at once in a slot
+        running[slot] = t + 1.0
+    labels = {e["slot"] for e in h.events("started")}
+    assert labels <= {0, 1, 2}
+
+
+def test_a_conflict_is_retried_then_lands(tmp_path: Path) -> None:
+    h = harness(tmp_path, [ticket("A")], rejects={"A": ["conflict"]})
+    summary = h.run()
+    assert summary.completed == ("A",) and summary.conflicts == 1 and summary.retries == 1
+    assert [j.attempt for j in h.executor.jobs] == [1, 2]
+
+
+def test_conflicts_up_to_max_attempts_defer_through_the_queue(tmp_path: Path) -> None:
+    rejects = {"A": ["conflict", "conflict", "conflict"]}
+    h = harness(tmp_path, [ticket("A"), ticket("B", "A")], rejects=rejects, max_attempts=3)
+    summary = h.run()
+    assert "conflict in shared.txt" in summary.deferred["A"] and summary.blocked == {"B": "A"}
+    assert h.states()["A"] == "DEFERRED"
+
+
+def test_a_held_landing_is_waiting_to_land_with_a_hint(tmp_path: Path) -> None:
+    h = harness(tmp_path, [ticket("A"), ticket("B", "A")], rejects={"A": ["blocked"]})
+    summary = h.run()
+    assert summary.waiting_to_land == ("A",) and summary.not_started == ("B",)
+    assert summary.exit_code == 3 and summary.completed == ()
+    assert h.states()["A"] == "IN_PROGRESS" and h.stream.ledger["A"].phase == Phase.LANDING
+
+
+def test_a_landing_by_another_process_is_reconciled(tmp_path: Path) -> None:
+    h = harness(tmp_path, [ticket("A"), ticket("B", "A")])
+    h.queue.hold_passes = True
+
+    def land_elsewhere() -> None:
+        entry = next(e for e in h.queue.entries.values() if e.ticket_id == "A")
+        h.queue.land(entry)
+        h.queue.hold_passes = False
+
+    h.clock.at.append((5.0, land_elsewhere))
+    summary = h.run()
+    assert sorted(summary.completed) == ["A", "B"] and summary.exit_code == 0
+    assert [e["ticket"] for e in h.events("reconciled")] == ["A"]
+
+
+def test_an_entry_discarded_elsewhere_runs_again(tmp_path: Path) -> None:
+    h = harness(tmp_path, [ticket("A")])
+    h.queue.hold_passes = True
+
+    def settle_elsewhere() -> None:
+        entry = next(e for e in h.queue.entries.values() if e.ticket_id == "A")
+        h.queue.discard(entry, "conflict, requeued by sage queue process")
+        h.store.transition([("A", "UNPROCESSED")], reason="requeued")
+        h.queue.hold_passes = False
+
+    h.clock.at.append((3.0, settle_elsewhere))
+    summary = h.run()
+    assert summary.completed == ("A",) and len(h.executor.jobs) == 2
+
+
+def test_earlier_deferred_and_blocked_are_named_and_exit_1(tmp_path: Path) -> None:
+    tickets = [
+        ticket("A", state="DEFERRED", deferred_reason="boom last time"),
+        ticket("B", "A"),
+        ticket("C"),
+    ]
+    h = harness(tmp_path, tickets)
+    summary = h.run()
+    assert summary.completed == ("C",) and summary.deferred == {"A": "boom last time"}
+    assert summary.deferred_earlier == ("A",) and summary.blocked == {"B": "A"}
+    assert summary.not_started == () and summary.exit_code == 1
+
+
+def test_skip_at_the_prompt_blocks_dependents(tmp_path: Path) -> None:
+    answers = {"A": "skip", "C": "yes"}
+    tickets = [ticket("A", priority="P0"), ticket("B", "A"), ticket("C")]
+    h = harness(tmp_path, tickets, confirm=lambda t: answers[t.id], workers=1)
+    summary = h.run()
+    assert summary.skipped == ("A",) and summary.blocked == {"B": "A"}
+    assert summary.completed == ("C",)
+
+
+def test_work_queued_by_a_dead_run_is_landed_first(tmp_path: Path) -> None:
+    entry = QueueEntry(seq=1, ticket_id="A", title="A", branch="sage/A", base="b", head="h")
+    h = harness(tmp_path, [ticket("A", state="IN_PROGRESS"), ticket("B", "A")],
+                pending={"A": entry})  # fmt: skip
+    summary = h.run()
+    assert sorted(summary.completed) == ["A", "B"]
+    assert [j.ticket.id for j in h.executor.jobs] == ["B"]
