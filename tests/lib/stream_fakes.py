@@ -125,11 +125,18 @@ class FakeExecutor:
 
 def _result(job: WorkerJob, attempt: Attempt) -> WorkerResult:
     return WorkerResult(
-        ticket_id=job.ticket.id, outcome=attempt.outcome, returncode=0, seconds=attempt.seconds,
-        log=job.log, detail=attempt.detail or str(attempt.outcome), branch=f"sage/{job.ticket.id}",
-        base=job.base, head=f"head-{job.ticket.id}-{job.attempt}", worker_name=job.worker_name,
+        ticket_id=job.ticket.id,
+        outcome=attempt.outcome,
+        returncode=0,
+        seconds=attempt.seconds,
+        log=job.log,
+        detail=attempt.detail or str(attempt.outcome),
+        branch=f"sage/{job.ticket.id}",
+        base=job.base,
+        head=f"head-{job.ticket.id}-{job.attempt}",
+        worker_name=job.worker_name,
         retry_after=attempt.retry_after,
-    )  # fmt: skip
+    )
 
 
 class FakeQueue:
@@ -148,12 +155,28 @@ class FakeQueue:
     def head(self) -> str:
         return f"commit-{self.landings}"
 
-    def enqueue(self, *, ticket_id: str, title: str, branch: str, base: str, worker: str = "",
-                attempts: int = 0, head: str | None = None) -> QueueEntry:  # fmt: skip
+    def enqueue(
+        self,
+        *,
+        ticket_id: str,
+        title: str,
+        branch: str,
+        base: str,
+        worker: str = "",
+        attempts: int = 0,
+        head: str | None = None,
+    ) -> QueueEntry:
         with self.lock:
             seq = len(self.entries) + 1
-            entry = QueueEntry(seq=seq, ticket_id=ticket_id, title=title, branch=branch,
-                               base=base, head=head or "", attempts=attempts)  # fmt: skip
+            entry = QueueEntry(
+                seq=seq,
+                ticket_id=ticket_id,
+                title=title,
+                branch=branch,
+                base=base,
+                head=head or "",
+                attempts=attempts,
+            )
             self.entries[seq] = entry
             return entry
 
@@ -254,8 +277,15 @@ def harness(
     ledger = seed_ledger(list(index.tickets), dispatcher, pending or {}, raw)
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
-    plan = RunPlan(run_id="test-run", run_dir=run_dir, notes_dir=tmp_path, tickets=dispatcher.tickets,
-                   raw=raw, dispatcher=dispatcher, ledger=ledger)  # fmt: skip
+    plan = RunPlan(
+        run_id="test-run",
+        run_dir=run_dir,
+        notes_dir=tmp_path,
+        tickets=dispatcher.tickets,
+        raw=raw,
+        dispatcher=dispatcher,
+        ledger=ledger,
+    )
     defaults: dict[str, Any] = {"workers": 2, "target_branch": "main", "backoff": 1.0}
     opts = StreamOptions(**(defaults | options))
     executor = FakeExecutor(script or {})
@@ -266,10 +296,26 @@ def harness(
         queue.entries[entry.seq] = entry
     journal = Journal(run_dir / "events.jsonl")
     interrupts = Interrupts()
-    stream = Stream(plan, opts, journal, queue=queue, executor=executor, store=store,
-                    confirm=confirm, clock=clock, interrupts=interrupts)  # fmt: skip
+    stream = Stream(
+        plan,
+        opts,
+        journal,
+        queue=queue,
+        executor=executor,
+        store=store,
+        confirm=confirm,
+        clock=clock,
+        interrupts=interrupts,
+    )
     import random
 
     stream.rng = random.Random(7)
-    return Harness(stream=stream, executor=executor, queue=queue, clock=clock,
-                   interrupts=interrupts, store=store, events_path=run_dir / "events.jsonl")  # fmt: skip
+    return Harness(
+        stream=stream,
+        executor=executor,
+        queue=queue,
+        clock=clock,
+        interrupts=interrupts,
+        store=store,
+        events_path=run_dir / "events.jsonl",
+    )

@@ -115,8 +115,11 @@ def test_ctrl_c_at_any_moment_leaves_nothing_in_progress_without_an_entry(
 ) -> None:
     tmp = tmp_path_factory.mktemp("ctrl-c")
     tickets = [ticket("A"), ticket("B", "A"), ticket("C"), ticket("D"), ticket("E", "C")]
-    script = {"A": [Attempt(seconds=2.0)], "C": [FAIL, Attempt(seconds=3.0)],
-              "D": [Attempt(seconds=4.0)]}  # fmt: skip
+    script = {
+        "A": [Attempt(seconds=2.0)],
+        "C": [FAIL, Attempt(seconds=3.0)],
+        "D": [Attempt(seconds=4.0)],
+    }
     h = harness(tmp, tickets, script, workers=2, rejects={"D": ["conflict"]})
     h.clock.at.append((moment, h.interrupts.press))
     if twice:
@@ -125,8 +128,14 @@ def test_ctrl_c_at_any_moment_leaves_nothing_in_progress_without_an_entry(
     queued = {e.ticket_id for e in h.queue.pending()}
     stuck = [t for t, s in h.states().items() if s == "IN_PROGRESS" and t not in queued]
     assert stuck == [] and summary.exit_code == (130 if h.interrupts.presses else 0)
-    counted = [*summary.completed, *summary.waiting_to_land, *summary.deferred,
-               *summary.blocked, *summary.skipped, *summary.not_started]  # fmt: skip
+    counted = [
+        *summary.completed,
+        *summary.waiting_to_land,
+        *summary.deferred,
+        *summary.blocked,
+        *summary.skipped,
+        *summary.not_started,
+    ]
     assert sorted(counted) == ["A", "B", "C", "D", "E"]
 
 
@@ -239,8 +248,9 @@ def test_skip_at_the_prompt_blocks_dependents(tmp_path: Path) -> None:
 
 def test_work_queued_by_a_dead_run_is_landed_first(tmp_path: Path) -> None:
     entry = QueueEntry(seq=1, ticket_id="A", title="A", branch="sage/A", base="b", head="h")
-    h = harness(tmp_path, [ticket("A", state="IN_PROGRESS"), ticket("B", "A")],
-                pending={"A": entry})  # fmt: skip
+    h = harness(
+        tmp_path, [ticket("A", state="IN_PROGRESS"), ticket("B", "A")], pending={"A": entry}
+    )
     summary = h.run()
     assert sorted(summary.completed) == ["A", "B"]
     assert [j.ticket.id for j in h.executor.jobs] == ["B"]
