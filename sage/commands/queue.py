@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from sage.commands._common import IndexOpt, JsonOpt, emit_json, open_project
+from sage.lib import policy
 from sage.lib import queue as commit_queue
 from sage.lib.project import Project
 from sage.lib.runs import target_branch
@@ -92,7 +93,8 @@ def process(
     the new head, or is DEFERRED once it used [queue] max_attempts; exit 1 if any was deferred
     or blocked."""
     queue, project = _open(index, target, verify)
-    rows = _land(queue, project.config.max_attempts)
+    cfg = project.config
+    rows = _land(queue, policy.Limits(max_attempts=cfg.max_attempts, backoff=cfg.backoff))
     if json:
         emit_json({"outcomes": rows, "verify_runs": queue.verify_runs})
     else:
@@ -103,13 +105,13 @@ def process(
     return 1 if any(r["outcome"] in ("deferred", "blocked") for r in rows) else 0
 
 
-def _land(queue: commit_queue.CommitQueue, max_attempts: int) -> list[dict[str, str]]:
+def _land(queue: commit_queue.CommitQueue, limits: policy.Limits) -> list[dict[str, str]]:
     """Process the queue, then settle every rejected entry: this run's, and any a dead stream
     left behind."""
     rows = [_outcome(o) for o in queue.process() if not _rejected_for_retry(o)]
     for entry in queue.pending():
         if entry.status in commit_queue.REJECTED:
-            step = queue.settle(entry, max_attempts=max_attempts)
+            step = queue.settle(entry, limits=limits)
             rows.append({"ticket": entry.ticket_id, "outcome": step, "detail": entry.reason or ""})
     return rows
 

@@ -463,4 +463,3 @@ def _usage(result: WorkerResult) -> dict[str, object]:
         return {}
     return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             "cost_usd": usage.cost_usd}  # fmt: skip
-

@@ -351,6 +351,35 @@ class TicketStore:
 
         self.update(apply)
 
+    def record(self, changes: Sequence[StateChange]) -> None:
+        """Several tickets' states in one write, idempotently (see `record_changes`)."""
+        if changes:
+            self.update(lambda raw: record_changes(raw, changes))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateChange:
+    ticket_id: str
+    state: str
+    reason: str
+    run_id: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+def record_changes(raw: dict[str, Any], changes: Sequence[StateChange]) -> None:
+    """Apply state changes to a raw index. A ticket already in that state with those fields (a
+    recovery doing it again) or gone from the index is left alone: landing must not stall."""
+    by_id = {t.get("id"): t for t in raw["tickets"] if isinstance(t, dict)}
+    for change in changes:
+        ticket = by_id.get(change.ticket_id)
+        if ticket is None or (
+            ticket.get("state") == change.state
+            and all(ticket.get(k) == v for k, v in change.fields.items())
+        ):
+            continue
+        record_state(ticket, change.state, reason=change.reason, run_id=change.run_id)
+        ticket.update(change.fields)
+
 
 def record_state(
     entry: dict[str, Any], state: str, *, reason: str | None = None, run_id: str | None = None

@@ -1,0 +1,203 @@
+"""Queue entries on disk: one JSON file each in the queue folder, moved to `done/` when settled."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sage.lib import files, git, locks
+from sage.lib.errors import SageError
+from sage.lib.tickets import now
+
+TRAILER = git.TRAILER
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    APPLYING = "applying"  # the target is about to move (or moved): see recovery
+    CONFLICT = "conflict"
+    VERIFY_FAILED = "verify-failed"
+    LANDED = "landed"
+    DEFERRED = "deferred"
+    DISCARDED = "discarded"
+
+
+REJECTED = (Status.CONFLICT, Status.VERIFY_FAILED)
+RETRYABLE = (*REJECTED, Status.DEFERRED, Status.DISCARDED)
+
+
+def step(name: str) -> None:
+    """A named point between the steps of an application: crash-safety tests set
+    `sage.lib.queue.step_hook` to kill the process there."""
+    hook = getattr(sys.modules.get("sage.lib.queue"), "step_hook", None)
+    if hook is not None:
+        hook(name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueEntry:
+    """One ticket branch waiting to land, as persisted in the queue folder."""
+
+    seq: int
+    ticket_id: str
+    title: str
+    branch: str
+    base: str
+    head: str
+    worker: str = ""
+    run_id: str = ""
+    attempts: int = 0
+    status: str = Status.QUEUED
+    queued_at: str = ""
+    landed_at: str | None = None
+    landed_commit: str | None = None
+    old_target: str | None = None
+    new_target: str | None = None
+    conflict_files: tuple[str, ...] = ()
+    collided_with: tuple[str, ...] = ()
+    reason: str | None = None
+    commits: tuple[str, ...] = ()
+    message: str = ""
+    verify: tuple[str, ...] = ()  # the verify command it was queued under: whoever lands applies it
+
+    @property
+    def filename(self) -> str:
+        return f"{self.seq:06d}-{self.ticket_id}.json"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QueueEntry:
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
+        }
+        return cls(**values)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "seq": (int,), "ticket_id": (str,), "title": (str,), "branch": (str,), "base": (str,),
+    "head": (str,), "attempts": (int,), "status": (str,),
+}  # fmt: skip
+
+
+def _checked(data: Any, path: Path) -> QueueEntry:
+    """A hand-edited entry is refused with what is wrong, never an internal error."""
+    if not isinstance(data, dict):
+        raise _unreadable(path, f"expected a JSON object, found {type(data).__name__}")
+    for key, types in _TYPES.items():
+        value = data.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise _unreadable(path, f'"{key}" is missing or not a {types[0].__name__}')
+    if data["status"] not in set(Status):
+        raise _unreadable(path, f"unknown status {data['status']!r}")
+    try:
+        return QueueEntry.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise _unreadable(path, str(exc)) from None
+
+
+def _unreadable(path: Path, why: str) -> SageError:
+    return SageError(
+        f"cannot read queue entry {path}: {why}",
+        hint="move the file aside; its ticket can be re-run with `sage stream`",
+    )
+
+
+def squash_message(ticket_id: str, title: str, subjects: Sequence[str]) -> str:
+    """`<ID>: <title>`, the branch's commit subjects, and the Sage-Ticket trailer."""
+    header = f"{ticket_id}: {' '.join(title.split())}"
+    listed = "".join(f"- {s}\n" for s in subjects if s and s != header)
+    body = f"{listed}\n" if listed else ""
+    return f"{header}\n\n{body}{TRAILER}: {ticket_id}\n"
+
+
+def read_entry(path: Path) -> QueueEntry | None:
+    """An entry file, or None when it was archived meanwhile."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise _unreadable(path, str(exc)) from None
+    return _checked(data, path)
+
+
+def by_seq(entries: Iterable[QueueEntry | None]) -> list[QueueEntry]:
+    return sorted((e for e in entries if e is not None), key=lambda e: e.seq)
+
+
+class Entries:
+    """The queue folder and its `done/` archive."""
+
+    def __init__(self, queue_dir: Path, locks_dir: Path, lock_timeout: float) -> None:
+        self.queue_dir, self.done_dir = queue_dir, queue_dir / "done"
+        self.locks_dir, self.lock_timeout = locks_dir, lock_timeout
+
+    def add(self, entry: QueueEntry) -> QueueEntry:
+        """Write `entry` under the next sequence number. Numbering has a lock of its own:
+        enqueuing never waits for a landing's verify run."""
+        numbering = self.locks_dir / "queue-seq.lock"
+        with locks.hold(numbering, timeout=self.lock_timeout, what="the queue's numbering"):
+            names = [*self.queue_dir.glob("[0-9]*.json"), *self.done_dir.glob("[0-9]*.json")]
+            seq = max((int(p.name.split("-", 1)[0]) for p in names), default=0) + 1
+            return self.write(replace(entry, seq=seq))
+
+    def write(self, entry: QueueEntry) -> QueueEntry:
+        files.write_json(self.queue_dir / entry.filename, entry.as_dict())
+        return entry
+
+    def archive(self, entry: QueueEntry) -> QueueEntry:
+        """Into done/ first, then out of the queue: a crash in between leaves two copies, which
+        `active` reads as archived."""
+        files.write_json(self.done_dir / entry.filename, entry.as_dict())
+        (self.queue_dir / entry.filename).unlink(missing_ok=True)
+        return entry
+
+    def active(self) -> list[QueueEntry]:
+        paths = []
+        for path in self.queue_dir.glob("[0-9]*.json"):
+            if (self.done_dir / path.name).exists():
+                path.unlink(missing_ok=True)
+            else:
+                paths.append(path)
+        return by_seq(map(read_entry, paths))
+
+    def archived(self) -> list[QueueEntry]:
+        return by_seq(read_entry(p) for p in self.done_dir.glob("[0-9]*.json"))
+
+    def current(self, entry: QueueEntry) -> QueueEntry:
+        """The entry as on disk now (the caller's copy may be older), else the caller's."""
+        return read_entry(self.queue_dir / entry.filename) or entry
+
+    def of_ticket(self, ticket_id: str) -> list[QueueEntry]:
+        """A ticket's entries, waiting and archived, oldest first."""
+        return by_seq(e for e in [*self.archived(), *self.active()] if e.ticket_id == ticket_id)
+
+    def queued(self) -> list[QueueEntry]:
+        """Queued entries in order, one per ticket: a newer entry supersedes older ones."""
+        active = self.active()
+        latest = {e.ticket_id: e for e in active if e.status == Status.QUEUED}
+        for entry in active:
+            newer = latest.get(entry.ticket_id)
+            if newer and entry.seq < newer.seq and entry.status != Status.APPLYING:
+                why = f"superseded by #{newer.seq}"
+                self.archive(replace(entry, status=Status.DISCARDED, reason=why))
+        return sorted(latest.values(), key=lambda e: e.seq)
+
+    def requeue(self, entries: Sequence[QueueEntry], reason: str | None = None) -> list[QueueEntry]:
+        return [
+            self.write(replace(e, status=Status.QUEUED, old_target=None, new_target=None,
+                               landed_at=None, reason=reason))
+            for e in entries
+        ]  # fmt: skip
+
+
+def new_entry(**values: Any) -> QueueEntry:
+    return QueueEntry(seq=0, queued_at=now(), **values)

@@ -1,0 +1,297 @@
+"""Landing: each queued branch becomes one squash commit on the target, which moves by CAS.
+
+A pass stacks the waiting entries' squash commits on the target's head (`merge-tree
+--write-tree`, `commit-tree`: no working tree is touched), verifies the stack, records the
+entries as "applying" with the old and new heads, and only then moves the ref from the head it
+was computed on. If the ref moved meanwhile, everything is computed again on the new head.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sage.lib import git
+from sage.lib.errors import GitError, SageError
+from sage.lib.queue import checkout
+from sage.lib.queue.entries import Entries, QueueEntry, Status, step
+from sage.lib.queue.verify import Verifier
+from sage.lib.tickets import StateChange, TicketStore, now
+
+MAX_RACES = 5  # the target moved between computing and landing this many times in a row
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Landed:
+    __match_args__ = ("entry", "commit")
+
+    entry: QueueEntry
+    commit: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejected:
+    """Not landed. kind: "conflict", "verify", or "blocked" (the entry stays queued)."""
+
+    __match_args__ = ("entry", "kind", "files", "collided_with", "detail")
+
+    entry: QueueEntry
+    kind: str
+    files: tuple[str, ...] = ()
+    collided_with: tuple[str, ...] = ()
+    detail: str = ""
+
+
+Outcome = Landed | Rejected
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Candidate:
+    """An entry's squash commit, on the target head or on the candidate below it."""
+
+    entry: QueueEntry
+    commit: str
+
+
+class Landing:
+    """Passes over the queued entries of one target; the caller holds the queue lock."""
+
+    def __init__(
+        self, root: Path, target: str, entries: Entries, store: TicketStore, verifier: Verifier,
+        *, worktrees_dir: Path, verify: Sequence[str] = (), run_id: str = "",
+    ) -> None:  # fmt: skip
+        self.root, self.target, self.ref = root, target, f"refs/heads/{target}"
+        self.entries, self.store, self.verifier = entries, store, verifier
+        self.worktrees_dir, self.verify, self.run_id = worktrees_dir, tuple(verify), run_id
+        self.notify: Callable[[Landed], None] | None = None
+
+    def target_head(self) -> str:
+        head = git.rev_parse(self.root, self.ref)
+        if head is None:
+            raise SageError(
+                f"target branch {self.target!r} does not exist",
+                hint="create it, or set [stream] target_branch",
+            )
+        return head
+
+    def run(self, todo: list[QueueEntry]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        races = 0
+        while todo:
+            onto = self.target_head()
+            stack, rejected = self._stack(onto, todo)
+            outcomes += rejected
+            passed, culprit = self.verifier.check(
+                self._command(stack), [(c.entry.ticket_id, c.commit) for c in stack]
+            )
+            landed = self._land(onto, stack[:passed])
+            if landed is None:  # the target moved meanwhile: compute everything again on it
+                races += 1
+                todo = [c.entry for c in stack]
+                if races < MAX_RACES:
+                    continue
+                why = f"{self.target} kept moving while landing"
+                return outcomes + [self._blocked(e, why) for e in todo]
+            outcomes += landed
+            if culprit is None or any(isinstance(o, Rejected) for o in landed):
+                # Blocked: what was not tried waits too. Otherwise stack[passed:] is empty.
+                return outcomes + [self._blocked(c.entry, _detail(landed)) for c in stack[passed:]]
+            outcomes.append(self._reject_verify(stack[culprit]))
+            todo = [c.entry for c in stack[culprit + 1 :]]
+        return outcomes
+
+    def _command(self, stack: Sequence[_Candidate]) -> tuple[str, ...]:
+        """The queue's verify command, else the one an entry was queued under."""
+        return self.verify or next((c.entry.verify for c in stack if c.entry.verify), ())
+
+    def _stack(
+        self, onto: str, entries: Sequence[QueueEntry]
+    ) -> tuple[list[_Candidate], list[Rejected]]:
+        """Each entry's squash commit on top of the previous one; conflicts are rejected."""
+        stack: list[_Candidate] = []
+        rejected: list[Rejected] = []
+        for entry in entries:
+            made = self._squash(stack[-1].commit if stack else onto, entry)
+            if isinstance(made, Rejected):
+                rejected.append(made)
+            else:
+                stack.append(made)
+        step("stacked")
+        return stack, rejected
+
+    def _squash(self, onto: str, entry: QueueEntry) -> _Candidate | Rejected:
+        # Nothing landed since the worker started: its tree is the merge, but only if its head
+        # still descends from that base (a worker that reset below it would revert work).
+        if onto == entry.base and git.is_ancestor(self.root, entry.base, entry.head):
+            tree = f"{entry.head}^{{tree}}"
+        else:
+            try:
+                merged = git.merge_tree(self.root, onto, entry.head)
+            except GitError as exc:
+                return self._conflict(entry, (), (), f"cannot merge {entry.branch}: {exc.message}")
+            if not merged.clean:
+                return self._collision(entry, onto, merged.conflicts)
+            tree = merged.tree
+        env = git.identity_env(self.root)
+        commit = git.commit_tree(self.root, tree, [onto], entry.message, env=env)
+        return _Candidate(entry=entry, commit=commit)
+
+    def _collision(self, entry: QueueEntry, onto: str, paths: tuple[str, ...]) -> Rejected:
+        touched = git.tickets_touching(self.root, entry.base, onto, paths)
+        who = tuple(t for t in touched if t != entry.ticket_id)
+        with_whom = f" with {', '.join(who)}" if who else ""
+        return self._conflict(entry, paths, who, f"conflict in {', '.join(paths)}{with_whom}")
+
+    def _conflict(
+        self, entry: QueueEntry, paths: tuple[str, ...], who: tuple[str, ...], detail: str
+    ) -> Rejected:
+        entry = self.entries.write(
+            replace(entry, status=Status.CONFLICT, attempts=entry.attempts + 1,
+                    conflict_files=paths, collided_with=who, reason=detail)
+        )  # fmt: skip
+        return Rejected(entry=entry, kind="conflict", files=paths, collided_with=who, detail=detail)
+
+    def _reject_verify(self, candidate: _Candidate) -> Rejected:
+        code = self.verifier.exit_codes.get(candidate.commit)
+        command = shlex.join(self._command([candidate]))
+        detail = (
+            f"`{command}` exited {code} on the candidate "
+            f"{candidate.commit[:12]} (log: {self.verifier.log()})"
+        )
+        entry = self.entries.write(
+            replace(candidate.entry, status=Status.VERIFY_FAILED,
+                    attempts=candidate.entry.attempts + 1, reason=f"verify failed: {detail}")
+        )  # fmt: skip
+        return Rejected(entry=entry, kind="verify", detail=detail)
+
+    def _blocked(self, entry: QueueEntry, detail: str) -> Rejected:
+        entry = self.entries.write(replace(entry, reason=f"blocked: {detail}"))
+        return Rejected(entry=entry, kind="blocked", detail=detail)
+
+    def _land(self, onto: str, stack: Sequence[_Candidate]) -> list[Outcome] | None:
+        """Move the target from `onto` to the top of `stack` in one compare-and-swap; None if
+        the target is no longer at `onto`."""
+        if not stack:
+            return []
+        new, trees = stack[-1].commit, git.checkouts(self.root)
+        blocker = checkout.follow(self.checkout(trees), onto, new, dry_run=True)
+        if blocker:
+            return [self._blocked(c.entry, blocker) for c in stack]
+        stamp = now()
+        entries = [
+            self.entries.write(
+                replace(c.entry, status=Status.APPLYING, old_target=onto, new_target=c.commit,
+                        landed_at=stamp)
+            )
+            for c in stack
+        ]  # fmt: skip
+        step("recorded")
+        if not git.update_ref(self.root, self.ref, new, onto):
+            self.entries.requeue(entries)
+            return None
+        step("moved")
+        return self.after_move(entries, onto, new, trees)
+
+    def after_move(
+        self, entries: Sequence[QueueEntry], old: str, new: str, trees: Mapping[Path, str | None]
+    ) -> list[Outcome]:
+        """Bring the user's checkout of the target along; if their changes got in the way since
+        the dry run, put the ref back (unless something was built on it already)."""
+        blocker = checkout.follow(self.checkout(trees), old, new, dry_run=False)
+        if blocker and git.update_ref(self.root, self.ref, old, new):
+            back = self.entries.requeue(entries, reason=f"blocked: {blocker}")
+            return [Rejected(entry=e, kind="blocked", detail=blocker) for e in back]
+        step("checkout")
+        return list(self.finish(entries, trees))
+
+    def checkout(self, trees: Mapping[Path, str | None]) -> Path | None:
+        return next((path for path, branch in trees.items() if branch == self.ref), None)
+
+    def finish(
+        self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]
+    ) -> list[Landed]:
+        """The ref has moved: tickets COMPLETED, branches and worktrees gone, entries archived.
+        A recovery may run every step again, so each is idempotent."""
+        landed = [
+            replace(e, status=Status.LANDED, landed_commit=e.new_target,
+                    landed_at=e.landed_at or now())
+            for e in entries
+        ]  # fmt: skip
+        self.store.record([self._completed(e) for e in landed])
+        step("completed")
+        for entry in landed:
+            self.entries.archive(entry)
+        step("archived")
+        outcomes = [Landed(entry=e, commit=str(e.landed_commit)) for e in landed]
+        if self.notify is not None:
+            for outcome in outcomes:
+                self.notify(outcome)
+        # Last: a crash before this leaves a landed ticket's worktree, which a stream sweeps.
+        self.cleanup(landed, trees)
+        step("cleaned")
+        return outcomes
+
+    def _completed(self, entry: QueueEntry) -> StateChange:
+        commit = str(entry.landed_commit)
+        return StateChange(
+            ticket_id=entry.ticket_id, state="COMPLETED",
+            reason=f"landed on {self.target} as {commit[:12]}", run_id=entry.run_id or self.run_id,
+            fields={"commits": [entry.landed_commit], "landed_at": entry.landed_at},
+        )  # fmt: skip
+
+    def cleanup(self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]) -> None:
+        """Remove the tickets' worktrees and branches, unless a branch moved on since it was
+        queued or is checked out somewhere that is not sage's. One git call for the branches
+        (compare-and-delete), one to prune the worktrees' registrations."""
+        mine = self.worktrees_dir.resolve()
+        doomed: dict[str, tuple[QueueEntry, list[Path]]] = {}
+        for entry in entries:
+            ref = f"refs/heads/{entry.branch}"
+            holders = [path for path, branch in trees.items() if branch == ref]
+            if ref != self.ref and all(path.resolve().parent == mine for path in holders):
+                doomed[ref] = (entry, holders)
+        if not doomed:
+            return
+        script = "".join(f"delete {ref} {entry.head}\n" for ref, (entry, _) in doomed.items())
+        if git.run(self.root, "update-ref", "--stdin", input=script).returncode != 0:
+            # all or nothing: some branch moved on, so take them one by one
+            doomed = {
+                ref: held
+                for ref, held in doomed.items()
+                if git.run(self.root, "update-ref", "-d", ref, held[0].head).returncode == 0
+            }
+        for _, holders in doomed.values():
+            for path in holders:
+                shutil.rmtree(path, ignore_errors=True)
+        if any(holders for _, holders in doomed.values()):
+            git.run(self.root, "worktree", "prune")
+
+    def recover(self) -> list[Landed]:
+        """Entries left "applying" by a crash: finish those whose ref moved, queue the rest."""
+        applying = [e for e in self.entries.active() if e.status == Status.APPLYING]
+        if not applying:
+            return []
+        head = self.target_head()
+        moved = [e for e in applying if e.new_target and self._reached(e.new_target, head)]
+        self.entries.requeue([e for e in applying if e not in moved])
+        if not moved:
+            return []
+        trees = git.checkouts(self.root)
+        top = next((e for e in moved if e.new_target == head), None)
+        if top is None or top.old_target is None:  # built upon since: the checkout followed
+            return self.finish(moved, trees)
+        # Nothing moved the ref since: the crash may have come before the checkout followed.
+        outcomes = self.after_move(moved, top.old_target, head, trees)
+        return [o for o in outcomes if isinstance(o, Landed)]
+
+    def _reached(self, commit: str, head: str) -> bool:
+        return commit == head or git.is_ancestor(self.root, commit, head)
+
+
+def _detail(outcomes: Sequence[Outcome]) -> str:
+    return next(
+        (o.detail for o in outcomes if isinstance(o, Rejected)), "an entry before it is blocked"
+    )
