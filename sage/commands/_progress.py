@@ -77,6 +77,8 @@ class Reporter:
 
 class JsonReporter(Reporter):
     def event(self, event: Event) -> None:
+        if event.kind == "run-finished":
+            return  # the summary line below says the same, with the run's folder
         sys.stdout.write(json.dumps(event.as_dict(), default=str) + "\n")
         sys.stdout.flush()
 
@@ -93,7 +95,7 @@ class LiveReporter(Reporter):
         from rich.live import Live
 
         self.console = Console()
-        self.running: dict[str, float] = {}
+        self.slots: dict[int, tuple[str, int, float]] = {}  # slot: (ticket, attempt, since)
         self.done = self.total = self.depth = 0
         self.deferred = 0
         self._lock = threading.Lock()
@@ -117,9 +119,12 @@ class LiveReporter(Reporter):
         if kind == "run-started":
             self.total = int(event.data.get("tickets", 0))
         elif kind == "started":
-            self.running[tid] = time.monotonic()
+            slot = int(event.data.get("slot", 0))
+            self.slots[slot] = (tid, int(event.data.get("attempt", 1)), time.monotonic())
         elif kind in ("exited", "finished"):
-            self.running.pop(tid, None)
+            held = event.data.get("slot")
+            if held is not None and self.slots.get(int(held), ("",))[0] == tid:
+                del self.slots[int(held)]
         elif kind in ("queued", "landed"):
             self.depth = int(event.data.get("depth", self.depth))
             self.done += kind == "landed"
@@ -131,8 +136,9 @@ class LiveReporter(Reporter):
 
         table = Table(box=None, show_header=False, pad_edge=False)
         with self._lock:
-            for slot, (tid, since) in enumerate(sorted(self.running.items()), 1):
-                table.add_row(f"[{slot}]", tid, f"{time.monotonic() - since:5.1f}s")
+            for slot, (tid, attempt, since) in sorted(self.slots.items()):
+                label = tid if attempt == 1 else f"{tid} (attempt {attempt})"
+                table.add_row(f"[{slot}]", label, f"{time.monotonic() - since:5.1f}s")
             table.add_row(
                 "",
                 f"landed {self.done}/{self.total}, deferred {self.deferred}",
@@ -150,21 +156,48 @@ def make(*, json: bool) -> Reporter:
 
 
 def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
+    """Every ticket the run could take on, counted once: completed, waiting to land, deferred,
+    blocked, skipped or not started."""
     state = "interrupted" if s.interrupted else "stopped early" if s.stopped_early else "finished"
+    extra = "".join(
+        f", {n} {what}"
+        for n, what in ((len(s.waiting_to_land), "waiting to land"), (len(s.skipped), "skipped"))
+        if n
+    )
     lines = [
         "",
         f"SUMMARY ({state}): {len(s.completed)} completed, {len(s.deferred)} deferred, "
-        f"{len(s.blocked)} blocked, {len(s.not_started)} not started",
+        f"{len(s.blocked)} blocked, {len(s.not_started)} not started{extra}",
         f"  wall {s.wall_seconds:.1f}s, worker time {s.worker_seconds:.1f}s, saved "
-        f"{max(0.0, s.saved_seconds):.1f}s against sequential, efficiency {s.efficiency:.0%} "
+        f"{s.saved_seconds:.1f}s against sequential, efficiency {s.efficiency:.0%} "
         f"({s.workers} worker{'s' if s.workers != 1 else ''})",
-        f"  commits landed {s.commits_landed}, conflicts {s.conflicts}, retries {s.retries}",
+        f"  commits landed {s.commits_landed}, conflicts {s.conflicts}, retries {s.retries}"
+        + (f", throttled {s.throttled}" if s.throttled else "")
+        + (f", worker time not landed {s.wasted_seconds:.1f}s" if s.wasted_seconds else ""),
     ]
-    lines += [f"  deferred {tid}: {why}" for tid, why in sorted(s.deferred.items())]
-    lines += [f"  blocked {tid} (by {by})" for tid, by in sorted(s.blocked.items())]
-    if s.deferred or s.blocked:
+    if s.stop_reason and not s.interrupted:
+        lines.append(f"  stopped: {s.stop_reason}")
+    lines += _ticket_lines(s)
+    if s.deferred:
         lines.append(
             "  deferred tickets stay deferred: `sage stream --auto --retry-deferred` runs them again"
         )
+    if s.waiting_to_land:
+        lines.append(
+            "  waiting tickets land with `sage queue process` (or the next `sage stream`) once "
+            "nothing is in the way"
+        )
     lines.append(f"  logs and events: {run_dir}")
+    return lines
+
+
+def _ticket_lines(s: RunSummary) -> list[str]:
+    earlier = set(s.deferred_earlier)
+    lines = [f"  waiting to land {tid}" for tid in s.waiting_to_land]
+    lines += [
+        f"  deferred {tid}{' (by an earlier run)' if tid in earlier else ''}: {why}"
+        for tid, why in sorted(s.deferred.items())
+    ]
+    lines += [f"  blocked {tid} (by {by})" for tid, by in sorted(s.blocked.items())]
+    lines += [f"  skipped {tid}" for tid in s.skipped]
     return lines

@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from sage.lib import policy
+from sage.lib.books import Books
 from sage.lib.events import Journal, RunSummary, summarize
 from sage.lib.inbox import (
     Finished,
@@ -36,7 +36,7 @@ from sage.lib.workers import Outcome, WorkerResult
 
 if TYPE_CHECKING:
     from sage.lib.executors import Executor
-    from sage.lib.queue import QueueEntry, Rejected
+    from sage.lib.queue import QueueEntry
     from sage.lib.runs import RunPlan
 
 POLL = 0.25  # the longest the loop sleeps without news (it then looks at Ctrl+C presses)
@@ -108,15 +108,15 @@ class Stream:
         self.queue, self.executor, self.store, self.confirm = queue, executor, store, confirm
         self.clock, self.rng = clock or RealClock(), rng or random.Random()
         self.interrupts = interrupts or Interrupts()
-        self.limits = options.limits
         self.inbox = Inbox()
         self.lander = Lander(queue, self.inbox)
         self.slots = Slots(options.workers)
-        self.live = options.workers  # workers allowed at once: rate limits shrink it
-        self.counts: Counter[str] = Counter()
-        self.stop_reason: str | None = None
-        self.interrupted = self.killing = self.lander_failed = False
-        self.head: str | None = None  # the target's head as of the last landing, if known
+        self.books = Books(
+            run_id=plan.run_id, ledger=plan.ledger, dispatcher=plan.dispatcher, store=store,
+            journal=journal, queue=queue, clock=self.clock, limits=options.limits,
+            workers=options.workers, on_error=options.on_error, rng=self.rng,
+        )  # fmt: skip
+        self.interrupted = self.lander_failed = False
         self._last_pass = 0.0
 
     @property
@@ -137,16 +137,17 @@ class Stream:
         finally:
             self._finish()
         summary = summarize(self.ledger, run_id=self.run_id, workers=self.options.workers,
-                            wall=self.clock.now() - started, counts=self.counts,
-                            stop_reason=self.stop_reason, interrupted=self.interrupted)  # fmt: skip
+                            wall=self.clock.now() - started, counts=self.books.counts,
+                            stop_reason=self.books.stop_reason,
+                            interrupted=self.interrupted)  # fmt: skip
         self.journal.emit("run-finished", **summary.as_dict())
         return summary
 
     def _loop(self) -> None:
         while True:
             self._take_interrupts()
-            self._release_due()
-            if self.stop_reason is None:
+            self.books.release_due()
+            if self.books.stop_reason is None:
                 self._fill()
             self._reconcile_soon()
             if self._idle():
@@ -159,7 +160,8 @@ class Stream:
         if self.ledger.count(*ACTIVE):
             return False
         landing = [r for r in self.ledger if r.phase == Phase.LANDING and not r.held]
-        if self.killing or self.lander_failed or (self.stop_reason and not landing):
+        books = self.books
+        if books.killing or self.lander_failed or (books.stop_reason and not landing):
             return True
         waiting = self.ledger.count(Phase.DELAYED, Phase.PARKED)
         return not landing and not waiting and not len(self.dispatcher)
@@ -176,7 +178,7 @@ class Stream:
     def _fill(self) -> None:
         if self.options.schedule == "batch" and self.ledger.count(*ACTIVE, Phase.LANDING):
             return  # the seed's waves: the next batch starts when the whole wave has landed
-        while self._room() and self.stop_reason is None:
+        while self._room() and self.books.stop_reason is None:
             ticket = self.dispatcher.pop()
             if ticket is None:
                 return
@@ -185,7 +187,7 @@ class Stream:
                 self._start(ticket)
 
     def _room(self) -> bool:
-        return self.slots.free > 0 and self.ledger.count(Phase.RUNNING) < self.live
+        return self.slots.free > 0 and self.ledger.count(Phase.RUNNING) < self.books.live
 
     def _ask(self, ticket: Ticket) -> bool:
         record = self.ledger[ticket.id]
@@ -193,11 +195,11 @@ class Stream:
             return True
         answer = self.confirm(ticket)
         if answer == "no":
-            self._stop("stopped at the prompt")
+            self.books.stop("stopped at the prompt")
             self.dispatcher.requeue(ticket.id)
         elif answer == "skip":
             self.ledger.move(ticket.id, Phase.SKIPPED, reason="skipped at the prompt")
-            self._block_dependents(ticket.id)
+            self.books.block_dependents(ticket.id)
         return answer == "yes"
 
     def _start(self, ticket: Ticket) -> None:
@@ -205,7 +207,7 @@ class Stream:
         if not record.claimed:
             self.store.transition([(ticket.id, "IN_PROGRESS")], run_id=self.run_id,
                                   reason=f"started by run {self.run_id}")  # fmt: skip
-        base = self.head or self.queue.head()
+        base = self.books.head or self.queue.head()
         slot = self.slots.take()
         job = self.plan.job(ticket, attempt=record.attempt, base=base, slot=slot)
         self.ledger.move(ticket.id, Phase.RUNNING, slot=slot, claimed=True,
@@ -237,24 +239,26 @@ class Stream:
     # ---- what comes back -----------------------------------------------------------------
 
     def _handle(self, message: Message) -> None:
+        books = self.books
         match message:
             case Released(ticket_id=tid):
                 self._released(tid)
             case Finished(result=result, entry=entry):
                 self._finished(result, entry)
             case LandedMsg(outcome=landed):
-                self._landed(landed.entry.ticket_id, landed.commit)
+                books.landed(landed.entry.ticket_id, landed.commit)
             case RejectedMsg(outcome=rejected):
-                self._rejected(rejected)
+                books.rejected(rejected)
             case LanderFailed(error=error):
                 self.journal.emit("warning", reason=f"commit queue: {error.message}")
                 self.lander_failed = True
-                self._stop(f"the commit queue failed: {error.message}")
+                books.stop(f"the commit queue failed: {error.message}")
             case LanderBusy(error=error):
                 self._last_pass = self.clock.now()
                 self.journal.emit("warning", reason=f"{error.message}; trying again")
             case PassDone(pending=pending):
-                self._reconcile(pending)
+                self._last_pass = self.clock.now()
+                books.reconcile(pending)
 
     def _released(self, tid: str) -> None:
         """The worker's process is gone: its slot takes the next ticket while its work is
@@ -274,86 +278,18 @@ class Stream:
                           detail=result.detail, **_usage(result))  # fmt: skip
         if record.phase == Phase.LANDED:
             return  # the lander read the entry from disk and landed it before this message
-        if self.killing:
+        if self.books.killing:
             if entry is not None:
                 self.queue.discard(entry, "killed by a second Ctrl+C")
-            return self._return(tid, "killed by a second Ctrl+C")
-        if entry is not None:
-            return self._queued(entry, result)
-        record.wasted_seconds += result.seconds
-        exit = policy.Exit(outcome=result.outcome, detail=result.detail, failures=record.failures,
-                           throttles=record.throttles, parked_seconds=record.parked_seconds,
-                           retry_after=result.retry_after, log=str(result.log))  # fmt: skip
-        self._decide(tid, policy.after_exit(exit, self.limits, self.rng), worker=True)
-
-    def _queued(self, entry: QueueEntry, result: WorkerResult) -> None:
-        tid = entry.ticket_id
-        self.ledger.move(tid, Phase.LANDING, last_seconds=result.seconds)
-        self.live = policy.next_live_limit(self.live, self.options.workers, throttled=False)
-        depth = self.ledger.count(Phase.LANDING)
-        self.journal.emit("queued", tid, seq=entry.seq, head=result.head, depth=depth)
+            return self.books.give_back(tid, "killed by a second Ctrl+C")
+        if entry is None:
+            return self.books.exited(result)
+        self.books.queued(entry, result)
         self.lander.wake()
 
-    def _landed(self, tid: str, commit: str) -> None:
-        if self.ledger.phase(tid) not in (Phase.LANDING, Phase.COLLECTING):
-            return  # told twice (a pass and a reconciliation), or not this run's
-        self.ledger.move(tid, Phase.LANDED, held=False)
-        # Another entry of a stacked batch may still be landing on top of this commit.
-        self.head = commit if not self.ledger.count(Phase.LANDING) else None
-        freed = self.dispatcher.landed(tid)
-        depth = self.ledger.count(Phase.LANDING)
-        self.journal.emit("landed", tid, commit=commit, unblocked=freed, depth=depth)
-
-    def _rejected(self, outcome: Rejected) -> None:
-        entry, tid = outcome.entry, outcome.entry.ticket_id
-        if self.ledger.phase(tid) != Phase.LANDING:
-            return
-        record = self.ledger[tid]
-        rejection = policy.Rejection(kind=outcome.kind, attempts=entry.attempts,
-                                     detail=outcome.detail, files=outcome.files,
-                                     collided_with=outcome.collided_with)  # fmt: skip
-        decision = policy.after_rejection(rejection, self.limits, self.rng)
-        if isinstance(decision, policy.Hold):
-            record.held = True
-            self.journal.emit("warning", tid, reason=outcome.detail)
-            return self._stop(f"{tid} cannot land: {outcome.detail}")
-        if outcome.kind == "conflict":
-            self.counts["conflicts"] += 1
-        self.journal.emit("conflict" if outcome.kind == "conflict" else "verify-failed", tid,
-                          files=list(outcome.files), collided_with=list(outcome.collided_with),
-                          detail=outcome.detail, attempts=entry.attempts)  # fmt: skip
-        record.land_attempts = entry.attempts
-        record.wasted_seconds += record.last_seconds
-        if isinstance(decision, policy.Defer):
-            self.queue.defer(entry, decision.reason)
-            return self._deferred(tid, decision.reason)
-        self.queue.discard(entry)
-        self._decide(tid, decision)
-
-    def _reconcile(self, pending: frozenset[str]) -> None:
-        """Entries landed, deferred or discarded by someone else (a `sage queue process` in
-        another terminal): the run moves on instead of waiting for news that never comes."""
-        self._last_pass = self.clock.now()
-        for tid in self.ledger.ids(Phase.LANDING):
-            if tid in pending:
-                continue
-            entry = self.queue.latest(tid)
-            status = entry.status if entry else "missing"
-            self.journal.emit("reconciled", tid, status=status)
-            if entry is not None and status == "landed":
-                self._landed(tid, str(entry.landed_commit))
-            elif entry is not None and status == "deferred":
-                self._deferred(tid, entry.reason or "deferred by another sage process")
-            else:  # discarded or gone: the ticket runs again, as after a rejected landing
-                record = self.ledger[tid]
-                record.land_attempts = entry.attempts if entry else record.land_attempts
-                ticket = self.store.load().by_id().get(tid)  # UNPROCESSED if settled elsewhere
-                record.claimed = ticket is not None and ticket.state == "IN_PROGRESS"
-                why = (entry.reason if entry else None) or "its queue entry is gone"
-                delay = policy.backoff(self.limits, max(1, record.land_attempts), self.rng)
-                self._decide(tid, policy.Retry(delay=delay, reason=why))
-
     def _reconcile_soon(self) -> None:
+        """While tickets wait to land and the lander is idle, look at the queue now and then:
+        someone else may have landed (or settled) their entries."""
         held = all(r.held for r in self.ledger if r.phase == Phase.LANDING)
         if held or self.lander.busy or self.lander_failed:
             return
@@ -361,84 +297,14 @@ class Stream:
             self._last_pass = self.clock.now()
             self.lander.wake()
 
-    # ---- decisions -----------------------------------------------------------------------
-
-    def _decide(self, tid: str, decision: policy.Decision, *, worker: bool = False) -> None:
-        record = self.ledger[tid]
-        match decision:
-            case policy.Retry(delay=delay, reason=reason):
-                record.failures += worker
-                self.counts["retries"] += 1
-                self._delay(tid, Phase.DELAYED, delay, reason, counted=True)
-            case policy.Park(delay=delay, reason=reason):
-                record.throttles += 1
-                record.parked_seconds += delay
-                self.counts["throttled"] += 1
-                self.live = policy.next_live_limit(self.live, self.options.workers, throttled=True)
-                self._delay(tid, Phase.PARKED, delay, reason, counted=False)
-            case policy.Defer(reason=reason):
-                self._defer(tid, reason)
-            case policy.StopRun(reason=reason) | policy.Hold(reason=reason):
-                self._return(tid, f"not its fault: {reason}")
-                self._stop(f"{tid}'s worker cannot run: {reason}")
-
-    def _delay(self, tid: str, phase: Phase, delay: float, why: str, *, counted: bool) -> None:
-        record = self.ledger[tid]
-        self.journal.emit("retry", tid, attempt=record.attempt, delay=delay, reason=why,
-                          counted=counted, throttled=phase == Phase.PARKED)  # fmt: skip
-        if self.stop_reason:
-            return self._return(tid, f"not retried: {self.stop_reason}")
-        self.ledger.move(tid, phase, due=self.clock.now() + delay, held=False)
-
-    def _release_due(self) -> None:
-        if self.stop_reason:
-            for tid in self.ledger.ids(Phase.DELAYED, Phase.PARKED):
-                self._return(tid, f"not retried: {self.stop_reason}")
-            return
-        for tid in self.ledger.due(self.clock.now()):
-            self.ledger.move(tid, Phase.WAITING)
-            self.dispatcher.requeue(tid)
-
-    def _defer(self, tid: str, reason: str) -> None:
-        self.store.transition([(tid, "DEFERRED")], reason=reason, run_id=self.run_id,
-                              fields={tid: {"deferred_reason": reason}})  # fmt: skip
-        self._deferred(tid, reason)
-
-    def _deferred(self, tid: str, reason: str) -> None:
-        self.ledger.move(tid, Phase.DEFERRED, reason=reason)
-        self.journal.emit("deferred", tid, reason=reason)
-        self._block_dependents(tid)
-        if self.options.on_error == "fail":
-            self._stop(f"{tid} was deferred and --on-error is fail")
-
-    def _block_dependents(self, tid: str) -> None:
-        for child in self.dispatcher.failed(tid):
-            if self.ledger.phase(child) == Phase.WAITING:
-                self.ledger.move(child, Phase.BLOCKED, blocked_by=tid)
-                self.journal.emit("blocked", child, by=tid)
-
-    def _return(self, tid: str, reason: str) -> None:
-        """Back to UNPROCESSED: the ticket did not land and is not at fault."""
-        record = self.ledger[tid]
-        if record.claimed:
-            self.store.transition([(tid, "UNPROCESSED")], reason=reason, run_id=self.run_id)
-        self.ledger.move(tid, Phase.RETURNED, reason=reason, claimed=False)
-        self.journal.emit("killed" if self.killing else "stopping", tid, reason=reason)
-
-    def _stop(self, reason: str) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            running = sorted(self.ledger.ids(Phase.RUNNING))
-            self.journal.emit("stopping", reason=reason, running=running)
-
     def _take_interrupts(self) -> None:
         """The first Ctrl+C stops gracefully, the second kills the workers."""
         presses = self.interrupts.presses
         if presses and not self.interrupted:
             self.interrupted = True
-            self._stop("interrupted (Ctrl+C); press it again to kill the workers")
-        if presses >= 2 and not self.killing:
-            self.killing = True
+            self.books.stop("interrupted (Ctrl+C); press it again to kill the workers")
+        if presses >= 2 and not self.books.killing:
+            self.books.killing = True
             self.inbox.killing.set()
             killed = self.executor.kill_all()
             self.journal.emit("killed", reason="second Ctrl+C", workers=killed)
@@ -451,10 +317,7 @@ class Stream:
         for message in self.inbox.drain():
             if isinstance(message, LandedMsg | Finished | Released):
                 self._handle(message)
-        unsettled = (Phase.WAITING, Phase.DELAYED, Phase.PARKED, *ACTIVE)
-        for record in self.ledger:
-            if record.phase in unsettled and record.claimed:
-                self._return(record.ticket_id, f"not landed: {self.stop_reason or 'ended'}")
+        self.books.give_back_unsettled()
 
 
 def _usage(result: WorkerResult) -> dict[str, object]:

@@ -379,3 +379,50 @@ def test_nothing_to_run_is_refused_before_any_ticket_changes(repo, sage, tickets
     assert (repo / ".sage/tickets/index.json").read_text() == before
     dry = sage("stream", "--dry-run", "--worker", "echo {ticket_id} {context_file}", cwd=repo)
     assert "would start Z-1: echo Z-1 '<context file>'" in dry.stdout
+
+
+def test_a_hand_run_queue_process_lands_while_a_stream_runs(repo, tickets_repo):
+    """Another terminal's `sage queue process` lands the stream's entry: the stream notices,
+    starts the dependent, and finishes with exit 0."""
+    from filelock import FileLock
+
+    tickets_repo(
+        [
+            ticket("H-1", command=writer("h1", sleep=1.5)),
+            ticket("H-2", "H-1", command=writer("h2")),
+        ]
+    )
+    env = {**os.environ, "SAGE_LOCK_TIMEOUT": "0.2"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sage", *AUTO, "--json"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: any(e["event"] == "started" for e in events(repo)))
+
+    def busy() -> bool:
+        return any(
+            e["event"] == "warning" and "held by" in e.get("reason", "") for e in events(repo)
+        )
+
+    with FileLock(str(repo / ".sage/locks/queue.lock")):  # H-1 waits to land meanwhile
+        wait_for(busy)
+        by_hand = subprocess.Popen(
+            [sys.executable, "-m", "sage", "queue", "process"],
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.5)  # it waits for the lock, polling
+    hand_out, hand_err = by_hand.communicate(timeout=60)
+    out, err = run.communicate(timeout=60)
+    assert by_hand.returncode == 0, hand_out + hand_err
+    assert run.returncode == 0, out + err
+    assert states(repo) == {"H-1": "COMPLETED", "H-2": "COMPLETED"}
+    assert sorted(trailers(repo)) == ["H-1", "H-2"]
+    if "landed" in hand_out:  # the hand-run got there first: the stream must have reconciled
+        assert [e["ticket"] for e in events(repo) if e["event"] == "reconciled"] == ["H-1"]
