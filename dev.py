@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -22,7 +23,7 @@ STAMP = VENV / ".sage-installed"
 
 COMMANDS = {
     "demo": [str(BIN / "sage"), "demo"],
-    "test": [str(PY), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+    "test": [str(PY), "-m", "coverage", "run", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
     "bench": [str(PY), "bench/run.py", "--quick"],
     "lint": [str(PY), "-m", "ruff", "check", "sage", "tests", "bench"],
     "typecheck": [str(PY), "-m", "mypy"],
@@ -43,12 +44,26 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+def coverage_report() -> int:
+    """After the tests: every process's coverage data combined, reported against the floor in
+    pyproject.toml (`[tool.coverage.report] fail_under`)."""
+    cov = [str(PY), "-m", "coverage"]
+    subprocess.run([*cov, "combine", "-q"], cwd=ROOT, check=False)
+    return subprocess.run([*cov, "report"], cwd=ROOT).returncode
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python3 dev.py {{{'|'.join(COMMANDS)}}} [args…]", file=sys.stderr)
         return 2
     ensure_venv()
-    return subprocess.run([*COMMANDS[argv[0]], *argv[1:]], cwd=ROOT).returncode
+    if argv[0] == "test":
+        shutil.rmtree(ROOT / ".coverage-data", ignore_errors=True)
+        (ROOT / ".coverage-data").mkdir()
+    code = subprocess.run([*COMMANDS[argv[0]], *argv[1:]], cwd=ROOT).returncode
+    if argv[0] == "test" and code == 0 and not argv[1:]:
+        code = coverage_report()
+    return code
 
 
 if __name__ == "__main__":
