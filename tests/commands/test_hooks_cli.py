@@ -35,7 +35,7 @@ def test_done_when(repo: Path, sage: Sage, tmp_path: Path) -> None:
     hook, original = install_marker_hook(repo, marker)
     installed = sage("hooks", "install", cwd=repo)
     assert installed.returncode == 0, installed.stderr
-    assert "pre-commit.legacy" in installed.stdout and "chained" in installed.stdout
+    assert "hooks-before" in installed.stdout and "chained" in installed.stdout
 
     write_index(repo, [ticket("A-1"), ticket("A-2", "A-1")])
     git(repo, "add", INDEX)
@@ -74,8 +74,11 @@ def test_a_failing_old_hook_blocks_and_sage_runs_after_the_old_commit_msg_hook(
     assert sage("hooks", "install", cwd=repo).returncode == 0
     blocked = commit(repo, "--allow-empty", "-m", "x")
     assert blocked.returncode == 1  # git reports any hook failure as 1
-    assert "lint failed" in blocked.stderr and "pre-commit.legacy failed (exit 4)" in blocked.stderr
-    (hooks / "pre-commit.legacy").write_text("#!/bin/sh\nexit 0\n")
+    assert "lint failed" in blocked.stderr and "pre-commit) failed (exit 4)" in blocked.stderr
+    assert not (hooks / "pre-commit.legacy").exists()
+    (repo / ".git" / "sage" / "hooks-before").glob("*/pre-commit").__next__().write_text(
+        "#!/bin/sh\nexit 0\n"
+    )
     assert commit(repo, "--allow-empty", "-m", "subject").returncode == 0
     assert git(repo, "log", "-1", "--format=%B") == "subject"  # the old hook's line was stripped
 
@@ -148,7 +151,7 @@ def test_pre_commit_hooks_yaml_names_real_commands(repo: Path, sage: Sage) -> No
     entries = {e["id"]: e for e in read_pre_commit_hooks()}
     assert set(entries) == {"sage-validate", "sage-commit-msg"}
     assert entries["sage-validate"]["stages"] == "[pre-commit]"
-    assert entries["sage-validate"]["pass_filenames"] == "false"
+    assert "pass_filenames" not in entries["sage-validate"]  # it checks the files it is given
     assert entries["sage-commit-msg"]["stages"] == "[commit-msg]"
     for entry in entries.values():
         assert entry["language"] == "python" and entry["name"] and entry["description"]
