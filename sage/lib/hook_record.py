@@ -118,11 +118,7 @@ def _block_dict(entry: Block) -> dict[str, object]:
 
 def _prune(saved: Path) -> None:
     """Remove the empty folders under `hooks-before/` (and `sage/` itself when empty)."""
-    if not saved.is_dir():
-        return
-    for folder in sorted(saved.iterdir(), reverse=True):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    for folder in (saved, saved.parent):
+    folders = sorted(saved.iterdir(), reverse=True) if saved.is_dir() else []
+    for folder in (*folders, saved, saved.parent):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
