@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -83,6 +84,9 @@ def _advise(repo: Path, changes: list[hooks.HookChange]) -> None:
             "on PATH; sage's .pre-commit-hooks.yaml offers the same hooks as a remote repo):\n"
         )
         typer.echo(snippet, nl=False)
+        if shutil.which("sage") is None:
+            typer.echo(f"note: `sage` is not on PATH here; pre-commit needs it there "
+                       f"(or use `{sys.executable} -m sage` as the entry's program)")  # fmt: skip
     if any(c.manager == "husky" and c.action != "unchanged" for c in changes):
         typer.echo("\nhusky's hook files belong to the repository: commit them to share the "
                    "change, or run `sage hooks uninstall` to take it out again")  # fmt: skip
@@ -99,7 +103,8 @@ def uninstall() -> int:
 
 def _removed(change: hooks.HookChange) -> str:
     if change.action == "foreign":
-        return f"{change.hook}: not sage's hook, left alone ({change.path})"
+        owner = f"{change.manager}'s hook" if change.manager else "not sage's hook"
+        return f"{change.hook}: {owner}, left alone ({change.path})"
     if change.action == "kept":
         return (f"{change.hook}: {change.path} is no longer sage's hook, so the hook sage had "
                 f"moved aside stays at {change.previous}")  # fmt: skip
@@ -134,18 +139,22 @@ def _state(state: hooks.HookState) -> str:
         return "another tool's hook (not sage's)"
     if state.state == "absent":
         return "not installed"
-    if state.how == "framework":
-        name = hook_managers.FRAMEWORK_IDS[state.hook]
-        if state.state == "installed":
-            return f"pre-commit's hook; sage runs as {name} from .pre-commit-config.yaml"
-        return f"pre-commit's hook, without sage: add {name} (`sage hooks install` prints it)"
-    if state.how == "block":
-        if state.state == "installed":
-            return f"husky's hook; sage runs from its block in {state.path}"
-        return f"husky's hook, without sage's block in {state.path}: run `sage hooks install`"
+    if state.how in ("framework", "block"):
+        return _managed_state(state)
     where = f", as {state.path.name}, which pre-commit runs first" if state.how == "chained" else ""
     text = f"installed{where} (python: {state.interpreter or 'sage on PATH'})"
     return text + (f", runs {state.previous} first" if state.previous else "")
+
+
+def _managed_state(state: hooks.HookState) -> str:
+    if state.how == "block" and state.state == "installed":
+        return f"husky's hook; sage runs from its block in {state.path}"
+    if state.how == "block":
+        return f"husky's hook, without sage's block in {state.path}: run `sage hooks install`"
+    name = hook_managers.FRAMEWORK_IDS[state.hook]
+    if state.state == "installed":
+        return f"pre-commit's hook; sage runs as {name} from .pre-commit-config.yaml"
+    return f"pre-commit's hook, without sage: add {name} (`sage hooks install` prints it)"
 
 
 def _status_dict(found: hooks.Status) -> dict[str, object]:

@@ -347,7 +347,8 @@ def _uninstall_unrecorded(path: Path) -> HookChange:
     if not os.path.lexists(path):
         return HookChange(hook=path.name, path=path, action="absent")
     if not is_ours(path):
-        return HookChange(hook=path.name, path=path, action="foreign")
+        owner = "pre-commit" if hook_managers.is_pre_commit_script(path) else None
+        return HookChange(hook=path.name, path=path, action="foreign", manager=owner)
     old_style = _old_style(path)
     path.unlink()
     legacy = legacy_path(path)

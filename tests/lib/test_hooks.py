@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sage.lib import hooks
+from sage.lib import hook_managers, hooks
 from sage.lib.config import Config
 from sage.lib.errors import ConfigError, SageError
 from sage.lib.project import open_project
@@ -336,3 +336,24 @@ def test_index_files_from_the_framework_are_checked_on_disk(repo: Path) -> None:
     verdict = hooks.check_index_files([str(repo / INDEX), str(repo / "missing.json")])
     text = "\n".join(verdict.messages)
     assert not verdict.ok and "A-1 → A-1" in text and "cannot read" in text
+
+
+@pytest.mark.parametrize(
+    "before",
+    [None, b"", b"npm test\n", b"npm test", b"\xff not utf-8\n\n# >>> sage hooks? no\n"],
+)
+def test_husky_block_comes_out_exactly(before: bytes | None) -> None:
+    block = hook_managers.block("pre-commit", "/opt/py 3/bin/python")
+    after, separated = hook_managers.add_block(before, block)
+    assert after.endswith(block) and separated == (before == b"npm test")
+    assert hook_managers.add_block(after, block) == (after, False)  # reinstall: unchanged
+    newer = hook_managers.block("pre-commit", "/usr/bin/python3")
+    assert hook_managers.add_block(after, newer)[0] == after.replace(block, newer)
+    assert hook_managers.remove_block(after, separated) == (before or b"")
+    assert hook_managers.remove_block(before or b"", False) is None
+
+
+def test_user_lines_after_the_block_survive_uninstall() -> None:
+    block = hook_managers.block("commit-msg", sys.executable)
+    edited = b"first\n" + block + b"added later\n"
+    assert hook_managers.remove_block(edited, False) == b"first\nadded later\n"
