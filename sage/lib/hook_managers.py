@@ -97,6 +97,9 @@ class Husky:
     def hook_file(self, hook: str) -> Path:
         return self.root / hook
 
+    def stub(self, hook: str) -> Path:
+        return self.root / "_" / hook
+
 
 def husky(hooks_dir: Path) -> Husky | None:
     """husky 9 when git's hooks directory is one of its `_/` stub directories."""

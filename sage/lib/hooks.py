@@ -247,6 +247,8 @@ def _write_script(path: Path, text: str) -> str:
 def _install_blocks(record: Record, found: hook_managers.Husky, python: str) -> list[HookChange]:
     changes = []
     for hook in HOOKS:
+        if is_ours(found.stub(hook)):  # an earlier sage's script over husky's stub: undo it
+            _uninstall_unrecorded(found.stub(hook))
         change, record = _install_block(record, found.hook_file(hook), python)
         changes.append(change)
     return changes
@@ -301,11 +303,10 @@ def _uninstall_leftovers(repo: Path, done: set[Path]) -> list[HookChange]:
     current = hooks_dir(repo, force=True)
     changes = []
     for directory in dict.fromkeys((current, git.common_dir(repo) / "hooks")):
-        if hook_managers.husky(directory) is not None:
-            continue  # husky's stubs: never sage's
+        stubs = hook_managers.husky(directory) is not None  # husky's own: not worth a line
         for path in (directory / hook for hook in HOOKS if directory / hook not in done):
             change = _uninstall_unrecorded(path)
-            if directory == current or change.action == "removed":
+            if change.action == "removed" or (directory == current and not stubs):
                 changes.append(change)
     return changes
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sage.lib import hook_managers
+from sage.lib import hooks as sage_hooks
 from tests.conftest import ROOT, CliResult, git, ticket, write_index
 
 Sage = Callable[..., CliResult]
@@ -255,6 +256,9 @@ def test_pre_commit_first_then_sage(
     assert (hooks / "pre-commit").read_bytes() == before[str(hooks / "pre-commit")][1]
     assert not (hooks / "pre-commit.legacy").exists()
     assert "pre-commit: pre-commit's hook, without sage" in sage("hooks", "status", cwd=repo).stdout
+    done = commit(repo, "--allow-empty", "-m", f"works at once\n\n{ATTRIBUTION}")
+    assert done.returncode == 0 and "migration mode" not in done.stdout + done.stderr
+    assert marker.exists() and git(repo, "log", "-1", "--format=%B") == "works at once"
 
     config = "repos:\n" + USER_HOOK.format(marker=marker) + printed_snippet(installed.stdout)
     commit_config(repo, config)
@@ -372,3 +376,26 @@ def test_husky_first_then_sage(repo: Path, sage: Sage, tmp_path: Path) -> None:
     assert removed.returncode == 0, removed.stderr
     assert snapshot(repo / ".husky", repo / ".git" / "hooks") == before
     assert not (repo / ".git" / "sage").exists()
+
+
+def test_an_earlier_sage_over_a_husky_stub_is_undone(
+    repo: Path, sage: Sage, tmp_path: Path
+) -> None:
+    """Earlier versions, with --force, renamed husky's stub and the user's hook stopped running."""
+    husky_env()
+    marker = tmp_path / "user-hook-ran"
+    (repo / ".husky").mkdir()
+    (repo / ".husky" / "pre-commit").write_text(f'echo ran >> "{marker}"\n')
+    tool(repo, str(HUSKY))
+    stub = repo / ".husky" / "_" / "pre-commit"
+    before = snapshot(repo / ".husky")
+    stub.rename(stub.with_name("pre-commit.legacy"))
+    old = sage_hooks.script("pre-commit", sys.executable).replace(
+        "--chained", '--legacy "$0.legacy"'
+    )
+    stub.write_text(old)
+    stub.chmod(0o755)
+    assert sage("hooks", "install", cwd=repo).returncode == 0
+    assert_sage_runs(repo, marker)
+    assert sage("hooks", "uninstall", cwd=repo).returncode == 0
+    assert snapshot(repo / ".husky") == before
