@@ -113,7 +113,7 @@ def _removed(change: hooks.HookChange) -> str:
         return f"{change.hook}: {done} {change.path}"
     if change.action == "absent" and not change.previous:
         return f"{change.hook}: not installed"
-    restored = f"; restored the previous hook to {change.previous}" if change.previous else ""
+    restored = "; restored the previous hook there" if change.previous else ""
     what = "removed sage's hook" if change.action == "removed" else "sage's hook was gone"
     return f"{change.hook}: {what}{restored} ({change.path})"
 
