@@ -1,8 +1,10 @@
 """Git hooks: install sage's pre-commit and commit-msg hooks, and what they check.
 
 The installed scripts only exec back into `sage hook-impl <hook>`, so every decision is made here,
-in Python. A hook that was there before is kept as `<hook>.legacy` and run first (the way
-pre-commit chains foreign hooks); uninstall moves it back untouched.
+in Python. sage lives next to other hook managers instead of taking their place: a plain hook that
+was there before is moved aside (out of the hooks directory, see `hook_record`) and run first; a
+hook owned by pre-commit is left to it (sage's framework hooks run from its config); under husky,
+sage adds a marked block to husky's own hook file. Uninstall undoes what the record says sage did.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import stat
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sage.lib import files, git, proc, tickets, validation
+from sage.lib import files, git, hook_managers, hook_record, proc, tickets, validation
 from sage.lib.errors import ConfigError, IndexFileError, SageError
+from sage.lib.hook_record import Record
 from sage.lib.project import Project
 
 HOOKS = ("pre-commit", "commit-msg")
@@ -26,13 +31,13 @@ TRAILER = "Sage-Ticket"
 SCRIPT = """\
 #!/bin/sh
 {marker}; `sage hooks uninstall` restores the hook that was here before.
-# It runs {hook}.legacy (the previous hook) first, then sage's checks, all in Python.
+# sage keeps that hook in the git dir (sage/hooks-before/) and runs it first, then its own checks.
 SAGE_PYTHON={python}
 if [ -x "$SAGE_PYTHON" ]; then
-    exec "$SAGE_PYTHON" -m sage hook-impl {hook} --legacy "$0.legacy" -- "$@"
+    exec "$SAGE_PYTHON" -m sage hook-impl {hook} --chained -- "$@"
 fi
 if command -v sage >/dev/null 2>&1; then
-    exec sage hook-impl {hook} --legacy "$0.legacy" -- "$@"
+    exec sage hook-impl {hook} --chained -- "$@"
 fi
 echo "sage {hook} hook: neither $SAGE_PYTHON nor sage on PATH" >&2
 echo "hint: run \\`sage hooks install\\` again, or \\`sage hooks uninstall\\`" >&2
@@ -42,20 +47,24 @@ exit 1
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HookChange:
-    """What install or uninstall did to one hook file."""
+    """What install or uninstall did for one hook."""
 
     hook: str
-    path: Path
-    action: str  # installed | updated | unchanged | removed | foreign | absent
-    legacy: Path | None = None  # the previous hook: chained (install) or restored (uninstall)
+    path: Path  # the file sage wrote, edited or removed (or left to its manager)
+    action: str  # installed | updated | unchanged | framework | removed | kept | foreign | absent
+    manager: str | None = None  # pre-commit | husky: the manager sage went through
+    previous: Path | None = None  # install: the hook sage moved aside; uninstall: put back here
+    configured: bool = False  # framework: .pre-commit-config.yaml already names sage's hook
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HookState:
     hook: str
     path: Path
-    state: str  # installed | foreign | absent
-    legacy: Path | None = None
+    state: str  # installed | missing (its manager runs without sage) | foreign | absent
+    manager: str | None = None  # pre-commit | husky, when that tool is in charge of the hook
+    how: str | None = None  # script | chained (pre-commit's legacy hook) | framework | block
+    previous: Path | None = None  # the hook sage moved aside and runs first
     interpreter: str | None = None
 
 
@@ -63,6 +72,7 @@ class HookState:
 class Status:
     directory: Path
     hooks_path: str | None  # core.hooksPath, when set
+    manager: str | None  # pre-commit | husky, when one of them is in charge of a hook
     hooks: tuple[HookState, ...]
 
 
@@ -78,7 +88,7 @@ class Verdict:
         return 0 if self.ok else 1
 
 
-# --- installing -----------------------------------------------------------------------------
+# --- where hooks live -----------------------------------------------------------------------
 
 
 def script(hook: str, python: str) -> str:
@@ -86,6 +96,7 @@ def script(hook: str, python: str) -> str:
 
 
 def legacy_path(path: Path) -> Path:
+    """pre-commit's name for the hook it chains (its migration mode): never sage's to take."""
     return path.with_name(f"{path.name}.legacy")
 
 
@@ -94,6 +105,11 @@ def is_ours(path: Path) -> bool:
         return MARKER in path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
+
+
+def _old_style(path: Path) -> bool:
+    """A script from an earlier sage, which kept the previous hook as `<hook>.legacy`."""
+    return is_ours(path) and '"$0.legacy"' in path.read_text(encoding="utf-8", errors="replace")
 
 
 def hooks_path_setting(repo: Path) -> str | None:
@@ -116,30 +132,61 @@ def hooks_dir(repo: Path, *, force: bool = False) -> Path:
     return (repo / git.git(repo, "rev-parse", "--git-path", "hooks")).resolve()
 
 
+def husky(repo: Path) -> hook_managers.Husky | None:
+    return hook_managers.husky(hooks_dir(repo, force=True))
+
+
+def _record(repo: Path) -> Record:
+    return hook_record.load(git.common_dir(repo))
+
+
+def previous_hook(repo: Path, hook: str) -> Path | None:
+    """The hook sage moved aside to install its own here: the installed script runs it first."""
+    record = _record(repo)
+    entry = record.script(hooks_dir(repo, force=True), hook)
+    return record.path(entry.saved) if entry is not None and entry.saved else None
+
+
+# --- installing -----------------------------------------------------------------------------
+
+
 def install(repo: Path, *, force: bool = False, python: str | None = None) -> list[HookChange]:
-    """Write both hooks; a foreign hook becomes `<hook>.legacy` and is chained. Idempotent."""
-    directory = hooks_dir(repo, force=force)
+    """Add sage to every hook, through whichever manager is in charge of it. Idempotent."""
     interpreter = python if python is not None else sys.executable
-    paths = [directory / hook for hook in HOOKS]
-    for path in paths:
-        _refuse_clobbering_legacy(path)
-    return [_install_one(path, script(path.name, interpreter)) for path in paths]
+    found = husky(repo)
+    if found is not None:
+        return _install_blocks(_record(repo), found, interpreter)
+    directory = hooks_dir(repo, force=force)
+    record = _record(repo)
+    for hook in HOOKS:
+        _refuse_clobbering_saved(record, directory / hook)
+    changes = []
+    for hook in HOOKS:
+        change, record = _install_script(repo, record, directory / hook, script(hook, interpreter))
+        changes.append(change)
+    return changes
 
 
-def _refuse_clobbering_legacy(path: Path) -> None:
+def _previous(path: Path) -> Path | None:
+    """The hook that install moves aside: a foreign one, or an earlier sage's `.legacy`."""
+    if os.path.lexists(path) and not is_ours(path):
+        return path
     legacy = legacy_path(path)
-    if not _foreign(path) or not os.path.lexists(legacy):
+    return legacy if _old_style(path) and os.path.lexists(legacy) else None
+
+
+def _refuse_clobbering_saved(record: Record, path: Path) -> None:
+    if hook_managers.is_pre_commit_script(path):
         return
-    if _same_file_content(path, legacy):
+    previous = _previous(path)
+    saved = record.saved_path(path.parent, path.name)
+    if previous is None or not os.path.lexists(saved) or _same_file_content(previous, saved):
         return
     raise SageError(
-        f"{path} is not sage's hook and {legacy.name} already exists next to it",
-        hint="keep one of them (move the other away), then run `sage hooks install` again",
+        f"{path} is not sage's hook, and sage already keeps an earlier one for it ({saved})",
+        hint=f"keep one of them (move {path.name} away, or delete {saved}), "
+        "then run `sage hooks install` again",
     )
-
-
-def _foreign(path: Path) -> bool:
-    return os.path.lexists(path) and not is_ours(path)
 
 
 def _same_file_content(a: Path, b: Path) -> bool:
@@ -149,69 +196,230 @@ def _same_file_content(a: Path, b: Path) -> bool:
         return False
 
 
-def _install_one(path: Path, text: str) -> HookChange:
+def _install_script(repo: Path, record: Record, path: Path, text: str) -> tuple[HookChange, Record]:
+    if hook_managers.is_pre_commit_script(path):
+        return _leave_to_pre_commit(repo, path), record
+    entry = record.script(path.parent, path.name) or hook_record.Script(
+        hook=path.name, directory=record.rel(path.parent)
+    )
+    previous = _previous(path)
+    saved = record.saved_path(path.parent, path.name)
+    if previous is not None:
+        entry = replace(entry, saved=record.rel(saved))
+    record = record.with_script(entry)
+    hook_record.save(record)  # first: a crash must never leave a moved hook unrecorded
+    if previous is not None:
+        _move_aside(previous, saved)
+    action = _write_script(path, text)
+    kept = record.path(entry.saved) if entry.saved else None
+    return HookChange(hook=path.name, path=path, action=action, previous=kept), record
+
+
+def _leave_to_pre_commit(repo: Path, path: Path) -> HookChange:
+    """pre-commit owns this hook: sage runs from its config, or as the legacy hook it chains."""
     legacy = legacy_path(path)
-    if _foreign(path) and os.path.lexists(legacy):
-        path.unlink()  # the very same hook is already kept as .legacy (checked before)
-    elif _foreign(path):
-        os.rename(path, legacy)  # rename keeps content, mode and symlinks exactly
-    before = path.read_text(encoding="utf-8") if path.exists() else None
-    if before != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        files.write_atomic(path, text)
-        path.chmod(0o755)
-    action = "unchanged" if before == text else ("updated" if before else "installed")
+    if is_ours(legacy):  # `pre-commit install` moved sage's script there: it already runs
+        return HookChange(hook=path.name, path=legacy, action="unchanged", manager="pre-commit")
+    configured = hook_managers.framework_configured(repo, path.name)
     return HookChange(
-        hook=path.name, path=path, action=action,
-        legacy=legacy if os.path.lexists(legacy) else None,
-    )  # fmt: skip
-
-
-def uninstall(repo: Path) -> list[HookChange]:
-    """Remove sage's hooks and put each previous hook back, byte for byte."""
-    current = hooks_dir(repo, force=True)
-    changes = [_uninstall_one(current / hook) for hook in HOOKS]
-    common = git.common_dir(repo) / "hooks"
-    if common != current:  # installed before core.hooksPath was set
-        others = (_uninstall_one(common / hook) for hook in HOOKS)
-        changes += [c for c in others if c.action not in ("absent", "foreign")]
-    return changes
-
-
-def _uninstall_one(path: Path) -> HookChange:
-    legacy = legacy_path(path)
-    if _foreign(path):
-        return HookChange(hook=path.name, path=path, action="foreign")
-    ours = os.path.lexists(path)
-    if ours:
-        path.unlink()
-    restored = os.path.lexists(legacy)
-    if restored:
-        os.rename(legacy, path)
-    action = "removed" if ours else ("restored" if restored else "absent")
-    return HookChange(hook=path.name, path=path, action=action, legacy=legacy if restored else None)
-
-
-def status(repo: Path) -> Status:
-    setting = hooks_path_setting(repo)
-    directory = hooks_dir(repo, force=True)
-    return Status(
-        directory=directory,
-        hooks_path=setting,
-        hooks=tuple(_state(directory / hook) for hook in HOOKS),
+        hook=path.name, path=path, action="framework", manager="pre-commit", configured=configured
     )
 
 
-def _state(path: Path) -> HookState:
-    legacy = legacy_path(path)
-    kept = legacy if os.path.lexists(legacy) else None
+def _move_aside(previous: Path, saved: Path) -> None:
+    if os.path.lexists(saved):  # the very same hook is already kept (checked before)
+        previous.unlink()
+        return
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(previous, saved)  # a rename: content, mode and symlinks stay exactly
+
+
+def _write_script(path: Path, text: str) -> str:
+    before = path.read_text(encoding="utf-8") if path.exists() else None
+    if before == text:
+        return "unchanged"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.write_atomic(path, text)
+    path.chmod(0o755)
+    return "updated" if before else "installed"
+
+
+def _install_blocks(record: Record, found: hook_managers.Husky, python: str) -> list[HookChange]:
+    changes = []
+    for hook in HOOKS:
+        if is_ours(found.stub(hook)):  # an earlier sage's script over husky's stub: undo it
+            _uninstall_unrecorded(found.stub(hook))
+        change, record = _install_block(record, found.hook_file(hook), python)
+        changes.append(change)
+    return changes
+
+
+def _install_block(record: Record, file: Path, python: str) -> tuple[HookChange, Record]:
+    before = file.read_bytes() if file.exists() else None
+    after, separated = hook_managers.add_block(before, hook_managers.block(file.name, python))
+    change = HookChange(hook=file.name, path=file, action="unchanged", manager="husky")
+    if after == before:
+        return change, record
+    had_block = before is not None and hook_managers.find_block(before) is not None
+    entry = record.block(file) if had_block else None
+    entry = entry or hook_record.Block(
+        hook=file.name, file=record.rel(file), created=before is None, separated=separated
+    )
+    record = record.with_block(entry)
+    hook_record.save(record)
+    _write_bytes(file, after)
+    return replace(change, action="updated" if had_block else "installed"), record
+
+
+def _write_bytes(file: Path, data: bytes) -> None:
+    """Write in place, so the file keeps its mode (husky's hook files are the user's)."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(file.stat().st_mode) if file.exists() else 0o644
+    file.write_bytes(data)
+    file.chmod(mode)
+
+
+def framework_snippet(project: Project, repo: Path, names: Sequence[str]) -> str:
+    """The `.pre-commit-config.yaml` entry that runs sage's checks for these hooks."""
+    rel = index_relpath(project, repo) or project.config.index
+    return hook_managers.framework_snippet(list(names), rel)
+
+
+# --- uninstalling ---------------------------------------------------------------------------
+
+
+def uninstall(repo: Path) -> list[HookChange]:
+    """Undo what the record says install did: remove sage, put each moved hook back exactly."""
+    record = _record(repo)
+    changes = [_uninstall_script(record, entry) for entry in record.scripts]
+    changes += [_uninstall_block(record, entry) for entry in record.blocks]
+    hook_record.save(Record(common=record.common))
+    done = {c.path.parent / c.hook for c in changes}
+    return changes + _uninstall_leftovers(repo, done)
+
+
+def _uninstall_leftovers(repo: Path, done: set[Path]) -> list[HookChange]:
+    """sage's scripts the record does not name (from an earlier sage), and what else is there."""
+    current = hooks_dir(repo, force=True)
+    changes = []
+    for directory in dict.fromkeys((current, git.common_dir(repo) / "hooks")):
+        stubs = hook_managers.husky(directory) is not None  # husky's own: not worth a line
+        for path in (directory / hook for hook in HOOKS if directory / hook not in done):
+            change = _uninstall_unrecorded(path)
+            if change.action == "removed" or (directory == current and not stubs):
+                changes.append(change)
+    return changes
+
+
+def _uninstall_script(record: Record, entry: hook_record.Script) -> HookChange:
+    path = record.path(entry.directory) / entry.hook
+    saved = record.path(entry.saved) if entry.saved else None
+    where = next((p for p in (path, legacy_path(path)) if is_ours(p)), None)
+    if where is not None:
+        where.unlink()
+    target = where if where is not None else (None if os.path.lexists(path) else path)
+    change = HookChange(
+        hook=entry.hook, path=where or path, action="removed" if where else "absent"
+    )
+    if saved is None or not os.path.lexists(saved):
+        return change
+    if target is None:  # something else took sage's place: keep the moved hook where it is
+        return replace(change, action="kept", previous=saved)
+    shutil.move(saved, target)
+    return replace(change, previous=target)
+
+
+def _uninstall_block(record: Record, entry: hook_record.Block) -> HookChange:
+    file = record.path(entry.file)
+    change = HookChange(hook=entry.hook, path=file, action="absent", manager="husky")
+    contents = file.read_bytes() if file.is_file() else b""
+    after = hook_managers.remove_block(contents, entry.separated)
+    if after is None:
+        return change
+    if entry.created and not after:
+        file.unlink()
+    else:
+        _write_bytes(file, after)
+    return replace(change, action="removed")
+
+
+def _uninstall_unrecorded(path: Path) -> HookChange:
+    """A hook with no record: foreign, absent, or sage's from before the record existed."""
     if not os.path.lexists(path):
-        return HookState(hook=path.name, path=path, state="absent", legacy=kept)
+        return HookChange(hook=path.name, path=path, action="absent")
+    if not is_ours(path):
+        owner = "pre-commit" if hook_managers.is_pre_commit_script(path) else None
+        return HookChange(hook=path.name, path=path, action="foreign", manager=owner)
+    old_style = _old_style(path)
+    path.unlink()
+    legacy = legacy_path(path)
+    if not (old_style and os.path.lexists(legacy)):
+        return HookChange(hook=path.name, path=path, action="removed")
+    os.rename(legacy, path)
+    return HookChange(hook=path.name, path=path, action="removed", previous=path)
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def status(repo: Path) -> Status:
+    directory = hooks_dir(repo, force=True)
+    record = _record(repo)
+    found = hook_managers.husky(directory)
+    if found is not None:
+        states = tuple(_block_state(found.hook_file(hook)) for hook in HOOKS)
+    else:
+        states = tuple(_state(repo, record, directory / hook) for hook in HOOKS)
+    managers = [s.manager for s in states if s.manager]
+    return Status(
+        directory=directory,
+        hooks_path=hooks_path_setting(repo),
+        manager=managers[0] if managers else None,
+        hooks=states,
+    )
+
+
+def _state(repo: Path, record: Record, path: Path) -> HookState:
+    if hook_managers.is_pre_commit_script(path):
+        return _pre_commit_state(repo, record, path)
+    if not os.path.lexists(path):
+        return HookState(hook=path.name, path=path, state="absent")
     if not is_ours(path):
         return HookState(hook=path.name, path=path, state="foreign")
-    found = re.search(r"^SAGE_PYTHON=(.*)$", path.read_text(encoding="utf-8"), re.MULTILINE)
+    return _script_state(record, path, path)
+
+
+def _script_state(
+    record: Record, path: Path, where: Path, *, manager: str | None = None
+) -> HookState:
+    entry = record.script(path.parent, path.name)
+    saved = record.path(entry.saved) if entry is not None and entry.saved else None
+    found = re.search(r"^SAGE_PYTHON=(.*)$", where.read_text(encoding="utf-8"), re.MULTILINE)
     python = shlex.split(found.group(1))[0] if found else None
-    return HookState(hook=path.name, path=path, state="installed", legacy=kept, interpreter=python)
+    return HookState(
+        hook=path.name, path=where, state="installed", manager=manager,
+        how="chained" if manager else "script",
+        previous=saved if saved is not None and os.path.lexists(saved) else None,
+        interpreter=python,
+    )  # fmt: skip
+
+
+def _pre_commit_state(repo: Path, record: Record, path: Path) -> HookState:
+    if is_ours(legacy_path(path)):
+        return _script_state(record, path, legacy_path(path), manager="pre-commit")
+    configured = hook_managers.framework_configured(repo, path.name)
+    return HookState(
+        hook=path.name, path=path, state="installed" if configured else "missing",
+        manager="pre-commit", how="framework",
+    )  # fmt: skip
+
+
+def _block_state(file: Path) -> HookState:
+    present = file.is_file() and hook_managers.find_block(file.read_bytes()) is not None
+    return HookState(
+        hook=file.name, path=file, state="installed" if present else "missing",
+        manager="husky", how="block",
+    )  # fmt: skip
 
 
 # --- what the hooks check -------------------------------------------------------------------
@@ -260,17 +468,33 @@ def check_staged_index(project: Project, worktree: Path) -> Verdict:
     return _judge_index(git.git(worktree, "show", f":{rel}", env=env), rel)
 
 
-def _judge_index(text: str, rel: str) -> Verdict:
+def check_index_files(names: Sequence[str]) -> Verdict:
+    """pre-commit framework: every file it passes is a ticket index, checked as it is on disk
+    (during a commit pre-commit has stashed what is not staged; `run --all-files` checks all)."""
+    verdicts = [_judge_file(Path(name)) for name in names]
+    messages = tuple(m for v in verdicts for m in v.messages)
+    return Verdict(ok=all(v.ok for v in verdicts), messages=messages)
+
+
+def _judge_file(path: Path) -> Verdict:
+    try:
+        text = path.read_bytes().decode("utf-8", "replace")
+    except OSError as exc:
+        return _blocked(f"sage validate: cannot read {path}: {exc.strerror}", [])
+    return _judge_index(text, path.as_posix(), head="sage validate: {rel} has {n} error(s)")
+
+
+def _judge_index(text: str, rel: str, *, head: str = "") -> Verdict:
+    head = head or "sage pre-commit: the staged {rel} has {n} error(s); commit blocked"
     try:
         index = tickets.parse(text, Path(rel))
     except IndexFileError as exc:
-        return _blocked(rel, [exc.message])
-    errors = validation.validate(index).errors
-    return _blocked(rel, [p.message for p in errors]) if errors else Verdict(ok=True)
+        return _blocked(head.format(rel=rel, n=1), [exc.message])
+    errors = [p.message for p in validation.validate(index).errors]
+    return _blocked(head.format(rel=rel, n=len(errors)), errors) if errors else Verdict(ok=True)
 
 
-def _blocked(rel: str, problems: Sequence[str]) -> Verdict:
-    head = f"sage pre-commit: the staged {rel} has {len(problems)} error(s); commit blocked"
+def _blocked(head: str, problems: Sequence[str]) -> Verdict:
     hint = "hint: fix the index, `git add` it, commit again (`sage validate` shows every problem)"
     return Verdict(ok=False, messages=(head, *(f"  error: {m}" for m in problems), hint))
 

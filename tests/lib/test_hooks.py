@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sage.lib import hooks
+from sage.lib import hook_managers, hooks
 from sage.lib.config import Config
 from sage.lib.errors import ConfigError, SageError
 from sage.lib.project import open_project
@@ -36,7 +36,7 @@ def foreign_hook(repo: Path, name: str = "pre-commit", mode: int = 0o750) -> Pat
 
 def test_install_writes_both_hooks_that_exec_back_into_sage(repo: Path) -> None:
     changes = hooks.install(repo)
-    assert [(c.hook, c.action, c.legacy) for c in changes] == [
+    assert [(c.hook, c.action, c.previous) for c in changes] == [
         ("pre-commit", "installed", None),
         ("commit-msg", "installed", None),
     ]
@@ -44,7 +44,7 @@ def test_install_writes_both_hooks_that_exec_back_into_sage(repo: Path) -> None:
         path = hooks_dir(repo) / name
         text = path.read_text()
         assert text.startswith("#!/bin/sh\n") and hooks.MARKER in text
-        assert f'-m sage hook-impl {name} --legacy "$0.legacy" -- "$@"' in text
+        assert f'-m sage hook-impl {name} --chained -- "$@"' in text
         assert f"SAGE_PYTHON={sys.executable}" in text
         assert path.stat().st_mode & stat.S_IXUSR
 
@@ -58,20 +58,28 @@ def test_reinstall_is_idempotent_and_updates_the_interpreter(repo: Path) -> None
     assert not (hooks_dir(repo) / "pre-commit.legacy").exists()  # our own hook is never chained
 
 
+def saved_dir(repo: Path) -> Path:
+    return repo / ".git" / "sage" / "hooks-before"
+
+
 def test_foreign_hook_is_chained_and_restored_exactly(repo: Path) -> None:
     original = foreign_hook(repo, mode=0o750)
     changes = hooks.install(repo)
-    legacy = hooks_dir(repo) / "pre-commit.legacy"
-    assert changes[0].legacy == legacy and changes[1].legacy is None
-    assert legacy.read_bytes() == FOREIGN and stat.S_IMODE(legacy.stat().st_mode) == 0o750
-    assert hooks.install(repo)[0].legacy == legacy  # reinstall keeps the chain
+    kept = changes[0].previous
+    assert kept is not None and kept.is_relative_to(saved_dir(repo)) and kept.name == "pre-commit"
+    assert changes[1].previous is None
+    assert kept.read_bytes() == FOREIGN and stat.S_IMODE(kept.stat().st_mode) == 0o750
+    assert not (hooks_dir(repo) / "pre-commit.legacy").exists()  # pre-commit's name, not ours
+    assert hooks.previous_hook(repo, "pre-commit") == kept
+    assert hooks.install(repo)[0].previous == kept  # reinstall keeps the chain
     removed = hooks.uninstall(repo)
     assert [(c.hook, c.action) for c in removed] == [
         ("pre-commit", "removed"),
         ("commit-msg", "removed"),
     ]
     assert original.read_bytes() == FOREIGN and stat.S_IMODE(original.stat().st_mode) == 0o750
-    assert not legacy.exists() and not (hooks_dir(repo) / "commit-msg").exists()
+    assert not (hooks_dir(repo) / "commit-msg").exists()
+    assert not (repo / ".git" / "sage").exists()  # the record and the saved hooks are gone
 
 
 def test_a_symlinked_hook_stays_a_symlink(repo: Path, tmp_path: Path) -> None:
@@ -79,20 +87,47 @@ def test_a_symlinked_hook_stays_a_symlink(repo: Path, tmp_path: Path) -> None:
     target.write_bytes(FOREIGN)
     link = hooks_dir(repo) / "commit-msg"
     link.symlink_to(target)
-    hooks.install(repo)
-    assert (hooks_dir(repo) / "commit-msg.legacy").readlink() == target
+    kept = hooks.install(repo)[1].previous
+    assert kept is not None and kept.readlink() == target
     hooks.uninstall(repo)
     assert link.is_symlink() and link.readlink() == target
 
 
-def test_refuses_to_overwrite_a_different_legacy_hook(repo: Path) -> None:
+def test_refuses_to_overwrite_a_different_saved_hook(repo: Path) -> None:
     foreign_hook(repo)
-    (hooks_dir(repo) / "pre-commit.legacy").write_text("#!/bin/sh\nexit 0\n")
-    with pytest.raises(SageError, match="already exists") as caught:
+    hooks.install(repo)
+    replaced = hooks_dir(repo) / "pre-commit"
+    replaced.write_text("#!/bin/sh\nexit 0\n")  # someone put another hook in sage's place
+    commit_msg = (hooks_dir(repo) / "commit-msg").read_bytes()
+    with pytest.raises(SageError, match="already keeps an earlier one") as caught:
         hooks.install(repo)
     assert caught.value.hint
+    assert replaced.read_text() == "#!/bin/sh\nexit 0\n"
+    assert (hooks_dir(repo) / "commit-msg").read_bytes() == commit_msg  # nothing half-done
+
+
+def test_uninstall_keeps_a_saved_hook_whose_place_was_taken(repo: Path) -> None:
+    foreign_hook(repo)
+    kept = hooks.install(repo)[0].previous
+    (hooks_dir(repo) / "pre-commit").write_text("#!/bin/sh\nexit 0\n")
+    changes = hooks.uninstall(repo)
+    assert (changes[0].action, changes[0].previous) == ("kept", kept)
+    assert kept is not None and kept.read_bytes() == FOREIGN
+
+
+def test_a_hook_from_an_earlier_sage_is_migrated(repo: Path) -> None:
+    """Earlier versions kept the previous hook as `<hook>.legacy`, with no record."""
+    foreign_hook(repo)
+    (hooks_dir(repo) / "pre-commit").rename(hooks_dir(repo) / "pre-commit.legacy")
+    old = hooks.script("pre-commit", sys.executable).replace("--chained", '--legacy "$0.legacy"')
+    (hooks_dir(repo) / "pre-commit").write_text(old)
+    assert [c.action for c in hooks.uninstall(repo)] == ["removed", "absent"]
     assert (hooks_dir(repo) / "pre-commit").read_bytes() == FOREIGN
-    assert not (hooks_dir(repo) / "commit-msg").exists()  # nothing half-installed
+    (hooks_dir(repo) / "pre-commit").rename(hooks_dir(repo) / "pre-commit.legacy")
+    (hooks_dir(repo) / "pre-commit").write_text(old)
+    kept = hooks.install(repo)[0].previous
+    assert kept is not None and kept.read_bytes() == FOREIGN
+    assert not (hooks_dir(repo) / "pre-commit.legacy").exists()
 
 
 def test_core_hooks_path_is_refused_unless_forced(repo: Path) -> None:
@@ -122,7 +157,8 @@ def test_status_reports_each_hook(repo: Path) -> None:
     hooks.install(repo, python="/opt/py/bin/python3")
     commit_msg = hooks.status(repo).hooks[1]
     assert commit_msg.state == "installed" and commit_msg.interpreter == "/opt/py/bin/python3"
-    assert commit_msg.legacy == hooks_dir(repo) / "commit-msg.legacy"
+    assert commit_msg.previous is not None and commit_msg.previous.read_bytes() == FOREIGN
+    assert found.manager is None and commit_msg.how == "script"
 
 
 def test_uninstall_leaves_foreign_hooks_alone(repo: Path) -> None:
@@ -289,3 +325,35 @@ def test_an_index_outside_the_repository_is_not_checked(repo: Path, tmp_path: Pa
     project = open_project(repo, index=str(tmp_path / "elsewhere.json"))
     assert hooks.index_relpath(project, repo) is None
     assert hooks.check_staged_index(project, repo).ok
+
+
+def test_index_files_from_the_framework_are_checked_on_disk(repo: Path) -> None:
+    write_index(repo, [ticket("A-1")])
+    git(repo, "add", INDEX)
+    git(repo, "commit", "-q", "-m", "index")
+    assert hooks.check_index_files([str(repo / INDEX)]).ok
+    write_index(repo, [ticket("A-1", "A-1")])  # not staged: the framework stashed the rest
+    verdict = hooks.check_index_files([str(repo / INDEX), str(repo / "missing.json")])
+    text = "\n".join(verdict.messages)
+    assert not verdict.ok and "A-1 → A-1" in text and "cannot read" in text
+
+
+@pytest.mark.parametrize(
+    "before",
+    [None, b"", b"npm test\n", b"npm test", b"\xff not utf-8\n\n# >>> sage hooks? no\n"],
+)
+def test_husky_block_comes_out_exactly(before: bytes | None) -> None:
+    block = hook_managers.block("pre-commit", "/opt/py 3/bin/python")
+    after, separated = hook_managers.add_block(before, block)
+    assert after.endswith(block) and separated == (before == b"npm test")
+    assert hook_managers.add_block(after, block) == (after, False)  # reinstall: unchanged
+    newer = hook_managers.block("pre-commit", "/usr/bin/python3")
+    assert hook_managers.add_block(after, newer)[0] == after.replace(block, newer)
+    assert hook_managers.remove_block(after, separated) == (before or b"")
+    assert hook_managers.remove_block(before or b"", False) is None
+
+
+def test_user_lines_after_the_block_survive_uninstall() -> None:
+    block = hook_managers.block("commit-msg", sys.executable)
+    edited = b"first\n" + block + b"added later\n"
+    assert hook_managers.remove_block(edited, False) == b"first\nadded later\n"
