@@ -17,6 +17,7 @@ from sage.commands import (
     demo,
     graph,
     hooks,
+    import_,
     init,
     plan,
     queue,
@@ -60,6 +61,7 @@ app.command("validate")(validate.command)
 app.command("ready")(ready.command)
 app.command("plan")(plan.command)
 app.command("graph")(graph.command)
+app.command("import")(import_.command)
 
 
 for _module in (stream, demo, queue, hooks, agent_commands):

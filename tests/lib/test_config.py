@@ -26,7 +26,7 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
 
 def test_the_template_is_valid_and_all_defaults(tmp_path: Path) -> None:
     write_config(tmp_path, config.TEMPLATE)
-    assert tomllib.loads(config.TEMPLATE) == {"stream": {}, "queue": {}, "hooks": {}}
+    assert tomllib.loads(config.TEMPLATE) == {"stream": {}, "queue": {}, "tickets": {}, "hooks": {}}
     assert config.load(tmp_path, environ={}) == config.Config()
 
 

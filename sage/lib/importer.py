@@ -1,0 +1,478 @@
+"""Markdown task lists into tickets: spec-kit `tasks.md` and `TASK-NNN` lists.
+
+Two forms are read, both as lines `- [ ] ID text` (`[x]`: done):
+
+- spec-kit: `- [ ] T012 [P] [US1] Description in path/file.py` under `## Phase N: …` headings.
+  Phases run in the order they are written; inside a phase, an unmarked task waits for the task
+  (or the run of consecutive `[P]` tasks) before it, and consecutive `[P]` tasks are independent
+  of each other. Priorities come from the user-story headings (`… (Priority: P1)`), paths in the
+  text become `files`.
+- task lists: `- [ ] **TASK-001: Title**` with indented fields (`**Dependencies:** TASK-002`,
+  `**Estimate:** 30 minutes`, `**Files:** a.py`, `**Description:**`, `**Priority:**`). Once a
+  document states dependencies, only stated ones count; a task's priority defaults to its phase
+  (phase 1 → P0, 2 → P1, 3 → P2, later → P3).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sage.lib import config as configuration
+from sage.lib import files, tickets
+from sage.lib.errors import SageError, ValidationFailed
+from sage.lib.project import Project
+from sage.lib.tickets import PRIORITIES, TYPES, Problem, record_state
+
+SPEC_KIT_ID = r"T[0-9]+[a-z]*"  # spec-kit numbers tasks T001, T002, … (T030a when inserted)
+SHOWN = 8  # line numbers named in one warning
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_PHASE = re.compile(r"\bphase\s*[0-9]", re.IGNORECASE)
+_STORY = re.compile(r"\buser story\s*([0-9]+)", re.IGNORECASE)
+_PRIORITY = re.compile(r"\bpriority\s*:?\s*(P[0-9])\b", re.IGNORECASE)
+_TASK = re.compile(r"^(?P<indent>\s*)[-*+]\s+\[(?P<mark>[ xX])\]\s+(?P<rest>.*)$")
+# PREFIX-123 (TASK-001, AUTH-2) or spec-kit's T001: a bare word such as SHA256 is not an ID
+_ID = rf"(?:[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*-[0-9]+[a-z]?|{SPEC_KIT_ID})"
+_TASK_ID = re.compile(rf"^(?:\*\*)?(?P<id>{_ID})(?![A-Za-z0-9_-])(?:\*\*)?\s*:?\s*(?P<text>.*)$")
+_IDS = re.compile(rf"(?<![A-Za-z0-9_-]){_ID}(?![A-Za-z0-9_-])")
+_TAG = re.compile(r"^\[(?P<tag>[A-Za-z0-9_-]+)\]\s*")
+_FIELD = re.compile(r"^\s+[-*+]\s+\*\*(?P<key>[^*]+?):?\*\*:?\s*(?P<value>.*)$")
+_DURATION = re.compile(
+    r"([0-9]+(?:\.[0-9]+)?)\s*(d|days?|h|hrs?|hours?|m|mins?|minutes?)?(?![A-Za-z])",
+    re.IGNORECASE,
+)
+_UNIT_MINUTES = {"d": 480.0, "h": 60.0, "m": 1.0}  # a day of work is 8 hours
+_EXTENSIONS = frozenset(
+    re.split(
+        r"\s+",
+        "py pyi md rst txt toml json yaml yml ini cfg sh bash zsh js jsx ts tsx mjs cjs css scss "
+        "html go rs rb java kt swift c h cc cpp hpp cs php sql lock xml csv proto tf",
+    )
+)
+_PATH = re.compile(r"(?<![\w./-])(?:[\w.-]+/)*[\w.-]+(?:/|\.[A-Za-z0-9]+)(?![\w/])")
+_NONE = frozenset({"", "none", "-", "n/a", "na", "no", "nothing"})
+_KNOWN_FIELDS = {
+    "description": "description",
+    "estimate": "estimate_minutes",
+    "dependencies": "dependencies",
+    "depends on": "dependencies",
+    "files": "files",
+    "priority": "priority",
+    "type": "type",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    """One task of a document: what it states, and what a new ticket starts with otherwise."""
+
+    id: str
+    line: int
+    done: bool
+    fields: Mapping[str, Any]  # taken from the document on every import
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # only for a new ticket
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Document:
+    path: Path
+    form: str  # "spec-kit" | "task-list"
+    tasks: tuple[Task, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, kw_only=True)
+class _Raw:
+    """A task while its document is being read (the parser's scratch, not a result)."""
+
+    id: str
+    line: int
+    done: bool
+    text: str
+    phase: int
+    parallel: bool
+    story: str | None
+    priority: str | None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def read(path: Path) -> Document:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SageError(
+            f"no such file: {path}", hint="pass the path of a markdown task list"
+        ) from None  # noqa: E501
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SageError(f"cannot read {path}: {exc}") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Document:
+    warnings: list[str] = []
+    raws = _dedupe(list(_scan(text.splitlines())), warnings)
+    if not raws:
+        raise SageError(
+            f"{path}: no tasks found",
+            hint="sage reads lines such as `- [ ] T001 Title in src/app.py` (spec-kit tasks.md) "
+            "or `- [ ] **TASK-001: Title**` with `**Dependencies:**` lines under it",
+        )
+    explicit = any("dependencies" in _known(r.fields) for r in raws)
+    deps = _stated_dependencies(raws) if explicit else _ordered_dependencies(raws)
+    phases = sorted({r.phase for r in raws})
+    tasks = tuple(_task(r, deps[r.id], explicit, phases.index(r.phase), warnings) for r in raws)
+    form = "task-list" if explicit else "spec-kit"
+    return Document(path=path, form=form, tasks=tasks, warnings=tuple(warnings))
+
+
+def _scan(lines: Sequence[str]) -> Iterator[_Raw]:
+    """Tasks with their phase, markers and indented fields; fenced code is skipped."""
+    headings = [m.group(2) for line in lines if (m := _HEADING.match(line))]
+    by_phase = any(_PHASE.search(h) for h in headings)
+    stories = _story_priorities(headings)
+    phase, phase_priority, fenced, current = 0, None, False, None
+    for number, line in enumerate(lines, 1):
+        if _FENCE.match(line):
+            fenced = not fenced
+        if fenced:
+            continue
+        heading = _HEADING.match(line)
+        if heading and _starts_phase(heading, by_phase):
+            phase, phase_priority, current = phase + 1, _priority_in(heading.group(2)), None
+        elif (task := _task_line(line, number, phase, stories, phase_priority)) is not None:
+            current = task
+            yield task
+        elif current is not None and (found := _FIELD.match(line)):
+            current.fields[found.group("key").strip().lower()] = found.group("value").strip()
+        elif heading or not line.startswith((" ", "\t")):
+            current = None if line.strip() else current
+
+
+def _starts_phase(heading: re.Match[str], by_phase: bool) -> bool:
+    if by_phase:
+        return bool(_PHASE.search(heading.group(2)))
+    return len(heading.group(1)) > 1  # without phases, every section (not the title) is one
+
+
+def _story_priorities(headings: Sequence[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for heading in headings:
+        story, priority = _STORY.search(heading), _priority_in(heading)
+        if story and priority:
+            found.setdefault(f"US{story.group(1)}", priority)
+    return found
+
+
+def _priority_in(text: str) -> str | None:
+    found = _PRIORITY.search(text)
+    return _clamp(found.group(1)) if found else None
+
+
+def _clamp(priority: str) -> str:
+    return priority.upper() if priority.upper() in PRIORITIES else PRIORITIES[-1]
+
+
+def _task_line(
+    line: str, number: int, phase: int, stories: Mapping[str, str], phase_priority: str | None
+) -> _Raw | None:
+    match = _TASK.match(line)
+    head = _TASK_ID.match(match.group("rest").strip()) if match else None
+    if match is None or head is None:
+        return None
+    text, tags = _tags(head.group("text"))
+    story = next((t for t in tags if re.fullmatch(r"US[0-9]+", t)), None)
+    return _Raw(
+        id=head.group("id"),
+        line=number,
+        done=match.group("mark") != " ",
+        text=text.strip().strip("*").strip(),
+        phase=phase,
+        parallel="P" in tags,
+        story=story,
+        priority=stories.get(story or "", phase_priority),
+    )
+
+
+def _tags(text: str) -> tuple[str, list[str]]:
+    """`[P] [US1] Add x` → ("Add x", ["P", "US1"])."""
+    tags = []
+    while found := _TAG.match(text):
+        tags.append(found.group("tag"))
+        text = text[found.end() :]
+    return text, tags
+
+
+def _dedupe(raws: list[_Raw], warnings: list[str]) -> list[_Raw]:
+    """The first task with an ID wins: a second list with the same numbers is reported."""
+    seen: dict[str, int] = {}
+    kept, again = [], []
+    for raw in raws:
+        if raw.id in seen:
+            again.append(raw)
+        else:
+            seen[raw.id] = raw.line
+            kept.append(raw)
+    if again:
+        lines = ", ".join(str(r.line) for r in again[:SHOWN])
+        more = f" and {len(again) - SHOWN} more" if len(again) > SHOWN else ""
+        label = "line" if len(again) == 1 else "lines"
+        warnings.append(f"{len(again)} task(s) reuse an ID defined earlier ({label} {lines}{more}): "
+                        f"skipped, the first of each ({again[0].id} on line {seen[again[0].id]}, "
+                        "…) is kept")  # fmt: skip
+    return kept
+
+
+def _ordered_dependencies(raws: Sequence[_Raw]) -> dict[str, list[str]]:
+    """Steps in document order: a step is one unmarked task or a run of `[P]` tasks in one
+    phase; every task waits for the whole step before its own."""
+    deps: dict[str, list[str]] = {}
+    previous: list[str] = []
+    step: list[str] = []
+    for index, raw in enumerate(raws):
+        joins = index > 0 and raw.parallel and raws[index - 1].parallel
+        if not (joins and raws[index - 1].phase == raw.phase):
+            previous, step = step or previous, []
+        deps[raw.id] = list(previous)
+        step.append(raw.id)
+    return deps
+
+
+def _stated_dependencies(raws: Sequence[_Raw]) -> dict[str, list[str]]:
+    return {r.id: _ids(_known(r.fields).get("dependencies", "")) for r in raws}
+
+
+def _ids(text: str) -> list[str]:
+    if text.strip().lower().strip(".") in _NONE:
+        return []
+    return list(dict.fromkeys(_IDS.findall(text)))
+
+
+def _known(fields: Mapping[str, str]) -> dict[str, str]:
+    return {_KNOWN_FIELDS[k]: v for k, v in fields.items() if k in _KNOWN_FIELDS}
+
+
+def _task(raw: _Raw, deps: list[str], explicit: bool, ordinal: int, warnings: list[str]) -> Task:
+    known = _known(raw.fields)
+    stated: dict[str, Any] = {"title": _plain(raw.text), "dependencies": deps}
+    if "description" in known:
+        stated["description"] = known["description"]
+    named = known.get("files", "" if explicit else raw.text)  # spec-kit: "… in path/file.py"
+    if paths := files_in(named):
+        stated["files"] = paths
+    _estimate(raw, known, stated, warnings)
+    _enum(raw, known, stated, warnings)
+    details = {k: v for k, v in raw.fields.items() if k not in _KNOWN_FIELDS}
+    if details:
+        stated["details"] = details
+    priority = stated.get("priority") or raw.priority
+    if priority:
+        stated["priority"] = priority
+    defaults = {} if priority or not explicit else {"priority": PRIORITIES[min(ordinal, 3)]}
+    return Task(id=raw.id, line=raw.line, done=raw.done, fields=stated, defaults=defaults)
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\*\*(.*?)\*\*", r"\1", text).strip() or text
+
+
+def _estimate(
+    raw: _Raw, known: Mapping[str, str], out: dict[str, Any], warnings: list[str]
+) -> None:
+    text = known.get("estimate_minutes")
+    if text is None:
+        return
+    minutes = parse_estimate(text)
+    if minutes is None:
+        warnings.append(f"line {raw.line}: {raw.id}: cannot read the estimate {text!r} "
+                        "(try '30 minutes' or '1.5 hours')")  # fmt: skip
+    else:
+        out["estimate_minutes"] = minutes
+
+
+def _enum(raw: _Raw, known: Mapping[str, str], out: dict[str, Any], warnings: list[str]) -> None:
+    if "priority" in known:
+        found = _priority_in(f"priority {known['priority']}")
+        if found:
+            out["priority"] = found
+        else:
+            warnings.append(f"line {raw.line}: {raw.id}: priority {known['priority']!r} ignored")
+    kind = known.get("type", "").strip().lower()
+    if kind in TYPES:
+        out["type"] = kind
+    elif kind:
+        warnings.append(f"line {raw.line}: {raw.id}: type {kind!r} ignored")
+
+
+def parse_estimate(text: str) -> float | None:
+    """'30 minutes' → 30, '1.5 hours' → 90, '1h 30m' → 90, '45' → 45; None when unreadable."""
+    pairs = _DURATION.findall(text)
+    if not pairs:
+        return None
+    total = sum(float(n) * _UNIT_MINUTES[(unit or "m")[0].lower()] for n, unit in pairs)
+    return int(total) if float(total).is_integer() else total
+
+
+def files_in(text: str) -> list[str]:
+    """Relative paths named in a text: `src/app.py`, `tests/`, `README.md`; not URLs,
+    absolute paths or words such as start/stop."""
+    spans = re.findall(r"`([^`\s]+)`", text) or _PATH.findall(text.replace("`", " "))
+    found = [s.rstrip(".,;:)") for s in spans if _looks_like_path(s.rstrip(".,;:)"))]
+    return list(dict.fromkeys(found))
+
+
+def _looks_like_path(candidate: str) -> bool:
+    if candidate.startswith(("/", "~")) or "://" in candidate or ".." in candidate.split("/"):
+        return False
+    if candidate.endswith("/"):
+        return "/" in candidate[:-1] or (candidate[0].isalpha() and candidate[:-1].isidentifier())
+    name = candidate.rsplit("/", 1)[-1]
+    return "." in name.strip(".") and name.rsplit(".", 1)[1].lower() in _EXTENSIONS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Merge:
+    """What an import did (or, in a dry run, would do) to the index."""
+
+    added: tuple[str, ...] = ()
+    updated: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # ID → fields changed
+    completed: tuple[str, ...] = ()  # checked in the document, now COMPLETED
+    kept: Mapping[str, str] = field(default_factory=dict)  # ID → state kept over the document
+    unchanged: tuple[str, ...] = ()
+    elsewhere: tuple[str, ...] = ()  # in the index, not in the document: kept as they are
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.completed)
+
+
+def merge(raw: dict[str, Any], document: Document, *, source: str) -> Merge:
+    """Merge the document into the raw index by ID. Fields the document states are taken from
+    it; every other field (state, history, anything the user or sage added) is kept, and a
+    state only moves forward: a checked task becomes COMPLETED, nothing is ever un-done."""
+    entries = {e.get("id"): e for e in raw["tickets"] if isinstance(e, dict)}
+    added, completed, unchanged = [], [], []
+    updated: dict[str, tuple[str, ...]] = {}
+    kept: dict[str, str] = {}
+    for task in document.tasks:
+        entry = entries.get(task.id)
+        if entry is None:
+            entry = _new_entry(task)
+            raw["tickets"].append(entry)
+            added.append(task.id)
+        elif changes := _update(entry, task):
+            updated[task.id] = changes
+        state = entry.get("state", "UNPROCESSED")
+        if task.done and state == "UNPROCESSED":
+            record_state(entry, "COMPLETED", reason=f"checked in {source}")
+            completed.append(task.id)
+        elif state != ("COMPLETED" if task.done else "UNPROCESSED"):
+            kept[task.id] = state
+        if task.id not in (*updated, *added, *completed):
+            unchanged.append(task.id)
+    mentioned = {t.id for t in document.tasks}
+    elsewhere = tuple(str(i) for i in entries if i not in mentioned)
+    return Merge(added=tuple(added), updated=updated, completed=tuple(completed), kept=kept,
+                 unchanged=tuple(unchanged), elsewhere=elsewhere)  # fmt: skip
+
+
+def _new_entry(task: Task) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": task.id, "title": task.fields["title"], "state": "UNPROCESSED",
+                             "priority": "P2", "type": "implementation"}  # fmt: skip
+    entry.update(task.defaults)
+    entry.update(task.fields)
+    return entry
+
+
+def _update(entry: dict[str, Any], task: Task) -> tuple[str, ...]:
+    changed = tuple(k for k, v in task.fields.items() if entry.get(k) != v)
+    entry.update({k: task.fields[k] for k in changed})
+    return changed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    document: Document
+    merge: Merge
+    index: Path
+    written: bool
+    id_pattern: str | None = None  # set in config.toml by this import
+
+
+def run(project: Project, path: Path, *, dry_run: bool = False, open_all: bool = False) -> Result:
+    """Import `path` into the project's index: checked first, then written under the lock."""
+    document = read(path)
+    if open_all:
+        tasks = tuple(replace(t, done=False) for t in document.tasks)
+        document = replace(document, tasks=tasks)
+    index = project.index_path
+    before = _current(index)
+    after = copy.deepcopy(before)
+    preview = merge(after, document, source=path.name)
+    if new := new_errors(before, after, index):
+        raise _failed(new, path.name)
+    if dry_run or not preview.changed:
+        return Result(document=document, merge=preview, index=index, written=False)
+    if not index.exists():
+        files.write_json(index, {"tickets": []})
+    store = tickets.TicketStore(index, lock_timeout=project.config.lock_timeout)
+    done = store.update(lambda raw: _checked_merge(raw, document, index, path.name))
+    pattern = adopt_id_pattern(project, store.load().tickets)
+    return Result(document=document, merge=done, index=index, written=True, id_pattern=pattern)
+
+
+def _current(index: Path) -> dict[str, Any]:
+    return tickets.load(index).raw if index.exists() else {"tickets": []}
+
+
+def _checked_merge(raw: dict[str, Any], document: Document, index: Path, source: str) -> Merge:
+    before = copy.deepcopy(raw)
+    done = merge(raw, document, source=source)
+    new = new_errors(before, raw, index)
+    if new:
+        raise _failed(new, source)
+    return done
+
+
+def new_errors(before: dict[str, Any], after: dict[str, Any], index: Path) -> list[Problem]:
+    """Errors `after` has that `before` did not (an index that was already broken stays
+    editable: only what a change adds is refused)."""
+    old = {p.message for p in _errors(before, index)}
+    return [p for p in _errors(after, index) if p.message not in old]
+
+
+def _errors(raw: dict[str, Any], index: Path) -> list[Problem]:
+    from sage.lib import validation  # it pulls in git and the workers: only when checking
+
+    parsed = tickets.parse(json.dumps(raw), index)
+    return validation.validate(parsed, analysis=False).errors
+
+
+def _failed(problems: Sequence[Problem], source: str) -> ValidationFailed:
+    first = problems[0].message
+    return ValidationFailed(
+        f"{source} would give the index {len(problems)} error(s), first: {first}; nothing written",
+        problems,
+        hint=problems[0].hint or "fix the task list (or the index) and import again",
+    )
+
+
+def adopt_id_pattern(project: Project, found: Sequence[tickets.Ticket]) -> str | None:
+    """Spec-kit IDs (T001) are not PREFIX-123: when the user has not chosen an ID pattern, set
+    one in config.toml that accepts both, so `sage validate` does not warn about every task."""
+    if project.config.id_pattern:
+        return None
+    conventional = re.compile(tickets.ID_PATTERN)
+    odd = [t.id for t in found if not conventional.fullmatch(t.id)]
+    if not odd or not all(re.fullmatch(SPEC_KIT_ID, i) for i in odd):
+        return None
+    both = len(odd) < len(found)
+    pattern = f"{tickets.ID_PATTERN}|{SPEC_KIT_ID}" if both else SPEC_KIT_ID
+    configuration.set_value(project.root, "tickets", "id_pattern", pattern)
+    return pattern
