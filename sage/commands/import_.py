@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from sage.commands._common import IndexOpt, JsonOpt, emit_json, open_project, relative
+from sage.commands._common import (
+    IndexOpt,
+    JsonOpt,
+    emit_json,
+    open_project,
+    relative,
+    show_problems,
+)
 from sage.lib import importer
 from sage.lib.errors import ValidationFailed
 
@@ -43,8 +50,7 @@ def command(
     try:
         result = importer.run(project, file, dry_run=dry_run, open_all=open_all)
     except ValidationFailed as exc:
-        for problem in exc.problems:
-            typer.echo(f"  error: {getattr(problem, 'message', problem)}", err=True)
+        show_problems(exc)
         raise
     if json:
         emit_json(as_dict(result, dry_run))

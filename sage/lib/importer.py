@@ -25,7 +25,7 @@ from typing import Any
 
 from sage.lib import config as configuration
 from sage.lib import files, tickets
-from sage.lib.errors import SageError, ValidationFailed
+from sage.lib.errors import SageError, UsageError, ValidationFailed
 from sage.lib.project import Project
 from sage.lib.tickets import PRIORITIES, TYPES, Problem, record_state
 
@@ -109,7 +109,7 @@ def read(path: Path) -> Document:
     except FileNotFoundError:
         raise SageError(
             f"no such file: {path}", hint="pass the path of a markdown task list"
-        ) from None  # noqa: E501
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SageError(f"cannot read {path}: {exc}") from None
     return parse(text, path)
@@ -223,9 +223,9 @@ def _dedupe(raws: list[_Raw], warnings: list[str]) -> list[_Raw]:
         lines = ", ".join(str(r.line) for r in again[:SHOWN])
         more = f" and {len(again) - SHOWN} more" if len(again) > SHOWN else ""
         label = "line" if len(again) == 1 else "lines"
-        warnings.append(f"{len(again)} task(s) reuse an ID defined earlier ({label} {lines}{more}): "
-                        f"skipped, the first of each ({again[0].id} on line {seen[again[0].id]}, "
-                        "…) is kept")  # fmt: skip
+        first = f"{again[0].id} on line {seen[again[0].id]}, …"
+        warnings.append(f"{len(again)} task(s) reuse an ID defined earlier ({label} {lines}"
+                        f"{more}): skipped, the first of each ({first}) is kept")  # fmt: skip
     return kept
 
 
@@ -476,3 +476,42 @@ def adopt_id_pattern(project: Project, found: Sequence[tickets.Ticket]) -> str |
     pattern = f"{tickets.ID_PATTERN}|{SPEC_KIT_ID}" if both else SPEC_KIT_ID
     configuration.set_value(project.root, "tickets", "id_pattern", pattern)
     return pattern
+
+
+def add(project: Project, entry: dict[str, Any]) -> list[str]:
+    """Add one ticket through the store: refused, with nothing written, if its ID is taken or
+    unsafe or it would give the index an error. Returns warnings (an unusual ID format)."""
+    tid = str(entry["id"])
+    reason = tickets.unsafe_id_reason(tid)
+    if reason:
+        raise UsageError(
+            f"ID {tid!r} {reason}: IDs become branch and folder names",
+            hint="use letters, digits, '.', '_' and '-', such as AUTH-001",
+        )
+    index = project.index_path
+    if not index.exists():
+        files.write_json(index, {"tickets": []})
+    store = tickets.TicketStore(index, lock_timeout=project.config.lock_timeout)
+    store.update(lambda raw: _append(raw, entry, index))
+    pattern = project.config.id_pattern
+    if re.fullmatch(pattern or tickets.ID_PATTERN, tid, re.ASCII):
+        return []
+    if pattern:
+        return [f"{tid} does not match [tickets] id_pattern {pattern!r}"]
+    return [
+        f"{tid} does not look like PREFIX-123 (such as AUTH-001): `sage validate` warns about "
+        "it; [tickets] id_pattern in .sage/config.toml sets the format you use"
+    ]
+
+
+def _append(raw: dict[str, Any], entry: dict[str, Any], index: Path) -> None:
+    tid = entry["id"]
+    if any(isinstance(e, dict) and e.get("id") == tid for e in raw["tickets"]):
+        raise SageError(
+            f"ticket {tid} already exists in {index}",
+            hint="pick another ID, or change that ticket in the index (or re-import its list)",
+        )
+    before = copy.deepcopy(raw)
+    raw["tickets"].append(entry)
+    if new := new_errors(before, raw, index):
+        raise ValidationFailed(f"{tid} not added: {new[0].message}", new, hint=new[0].hint)

@@ -107,3 +107,47 @@ def test_bad_files_are_one_line_errors(repo: Path, sage: Sage) -> None:
     (repo / "plan.md").write_text("# A plan\n\n- [ ] write it\n")
     empty = clean(sage("import", "plan.md", cwd=repo))
     assert empty.returncode == 1 and "no tasks found" in empty.stderr and "hint:" in empty.stderr
+
+
+def test_add_writes_one_checked_ticket(repo: Path, sage: Sage) -> None:
+    done = clean(sage("add", "CORE-001", "Core", "--estimate", "1.5 hours", cwd=repo))
+    assert done.returncode == 0 and "added CORE-001" in done.stdout
+    args = ["--dep", "CORE-001", "--priority", "p1", "--files", "a.py,b.py", "--files", "c/"]
+    assert (
+        clean(sage("add", "CORE-002", "Next", *args, "--command", "make x", cwd=repo)).returncode
+        == 0
+    )
+    found = entries(repo)
+    assert (
+        found["CORE-001"]["estimate_minutes"] == 90 and found["CORE-001"]["state"] == "UNPROCESSED"
+    )
+    assert found["CORE-002"] == {
+        "id": "CORE-002", "title": "Next", "state": "UNPROCESSED", "priority": "P1",
+        "type": "implementation", "dependencies": ["CORE-001"], "files": ["a.py", "b.py", "c/"],
+        "command": ["make", "x"]}  # fmt: skip
+    assert clean(sage("validate", "--strict", cwd=repo)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["CORE-001", "again"], 1, "ticket CORE-001 already exists"),
+        (["APP-001", "x", "--dep", "CORE-01"], 1, "hint: did you mean CORE-001?"),
+        (["APP-001", "x", "--priority", "P7"], 1, "priority 'P7' is not one of"),
+        (["../x", "x"], 2, "ID '../x' contains '..'"),
+        (["APP-001", "x", "--estimate", "soon"], 2, "--estimate 'soon' is not a duration"),
+    ],
+)
+def test_add_refuses_and_writes_nothing(
+    repo: Path, sage: Sage, args: list[str], code: int, said: str
+) -> None:
+    write_index(repo, [ticket("CORE-001")])
+    before = (repo / INDEX).read_text()
+    done = clean(sage("add", *args, cwd=repo))
+    assert done.returncode == code and said in done.stderr, done.stderr
+    assert (repo / INDEX).read_text() == before
+
+
+def test_add_warns_about_an_unusual_id(repo: Path, sage: Sage) -> None:
+    done = clean(sage("add", "t1", "lower case", cwd=repo))
+    assert done.returncode == 0 and "t1 does not look like PREFIX-123" in done.stderr
