@@ -40,7 +40,9 @@ def command(
     phase, consecutive [P] tasks are independent and an unmarked task waits for what is before
     it; priorities come from the user-story headings; paths become `files`. TASK-NNN lists
     (`- [ ] **TASK-001: Title**` with `**Dependencies:**`, `**Estimate:**`, `**Files:**`):
-    stated dependencies only; priority by phase (P0, P1, …). `[x]` is COMPLETED.
+    stated dependencies only; priority by phase (P0, P1, …). Headings (`### Stream A: Title`,
+    `### TASK-001: Title`) with `**Dependencies**:` / `**Duration**:` lines, when a document has
+    no task lines. `[x]` is COMPLETED.
 
     A re-import takes the fields the document states (title, dependencies, estimate, files, …)
     and keeps everything else: states only move forward, fields you or sage added stay. Nothing
@@ -93,7 +95,7 @@ def render(r: importer.Result, dry_run: bool) -> None:
         typer.echo(f"warning: {warning}", err=True)
     if r.id_pattern:
         typer.echo(f"set [tickets] id_pattern = {r.id_pattern!r} in .sage/config.toml "
-                   "(IDs such as T001 are not PREFIX-123)")  # fmt: skip
+                   "(the imported IDs are not PREFIX-123)")  # fmt: skip
     _verdict(r, dry_run)
 
 

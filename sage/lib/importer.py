@@ -11,6 +11,9 @@ Two forms are read, both as lines `- [ ] ID text` (`[x]`: done):
   `**Estimate:** 30 minutes`, `**Files:** a.py`, `**Description:**`, `**Priority:**`). Once a
   document states dependencies, only stated ones count; a task's priority defaults to its phase
   (phase 1 → P0, 2 → P1, 3 → P2, later → P3).
+- headings, when a document has no task lines: `### Stream A: Title` (ID STREAM-A) or
+  `### TASK-001: Title` with `**Key**: value` lines (a key's bullets are its value); a
+  dependency marked soft or optional does not count.
 """
 
 from __future__ import annotations
@@ -48,6 +51,15 @@ _DURATION = re.compile(
     r"([0-9]+(?:\.[0-9]+)?)\s*(d|days?|h|hrs?|hours?|m|mins?|minutes?)?(?![A-Za-z])",
     re.IGNORECASE,
 )
+_RANGE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(?:-|–|to)\s*([0-9]+(?:\.[0-9]+)?)")
+_KINDS = "stream|workstream|task|ticket|epic|story"
+_NAMED = re.compile(  # the kind in any case; the label in capitals or digits: "Stream A"
+    rf"^(?P<kind>(?i:{_KINDS}))\s+(?P<label>[A-Z0-9]+(?:\.[A-Z0-9]+)*)\s*[:—–-]\s*(?P<title>.+)$"
+)
+_LABEL = r"[A-Z0-9]+(?![\w-])"  # "B" in "Streams B + C", not "TASK" in "TASK-001"
+_REFS = re.compile(rf"\b((?i:{_KINDS}))s?\s+({_LABEL}(?:\s*(?:,|\+|&|\band\b)\s*{_LABEL})*)")
+_BOLD_FIELD = re.compile(r"^\s*(?:[-*+]\s+)?\*\*(?P<key>[^*]+?):?\*\*:?\s*(?P<value>.*)$")
+HEADING_ID = r"[A-Z]+-[A-Z0-9]+(?:\.[A-Z0-9]+)*"  # `### Stream A: …` becomes STREAM-A
 _UNIT_MINUTES = {"d": 480.0, "h": 60.0, "m": 1.0}  # a day of work is 8 hours
 _EXTENSIONS = frozenset(
     re.split(
@@ -61,6 +73,7 @@ _NONE = frozenset({"", "none", "-", "n/a", "na", "no", "nothing"})
 _KNOWN_FIELDS = {
     "description": "description",
     "estimate": "estimate_minutes",
+    "duration": "estimate_minutes",
     "dependencies": "dependencies",
     "depends on": "dependencies",
     "files": "files",
@@ -117,19 +130,69 @@ def read(path: Path) -> Document:
 
 def parse(text: str, path: Path) -> Document:
     warnings: list[str] = []
-    raws = _dedupe(list(_scan(text.splitlines())), warnings)
+    lines = text.splitlines()
+    found = list(_scan(lines))
+    by_heading = not found
+    raws = _dedupe(found or list(_scan_headings(lines)), warnings)
     if not raws:
         raise SageError(
             f"{path}: no tasks found",
-            hint="sage reads lines such as `- [ ] T001 Title in src/app.py` (spec-kit tasks.md) "
-            "or `- [ ] **TASK-001: Title**` with `**Dependencies:**` lines under it",
+            hint="sage reads lines such as `- [ ] T001 Title in src/app.py` (spec-kit tasks.md), "
+            "`- [ ] **TASK-001: Title**` with `**Dependencies:**` lines under it, or headings "
+            "such as `### Stream A: Title` or `### TASK-001: Title` with such lines",
         )
-    explicit = any("dependencies" in _known(r.fields) for r in raws)
+    explicit = by_heading or any("dependencies" in _known(r.fields) for r in raws)
     deps = _stated_dependencies(raws) if explicit else _ordered_dependencies(raws)
     phases = sorted({r.phase for r in raws})
     tasks = tuple(_task(r, deps[r.id], explicit, phases.index(r.phase), warnings) for r in raws)
-    form = "task-list" if explicit else "spec-kit"
+    form = "headings" if by_heading else "task-list" if explicit else "spec-kit"
     return Document(path=path, form=form, tasks=tasks, warnings=tuple(warnings))
+
+
+def _scan_headings(lines: Sequence[str]) -> Iterator[_Raw]:
+    """Tasks as headings (`### Stream A: Title`, `### TASK-001: Title`) with `**Key**: value`
+    lines under them; the bullets after a key line are its value, joined with "; "."""
+    current, key, fenced = None, None, False
+    for number, line in enumerate(lines, 1):
+        fenced = fenced != bool(_FENCE.match(line))
+        heading = None if fenced else _HEADING.match(line)
+        if heading:
+            current, key = _heading_task(heading, number), None
+            if current:
+                yield current
+        elif current is not None and not fenced:
+            key = _heading_field(current, key, line)
+
+
+def _heading_task(heading: re.Match[str], number: int) -> _Raw | None:
+    text = _plain(heading.group(2))
+    named = _NAMED.match(text)
+    head = None if named else _TASK_ID.match(text)
+    if named:
+        tid, title = f"{named.group('kind')}-{named.group('label')}".upper(), named.group("title")
+    elif head and len(heading.group(1)) > 1:
+        tid, title = head.group("id"), head.group("text")
+    else:
+        return None
+    title = re.sub(r"\s*\([^)]*\)\s*$", "", title).strip() or title  # "(Blocker: None)"
+    return _Raw(id=tid, line=number, done=False, text=title, phase=0, parallel=False,
+                story=None, priority=None)  # fmt: skip
+
+
+def _heading_field(task: _Raw, key: str | None, line: str) -> str | None:
+    """Record one line under a heading task; returns the key that following bullets extend."""
+    found = _BOLD_FIELD.match(line)
+    if found:
+        key = found.group("key").strip().lower()
+        task.fields[key] = found.group("value").strip()
+        if key == "status" and re.search(r"complete|done|✅", found.group("value"), re.I):
+            task.done = True
+        return key
+    bullet = re.match(r"^\s*[-*+]\s+(.*)$", line)
+    if key and bullet:
+        task.fields[key] = "; ".join(v for v in (task.fields[key], bullet.group(1).strip()) if v)
+        return key
+    return key if not line.strip() else None
 
 
 def _scan(lines: Sequence[str]) -> Iterator[_Raw]:
@@ -249,9 +312,17 @@ def _stated_dependencies(raws: Sequence[_Raw]) -> dict[str, list[str]]:
 
 
 def _ids(text: str) -> list[str]:
-    if text.strip().lower().strip(".") in _NONE:
-        return []
-    return list(dict.fromkeys(_IDS.findall(text)))
+    """The IDs a dependency text names: `TASK-001, TASK-002`, or `Hard: Streams B + C` (an item
+    marked soft or optional is not a dependency)."""
+    found: list[str] = []
+    for item in text.split(";"):
+        item = re.sub(r"\([^)]*\)", " ", item).strip()
+        if item.lower().strip(".") in _NONE or item.lower().startswith(("soft", "optional")):
+            continue
+        found += _IDS.findall(item)
+        for kind, labels in _REFS.findall(item):
+            found += [f"{kind}-{label}".upper() for label in re.findall(_LABEL, labels)]
+    return list(dict.fromkeys(found))
 
 
 def _known(fields: Mapping[str, str]) -> dict[str, str]:
@@ -311,7 +382,9 @@ def _enum(raw: _Raw, known: Mapping[str, str], out: dict[str, Any], warnings: li
 
 
 def parse_estimate(text: str) -> float | None:
-    """'30 minutes' → 30, '1.5 hours' → 90, '1h 30m' → 90, '45' → 45; None when unreadable."""
+    """'30 minutes' → 30, '1.5 hours' → 90, '1h 30m' → 90, '45' → 45, '1-2 days' → 1.5 days;
+    None when unreadable."""
+    text = _RANGE.sub(lambda m: f"{(float(m.group(1)) + float(m.group(2))) / 2:g}", text)
     pairs = _DURATION.findall(text)
     if not pairs:
         return None
@@ -468,12 +541,14 @@ def adopt_id_pattern(project: Project, found: Sequence[tickets.Ticket]) -> str |
     one in config.toml that accepts both, so `sage validate` does not warn about every task."""
     if project.config.id_pattern:
         return None
-    conventional = re.compile(tickets.ID_PATTERN)
+    conventional = re.compile(tickets.ID_PATTERN, re.ASCII)
     odd = [t.id for t in found if not conventional.fullmatch(t.id)]
-    if not odd or not all(re.fullmatch(SPEC_KIT_ID, i) for i in odd):
-        return None
-    both = len(odd) < len(found)
-    pattern = f"{tickets.ID_PATTERN}|{SPEC_KIT_ID}" if both else SPEC_KIT_ID
+    families = [f for f in (SPEC_KIT_ID, HEADING_ID) if any(re.fullmatch(f, i) for i in odd)]
+    if not odd or not all(any(re.fullmatch(f, i) for f in families) for i in odd):
+        return None  # IDs of no known family: `sage validate` warns, and says how to set one
+    if len(odd) < len(found):
+        families.insert(0, tickets.ID_PATTERN)
+    pattern = "|".join(families)
     configuration.set_value(project.root, "tickets", "id_pattern", pattern)
     return pattern
 

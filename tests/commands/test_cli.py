@@ -50,3 +50,17 @@ def test_validate_prints_hints_and_counts_tickets(repo: Path, sage: Sage) -> Non
     assert "    hint: did you mean CORE-001?" in done.stdout
     index.write_text(json.dumps({"tickets": [*tickets[:1], {"id": "APP-1", "title": "b"}]}))
     assert "critical path: 1 tickets" in sage("validate", cwd=repo).stdout
+
+
+def test_stream_refuses_a_typo_in_a_placeholder_before_anything_runs(
+    repo: Path, sage: Sage
+) -> None:
+    assert sage("add", "APP-001", "Do it", cwd=repo).returncode == 0
+    done = sage("stream", "--auto", "--worker", "touch {titel}", cwd=repo)
+    assert done.returncode == 1, done.stderr
+    assert "error: worker: unknown placeholder {titel}" in done.stderr
+    assert "hint: did you mean {title}?" in done.stderr
+    index = json.loads((repo / ".sage" / "tickets" / "index.json").read_text())
+    assert (
+        index["tickets"][0]["state"] == "UNPROCESSED" and "state_history" not in index["tickets"][0]
+    )

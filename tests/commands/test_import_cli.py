@@ -25,7 +25,7 @@ def entries(repo: Path) -> dict[str, dict[str, object]]:
     return {e["id"]: e for e in json.loads((repo / INDEX).read_text())["tickets"]}
 
 
-@pytest.mark.parametrize("prefix", ["000", "001", "002", "003"])
+@pytest.mark.parametrize("prefix", ["000", "001", "002", "003", "004"])
 def test_each_seed_imports_and_validates_strictly(prefix: str, repo: Path, sage: Sage) -> None:
     done = clean(sage("import", str(seed(prefix)), cwd=repo))
     assert done.returncode == 0, done.stderr

@@ -211,12 +211,59 @@ def test_seed_003_is_the_par_001_graph() -> None:
     assert raw["TASK-001"]["files"] == [".sage/lib/parallel-scheduler.sh"]
 
 
-@pytest.mark.parametrize("prefix", ["000", "001", "002", "003"])
-def test_every_seed_task_list_imports_without_errors(prefix: str) -> None:
-    index = as_index(importer.read(seed(prefix)))
+@pytest.mark.parametrize(
+    ("prefix", "form", "count"),
+    [("000", "spec-kit", 35), ("001", "spec-kit", 37), ("002", "spec-kit", 42),
+     ("003", "task-list", 29), ("004", "headings", 7)],
+)  # fmt: skip
+def test_every_seed_imports_without_errors(prefix: str, form: str, count: int) -> None:
+    doc = importer.read(seed(prefix))
+    index = as_index(doc)
     graph = dag.build(index.tickets)
     assert index.errors == [] and dag.problems(index.tickets, graph) == []
-    assert len(index.tickets) >= 29
+    assert (doc.form, len(index.tickets)) == (form, count)
+
+
+HEADINGS = """# Plan
+
+### Stream A: Config schema (Blocker: None)
+**Duration**: 1-2 days
+**Dependencies**: None (independent)
+
+### Stream B: Manager
+**Duration**: 4 hours
+**Dependencies**:
+- Hard: Stream A (needs the schema)
+- External: `tqdm`
+
+### Stream C: Docs
+**Dependencies**:
+- Soft: Streams A, B (as they develop)
+
+### TASK-009: Release
+**Status**: ✅ Done
+**Dependencies**: Streams B + C, TASK-001
+
+## Definition of done
+- [ ] SHA256 checked
+"""
+
+
+def test_headings_with_stated_fields_are_tasks() -> None:
+    doc = parse(HEADINGS)
+    tasks = by_id(doc)
+    assert doc.form == "headings" and list(tasks) == [
+        "STREAM-A",
+        "STREAM-B",
+        "STREAM-C",
+        "TASK-009",
+    ]
+    assert tasks["STREAM-A"].fields["title"] == "Config schema"
+    assert tasks["STREAM-A"].fields["estimate_minutes"] == 720  # 1.5 days of 8 hours
+    assert tasks["STREAM-B"].fields["dependencies"] == ["STREAM-A"]  # External is no ticket
+    assert tasks["STREAM-C"].fields["dependencies"] == []  # soft is not a dependency
+    assert tasks["TASK-009"].fields["dependencies"] == ["TASK-001", "STREAM-B", "STREAM-C"]
+    assert tasks["TASK-009"].done and not tasks["STREAM-B"].done
 
 
 def test_seed_000_story_priorities() -> None:
