@@ -430,29 +430,38 @@ def merge(raw: dict[str, Any], document: Document, *, source: str) -> Merge:
     it; every other field (state, history, anything the user or sage added) is kept, and a
     state only moves forward: a checked task becomes COMPLETED, nothing is ever un-done."""
     entries = {e.get("id"): e for e in raw["tickets"] if isinstance(e, dict)}
-    added, completed, unchanged = [], [], []
+    found: dict[str, list[str]] = {"added": [], "completed": [], "unchanged": []}
     updated: dict[str, tuple[str, ...]] = {}
     kept: dict[str, str] = {}
     for task in document.tasks:
         entry = entries.get(task.id)
+        changes: tuple[str, ...] = ("new",)
         if entry is None:
             entry = _new_entry(task)
             raw["tickets"].append(entry)
-            added.append(task.id)
+            found["added"].append(task.id)
         elif changes := _update(entry, task):
             updated[task.id] = changes
-        state = entry.get("state", "UNPROCESSED")
-        if task.done and state == "UNPROCESSED":
-            record_state(entry, "COMPLETED", reason=f"checked in {source}")
-            completed.append(task.id)
-        elif state != ("COMPLETED" if task.done else "UNPROCESSED"):
-            kept[task.id] = state
-        if task.id not in (*updated, *added, *completed):
-            unchanged.append(task.id)
-    mentioned = {t.id for t in document.tasks}
-    elsewhere = tuple(str(i) for i in entries if i not in mentioned)
-    return Merge(added=tuple(added), updated=updated, completed=tuple(completed), kept=kept,
-                 unchanged=tuple(unchanged), elsewhere=elsewhere)  # fmt: skip
+        if _move_state(entry, task, source, kept):
+            found["completed"].append(task.id)
+        elif not changes:
+            found["unchanged"].append(task.id)
+    elsewhere = tuple(str(i) for i in entries if i not in {t.id for t in document.tasks})
+    return Merge(added=tuple(found["added"]), updated=updated, kept=kept,
+                 completed=tuple(found["completed"]), unchanged=tuple(found["unchanged"]),
+                 elsewhere=elsewhere)  # fmt: skip
+
+
+def _move_state(entry: dict[str, Any], task: Task, source: str, kept: dict[str, str]) -> bool:
+    """A checked task completes an UNPROCESSED ticket; any other difference keeps the ticket's
+    state (and is reported). True when the state moved."""
+    state = entry.get("state", "UNPROCESSED")
+    if task.done and state == "UNPROCESSED":
+        record_state(entry, "COMPLETED", reason=f"checked in {source}")
+        return True
+    if state != ("COMPLETED" if task.done else "UNPROCESSED"):
+        kept[task.id] = state
+    return False
 
 
 def _new_entry(task: Task) -> dict[str, Any]:
