@@ -84,10 +84,10 @@ def as_dict(r: importer.Result, dry_run: bool) -> dict[str, object]:
 def render(r: importer.Result, dry_run: bool) -> None:
     m, doc = r.merge, r.document
     typer.echo(f"{relative(doc.path)}: {len(doc.tasks)} tasks ({doc.form}) → {relative(r.index)}")
-    verb = "would add" if dry_run else "added"
-    _ids(f"{verb}", m.added)
-    _ids("updated", [f"{k} ({', '.join(v)})" for k, v in m.updated.items()])
-    _ids("COMPLETED ([x])", m.completed)
+    would = "would be " if dry_run else ""
+    _ids("would add" if dry_run else "added", m.added)
+    _ids(f"{would}updated", [f"{k} ({', '.join(v)})" for k, v in m.updated.items()])
+    _ids(f"{would}COMPLETED ([x])", m.completed)
     _ids("state kept", [f"{k} stays {v}" for k, v in m.kept.items()])
     _ids("unchanged", m.unchanged)
     _ids("not in the file (kept)", m.elsewhere)
