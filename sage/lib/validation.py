@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +93,7 @@ def validate(index: Index, project: Project | None = None, *, analysis: bool = T
         problems = id_format(problems, index.tickets, project.config.id_pattern)
     if project:
         problems += placeholder_problems(_templates(project, index))
+    problems = [_with_hint(p) for p in problems]
     checks = prerequisites(project, index) if project else ()
     problems += [
         Problem(level=c.level, code="prerequisite", message=f"{c.name}: {c.detail}")
@@ -133,6 +134,21 @@ def _analyse(tickets: tuple[Ticket, ...], graph: nx.DiGraph) -> Analysis:
         recommended_workers=recommended,
         unit="minutes" if any(t.estimate_minutes is not None for t in tickets) else "tickets",
     )
+
+
+HINTS = {  # what fixes each kind of problem, where the problem itself cannot say more
+    "duplicate-id": "give each ticket its own ID (IDs name branches and folders)",
+    "unsafe-id": "use letters, digits, '.', '_' and '-', such as AUTH-001",
+    "id-format": "rename it like AUTH-001, or set [tickets] id_pattern in .sage/config.toml",
+    "bad-dependencies": 'write "dependencies": ["AUTH-001", "AUTH-002"]',
+    "bad-estimate": 'write minutes as a number, such as "estimate_minutes": 30',
+    "unknown-parent": "add the parent ticket, or remove the parent field",
+}
+
+
+def _with_hint(problem: Problem) -> Problem:
+    hint = None if problem.hint else HINTS.get(problem.code)
+    return replace(problem, hint=hint) if hint else problem
 
 
 def id_format(problems: list[Problem], tickets: tuple[Ticket, ...], pattern: str) -> list[Problem]:

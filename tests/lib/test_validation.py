@@ -196,3 +196,9 @@ def test_the_id_pattern_replaces_the_default_format(tmp_path: Path) -> None:
     proj = open_with(tmp_path, "[tickets]\nid_pattern = 'T[0-9]+'\n")
     warned = [p for p in validation.validate(index, proj).problems if p.code == "id-format"]
     assert [p.ticket for p in warned] == ["AUTH-1"] and "id_pattern 'T[0-9]+'" in warned[0].message
+
+
+def test_problems_of_a_known_kind_say_what_fixes_them(tmp_path: Path) -> None:
+    index = load(tmp_path, [ticket("A-1"), ticket("A-1"), ticket("weird")])
+    hints = {p.code: p.hint for p in validation.validate(index).problems}
+    assert hints["duplicate-id"] and "id_pattern" in (hints["id-format"] or "")
