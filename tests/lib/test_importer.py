@@ -283,6 +283,15 @@ def test_set_value_keeps_the_comments(tmp_path: Path) -> None:
     assert path.read_text().startswith(config.TEMPLATE.split("[tickets]")[0])
 
 
+def test_set_value_adds_a_section_an_old_config_lacks(tmp_path: Path) -> None:
+    path = tmp_path / config.CONFIG_PATH
+    path.parent.mkdir(parents=True)
+    path.write_text("[stream]\nretries = 1\n")
+    config.set_value(tmp_path, "tickets", "id_pattern", "T[0-9]+|it's")
+    loaded = config.load(tmp_path, environ={})
+    assert (loaded.retries, loaded.id_pattern) == (1, "T[0-9]+|it's")
+
+
 def render(entries: list[dict[str, Any]]) -> str:
     """The index as a TASK-NNN list (what an export would write)."""
     out = ["### Phase 1: All", ""]
@@ -327,3 +336,28 @@ def test_import_export_import_is_stable(entries: list[dict[str, Any]]) -> None:
     assert [e.get("files", []) for e in raw["tickets"]] == [e["files"] for e in entries]
     again = merged(raw, render(raw["tickets"]))
     assert not again.changed and len(again.unchanged) == len(entries)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=30))
+def test_spec_kit_order_only_points_back_and_keeps_parallel_runs_apart(
+    shape: list[tuple[bool, bool]],
+) -> None:
+    """Whatever the mix of [P] tasks and phase breaks, each task waits only for earlier ones,
+    and the tasks of one [P] run never wait for each other."""
+    lines, runs, run = ["## Phase 1"], [], []
+    for number, (parallel, new_phase) in enumerate(shape, 1):
+        if new_phase:
+            lines.append(f"## Phase {number + 1}")
+        if not (parallel and run and not new_phase):
+            runs.append(run := [])
+        if parallel:
+            run.append(f"T{number:03d}")
+        lines.append(f"- [ ] T{number:03d} {'[P] ' if parallel else ''}Task {number}")
+    tasks = parse("\n".join(lines)).tasks
+    order = {t.id: i for i, t in enumerate(tasks)}
+    for task in tasks:
+        assert all(order[d] < order[task.id] for d in task.fields["dependencies"])
+    deps = {t.id: set(t.fields["dependencies"]) for t in tasks}
+    assert all(not deps[tid] & set(group) for group in runs for tid in group)
+    assert tasks[0].fields["dependencies"] == []
