@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from sage.commands._common import IndexOpt, open_project, relative, show_problems
-from sage.lib import importer
+from sage.lib import importer, tasklist
 from sage.lib.errors import UsageError, ValidationFailed
 
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="The new ticket's ID.")]
@@ -75,7 +75,7 @@ def _split(values: list[str] | None) -> list[str]:
 
 
 def _minutes(text: str) -> float:
-    minutes = importer.parse_estimate(text)
+    minutes = tasklist.parse_estimate(text)
     if minutes is None:
         raise UsageError(
             f"--estimate {text!r} is not a duration",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, CliResult, ticket, write_index
-from tests.lib.test_importer import SPEC_KIT, TASK_LIST, seed
+from tests.lib.test_tasklist import SPEC_KIT, TASK_LIST, seed
 
 Sage = Callable[..., CliResult]
 INDEX = Path(".sage/tickets/index.json")
