@@ -13,10 +13,12 @@ import typer
 
 from sage import __version__
 from sage.commands import (
+    add,
     agent_commands,
     demo,
     graph,
     hooks,
+    import_,
     init,
     plan,
     queue,
@@ -34,9 +36,10 @@ app = typer.Typer(
     name="sage",
     help="Turn a backlog of dependent tickets into landed commits.\n\n" + EXIT_CODES,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, …
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -49,7 +52,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
 ) -> None:
     """Turn a backlog of dependent tickets into landed commits."""
@@ -60,6 +64,8 @@ app.command("validate")(validate.command)
 app.command("ready")(ready.command)
 app.command("plan")(plan.command)
 app.command("graph")(graph.command)
+app.command("import")(import_.command)
+app.command("add")(add.command)
 
 
 for _module in (stream, demo, queue, hooks, agent_commands):

@@ -11,6 +11,7 @@ import typer
 
 from sage.lib import project as projects
 from sage.lib import tickets
+from sage.lib.errors import ValidationFailed
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -77,3 +78,10 @@ def sub_app(name: str, help: str) -> typer.Typer:
     return typer.Typer(
         name=name, help=help, no_args_is_help=True, add_completion=False, rich_markup_mode=None
     )
+
+
+def show_problems(exc: ValidationFailed) -> None:
+    """Every problem behind a refusal; the error line itself names the first."""
+    if len(exc.problems) > 1:
+        for problem in exc.problems:
+            typer.echo(f"  error: {getattr(problem, 'message', problem)}", err=True)

@@ -13,7 +13,8 @@ from sage.lib.project import find_root
 
 app = sub_app(
     "agent-commands",
-    "Slash commands (/stream, /validate, /plan, /ready) for AI coding agents.",
+    "Slash commands (/sage-stream, /sage-validate, /sage-plan, /sage-ready, /sage-import) for "
+    "AI coding agents.",
 )
 
 ACTIONS = {
@@ -21,6 +22,7 @@ ACTIONS = {
     "unchanged": "up to date",
     "overwritten": "overwritten (--force)",
     "kept": "kept: changed there (--force overwrites it)",
+    "old": "left over from an older sage (renamed with a sage- prefix): delete it",
 }
 
 
@@ -39,9 +41,10 @@ def install(
 ) -> int:
     """Copy the slash-command files to where the agent looks. Safe to run again.
 
-    claude: .claude/commands/ (--user: ~/.claude/commands/); opencode: .opencode/command/
-    (--user: ~/.config/opencode/command/); droid: .factory/commands/ (--user: ~/.factory/commands/).
-    Exit 1 when a file changed there was kept.
+    claude: .claude/commands/ (--user: ~/.claude/commands/); opencode: .opencode/commands/
+    (--user: ~/.config/opencode/commands/); droid: .factory/commands/ (--user:
+    ~/.factory/commands/). Exit 1 when a file changed there was kept; files an older sage
+    installed under other names are listed, not deleted.
     """
     root, _ = find_root(Path.cwd())
     directory = agent_commands.target_dir(agent.lower(), user=user, root=root)

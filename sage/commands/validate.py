@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sage.commands._common import IndexOpt, JsonOpt, emit_json, load_index, minutes, relative
-from sage.lib import validation
+from sage.commands._common import IndexOpt, JsonOpt, emit_json, minutes, open_project, relative
+from sage.lib import tickets, validation
+from sage.lib.errors import IndexFileError
+from sage.lib.tickets import Problem
 
 
 def command(
@@ -19,7 +22,15 @@ def command(
 
     Exit 0 when clean, 1 on errors (with --strict, on warnings too).
     """
-    project, idx = load_index(index)
+    project = open_project(index)
+    try:
+        idx = tickets.load(project.index_path)
+    except IndexFileError as exc:
+        if not json:
+            raise
+        emit_json(unreadable(project.index_path, exc))  # a script still gets its report
+        typer.echo(f"error: {exc.message}", err=True)
+        return 1
     report = validation.validate(idx, project)
     code = report.exit_code(strict)
     if json:
@@ -41,10 +52,18 @@ def as_dict(report: validation.Report, code: int) -> dict[str, object]:
     }
 
 
+def unreadable(path: Path, exc: IndexFileError) -> dict[str, object]:
+    problem = Problem(level="error", code="unreadable", message=exc.message, hint=exc.hint)
+    return {"ok": False, "index": str(path), "tickets": 0, "errors": [problem.as_dict()],
+            "warnings": [], "checks": [], "analysis": None}  # fmt: skip
+
+
 def render(report: validation.Report, code: int) -> None:
     typer.echo(f"{relative(report.index.path)}: {len(report.index.tickets)} tickets")
     for problem in report.problems:
         typer.echo(f"  {problem.level}: {problem.message}")
+        if problem.hint:
+            typer.echo(f"    hint: {problem.hint}")
     typer.echo("prerequisites:")
     for check in report.checks:
         mark = "ok " if check.ok else ("!! " if check.level == "error" else "?? ")
@@ -60,6 +79,6 @@ def _render_analysis(a: validation.Analysis) -> None:
     typer.echo(f"  ready now: {a.ready_now} of {a.remaining} remaining ({a.parallel_share:.0%})")
     typer.echo(f"  width per level: {' '.join(str(w) for w in a.widths) or '-'}")
     path = " → ".join(a.critical_path) or "-"
-    typer.echo(f"  critical path: {minutes(a.critical_minutes)}: {path}")
-    typer.echo(f"  total work: {minutes(a.total_minutes)}")
+    typer.echo(f"  critical path: {minutes(a.critical_minutes, a.unit)}: {path}")
+    typer.echo(f"  total work: {minutes(a.total_minutes, a.unit)}")
     typer.echo(f"  recommended workers: {a.recommended_workers}")

@@ -20,8 +20,8 @@ class Agent:
 
 AGENTS = {
     "claude": Agent(name="claude", project_dir=".claude/commands", user_dir=".claude/commands"),
-    "opencode": Agent(
-        name="opencode", project_dir=".opencode/command", user_dir=".config/opencode/command"
+    "opencode": Agent(  # `command/` (singular) is opencode's deprecated name
+        name="opencode", project_dir=".opencode/commands", user_dir=".config/opencode/commands"
     ),
     "droid": Agent(name="droid", project_dir=".factory/commands", user_dir=".factory/commands"),
 }
@@ -32,7 +32,10 @@ class Placed:
     """One command file and what install did with it."""
 
     path: Path
-    action: str  # installed | unchanged | overwritten | kept (modified there; no --force)
+    action: str  # installed | unchanged | overwritten | kept (modified there; no --force) | old
+
+
+OLD_NAMES = ("plan.md", "ready.md", "stream.md", "validate.md")  # before the `sage-` prefix
 
 
 def bundled() -> dict[str, str]:
@@ -56,8 +59,19 @@ def target_dir(agent: str, *, user: bool, root: Path, home: Path | None = None) 
 
 
 def install(directory: Path, *, force: bool = False) -> list[Placed]:
-    """Copy every command into `directory`; a file changed there is kept unless `force`."""
-    return [_place(directory / name, text, force) for name, text in bundled().items()]
+    """Copy every command into `directory`; a file changed there is kept unless `force`. Files
+    an older sage installed under other names are reported ("old"), never deleted: they may
+    be the user's own."""
+    placed = [_place(directory / name, text, force) for name, text in bundled().items()]
+    return placed + [Placed(path=p, action="old") for p in _old_files(directory)]
+
+
+def _old_files(directory: Path) -> list[Path]:
+    folders = [directory]
+    if directory.name == "commands" and directory.parent.name in (".opencode", "opencode"):
+        folders.append(directory.parent / "command")  # opencode's deprecated folder
+    found = [f / name for f in folders for name in OLD_NAMES if (f / name).is_file()]
+    return [p for p in found if "sage " in (_read(p) or "")]
 
 
 def _place(path: Path, text: str, force: bool) -> Placed:

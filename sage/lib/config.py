@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
 import os
+import re
 import shlex
 import tomllib
 from collections.abc import Callable, Mapping
@@ -11,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sage.lib import files
 from sage.lib.errors import ConfigError
 
 CONFIG_PATH = Path(".sage/config.toml")
@@ -36,6 +40,8 @@ class Config:
     max_attempts: int = 3
     backoff: float = 1.0  # seconds before the first retry; doubles after each
     verify_batch: bool = True
+    # [tickets]
+    id_pattern: str = ""  # regex every ID should match; empty: PREFIX-123 (a warning otherwise)
     # [hooks]
     strip_lines: tuple[str, ...] = (
         r"^Co-Authored-By: Claude",
@@ -50,6 +56,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                "schedule", "executor", "scheduler", "index"),
     "queue": ("lock_timeout", "max_attempts", "backoff", "verify_batch", "verify_timeout"),
     "hooks": ("strip_lines",),
+    "tickets": ("id_pattern",),
 }  # fmt: skip
 CHOICES = {
     "on_error": ("fail", "skip"),
@@ -118,7 +125,17 @@ def _lines(value: Any) -> tuple[str, ...]:
     raise ValueError("expected a list of regular expressions")
 
 
+def _regex(value: Any) -> str:
+    text = _text(value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return text
+
+
 CONVERT: dict[str, Callable[[Any], Any]] = {
+    "id_pattern": _regex,
     "workers": _workers,
     "worker": _argv,
     "verify": _argv,
@@ -194,12 +211,42 @@ def _read_file(path: Path) -> dict[str, Any]:
             )
         for key, value in body.items():
             if key not in SECTIONS[section]:
-                raise ConfigError(
-                    f"{path}: unknown key {key!r} in [{section}]",
-                    hint=f"[{section}] takes {', '.join(SECTIONS[section])}",
-                )
+                raise _unknown_key(path, section, key)
             flat[key] = value
     return flat
+
+
+def _unknown_key(path: Path, section: str, key: str) -> ConfigError:
+    """Name the section a misplaced key belongs to, or the key a typo meant."""
+    home = next((s for s, keys in SECTIONS.items() if key in keys), None)
+    close = difflib.get_close_matches(key, SECTIONS[section], n=1)
+    if home:
+        hint = f"{key} belongs in [{home}]: move it there"
+    elif close:
+        hint = f"did you mean {close[0]}? [{section}] takes {', '.join(SECTIONS[section])}"
+    else:
+        hint = f"[{section}] takes {', '.join(SECTIONS[section])}"
+    return ConfigError(f"{path}: unknown key {key!r} in [{section}]", hint=hint)
+
+
+def set_value(root: Path, section: str, key: str, value: str) -> Path:
+    """Set one string key in config.toml (made from the template if missing), keeping every
+    other line and comment as it is."""
+    path = root / CONFIG_PATH
+    text = path.read_text(encoding="utf-8") if path.exists() else TEMPLATE
+    quoted = f"'{value}'" if "'" not in value and "\n" not in value else json.dumps(value)
+    line = f"{key} = {quoted}"
+    header = re.search(rf"^\[{section}\][ \t]*$", text, re.MULTILINE)
+    if header:
+        text = f"{text[: header.end()]}\n{line}{text[header.end() :]}"
+    else:
+        text = f"{text.rstrip()}\n\n[{section}]\n{line}\n"
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: cannot set {key}: {exc}", hint=f"set {line} by hand") from None
+    files.write_atomic(path, text)
+    return path
 
 
 TEMPLATE = """\
@@ -209,10 +256,11 @@ TEMPLATE = """\
 [stream]
 # workers = 1              # for --auto without --parallel: a number or "auto" (half the cores,
 #                           # 1..8)
-# worker = "claude -p {context_file}"   # argv template for tickets without a "command";
-#                                       # placeholders: {ticket_id} {title} {worktree}
-#                                       #   {context_file}
-#                                       # presets: "claude", "codex", "aider"
+# worker = ""               # none: tickets without a "command" need --worker or this key.
+#                           # A preset ("claude", "codex", "aider") or an argv template such as
+#                           # "claude -p --permission-mode acceptEdits 'Do {context_file}'";
+#                           # placeholders: {ticket_id} {title} {worktree} {context_file}
+#                           #   {run_id} {attempt}
 # timeout = 0               # seconds per worker run; the whole process group is killed (0 = none)
 # retries = 2               # re-runs of a failing worker before the ticket is DEFERRED
 # on_error = "skip"         # "skip": go on; "fail": start nothing new, let running work land
@@ -229,6 +277,11 @@ TEMPLATE = """\
 # max_attempts = 3          # landing attempts (conflicts, verify failures) before DEFERRED
 # backoff = 1.0             # seconds before the first retry; doubles each time
 # verify_batch = true       # test several waiting entries together, bisect on failure
+
+[tickets]
+# id_pattern = ""           # regular expression every ticket ID should match (a warning
+#                           # otherwise); empty: PREFIX-123 such as AUTH-001. spec-kit IDs:
+#                           # 'T[0-9]+[a-z]*' (`sage import` sets it for a spec-kit tasks.md)
 
 [hooks]
 # strip_lines = ["^Co-Authored-By: Claude", "^Generated with Claude Code"]

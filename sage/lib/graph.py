@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ else:
     nx = lazy.module("networkx")  # imported on first use
 
 CYCLES_PER_COMPONENT = 5
+HINTS = 20  # did-you-mean searches per run: each compares against every ID
 OPEN_STATES = frozenset({"UNPROCESSED", "IN_PROGRESS"})
 
 
@@ -65,15 +67,24 @@ def problems(tickets: Sequence[Ticket], graph: nx.DiGraph) -> list[Problem]:
                 continue  # reported as a cycle A → A
             if dep not in graph:
                 message = f"{t.id}: depends on unknown ticket {dep}"
+                hint = _did_you_mean(dep, graph) if len(found) < HINTS else None
                 found.append(Problem(level="error", code="unknown-dependency", ticket=t.id,
-                                     message=message))  # fmt: skip
+                                     message=message, hint=hint))  # fmt: skip
         if t.parent is not None and t.parent not in graph:
             found.append(Problem(level="error", code="unknown-parent", ticket=t.id,
                                  message=f"{t.id}: parent {t.parent} is not a ticket"))  # fmt: skip
     for cycle in find_cycles(graph):
+        hint = f"drop one of these dependencies, e.g. {cycle[0]}'s on {cycle[-1]}"
         found.append(Problem(level="error", code="cycle", ticket=cycle[0],
-                             message=f"cycle: {format_cycle(cycle)}"))  # fmt: skip
+                             message=f"cycle: {format_cycle(cycle)}", hint=hint))  # fmt: skip
     return found
+
+
+def _did_you_mean(name: str, graph: nx.DiGraph) -> str:
+    close = difflib.get_close_matches(name, [str(n) for n in graph], n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]}?"
+    return "add that ticket to the index, or remove the dependency"
 
 
 def open_subgraph(graph: nx.DiGraph, states: Mapping[str, str]) -> nx.DiGraph:

@@ -27,7 +27,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-_PLACEHOLDER = re.compile(r"\{(ticket_id|title|worktree|context_file|run_id|attempt)\}")
+PLACEHOLDERS = ("ticket_id", "title", "worktree", "context_file", "run_id", "attempt")
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 PROMPT = (
     "You are working on ticket {ticket_id}: {title}. The ticket and its context are in "

@@ -30,6 +30,7 @@ _RANKS = {p: rank for rank, p in enumerate(PRIORITIES)}
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # ASCII: `\d` alone also matches lookalike digits such as a fullwidth "１"
 _CONVENTIONAL_ID = re.compile(r"[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*-\d+[A-Za-z0-9]*", re.ASCII)
+ID_PATTERN = _CONVENTIONAL_ID.pattern  # PREFIX-123: what [tickets] id_pattern defaults to
 MAX_ESTIMATE = 1e9  # minutes: sums over any backlog stay finite (Infinity and 1e308 do not)
 
 T = TypeVar("T")
@@ -66,6 +67,7 @@ class Problem:
     code: str
     message: str
     ticket: str | None = None
+    hint: str | None = None  # what would fix it, when sage can tell ("did you mean CORE-001?")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class Problem:
             "code": self.code,
             "ticket": self.ticket,
             "message": self.message,
+            "hint": self.hint,
         }
 
 

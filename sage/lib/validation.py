@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+import re
 import shutil
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,13 +16,15 @@ from sage.lib import git, lazy, presets, scheduler
 from sage.lib import graph as dag
 from sage.lib.errors import SageError
 from sage.lib.project import Project
-from sage.lib.tickets import Index, Problem, Ticket, quiet_gc
+from sage.lib.tickets import Index, Problem, Ticket, quiet_gc, unsafe_id_reason
 from sage.lib.workers import argv_for
 
 if TYPE_CHECKING:
     import networkx as nx
 else:
     nx = lazy.module("networkx")  # imported on first use
+
+_BRACED = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")  # not a shell's ${VAR}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +44,7 @@ class Analysis:
     critical_minutes: float
     total_minutes: float
     recommended_workers: int
+    unit: str = "minutes"  # of the critical path and total work: "tickets" without estimates
 
     @property
     def parallel_share(self) -> float:
@@ -54,6 +60,7 @@ class Analysis:
             "critical_path_minutes": self.critical_minutes,
             "total_minutes": self.total_minutes,
             "recommended_workers": self.recommended_workers,
+            "unit": self.unit,
         }
 
 
@@ -82,6 +89,11 @@ def validate(index: Index, project: Project | None = None, *, analysis: bool = T
     need to know the index is sound)."""
     graph = dag.build(index.tickets)
     problems = list(index.problems) + dag.problems(index.tickets, graph)
+    if project and project.config.id_pattern:
+        problems = id_format(problems, index.tickets, project.config.id_pattern)
+    if project:
+        problems += placeholder_problems(_templates(project, index))
+    problems = [_with_hint(p) for p in problems]
     checks = prerequisites(project, index) if project else ()
     problems += [
         Problem(level=c.level, code="prerequisite", message=f"{c.name}: {c.detail}")
@@ -114,13 +126,75 @@ def _analyse(tickets: tuple[Ticket, ...], graph: nx.DiGraph) -> Analysis:
     recommended = max(1, min(scheduler.MAX_WORKERS, max(widths, default=1), bound))
     return Analysis(
         remaining=len(todo),
-        ready_now=len(dag.startable(tickets, state)),
+        ready_now=len({t.id for t in dag.startable(tickets, state)}),  # duplicates count once
         widths=widths,
         critical_path=path.tickets,
         critical_minutes=path.minutes,
         total_minutes=total,
         recommended_workers=recommended,
+        unit="minutes" if any(t.estimate_minutes is not None for t in tickets) else "tickets",
     )
+
+
+HINTS = {  # what fixes each kind of problem, where the problem itself cannot say more
+    "duplicate-id": "give each ticket its own ID (IDs name branches and folders)",
+    "unsafe-id": "use letters, digits, '.', '_' and '-', such as AUTH-001",
+    "id-format": "rename it like AUTH-001, or set [tickets] id_pattern in .sage/config.toml",
+    "bad-dependencies": 'write "dependencies": ["AUTH-001", "AUTH-002"]',
+    "bad-estimate": 'write minutes as a number, such as "estimate_minutes": 30',
+    "unknown-parent": "add the parent ticket, or remove the parent field",
+}
+
+
+def _with_hint(problem: Problem) -> Problem:
+    hint = None if problem.hint else HINTS.get(problem.code)
+    return replace(problem, hint=hint) if hint else problem
+
+
+def id_format(problems: list[Problem], tickets: tuple[Ticket, ...], pattern: str) -> list[Problem]:
+    """The ID-format warnings for `[tickets] id_pattern` instead of the default PREFIX-123."""
+    regex = re.compile(pattern, re.ASCII)
+    kept = [p for p in problems if p.code != "id-format"]
+    return kept + [
+        Problem(level="warning", code="id-format", ticket=t.id,
+                message=f"{t.id}: ID does not match [tickets] id_pattern {pattern!r}")
+        for t in tickets
+        if not regex.fullmatch(t.id) and unsafe_id_reason(t.id) is None
+    ]  # fmt: skip
+
+
+def _templates(project: Project, index: Index) -> dict[str, tuple[str, ...]]:
+    """Every argv a stream would fill, by where it comes from."""
+    found = {f"ticket {t.id}": t.command for t in index.tickets if t.command}
+    if project.config.worker:
+        found["worker"] = presets.expand(project.config.worker)
+    return found
+
+
+def placeholder_problems(templates: Mapping[str, Sequence[str]]) -> list[Problem]:
+    """`{titel}` would reach the worker as is: an error when it is close to a placeholder,
+    a warning otherwise (a literal brace, as in awk '{print}', is allowed)."""
+    found = []
+    for where, argv in templates.items():
+        for name in dict.fromkeys(_BRACED.findall(" ".join(argv))):
+            if name in presets.PLACEHOLDERS:
+                continue
+            close = difflib.get_close_matches(name, presets.PLACEHOLDERS, n=1, cutoff=0.75)
+            if close or where == "worker":  # a ticket's own braces are its business
+                found.append(_placeholder_problem(where, name, close[0] if close else None))
+    return found
+
+
+def _placeholder_problem(where: str, name: str, close: str | None) -> Problem:
+    known = " ".join(f"{{{p}}}" for p in presets.PLACEHOLDERS)
+    return Problem(
+        level="error" if close else "warning",
+        code="unknown-placeholder",
+        message=f"{where}: unknown placeholder {{{name}}}"
+        + ("" if close else " (passed to the program as is)"),
+        hint=f"did you mean {{{close}}}? placeholders are {known}" if close
+        else f"placeholders are {known}",
+    )  # fmt: skip
 
 
 def prerequisites(project: Project, index: Index) -> tuple[Check, ...]:
@@ -176,6 +250,9 @@ def require_runnable(project: Project, index: Index, *, local: bool = True) -> N
     for ticket in index.tickets:
         if ticket.state in dag.OPEN_STATES:
             argv_for(ticket, project.config.worker)  # raises when there is nothing to run
+    typos = [p for p in placeholder_problems(_templates(project, index)) if p.level == "error"]
+    if typos:
+        raise SageError(typos[0].message, hint=typos[0].hint)
     missing = [c for c in _worker_checks(project, index) if not c.ok] if local else []
     if missing:
         raise SageError(

@@ -15,7 +15,8 @@ from tests.conftest import ROOT, CliResult
 Sage = Callable[..., CliResult]
 PACKAGED = ROOT / "sage" / "data" / "commands"
 TOP_LEVEL = ROOT / "commands"
-COMMANDS = ("plan.md", "ready.md", "stream.md", "validate.md")
+COMMANDS = ("sage-import.md", "sage-plan.md", "sage-ready.md", "sage-stream.md", "sage-validate.md")
+CHANGES_THE_REPOSITORY = {"sage-import.md", "sage-stream.md"}
 
 
 def test_top_level_commands_are_identical_copies_of_the_packaged_ones() -> None:
@@ -33,19 +34,44 @@ def frontmatter(text: str) -> tuple[dict[str, str], str]:
     return fields, match.group(2)
 
 
+def verb_of(name: str) -> str:
+    return name.removesuffix(".md").removeprefix("sage-")
+
+
 @pytest.mark.parametrize("name", COMMANDS)
 def test_each_command_calls_the_cli(name: str) -> None:
     fields, body = frontmatter((PACKAGED / name).read_text())
-    assert set(fields) == {"description", "argument-hint"} and fields["description"]
-    assert fields["argument-hint"].startswith('"[') and fields["argument-hint"].endswith('"')
-    verb = name.removesuffix(".md")
-    assert re.search(rf"^(   )?sage {verb}\b.*\$ARGUMENTS$", body, re.MULTILINE)
-    assert "Exit codes:" in body and "`0`" in body and "`1`" in body
+    expected = {"description", "argument-hint", "allowed-tools"}
+    if name in CHANGES_THE_REPOSITORY:  # only the user starts these, never the model
+        expected.add("disable-model-invocation")
+        assert fields["disable-model-invocation"] == "true"
+    assert set(fields) == expected and fields["description"]
+    assert fields["argument-hint"].startswith('"') and fields["argument-hint"].endswith('"')
+    verb = verb_of(name)
+    assert re.search(rf"^\s*sage {verb}\b", body, re.MULTILINE)
+    # arguments are described, never pasted into a command line as a raw string
+    assert "`$ARGUMENTS`" in body and not re.search(r"^\s*sage .*\$ARGUMENTS", body, re.M)
+    assert "Exit codes:" in body or "exits 0" in body
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_sage_call_is_allowed_without_asking(name: str) -> None:
+    fields, body = frontmatter((PACKAGED / name).read_text())
+    rules = [r.strip() for r in fields["allowed-tools"].split(",")]
+    assert all(re.fullmatch(r"Bash\(sage [a-z ]+:\*\)|Read", r) for r in rules), rules
+    allowed = {r.removeprefix("Bash(").removesuffix(":*)") for r in rules}
+    called = set(re.findall(r"`(sage [a-z]+(?: status)?)[ `]", body))
+    called |= {f"sage {m}" for m in re.findall(r"^\s*sage ([a-z]+)", body, re.M)}
+    assert called - {"sage stream --auto"} <= allowed, called - allowed
+
+
+def test_no_command_shadows_a_built_in_one() -> None:
+    assert all(name.startswith("sage-") for name in COMMANDS)
 
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_the_commands_they_name_exist(name: str, sage: Sage, tmp_path: Path) -> None:
-    verb = name.removesuffix(".md")
+    verb = verb_of(name)
     if verb == "stream" and importlib.util.find_spec("sage.commands.stream") is None:
         pytest.skip("sage stream is not built yet")
     shown = sage(verb, "--help", cwd=tmp_path)
@@ -59,14 +85,14 @@ def test_the_commands_they_name_exist(name: str, sage: Sage, tmp_path: Path) -> 
 def test_bundled_reads_the_package_data() -> None:
     found = agent_commands.bundled()
     assert sorted(found) == list(COMMANDS)
-    assert found["stream.md"] == (PACKAGED / "stream.md").read_text()
+    assert found["sage-stream.md"] == (PACKAGED / "sage-stream.md").read_text()
 
 
 @pytest.mark.parametrize(
     ("agent", "project_dir", "user_dir"),
     [
         ("claude", ".claude/commands", ".claude/commands"),
-        ("opencode", ".opencode/command", ".config/opencode/command"),
+        ("opencode", ".opencode/commands", ".config/opencode/commands"),
         ("droid", ".factory/commands", ".factory/commands"),
     ],
 )
@@ -83,20 +109,20 @@ def test_install_is_idempotent_and_keeps_changed_files(repo: Path, sage: Sage) -
     assert first.returncode == 0, first.stderr
     target = repo / ".claude" / "commands"
     assert sorted(p.name for p in target.iterdir()) == list(COMMANDS)
-    assert (target / "plan.md").read_bytes() == (PACKAGED / "plan.md").read_bytes()
+    assert (target / "sage-plan.md").read_bytes() == (PACKAGED / "sage-plan.md").read_bytes()
     assert first.stdout.count(": installed") == len(COMMANDS)
 
     again = sage("agent-commands", "install", "--agent", "claude", cwd=repo)
     assert again.returncode == 0 and again.stdout.count(": up to date") == len(COMMANDS)
 
-    (target / "plan.md").write_text("my own plan\n")
+    (target / "sage-plan.md").write_text("my own plan\n")
     kept = sage("agent-commands", "install", "--agent", "claude", cwd=repo)
-    assert kept.returncode == 1 and "plan.md: kept" in kept.stdout and "--force" in kept.stderr
-    assert (target / "plan.md").read_text() == "my own plan\n"
+    assert kept.returncode == 1 and "sage-plan.md: kept" in kept.stdout and "--force" in kept.stderr
+    assert (target / "sage-plan.md").read_text() == "my own plan\n"
 
     forced = sage("agent-commands", "install", "--agent", "claude", "--force", cwd=repo)
-    assert forced.returncode == 0 and "plan.md: overwritten" in forced.stdout
-    assert (target / "plan.md").read_bytes() == (PACKAGED / "plan.md").read_bytes()
+    assert forced.returncode == 0 and "sage-plan.md: overwritten" in forced.stdout
+    assert (target / "sage-plan.md").read_bytes() == (PACKAGED / "sage-plan.md").read_bytes()
 
 
 def test_user_install_goes_to_the_home_directory(repo: Path, sage: Sage, tmp_path: Path) -> None:
@@ -104,7 +130,7 @@ def test_user_install_goes_to_the_home_directory(repo: Path, sage: Sage, tmp_pat
     done = sage("agent-commands", "install", "--agent", "opencode", "--user", cwd=repo,
                 env={"HOME": str(home)})  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (home / ".config/opencode/command").iterdir()) == list(COMMANDS)
+    assert sorted(p.name for p in (home / ".config/opencode/commands").iterdir()) == list(COMMANDS)
     assert not (repo / ".opencode").exists()
 
 
@@ -112,10 +138,21 @@ def test_install_from_a_subdirectory_uses_the_project_root(repo: Path, sage: Sag
     sub = repo / "src" / "deep"
     sub.mkdir(parents=True)
     assert sage("agent-commands", "install", "--agent", "droid", cwd=sub).returncode == 0
-    assert (repo / ".factory" / "commands" / "ready.md").exists()
+    assert (repo / ".factory" / "commands" / "sage-ready.md").exists()
 
 
 def test_an_unknown_agent_is_a_usage_error(repo: Path, sage: Sage) -> None:
     done = sage("agent-commands", "install", "--agent", "vim", cwd=repo)
     assert done.returncode == 2 and "unknown agent 'vim'" in done.stderr
     assert "claude, opencode, droid" in done.stderr
+
+
+def test_files_of_an_older_sage_are_named_not_deleted(repo: Path, sage: Sage) -> None:
+    old = repo / ".opencode" / "command"
+    old.mkdir(parents=True)
+    (old / "plan.md").write_text("sage plan --parallel $ARGUMENTS\n")
+    (old / "notes.md").write_text("mine\n")
+    done = sage("agent-commands", "install", "--agent", "opencode", cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert f"{old / 'plan.md'}: left over from an older sage" in done.stdout
+    assert (old / "plan.md").exists() and "notes.md" not in done.stdout

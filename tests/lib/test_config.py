@@ -26,7 +26,7 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
 
 def test_the_template_is_valid_and_all_defaults(tmp_path: Path) -> None:
     write_config(tmp_path, config.TEMPLATE)
-    assert tomllib.loads(config.TEMPLATE) == {"stream": {}, "queue": {}, "hooks": {}}
+    assert tomllib.loads(config.TEMPLATE) == {"stream": {}, "queue": {}, "tickets": {}, "hooks": {}}
     assert config.load(tmp_path, environ={}) == config.Config()
 
 
@@ -151,3 +151,31 @@ def test_init_creates_the_layout_and_keeps_what_exists(tmp_path: Path) -> None:
     assert project.init(tmp_path) == []
     assert config.load(tmp_path, environ={}).workers == "2"
     assert len(project.init(tmp_path, force=True)) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "hint"),
+    [
+        ("[stream]\nbackoff = 2\n", "backoff belongs in [queue]"),
+        ("[queue]\nmax_attempt = 2\n", "did you mean max_attempts?"),
+        ("[stream]\nwhatever = 2\n", "[stream] takes workers, worker"),
+    ],
+)
+def test_an_unknown_key_says_where_it_belongs(tmp_path: Path, body: str, hint: str) -> None:
+    write_config(tmp_path, body)
+    with pytest.raises(ConfigError) as caught:
+        config.load(tmp_path, environ={})
+    assert hint in (caught.value.hint or "")
+
+
+def test_the_template_shows_the_real_default_worker() -> None:
+    line = next(x for x in config.TEMPLATE.splitlines() if x.startswith("# worker ="))
+    assert line.startswith('# worker = ""') and config.Config().worker == ()
+
+
+def test_id_pattern_is_a_checked_regular_expression(tmp_path: Path) -> None:
+    write_config(tmp_path, "[tickets]\nid_pattern = 'T[0-9]+'\n")
+    assert config.load(tmp_path, environ={}).id_pattern == "T[0-9]+"
+    write_config(tmp_path, "[tickets]\nid_pattern = 'T[0-9'\n")
+    with pytest.raises(ConfigError, match=r"id_pattern.*not a regular expression"):
+        config.load(tmp_path, environ={})

@@ -137,3 +137,68 @@ def test_a_worker_preset_is_checked_by_its_program(
     found = project.open_project(tmp_path)
     checks = {c.name: c for c in validation.prerequisites(found, tickets.load(found.index_path))}
     assert checks["worker"].ok and str(fake / "claude") in checks["worker"].detail
+
+
+def test_unknown_dependencies_and_cycles_come_with_a_hint(tmp_path: Path) -> None:
+    index = load(tmp_path, [ticket("CORE-001"), ticket("APP-1", "CORE-01"),
+                            ticket("B-1", "B-2"), ticket("B-2", "B-1")])  # fmt: skip
+    found = {p.code: p for p in validation.validate(index).errors}
+    assert found["unknown-dependency"].hint == "did you mean CORE-001?"
+    assert found["unknown-dependency"].as_dict()["hint"] == "did you mean CORE-001?"
+    assert found["cycle"].hint and "B-1" in found["cycle"].hint
+
+
+def test_without_estimates_the_analysis_counts_tickets(tmp_path: Path) -> None:
+    index = load(tmp_path, [ticket("A-1"), ticket("A-2", "A-1")])
+    a = validation.validate(index).analysis
+    assert a is not None and a.unit == "tickets" and a.critical_minutes == 2
+
+
+def test_duplicate_ids_are_counted_once_in_the_share(tmp_path: Path) -> None:
+    index = load(tmp_path, [ticket("A-1"), ticket("A-1"), ticket("A-2"), ticket("A-3", "A-2")])
+    a = validation.validate(index).analysis
+    assert a is not None and (a.ready_now, a.remaining) == (2, 3)
+
+
+def open_with(tmp_path: Path, config_text: str) -> project.Project:
+    (tmp_path / ".sage").mkdir(exist_ok=True)
+    (tmp_path / ".sage" / "config.toml").write_text(config_text)
+    return project.open_project(tmp_path)
+
+
+def test_a_typo_in_a_worker_placeholder_is_refused(tmp_path: Path) -> None:
+    proj = open_with(tmp_path, "[stream]\nworker = \"sh -c 'echo {titel} {print}' {ticket_id}\"\n")
+    index = load(tmp_path, [ticket("A-1")])
+    found = [
+        p for p in validation.validate(index, proj).problems if p.code == "unknown-placeholder"
+    ]
+    assert [(p.level, (p.hint or "").split("?")[0]) for p in found] == [
+        ("error", "did you mean {title}"),
+        ("warning", "placeholders are {ticket_id} {title} {worktree} {context_file} {run_id} "
+                    "{attempt}")]  # fmt: skip
+    with pytest.raises(SageError, match=r"unknown placeholder \{titel\}"):
+        validation.require_runnable(proj, index)
+
+
+def test_a_tickets_own_braces_are_left_alone(tmp_path: Path) -> None:
+    proj = open_with(tmp_path, "")
+    index = load(tmp_path, [ticket("A-1", command=["sh", "-c", "echo ${HOME} {x}"]),
+                            ticket("A-2", command=["echo", "{ticketid}"])])  # fmt: skip
+    found = [
+        p for p in validation.validate(index, proj).problems if p.code == "unknown-placeholder"
+    ]
+    assert [p.message for p in found] == ["ticket A-2: unknown placeholder {ticketid}"]
+
+
+def test_the_id_pattern_replaces_the_default_format(tmp_path: Path) -> None:
+    index = load(tmp_path, [ticket("T001"), ticket("AUTH-1")])
+    assert [p.ticket for p in validation.validate(index).warnings] == ["T001"]
+    proj = open_with(tmp_path, "[tickets]\nid_pattern = 'T[0-9]+'\n")
+    warned = [p for p in validation.validate(index, proj).problems if p.code == "id-format"]
+    assert [p.ticket for p in warned] == ["AUTH-1"] and "id_pattern 'T[0-9]+'" in warned[0].message
+
+
+def test_problems_of_a_known_kind_say_what_fixes_them(tmp_path: Path) -> None:
+    index = load(tmp_path, [ticket("A-1"), ticket("A-1"), ticket("weird")])
+    hints = {p.code: p.hint for p in validation.validate(index).problems}
+    assert hints["duplicate-id"] and "id_pattern" in (hints["id-format"] or "")

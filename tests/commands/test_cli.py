@@ -1,0 +1,66 @@
+"""The root command: -h, -V, shell completion, and `validate --json` when the JSON is broken."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from sage import __version__
+from tests.conftest import CliResult
+
+Sage = Callable[..., CliResult]
+
+
+def test_short_help_and_version(sage: Sage, tmp_path: Path) -> None:
+    assert sage("-V", cwd=tmp_path).stdout.strip() == f"sage {__version__}"
+    root = sage("-h", cwd=tmp_path)
+    assert (
+        root.returncode == 0 and "import" in root.stdout and "--install-completion" in root.stdout
+    )
+    sub = sage("queue", "-h", cwd=tmp_path)
+    assert sub.returncode == 0 and "Usage: sage queue" in sub.stdout
+
+
+def test_shell_completion(sage: Sage, tmp_path: Path) -> None:
+    shown = sage("--show-completion", "bash", cwd=tmp_path, env={"SHELL": "/bin/bash"})
+    assert shown.returncode == 0 and "_sage_completion" in shown.stdout
+    env = {"_SAGE_COMPLETE": "complete_bash", "COMP_WORDS": "sage va", "COMP_CWORD": "1"}
+    assert sage(cwd=tmp_path, env=env).stdout.split() == ["validate"]
+
+
+def test_validate_json_reports_a_syntax_error_on_stdout(repo: Path, sage: Sage) -> None:
+    index = repo / ".sage" / "tickets" / "index.json"
+    index.parent.mkdir(parents=True)
+    index.write_text('{"tickets": [\n  {"id": "A-1",, "title": "x"}\n]}\n')
+    done = sage("validate", "--json", cwd=repo)
+    report = json.loads(done.stdout)
+    assert done.returncode == 1 and report["ok"] is False
+    assert report["errors"][0]["code"] == "unreadable" and ":2:" in report["errors"][0]["message"]
+    assert "Traceback" not in done.stderr
+
+
+def test_validate_prints_hints_and_counts_tickets(repo: Path, sage: Sage) -> None:
+    index = repo / ".sage" / "tickets" / "index.json"
+    index.parent.mkdir(parents=True)
+    tickets = [{"id": "CORE-001", "title": "a"}, {"id": "APP-1", "title": "b",
+                                                  "dependencies": ["CORE-01"]}]  # fmt: skip
+    index.write_text(json.dumps({"tickets": tickets}))
+    done = sage("validate", cwd=repo)
+    assert "    hint: did you mean CORE-001?" in done.stdout
+    index.write_text(json.dumps({"tickets": [*tickets[:1], {"id": "APP-1", "title": "b"}]}))
+    assert "critical path: 1 tickets" in sage("validate", cwd=repo).stdout
+
+
+def test_stream_refuses_a_typo_in_a_placeholder_before_anything_runs(
+    repo: Path, sage: Sage
+) -> None:
+    assert sage("add", "APP-001", "Do it", cwd=repo).returncode == 0
+    done = sage("stream", "--auto", "--worker", "touch {titel}", cwd=repo)
+    assert done.returncode == 1, done.stderr
+    assert "error: worker: unknown placeholder {titel}" in done.stderr
+    assert "hint: did you mean {title}?" in done.stderr
+    index = json.loads((repo / ".sage" / "tickets" / "index.json").read_text())
+    assert (
+        index["tickets"][0]["state"] == "UNPROCESSED" and "state_history" not in index["tickets"][0]
+    )
