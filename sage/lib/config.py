@@ -36,6 +36,11 @@ class Config:
     max_attempts: int = 3
     backoff: float = 1.0  # seconds before the first retry; doubles after each
     verify_batch: bool = True
+    # [worktree]: worker slots keep one worktree each across tickets
+    setup: tuple[str, ...] = ()  # argv run when a slot is created (and when setup_when changes)
+    setup_when: tuple[str, ...] = ()  # tracked files (lockfiles) whose change reruns setup
+    copy: tuple[str, ...] = ()  # untracked files copied from the user's checkout into each slot
+    keep: tuple[str, ...] = ()  # gitignore-style globs the between-tickets clean leaves alone
     # [hooks]
     strip_lines: tuple[str, ...] = (
         r"^Co-Authored-By: Claude",
@@ -50,6 +55,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                "schedule", "executor", "scheduler", "index"),
     "queue": ("lock_timeout", "max_attempts", "backoff", "verify_batch", "verify_timeout"),
     "hooks": ("strip_lines",),
+    "worktree": ("setup", "setup_when", "copy", "keep"),
 }  # fmt: skip
 CHOICES = {
     "on_error": ("fail", "skip"),
@@ -110,6 +116,18 @@ def _text(value: Any) -> str:
     return value
 
 
+def _paths(value: Any) -> tuple[str, ...]:
+    """Paths (or globs) relative to the repository root, never outside it."""
+    if isinstance(value, str):  # from the environment: SAGE_COPY=".env .env.local"
+        value = shlex.split(value)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a list of relative paths")
+    for item in value:
+        if Path(item).is_absolute() or ".." in Path(item).parts:
+            raise ValueError(f"{item!r} is not a path inside the repository")
+    return tuple(value)
+
+
 def _lines(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(line for line in value.split("\n") if line)
@@ -130,6 +148,10 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "max_attempts": _count,
     "verify_batch": _bool,
     "strip_lines": _lines,
+    "setup": _argv,
+    "setup_when": _paths,
+    "copy": _paths,
+    "keep": _paths,
 }
 
 
