@@ -41,6 +41,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("dask_overhead", "bench.dask_overhead"),
     ("stream", "bench.stream"),
     ("queue", "bench.queue"),
+    ("replay", "bench.replay"),
 ]
 
 Row = dict[str, Any]
