@@ -84,8 +84,8 @@ def history(options: Options, count: int) -> History:
     patches.mkdir()
     changes = tuple(change(source, patches, i, sha) for i, sha in enumerate(chosen, 1))
     base = git(source, "rev-parse", f"{chosen[0]}^")
-    return History(source=source, base=base, tree=git(source, "rev-parse", f"{chosen[-1]}^{{tree}}"),
-                   changes=changes)  # fmt: skip
+    tree = git(source, "rev-parse", f"{chosen[-1]}^{{tree}}")
+    return History(source=source, base=base, tree=tree, changes=changes)
 
 
 def change(source: Path, patches: Path, number: int, sha: str) -> Change:
