@@ -42,6 +42,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("stream", "bench.stream"),
     ("queue", "bench.queue"),
     ("replay", "bench.replay"),
+    ("isolation", "bench.isolation"),
 ]
 
 Row = dict[str, Any]
