@@ -15,7 +15,7 @@ from typing import Any
 
 from sage.lib import git, proc
 from sage.lib.config import Config
-from sage.lib.errors import SageError
+from sage.lib.errors import GitError, SageError
 
 
 def branch_for(ticket_id: str) -> str:
@@ -127,20 +127,19 @@ def prepare_slot(
     `setup.keep`. Copies are refreshed where they differ from the user's; setup runs again when a
     `setup.setup_when` file's blob differs from the last setup's. A slot that cannot be reused
     (no `.git` file, one pointing elsewhere, a stale `index.lock`, a merge or rebase left half
-    done) is removed and created again. The previous ticket's branch is left as it is (the queue
-    lands from it); the slot keeps `sage/<ID>` checked out until its next ticket.
+    done), or one git refuses to switch, is removed and created again. The previous ticket's
+    branch is left as it is (the queue lands from it); the slot keeps `sage/<ID>` checked out
+    until its next ticket.
 
     One caller per slot at a time (a slot is one worker). Raises SageError when setup fails (the
     slot is kept and sets up again next time) or a copied path is not ignored (it would land).
     """
     started = time.monotonic()
     path, branch = slot_path(slots_dir, slot), branch_for(ticket_id)
-    problem = slot_problem(repo, path)
+    problem = slot_problem(repo, path) or _switched(path, branch, base, setup)
     if problem:
         _recreate(repo, path, branch, base)
         _check_copies_ignored(repo, path, setup.copy)
-    else:
-        _switch(path, branch, base, _excludes(path, setup))
     _copy_in(repo, path, setup.copy)
     reason = _setup_reason(path, setup, created=bool(problem))
     setup_seconds = _run_setup(path, slot, setup) if reason else 0.0
@@ -195,6 +194,16 @@ def _recreate(repo: Path, path: Path, branch: str, base: str) -> None:
     git.git(repo, "worktree", "add", "--quiet", "-f", "--detach", str(path), base)
     # not `worktree add -B`: it refuses a branch another slot has checked out (a retry moved)
     git.git(path, "checkout", "--quiet", "--ignore-other-worktrees", "-B", branch, base)
+
+
+def _switched(path: Path, branch: str, base: str, setup: SlotSetup) -> str:
+    """Switch a healthy-looking slot; "" when done, else why it must be recreated (a damaged
+    index, a ref lock a killed git left: whatever git refuses, a fresh worktree cures)."""
+    try:
+        _switch(path, branch, base, _excludes(path, setup))
+    except GitError as exc:
+        return f"could not switch: {exc.message}"
+    return ""
 
 
 def _switch(path: Path, branch: str, base: str, excludes: list[str]) -> None:

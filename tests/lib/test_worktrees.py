@@ -162,8 +162,9 @@ def test_index_flags_a_worker_set_are_cleared(project: Path) -> None:
         (lambda p: (p / ".git").write_text("gitdir: /elsewhere/.git/worktrees/x\n"), "elsewhere"),
         (lambda p: Path(git(p, "rev-parse", "--git-dir"), "index.lock").touch(), "index.lock"),
         (lambda p: Path(git(p, "rev-parse", "--git-dir"), "MERGE_HEAD").touch(), "MERGE_HEAD"),
+        (lambda p: Path(git(p, "rev-parse", "--git-dir"), "index").write_bytes(b"junk"), "switch"),
     ],
-    ids=["missing .git", "changed .git", "stale index.lock", "merge left half done"],
+    ids=["missing .git", "changed .git", "stale index.lock", "merge left half done", "bad index"],
 )
 def test_a_broken_slot_is_removed_and_recreated(project: Path, damage: object, reason: str) -> None:
     path = prepare(project, "A-1").path
