@@ -173,11 +173,22 @@ def run(options: Options) -> list[Row]:
         for n in WORKERS:
             runs[str(n)] = sage(options, hist, options.workdir / f"replay-{n}-{attempt}", n)
         best = {k: min(best.get(k, v), v) for k, v in runs.items()}
-    chained = sum(bool(t["dependencies"]) for t in tickets(hist.changes))
-    return rows(count, best, chained)
+    return rows(count, best, shape(tickets(hist.changes)))
 
 
-def rows(count: int, best: dict[str, tuple[float, float]], chained: int) -> list[Row]:
+def shape(index: list[dict[str, object]]) -> str:
+    """How much of the replay could run at once: dependent tickets and the longest chain."""
+    depth: dict[object, int] = {}
+    for t in index:  # in history order, so every dependency is already measured
+        deps = t["dependencies"]
+        assert isinstance(deps, list)
+        depth[t["id"]] = 1 + max((depth[d] for d in deps), default=0)
+    chained = sum(bool(t["dependencies"]) for t in index)
+    longest = max(depth.values())
+    return f"{chained} of {len(index)} depend on an earlier one; longest chain {longest}"
+
+
+def rows(count: int, best: dict[str, tuple[float, float]], dag: str) -> list[Row]:
     wall, cpu = best["loop"]
     out = []
     for n in WORKERS:
@@ -191,5 +202,5 @@ def rows(count: int, best: dict[str, tuple[float, float]], chained: int) -> list
                        f"{cpu / count * 1000:.1f}"))  # fmt: skip
     out.append(row(SECTION, f"{count} real commits", "wall: --parallel 4 / --parallel 1",
                    best["4"][0], floor=best["1"][0],
-                   note=f"{chained} of {count} tickets depend on an earlier one"))  # fmt: skip
+                   note=dag))  # fmt: skip
     return out
