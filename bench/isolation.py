@@ -130,6 +130,6 @@ def case(options: Options, files: int, count: int) -> list[Row]:
 
 
 def run(options: Options) -> list[Row]:
-    # `git worktree add` of 50k files takes 10-25 s on the bench machine: --quick stops at 10k
-    sizes = ((1000, 8), (10_000, 1)) if options.quick else ((1000, 30), (50_000, 3))
+    # `git worktree add` of 50k files takes 10-25 s on the bench machine: --quick stops at 5k
+    sizes = ((1000, 5), (5000, 1)) if options.quick else ((1000, 30), (50_000, 3))
     return [r for files, count in sizes for r in case(options, files, count)]
