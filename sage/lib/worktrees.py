@@ -131,8 +131,9 @@ def prepare_slot(
     branch is left as it is (the queue lands from it); the slot keeps `sage/<ID>` checked out
     until its next ticket.
 
-    One caller per slot at a time (a slot is one worker). Raises SageError when setup fails (the
-    slot is kept and sets up again next time) or a copied path is not ignored (it would land).
+    One caller per slot at a time (a slot is one worker). Raises SageError when setup fails or
+    leaves anything git sees (the slot is kept and sets up again next time), or a copied path is
+    not ignored (it would land).
     """
     started = time.monotonic()
     path, branch = slot_path(slots_dir, slot), branch_for(ticket_id)
@@ -267,7 +268,8 @@ def _setup_reason(path: Path, setup: SlotSetup, *, created: bool) -> str:
     state = _read_state(path)
     if created or not state:
         return "created" if created else "not set up yet"
-    was, now = state.get("blobs", {}), _blobs(path, setup.setup_when)
+    was, now = state.get("blobs"), _blobs(path, setup.setup_when)
+    was = was if isinstance(was, dict) else {}
     changed = [p for p in setup.setup_when if was.get(p) != now.get(p)]
     return f"changed: {', '.join(changed)}" if changed else ""
 
@@ -293,11 +295,24 @@ def _run_setup(path: Path, slot: int, setup: SlotSetup) -> float:
             + (f": {said[-1]}" if said else ""),
             hint=f"run {shlex.join(setup.setup)} there to see why",
         )
-    made = git.git(path, "ls-files", "-z", "--others", "--ignored", "--exclude-standard",
-                   "--directory")  # fmt: skip
-    state = {"blobs": _blobs(path, setup.setup_when), "keep": [p for p in made.split("\0") if p]}
+    state = {"blobs": _blobs(path, setup.setup_when), "keep": _setup_output(path)}
     _state_file(path).write_text(json.dumps(state), encoding="utf-8")
     return time.monotonic() - started
+
+
+def _setup_output(path: Path) -> list[str]:
+    """The ignored paths setup left, kept from now on. Anything else it left git would see, and
+    the worker's commit would land it: refused."""
+    out = git.git(path, "status", "--porcelain=v1", "-z", "--ignored", "--untracked-files=normal")
+    records = [r for r in out.split("\0") if r]
+    seen = sorted(r[3:] if r[2:3] == " " else r for r in records if not r.startswith("!! "))
+    if seen:
+        raise SageError(
+            f"[worktree] setup left files git sees in {path}: {', '.join(seen[:5])}",
+            hint="what setup makes must be ignored (.gitignore) and leave tracked files alone, "
+            "or it would land with the ticket's work",
+        )
+    return [r[3:] for r in records]
 
 
 def _state_file(path: Path) -> Path:

@@ -267,3 +267,25 @@ def test_worktree_config_keys(tmp_path: Path) -> None:
 def test_worktree_paths_must_stay_inside_the_repository(tmp_path: Path) -> None:
     with pytest.raises(SageError, match="copy"):
         config.load(tmp_path, environ={"SAGE_COPY": "../secret"})
+
+
+def test_the_last_tickets_branch_may_be_deleted_under_the_slot(project: Path) -> None:
+    path = prepare(project, "A-1").path
+    git(project, "update-ref", "-d", "refs/heads/sage/A-1")  # landed: the queue deletes it
+    again = prepare(project, "A-2")
+    assert not again.created
+    assert git(path, "symbolic-ref", "HEAD") == "refs/heads/sage/A-2"
+    assert everything(path) == ""
+
+
+@pytest.mark.parametrize(
+    ("code", "seen"),
+    [
+        ("open('made.txt', 'w').write('not ignored')", "made.txt"),
+        ("open('package-lock.json', 'w').write('rewritten')", "package-lock.json"),
+    ],
+    ids=["untracked output", "tracked file changed"],
+)
+def test_setup_output_git_would_see_is_refused(project: Path, code: str, seen: str) -> None:
+    with pytest.raises(SageError, match=f"setup left files git sees.*{seen}"):
+        prepare(project, "A-1", setup=SlotSetup(setup=(sys.executable, "-c", code)))
