@@ -3,6 +3,7 @@ the next, setup runs once (and again when a lockfile changes), broken slots are 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -289,3 +290,18 @@ def test_the_last_tickets_branch_may_be_deleted_under_the_slot(project: Path) ->
 def test_setup_output_git_would_see_is_refused(project: Path, code: str, seen: str) -> None:
     with pytest.raises(SageError, match=f"setup left files git sees.*{seen}"):
         prepare(project, "A-1", setup=SlotSetup(setup=(sys.executable, "-c", code)))
+
+
+def test_a_reused_slot_costs_three_git_calls(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.reliability.test_process_count import logging_git
+
+    prepare(project, "A-1")
+    prepare(project, "A-2")  # and the repository's common dir, read once per process
+    base = git(project, "rev-parse", "main")
+    bin_dir, log = logging_git(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    worktrees.prepare_slot(project, project / ".sage" / "worktrees", 0, "A-3", base)
+    subcommands = [line.split("\t")[3] for line in log.read_text().splitlines()]
+    assert subcommands == ["ls-files", "checkout", "clean"]  # vs worktree add + remove + prune
