@@ -119,8 +119,9 @@ def test_git_processes_per_ticket_only_go_down(tmp_path: Path) -> None:
         keys = [k for k in long.keys() | short.keys() if side in (None, k[0])]
         return sum(long[k] - short[k] for k in keys) / (LONG - SHORT)
 
-    print(f"per ticket: {per_ticket():.2f} (worker {per_ticket('worker'):.2f}, landing "
-          f"{per_ticket('landing'):.2f}); every git process: {every:.2f}",
+    # one landing per ticket: in a chain each lands alone
+    print(f"git calls per ticket: {per_ticket():.2f} (worker side {per_ticket('worker'):.2f}, "
+          f"per landing {per_ticket('landing'):.2f}); every git process: {every:.2f}",
           file=sys.stderr)  # fmt: skip
     assert per_ticket("worker") <= MAX_WORKER_SIDE
     assert per_ticket("landing") <= MAX_LANDING_SIDE
