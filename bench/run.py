@@ -41,6 +41,8 @@ SECTIONS: list[tuple[str, str]] = [
     ("dask_overhead", "bench.dask_overhead"),
     ("stream", "bench.stream"),
     ("queue", "bench.queue"),
+    ("replay", "bench.replay"),
+    ("isolation", "bench.isolation"),
 ]
 
 Row = dict[str, Any]

@@ -42,6 +42,11 @@ class Config:
     verify_batch: bool = True
     # [tickets]
     id_pattern: str = ""  # regex every ID should match; empty: PREFIX-123 (a warning otherwise)
+    # [worktree]: worker slots keep one worktree each across tickets
+    setup: tuple[str, ...] = ()  # argv run when a slot is created (and when setup_when changes)
+    setup_when: tuple[str, ...] = ()  # tracked files (lockfiles) whose change reruns setup
+    copy: tuple[str, ...] = ()  # untracked files copied from the user's checkout into each slot
+    keep: tuple[str, ...] = ()  # gitignore-style globs the between-tickets clean leaves alone
     # [hooks]
     strip_lines: tuple[str, ...] = (
         r"^Co-Authored-By: Claude",
@@ -57,6 +62,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "queue": ("lock_timeout", "max_attempts", "backoff", "verify_batch", "verify_timeout"),
     "hooks": ("strip_lines",),
     "tickets": ("id_pattern",),
+    "worktree": ("setup", "setup_when", "copy", "keep"),
 }  # fmt: skip
 CHOICES = {
     "on_error": ("fail", "skip"),
@@ -117,6 +123,18 @@ def _text(value: Any) -> str:
     return value
 
 
+def _paths(value: Any) -> tuple[str, ...]:
+    """Paths (or globs) relative to the repository root, never outside it."""
+    if isinstance(value, str):  # from the environment: SAGE_COPY=".env .env.local"
+        value = shlex.split(value)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a list of relative paths")
+    for item in value:
+        if Path(item).is_absolute() or ".." in Path(item).parts:
+            raise ValueError(f"{item!r} is not a path inside the repository")
+    return tuple(value)
+
+
 def _lines(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(line for line in value.split("\n") if line)
@@ -147,6 +165,10 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "max_attempts": _count,
     "verify_batch": _bool,
     "strip_lines": _lines,
+    "setup": _argv,
+    "setup_when": _paths,
+    "copy": _paths,
+    "keep": _paths,
 }
 
 

@@ -1,11 +1,21 @@
-"""Ticket worktrees: `.sage/worktrees/<ID>` on branch `sage/<ID>`, made fresh from a base commit."""
+"""Ticket worktrees: `.sage/worktrees/<ID>` on branch `sage/<ID>`, made fresh from a base commit;
+and worker slots, which keep one worktree each across tickets."""
 
 from __future__ import annotations
 
+import filecmp
+import functools
+import json
+import shlex
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sage.lib import git
+from sage.lib import git, proc
+from sage.lib.config import Config
+from sage.lib.errors import GitError, SageError
 
 
 def branch_for(ticket_id: str) -> str:
@@ -55,3 +65,266 @@ def repair(repo: Path) -> list[str]:
     for entry in broken:
         shutil.rmtree(entry, ignore_errors=True)
     return [entry.name for entry in broken]
+
+
+# Worker slots: slot k keeps one worktree, `<dir>/slot-<k>`, across the tickets it runs.
+
+SLOT_STATE = "sage-slot.json"  # in the slot's git admin dir, so it goes when the worktree goes
+# A git killed mid-command leaves these; a worker can leave an operation half done.
+_STUCK = ("index.lock", "HEAD.lock", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD",
+          "rebase-merge", "rebase-apply", "BISECT_LOG")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlotSetup:
+    """The `[worktree]` config: how a slot is set up once and what survives between tickets."""
+
+    setup: tuple[str, ...] = ()  # argv, run in the slot
+    setup_when: tuple[str, ...] = ()  # tracked paths whose blob change reruns setup
+    copy: tuple[str, ...] = ()  # untracked (and ignored) paths copied from the user's checkout
+    keep: tuple[str, ...] = ()  # gitignore-style patterns the clean leaves alone
+
+    @classmethod
+    def of(cls, config: Config) -> SlotSetup:
+        return cls(setup=config.setup, setup_when=config.setup_when, copy=config.copy,
+                   keep=config.keep)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Slot:
+    """What preparing a slot did, so setup time can be reported apart from work time."""
+
+    path: Path
+    branch: str
+    created: bool  # a new worktree: the slot's first ticket, or a broken one replaced
+    recovered: str = ""  # why the old worktree was replaced ("" when none was broken)
+    setup_ran: bool = False
+    setup_reason: str = ""  # "created", "changed: package-lock.json", "not set up yet"
+    setup_seconds: float = 0.0
+    seconds: float = 0.0  # all of it, setup included
+
+
+def slot_path(slots_dir: Path, slot: int) -> Path:
+    return slots_dir / f"slot-{slot}"
+
+
+def prepare_slot(
+    repo: Path,
+    slots_dir: Path,
+    slot: int,
+    ticket_id: str,
+    base: str,
+    setup: SlotSetup = SlotSetup(),
+) -> Slot:
+    """Make slot `slot`'s worktree ready for `ticket_id`: on branch `sage/<ID>` at `base`,
+    exactly base's tracked files and nothing else but the slot's setup (see below).
+
+    The first call for a slot creates `<slots_dir>/slot-<slot>` (`git worktree add`), copies
+    `setup.copy` from `repo` and runs `setup.setup` in it. Later calls reuse it: index flags a
+    worker set (assume-unchanged, skip-worktree) are cleared, `git checkout --force -B sage/<ID>
+    <base>` rewrites only the files that differ, and `git clean -ffdx` removes everything
+    untracked or ignored except what setup produced (the ignored paths it left), the copies and
+    `setup.keep`. Copies are refreshed where they differ from the user's; setup runs again when a
+    `setup.setup_when` file's blob differs from the last setup's. A slot that cannot be reused
+    (no `.git` file, one pointing elsewhere, a stale `index.lock`, a merge or rebase left half
+    done), or one git refuses to switch, is removed and created again. The previous ticket's
+    branch is left as it is (the queue lands from it); the slot keeps `sage/<ID>` checked out
+    until its next ticket.
+
+    One caller per slot at a time (a slot is one worker). Raises SageError when setup fails or
+    leaves anything git sees (the slot is kept and sets up again next time), or a copied path is
+    not ignored (it would land).
+    """
+    started = time.monotonic()
+    path, branch = slot_path(slots_dir, slot), branch_for(ticket_id)
+    problem = slot_problem(repo, path) or _switched(path, branch, base, setup)
+    if problem:
+        _recreate(repo, path, branch, base)
+        _check_copies_ignored(repo, path, setup.copy)
+    _copy_in(repo, path, setup.copy)
+    reason = _setup_reason(path, setup, created=bool(problem))
+    setup_seconds = _run_setup(path, slot, setup) if reason else 0.0
+    return Slot(path=path, branch=branch, created=bool(problem),
+                recovered="" if problem in ("", "missing") else problem,
+                setup_ran=bool(reason), setup_reason=reason, setup_seconds=setup_seconds,
+                seconds=time.monotonic() - started)  # fmt: skip
+
+
+def slot_problem(repo: Path, path: Path) -> str:
+    """Why the worktree at `path` cannot be reused as it is ("missing" if absent), or ""."""
+    if not path.exists():
+        return "missing"
+    admin = _admin_dir(path)
+    if admin is None:
+        return "no .git file"
+    if admin.parent != (_common(repo) / "worktrees").resolve():
+        return "its .git file points elsewhere"
+    if _registered_at(admin) != (path / ".git").resolve():
+        return "not registered with the repository"
+    stuck = [name for name in _STUCK if (admin / name).exists()]
+    return f"left mid-operation ({stuck[0]})" if stuck else ""
+
+
+def _admin_dir(path: Path) -> Path | None:
+    try:
+        text = (path / ".git").read_text(encoding="utf-8").strip()
+    except OSError:  # missing, or a directory (a worker ran `git init`)
+        return None
+    if not text.startswith("gitdir: "):
+        return None
+    return (path / text[len("gitdir: ") :]).resolve()
+
+
+def _registered_at(admin: Path) -> Path | None:
+    try:
+        text = (admin / "gitdir").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return (admin / text).resolve()
+
+
+@functools.lru_cache(maxsize=16)
+def _common(repo: Path) -> Path:
+    return git.common_dir(repo)
+
+
+def _recreate(repo: Path, path: Path, branch: str, base: str) -> None:
+    if path.exists() or path.is_symlink():
+        remove(repo, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git.git(repo, "worktree", "add", "--quiet", "-f", "--detach", str(path), base)
+    # not `worktree add -B`: it refuses a branch another slot has checked out (a retry moved)
+    git.git(path, "checkout", "--quiet", "--ignore-other-worktrees", "-B", branch, base)
+
+
+def _switched(path: Path, branch: str, base: str, setup: SlotSetup) -> str:
+    """Switch a healthy-looking slot; "" when done, else why it must be recreated (a damaged
+    index, a ref lock a killed git left: whatever git refuses, a fresh worktree cures)."""
+    try:
+        _switch(path, branch, base, _excludes(path, setup))
+    except GitError as exc:
+        return f"could not switch: {exc.message}"
+    return ""
+
+
+def _switch(path: Path, branch: str, base: str, excludes: list[str]) -> None:
+    _clear_flags(path)
+    args = ("checkout", "--quiet", "--force", "--ignore-other-worktrees", "-B", branch, base)
+    git.git(path, *args)
+    git.git(path, "clean", "-ffdxq", *(f"--exclude={e}" for e in excludes))
+
+
+def _clear_flags(path: Path) -> None:
+    """Index entries a worker marked assume-unchanged (a lowercase tag) or skip-worktree (`S`,
+    `s`): checkout would leave them as they are and hide the next ticket's edits from status.
+    update-index applies one such option per path, hence one call per flag."""
+    out = git.git(path, "ls-files", "-v", "-z")
+    tags = [(e[0], e[2:]) for e in out.split("\0") if e]
+    assumed = [name for tag, name in tags if tag.islower()]
+    skipped = [name for tag, name in tags if tag in "Ss"]
+    for option, paths in (("--no-assume-unchanged", assumed), ("--no-skip-worktree", skipped)):
+        if paths:
+            git.git(path, "update-index", option, "-z", "--stdin", input="\0".join(paths))
+
+
+def _excludes(path: Path, setup: SlotSetup) -> list[str]:
+    made = _read_state(path).get("keep", [])
+    paths = [*setup.copy, *(p for p in made if isinstance(p, str))]
+    return [*setup.keep, *(_anchored(p) for p in paths)]
+
+
+def _anchored(path: str) -> str:
+    """A literal path as a gitignore pattern matching that path only."""
+    escaped = "".join(f"\\{c}" if c in "*?[]\\!#" else c for c in path.strip("/"))
+    return f"/{escaped}" + ("/" if path.endswith("/") else "")
+
+
+def _check_copies_ignored(repo: Path, path: Path, copies: tuple[str, ...]) -> None:
+    if not copies:
+        return
+    done = git.run(path, "check-ignore", "-z", "--stdin", input="\0".join(copies))
+    loose = sorted(set(copies) - set(done.stdout.split("\0")))
+    if loose:
+        remove(repo, path)  # so the next attempt checks again
+        raise SageError(
+            f"[worktree] copy: {', '.join(loose)} is not ignored by git",
+            hint="add it to .gitignore: a copied file that git sees would land with the work",
+        )
+
+
+def _copy_in(repo: Path, path: Path, copies: tuple[str, ...]) -> None:
+    for name in copies:
+        source, target = repo / name, path / name
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True, symlinks=True)
+        elif source.is_file() and not (target.is_file() and filecmp.cmp(source, target, False)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def _setup_reason(path: Path, setup: SlotSetup, *, created: bool) -> str:
+    if not setup.setup:
+        return ""
+    state = _read_state(path)
+    if created or not state:
+        return "created" if created else "not set up yet"
+    was, now = state.get("blobs"), _blobs(path, setup.setup_when)
+    was = was if isinstance(was, dict) else {}
+    changed = [p for p in setup.setup_when if was.get(p) != now.get(p)]
+    return f"changed: {', '.join(changed)}" if changed else ""
+
+
+def _blobs(path: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """Blob ids of `names` in the slot's index (just checked out: the base's)."""
+    if not names:
+        return {}
+    out = git.git(path, "ls-files", "-s", "-z", "--", *names)
+    entries = (e.split("\t", 1) for e in out.split("\0") if e)
+    return {name: meta.split()[1] for meta, name in entries}
+
+
+def _run_setup(path: Path, slot: int, setup: SlotSetup) -> float:
+    started = time.monotonic()
+    _state_file(path).unlink(missing_ok=True)  # killed halfway: set up again next time
+    env = proc.clean_env({"SAGE_SLOT": str(slot), "SAGE_WORKTREE": str(path)})
+    done = proc.run(setup.setup, cwd=path, env=env, check=False)
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        raise SageError(
+            f"[worktree] setup failed in {path} (exit {done.returncode})"
+            + (f": {said[-1]}" if said else ""),
+            hint=f"run {shlex.join(setup.setup)} there to see why",
+        )
+    state = {"blobs": _blobs(path, setup.setup_when), "keep": _setup_output(path)}
+    _state_file(path).write_text(json.dumps(state), encoding="utf-8")
+    return time.monotonic() - started
+
+
+def _setup_output(path: Path) -> list[str]:
+    """The ignored paths setup left, kept from now on. Anything else it left git would see, and
+    the worker's commit would land it: refused."""
+    out = git.git(path, "status", "--porcelain=v1", "-z", "--ignored", "--untracked-files=normal")
+    records = [r for r in out.split("\0") if r]
+    seen = sorted(r[3:] if r[2:3] == " " else r for r in records if not r.startswith("!! "))
+    if seen:
+        raise SageError(
+            f"[worktree] setup left files git sees in {path}: {', '.join(seen[:5])}",
+            hint="what setup makes must be ignored (.gitignore) and leave tracked files alone, "
+            "or it would land with the ticket's work",
+        )
+    return [r[3:] for r in records]
+
+
+def _state_file(path: Path) -> Path:
+    admin = _admin_dir(path)
+    if admin is None:
+        raise SageError(f"{path} is not a worktree")
+    return admin / SLOT_STATE
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(_state_file(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

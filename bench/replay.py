@@ -1,0 +1,206 @@
+"""Replay: a real project's history as tickets, sage against a plain `git apply && git commit` loop.
+
+A clone of a real repository (`SAGE_BENCH_BUNDLE`, default: the cachetools bundle) gives N
+consecutive non-merge commits from its longest linear stretch of first-parent history. Each one
+becomes a ticket whose worker is `git apply --index <its patch>`; a ticket depends on the latest
+earlier ticket touching each of its files. `sage stream --auto --parallel 1/2/4` lands them, and
+the floor, measured in the same run, applies the same patches in one checkout, one commit each.
+Both must end on the real last commit's tree. Wall and CPU (children's rusage: sage, its git
+processes and the workers) are ratios against the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.run import Options, Row, row
+
+SECTION = "replay"
+BUNDLE = Path(os.environ.get("SAGE_BENCH_BUNDLE", "/work/shared/data/cachetools.bundle"))
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+}
+WORKERS = (1, 2, 4)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """One real commit as a ticket."""
+
+    id: str
+    subject: str
+    patch: Path
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class History:
+    source: Path
+    base: str  # the parent of the first replayed commit
+    tree: str  # the last replayed commit's tree: where every replay must end
+    changes: tuple[Change, ...]
+
+
+def env() -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SAGE_"))}
+    return {**keep, **IDENTITY}
+
+
+def git(repo: Path, *args: str, raw: bool = False) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env()
+    )
+    return done.stdout if raw else done.stdout.strip()
+
+
+def linear_stretch(repo: Path) -> list[str]:
+    """The longest run of single-parent commits on the first-parent line, oldest first."""
+    best: list[str] = []
+    run: list[str] = []
+    for line in git(repo, "rev-list", "--first-parent", "--parents", "HEAD").splitlines():
+        sha, *parents = line.split()
+        run = [*run, sha] if len(parents) == 1 else []
+        best = run if len(run) > len(best) else best
+    return best[::-1]
+
+
+def history(options: Options, count: int) -> History:
+    source = options.workdir / "replay-source"
+    subprocess.run(["git", "clone", "-q", str(BUNDLE), str(source)], check=True, env=env())
+    shas = [s for s in linear_stretch(source) if git(source, "diff", f"{s}^", s, "--stat")]
+    if len(shas) < count:
+        raise RuntimeError(f"only {len(shas)} linear non-empty commits in {BUNDLE}")
+    chosen = shas[-count:]
+    patches = options.workdir / "replay-patches"
+    patches.mkdir()
+    changes = tuple(change(source, patches, i, sha) for i, sha in enumerate(chosen, 1))
+    base = git(source, "rev-parse", f"{chosen[0]}^")
+    tree = git(source, "rev-parse", f"{chosen[-1]}^{{tree}}")
+    return History(source=source, base=base, tree=tree, changes=changes)
+
+
+def change(source: Path, patches: Path, number: int, sha: str) -> Change:
+    tid = f"R-{number:03d}"
+    patch = patches / f"{tid}.patch"
+    patch.write_text(git(source, "diff", "--binary", "--no-renames", f"{sha}^", sha, raw=True))
+    files = git(source, "diff", "--name-only", "--no-renames", f"{sha}^", sha).splitlines()
+    subject = git(source, "log", "-1", "--format=%s", sha)[:200] or tid
+    return Change(id=tid, subject=subject, patch=patch, files=tuple(files))
+
+
+def tickets(changes: tuple[Change, ...]) -> list[dict[str, object]]:
+    """Each ticket depends on the latest earlier one touching each of its files."""
+    last: dict[str, str] = {}
+    out = []
+    for c in changes:
+        deps = sorted({last[f] for f in c.files if f in last})
+        out.append({"id": c.id, "title": c.subject, "priority": "P1", "dependencies": deps,
+                    "command": ["git", "apply", "--index", str(c.patch)]})  # fmt: skip
+        last.update(dict.fromkeys(c.files, c.id))
+    return out
+
+
+def checkout(hist: History, path: Path, index: list[dict[str, object]] | None = None) -> Path:
+    """A clone on branch main at the base; sage's files are ignored outside the tree."""
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(hist.source), str(path)],
+                   check=True, env=env())  # fmt: skip
+    git(path, "checkout", "-q", "-b", "main", hist.base)
+    with open(path / ".git" / "info" / "exclude", "a", encoding="utf-8") as handle:
+        handle.write(".sage/\n")
+    if index is not None:
+        target = path / ".sage" / "tickets" / "index.json"
+        target.parent.mkdir(parents=True)
+        target.write_text(json.dumps({"tickets": index}), encoding="utf-8")
+    return path
+
+
+def measured(argv_runs: list[tuple[list[str], Path]]) -> tuple[float, float]:
+    """Wall and children's CPU seconds of running each (argv, cwd) in turn."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    for argv, cwd in argv_runs:
+        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env())
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv[:4]} failed in {cwd}: {done.stderr[-500:]}")
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def loop(hist: History, path: Path) -> tuple[float, float]:
+    repo = checkout(hist, path)
+    steps: list[tuple[list[str], Path]] = []
+    for c in hist.changes:
+        steps.append((["git", "apply", "--index", str(c.patch)], repo))
+        steps.append((["git", "commit", "-q", "--no-verify", "-m", f"{c.id}: {c.subject}"], repo))
+    figures = measured(steps)
+    ended(hist, repo, "the plain loop")
+    return figures
+
+
+def sage(options: Options, hist: History, path: Path, workers: int) -> tuple[float, float]:
+    repo = checkout(hist, path, tickets(hist.changes))
+    argv = [options.python, "-m", "sage", "stream", "--auto", "--json", "--parallel", str(workers)]
+    figures = measured([(argv, repo)])
+    ended(hist, repo, f"sage --parallel {workers}")
+    return figures
+
+
+def ended(hist: History, repo: Path, who: str) -> None:
+    tree = git(repo, "rev-parse", "main^{tree}")
+    if tree != hist.tree:
+        raise RuntimeError(f"{who} ended on tree {tree[:12]}, the real history on {hist.tree[:12]}")
+
+
+def run(options: Options) -> list[Row]:
+    if not BUNDLE.exists():
+        return [row(SECTION, "-", "skipped", 0.0, "", note=f"no bundle at {BUNDLE}")]
+    count, repeat = (20, 1) if options.quick else (60, 2)
+    hist = history(options, count)
+    best: dict[str, tuple[float, float]] = {}
+    for attempt in range(repeat):  # interleaved, the fastest of each kept
+        runs = {"loop": loop(hist, options.workdir / f"replay-loop-{attempt}")}
+        for n in WORKERS:
+            runs[str(n)] = sage(options, hist, options.workdir / f"replay-{n}-{attempt}", n)
+        best = {k: min(best.get(k, v), v) for k, v in runs.items()}
+    return rows(count, best, shape(tickets(hist.changes)))
+
+
+def shape(index: list[dict[str, object]]) -> str:
+    """How much of the replay could run at once: dependent tickets and the longest chain."""
+    depth: dict[object, int] = {}
+    for t in index:  # in history order, so every dependency is already measured
+        deps = t["dependencies"]
+        assert isinstance(deps, list)
+        depth[t["id"]] = 1 + max((depth[d] for d in deps), default=0)
+    chained = sum(bool(t["dependencies"]) for t in index)
+    longest = max(depth.values())
+    return f"{chained} of {len(index)} depend on an earlier one; longest chain {longest}"
+
+
+def rows(count: int, best: dict[str, tuple[float, float]], dag: str) -> list[Row]:
+    wall, cpu = best["loop"]
+    out = []
+    for n in WORKERS:
+        case = f"{count} real commits, --parallel {n}"
+        sage_wall, sage_cpu = best[str(n)]
+        per = (sage_wall - wall) / count * 1000
+        out.append(row(SECTION, case, "wall: sage / git apply+commit loop", sage_wall, floor=wall,
+                       note=f"{per:.0f} ms per ticket over the loop"))  # fmt: skip
+        out.append(row(SECTION, case, "CPU: sage / loop (children's rusage)", sage_cpu, floor=cpu,
+                       note=f"{sage_cpu / count * 1000:.0f} ms CPU per ticket; loop "
+                       f"{cpu / count * 1000:.1f}"))  # fmt: skip
+    out.append(row(SECTION, f"{count} real commits", "wall: --parallel 4 / --parallel 1",
+                   best["4"][0], floor=best["1"][0],
+                   note=dag))  # fmt: skip
+    return out

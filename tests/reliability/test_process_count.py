@@ -1,0 +1,129 @@
+"""How many git processes a stream starts per ticket: a `git` on PATH that logs every call.
+
+The wrapper sees the calls sage makes; git's own child processes (`worktree add` runs
+`update-ref` and `reset --hard`) do not go through PATH, so git's trace2 event log counts every
+git process as well.
+
+Each ticket in a chain waits for the one before it to land, so the count is the same every run.
+Two runs of different length give the cost per ticket (their difference) apart from the run's
+fixed cost. The bounds are today's counts: they can only go down.
+
+Target (issue 15), about 10 per ticket: a worker slot reuses its worktree
+(`worktrees.prepare_slot`: ls-files -v, checkout, clean; each O(what differs), where `worktree
+add` is O(files) and starts two more git processes of its own); the identity read once per
+repository, not per worktree; one read-tree per landing instead of a dry run and a real one;
+branch deletions batched across landings.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.conftest import SAGE, landed_exactly_once, new_repo
+
+SHORT, LONG = 3, 8
+# Today's counts (2026-12-01, before slots), from the breakdown this test prints.
+MAX_PER_TICKET = 14
+# worktree add + prune; in the worktree: var (the identity, cached per path), status, add,
+# commit, rev-parse
+MAX_WORKER_SIDE = 7
+# in the user's checkout: log, commit-tree, read-tree (dry run, then for real), update-ref
+# (compare-and-swap, branch delete), rev-parse
+MAX_LANDING_SIDE = 7
+MAX_ALL_PROCESSES = 18  # every git process, git's own children included (trace2)
+
+WRAPPER = """#!/bin/sh
+line="$PWD"
+for arg in "$@"; do line="$line	$arg"; done
+printf '%s\\n' "$line" >> {log}
+exec {git} "$@"
+"""
+
+
+def logging_git(folder: Path) -> tuple[Path, Path]:
+    """A bin folder whose `git` appends `cwd<TAB>argv…` to a log, then runs the real git."""
+    real = shutil.which("git")
+    assert real, "git is not installed"
+    folder.mkdir()
+    log = folder / "git-calls.log"
+    script = folder / "git"
+    script.write_text(WRAPPER.format(log=log, git=real))
+    script.chmod(0o755)
+    return folder, log
+
+
+def chain(count: int) -> list[dict[str, object]]:
+    return [
+        {"id": f"T-{i}", "title": f"step {i}", "dependencies": [f"T-{i - 1}"] if i else [],
+         "command": ["touch", f"file-{i}.txt"]}
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def calls(tmp_path: Path, name: str, count: int) -> tuple[list[tuple[str, str]], int]:
+    """(side, subcommand) of every git call sage made in one `sage stream` of a `count`-ticket
+    chain, and how many git processes ran in all."""
+    repo = new_repo(tmp_path / name, chain(count))
+    bin_dir, log = logging_git(tmp_path / f"{name}-bin")
+    trace = tmp_path / f"{name}-trace2.json"
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, "GIT_TRACE2_EVENT": str(trace)}
+    done = subprocess.run([*SAGE, "stream", "--auto", "--parallel", "1"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    processes = trace.read_text().count('"event":"start"')
+    made = [classify(line) for line in log.read_text().splitlines()]
+    landed_exactly_once(repo, [f"T-{i}" for i in range(count)])
+    return made, processes
+
+
+def classify(line: str) -> tuple[str, str]:
+    cwd, *argv = line.split("\t")
+    where = argv[argv.index("-C") + 1] if "-C" in argv else cwd
+    args = argv[argv.index("-C") + 2 :] if "-C" in argv else argv
+    while args and args[0] == "-c":  # `git -c key=value sub…`
+        args = args[2:]
+    sub = args[0] if args else "?"
+    if sub == "worktree" and len(args) > 1:
+        sub = f"worktree {args[1]}"
+    in_worktree = "/.sage/worktrees/" in where or sub.startswith("worktree")
+    return ("worker" if in_worktree else "landing", sub)
+
+
+def breakdown(short: Counter[tuple[str, str]], long: Counter[tuple[str, str]]) -> str:
+    extra = LONG - SHORT
+    lines = [f"git calls per ticket ({LONG} - {SHORT} tickets) and per run:"]
+    for key in sorted(set(short) | set(long)):
+        per = (long[key] - short[key]) / extra
+        fixed = short[key] - per * SHORT
+        lines.append(f"  {key[0]:8} {key[1]:22} {per:5.2f} per ticket {fixed:5.1f} per run")
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(300)
+def test_git_processes_per_ticket_only_go_down(tmp_path: Path) -> None:
+    short_calls, short_all = calls(tmp_path, "short", SHORT)
+    long_calls, long_all = calls(tmp_path, "long", LONG)
+    short, long = Counter(short_calls), Counter(long_calls)
+    print(breakdown(short, long), file=sys.stderr)
+    every = (long_all - short_all) / (LONG - SHORT)
+
+    def per_ticket(side: str | None = None) -> float:
+        keys = [k for k in long.keys() | short.keys() if side in (None, k[0])]
+        return sum(long[k] - short[k] for k in keys) / (LONG - SHORT)
+
+    # one landing per ticket: in a chain each lands alone
+    print(f"git calls per ticket: {per_ticket():.2f} (worker side {per_ticket('worker'):.2f}, "
+          f"per landing {per_ticket('landing'):.2f}); every git process: {every:.2f}",
+          file=sys.stderr)  # fmt: skip
+    assert per_ticket("worker") <= MAX_WORKER_SIDE
+    assert per_ticket("landing") <= MAX_LANDING_SIDE
+    assert per_ticket() <= MAX_PER_TICKET
+    assert every <= MAX_ALL_PROCESSES
