@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.decoder import scanstring  # type: ignore[attr-defined]  # public, untyped
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -147,13 +148,7 @@ def quiet_gc() -> Iterator[None]:
 
 
 def _decode(text: str, path: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise IndexFileError(
-            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
-            hint="fix the syntax at that line and column",
-        ) from exc
+    raw = _loads(text, path)
     if isinstance(raw, list):
         raw = {"tickets": raw}
     if not isinstance(raw, dict) or not isinstance(raw.get("tickets"), list):
@@ -162,6 +157,82 @@ def _decode(text: str, path: Path) -> dict[str, Any]:
             hint='the index looks like {"tickets": [{"id": "AUTH-001", "title": "…"}]}',
         )
     return raw
+
+
+class _DuplicateKey(Exception):
+    """Raised inside the JSON decoder; `_loads` finds where and says so."""
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):  # json keeps the last: a write would delete the rest
+        raise _DuplicateKey
+    return found
+
+
+def _loads(text: str, path: Path) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_unique)
+    except json.JSONDecodeError as exc:
+        raise IndexFileError(
+            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
+            hint="fix the syntax at that line and column",
+        ) from exc
+    except _DuplicateKey:
+        offset, key = duplicate_key(text) or (0, "?")
+        raise IndexFileError(
+            f"{path}:{_line_column(text, offset)}: duplicate key {json.dumps(key)} in one object",
+            hint="JSON keeps only the last of them: merge the two into one key",
+        ) from None
+    except RecursionError:
+        raise IndexFileError(
+            f"{path}: the JSON is nested too deeply to read",
+            hint="tickets are objects of plain fields: flatten the deeply nested value",
+        ) from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise IndexFileError(
+            f"{path}: a number is too long to read ({exc})",
+            hint="shorten that number, or write it as a string",
+        ) from None
+
+
+_STRUCTURE = re.compile(r'["{}\[\]]')
+
+
+def duplicate_key(text: str) -> tuple[int, str] | None:
+    """Offset and name of the first key repeated within one object of valid JSON `text`.
+    A loop with a stack, not recursion: it must work at any depth the decoder accepts."""
+    stack: list[set[str] | None] = []  # the keys seen in each open object; None for arrays
+    found = _STRUCTURE.search(text)
+    while found:
+        at, char = found.start(), found.group()
+        end = at + 1
+        if char == '"':
+            key, end = scanstring(text, at + 1)
+            keys = stack[-1] if stack else None
+            if keys is not None and _is_key(text, end):
+                if key in keys:
+                    return at, key
+                keys.add(key)
+        elif char in "{[":
+            stack.append(set() if char == "{" else None)
+        elif stack:
+            stack.pop()
+        found = _STRUCTURE.search(text, end)
+    return None
+
+
+def _is_key(text: str, end: int) -> bool:
+    """Whether the string that ends at `end` is a key (a colon follows it)."""
+    while end < len(text) and text[end] in " \t\n\r":
+        end += 1
+    return text.startswith(":", end)
+
+
+def _line_column(text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    column = offset - text.rfind("\n", 0, offset)
+    return f"{line}:{column}"
 
 
 def _ticket(entry: Any, position: int, problems: list[Problem]) -> Ticket | None:

@@ -355,3 +355,52 @@ def test_two_processes_transitioning_at_once_lose_no_update(tmp_path: Path) -> N
         assert mine == [f"{name}:{i}" for i in range(rounds)]
         assert len(raw[f"{name}-1"]["state_history"]) == rounds
         assert raw[f"{name}-1"]["count"] == rounds
+
+
+# ---- duplicate keys: never a lossy view ---------------------------------------------------------
+
+DUPLICATES = [
+    ('{"tickets": [{"id": "A-1", "title": "a"}],\n "tickets": []}', 2, 2, '"tickets"'),
+    ('{"tickets": [\n  {"id": "A-1", "title": "a", "id": "A-2"}]}', 2, 31, '"id"'),
+    ('{"tickets": [{"id": "A-1", "title": "a",\n "docs": {"x": 1, "x": 2}}]}', 2, 19, '"x"'),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "column", "key"), DUPLICATES)
+def test_a_duplicate_key_is_an_error_at_its_line_and_column(
+    text: str, line: int, column: int, key: str
+) -> None:
+    with pytest.raises(IndexFileError) as error:
+        tickets.parse(text, Path("index.json"))
+    assert error.value.message.startswith(f"index.json:{line}:{column}: duplicate key {key}")
+    assert error.value.hint
+
+
+def test_a_duplicate_key_inside_a_string_is_not_one() -> None:
+    text = '{"tickets": [{"id": "A-1", "title": "\\"id\\": \\"id\\": {\\"a\\": 1, \\"a\\": 2}"}]}'
+    assert [t.id for t in tickets.parse(text, Path("i.json")).tickets] == ["A-1"]
+
+
+def test_the_store_never_writes_from_a_view_that_hides_tickets(
+    store: tickets.TicketStore,
+) -> None:
+    text = '{"tickets": [{"id": "A-1", "title": "a"}],\n "tickets": [{"id": "B-1", "title": "b"}]}'
+    store.path.write_text(text, encoding="utf-8")
+    with pytest.raises(IndexFileError, match="duplicate key"):
+        store.transition([("B-1", "IN_PROGRESS")])
+    assert store.path.read_text(encoding="utf-8") == text
+
+
+@pytest.mark.parametrize("depth", [100_000, 3_000])
+def test_a_deeply_nested_index_is_an_error_not_a_crash(depth: int) -> None:
+    text = '{"tickets": [], "x": ' + "[" * depth + "]" * depth + "}"
+    with pytest.raises(IndexFileError) as error:
+        tickets.parse(text, Path("index.json"))
+    assert error.value.message.startswith("index.json: ")
+    assert "nested" in error.value.message and error.value.hint
+
+
+def test_a_number_too_long_to_read_is_an_error_not_a_crash() -> None:
+    text = '{"tickets": [{"id": "A-1", "title": "a", "estimate_minutes": ' + "9" * 5000 + "}]}"
+    with pytest.raises(IndexFileError, match=r"index\.json: .*number"):
+        tickets.parse(text, Path("index.json"))
