@@ -31,6 +31,7 @@ _RANKS = {p: rank for rank, p in enumerate(PRIORITIES)}
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # ASCII: `\d` alone also matches lookalike digits such as a fullwidth "１"
 _CONVENTIONAL_ID = re.compile(r"[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*-\d+[A-Za-z0-9]*", re.ASCII)
+MAX_ID = 100  # an ID names a branch and files such as `000001-<ID>.json`: stay far below 255 bytes
 MAX_ESTIMATE = 1e9  # minutes: sums over any backlog stay finite (Infinity and 1e308 do not)
 
 T = TypeVar("T")
@@ -97,13 +98,15 @@ class Index:
 def unsafe_id_reason(ticket_id: str) -> str | None:
     """Why an ID cannot be a branch and folder name, or None when it is safe."""
     if (
-        _SAFE_ID.fullmatch(ticket_id)
+        len(ticket_id) <= MAX_ID
+        and _SAFE_ID.fullmatch(ticket_id)
         and ".." not in ticket_id
         and not ticket_id.endswith((".lock", "."))
     ):
         return None
     checks: Sequence[tuple[bool, str]] = (
         (ticket_id == "", "is empty"),
+        (len(ticket_id) > MAX_ID, f"is longer than {MAX_ID} characters"),
         (any(ord(c) < 32 or ord(c) == 127 for c in ticket_id), "contains a control character"),
         (".." in ticket_id, "contains '..'"),
         ("/" in ticket_id or "\\" in ticket_id, "contains a path separator"),
@@ -149,6 +152,8 @@ def quiet_gc() -> Iterator[None]:
 
 def _decode(text: str, path: Path) -> dict[str, Any]:
     raw = _loads(text, path)
+    if _SURROGATE_ESCAPE.search(text):  # rare: only then is the whole document checked
+        _refuse_lone_surrogates(raw, text, path)
     if isinstance(raw, list):
         raw = {"tickets": raw}
     if not isinstance(raw, dict) or not isinstance(raw.get("tickets"), list):
@@ -193,6 +198,26 @@ def _loads(text: str, path: Path) -> Any:
         raise IndexFileError(
             f"{path}: a number is too long to read ({exc})",
             hint="shorten that number, or write it as a string",
+        ) from None
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<![89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _refuse_lone_surrogates(raw: Any, text: str, path: Path) -> None:
+    """JSON may escape half a character (`\\ud800`), which no file or argv can hold."""
+    try:
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        found = _LONE_SURROGATE.search(text)
+        where = f"{_line_column(text, found.start())}:" if found else ""
+        escape = f" {found.group()}" if found else ""
+        raise IndexFileError(
+            f"{path}:{where} a lone surrogate{escape} is half a character, not valid Unicode",
+            hint="write the character itself, or both halves of its escape",
         ) from None
 
 
@@ -248,7 +273,7 @@ def _ticket(entry: Any, position: int, problems: list[Problem]) -> Ticket | None
             Problem(level="error", code="missing-field", message=f'{where} has no string "id"')
         )
         return None
-    if not _CONVENTIONAL_ID.fullmatch(tid):  # conventional IDs are always safe: one check
+    if len(tid) > MAX_ID or not _CONVENTIONAL_ID.fullmatch(tid):  # conventional: safe, one check
         _check_id(tid, problems)
     return Ticket(id=tid, **_fields(entry, tid, problems))
 
@@ -284,6 +309,8 @@ def _fields(entry: Mapping[str, Any], tid: str, problems: list[Problem]) -> dict
     title = entry.get("title")
     if isinstance(title, str) and title.strip():
         out["title"] = title
+        if "\0" in title:  # it goes into the worker's argv and environment: exec refuses NUL
+            problems.append(_err("bad-title", tid, f'{tid}: "title" contains a NUL character'))
     else:
         problems.append(_err("missing-field", tid, f'{tid}: "title" is missing or empty'))
         out["title"] = ""
@@ -298,6 +325,7 @@ def _fields(entry: Mapping[str, Any], tid: str, problems: list[Problem]) -> dict
                 _err(f"bad-{key}", tid, f"{tid}: {key} {value!r} is not one of {', '.join(names)}")
             )
     _list_fields(entry, tid, problems, out)
+    _check_history(entry, tid, problems)
     return out
 
 
@@ -325,6 +353,10 @@ def _list_fields(
     if command is not None:
         if isinstance(command, list) and command and all(map(_is_str, command)):
             out["command"] = tuple(command)
+            if any("\0" in arg for arg in command):
+                problems.append(
+                    _err("bad-command", tid, f'{tid}: "command" contains a NUL character')
+                )
         else:
             example = '["make", "test"]'
             message = f'{tid}: "command" must be a non-empty argv list such as {example}'
@@ -332,6 +364,14 @@ def _list_fields(
     parent = entry.get("parent")
     if parent is not None:
         out["parent"] = str(parent)
+
+
+def _check_history(entry: Mapping[str, Any], tid: str, problems: list[Problem]) -> None:
+    """sage appends to `state_history` on every state change: it must be a list of objects."""
+    history = entry.get("state_history", [])
+    if not (isinstance(history, list) and all(isinstance(h, dict) for h in history)):
+        message = f'{tid}: "state_history" must be a list of changes (objects); remove it to reset'
+        problems.append(_err("bad-state-history", tid, message))
 
 
 def _check_duplicates(tickets: Iterable[Ticket], problems: list[Problem]) -> None:

@@ -404,3 +404,46 @@ def test_a_number_too_long_to_read_is_an_error_not_a_crash() -> None:
     text = '{"tickets": [{"id": "A-1", "title": "a", "estimate_minutes": ' + "9" * 5000 + "}]}"
     with pytest.raises(IndexFileError, match=r"index\.json: .*number"):
         tickets.parse(text, Path("index.json"))
+
+
+# ---- input that validated and then crashed every run ------------------------------------------
+
+
+@pytest.mark.parametrize("tid", ["A" * 101, "A-" + "1" * 99, "x" * 250])
+def test_an_id_too_long_for_a_file_name_is_unsafe(tid: str) -> None:
+    assert tickets.unsafe_id_reason(tid) == "is longer than 100 characters"
+    assert ("unsafe-id", tid) in codes(parse([ticket(tid)]))
+
+
+def test_an_id_of_100_characters_is_fine() -> None:
+    assert tickets.unsafe_id_reason("A-" + "1" * 98) is None
+    assert codes(parse([ticket("A-" + "1" * 98)])) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"title": "a\x00b"}, "bad-title"),
+        ({"command": ["python", "-c", "pass\x00"]}, "bad-command"),
+        ({"state_history": "oops"}, "bad-state-history"),
+        ({"state_history": {"from": "UNPROCESSED"}}, "bad-state-history"),
+        ({"state_history": ["not a change"]}, "bad-state-history"),
+    ],
+)
+def test_fields_no_run_could_use_are_errors(fields: dict[str, Any], code: str) -> None:
+    """Found by a stream: NUL bytes cannot go into an argv or environment (every attempt failed
+    with `ValueError`), and a non-list history crashed the first state change."""
+    assert codes(parse([ticket("A-1", **fields)])) == [(code, "A-1")]
+
+
+def test_a_lone_surrogate_is_an_error_at_its_line_and_column() -> None:
+    text = '{"tickets": [\n {"id": "A-1", "title": "a\\ud800b"}]}'
+    with pytest.raises(IndexFileError) as error:
+        tickets.parse(text, Path("index.json"))
+    assert error.value.message.startswith("index.json:2:27: ")
+    assert "\\ud800" in error.value.message
+
+
+def test_a_surrogate_pair_is_one_character() -> None:
+    text = '{"tickets": [{"id": "A-1", "title": "smile \\ud83d\\ude00"}]}'
+    assert tickets.parse(text, Path("i.json")).tickets[0].title == "smile \U0001f600"

@@ -267,6 +267,32 @@ def test_unsafe_ids_are_refused_by_name_and_nothing_is_created(tmp_path: Path, s
     assert not list(tmp_path.rglob("marker-*")) and not (repo.parent / "x").exists()
 
 
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        (ticket("x" * 250, command=writer("x")), "longer than 100 characters"),
+        (ticket("T-1", title="a\x00b", command=writer("x")), "NUL"),
+        (ticket("T-2", command=[*writer("x"), "\x00"]), "NUL"),
+        (ticket("T-3", command=writer("x"), state_history="oops"), "state_history"),
+        (ticket("T-4", title="a\ud800", command=writer("x")), "surrogate"),
+    ],
+    ids=["long-id", "nul-title", "nul-command", "history", "surrogate"],
+)
+def test_input_that_crashed_every_run_is_refused_up_front(
+    tmp_path: Path, sage: Sage, entry: dict[str, Any], needle: str
+) -> None:
+    """Found here: each validated, then every run crashed (exit 70: `File name too long`, a
+    history that is not a list, a lone surrogate that cannot be written) or every attempt
+    failed (`ValueError: embedded null byte`)."""
+    text = json.dumps({"tickets": [entry]}, indent=2)
+    repo, before = setup_index(tmp_path, text)
+    refused(sage(*AUTO, cwd=repo), needle)
+    checked = sage("validate", cwd=repo)
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr, checked.stderr
+    assert needle in checked.stdout + checked.stderr
+    untouched(repo, before)
+
+
 def test_a_lookalike_dependency_is_an_unknown_ticket(tmp_path: Path, sage: Sage) -> None:
     tickets = [ticket("TASK-1"), ticket("TASK-2", "ТASK-1")]  # the second Т is Cyrillic
     repo, before = setup_index(tmp_path, json.dumps({"tickets": tickets}))
