@@ -48,6 +48,7 @@ class Ticket:
     estimate_minutes: float | None = None
     command: tuple[str, ...] | None = None
     parent: str | None = None
+    allow_empty: bool = False  # a worker leaving nothing to land completes it (else: no changes)
 
     @property
     def rank(self) -> int:
@@ -121,6 +122,20 @@ def unsafe_id_reason(ticket_id: str) -> str | None:
         if failed:
             return reason
     return "may only use letters, digits, '.', '_' and '-'"
+
+
+# ANSI escapes: CSI (ESC [ or the C1 byte), OSC to BEL or ST (a window title, a hyperlink), others
+_ESCAPE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]"
+)
+# C0 and C1 controls but the whitespace folded below, DEL, and bidi overrides (text that lies)
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` fit for one line of a terminal or a commit subject: escapes and controls gone,
+    runs of whitespace one space."""
+    return " ".join(_CONTROL.sub("", _ESCAPE.sub("", text)).split())
 
 
 def now() -> str:
@@ -326,6 +341,11 @@ def _fields(entry: Mapping[str, Any], tid: str, problems: list[Problem]) -> dict
             )
     _list_fields(entry, tid, problems, out)
     _check_history(entry, tid, problems)
+    allow_empty = entry.get("allow_empty", False)
+    if isinstance(allow_empty, bool):
+        out["allow_empty"] = allow_empty
+    else:
+        problems.append(_err("bad-allow-empty", tid, f'{tid}: "allow_empty" must be true or false'))
     return out
 
 

@@ -447,3 +447,32 @@ def test_a_lone_surrogate_is_an_error_at_its_line_and_column() -> None:
 def test_a_surrogate_pair_is_one_character() -> None:
     text = '{"tickets": [{"id": "A-1", "title": "smile \\ud83d\\ude00"}]}'
     assert tickets.parse(text, Path("i.json")).tickets[0].title == "smile \U0001f600"
+
+
+# ---- text fit for a terminal and a commit subject ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain title", "plain title"),
+        ("\x1b[31mred\x1b[0m alert", "red alert"),
+        ("set \x1b]0;pwned\x07title", "set title"),
+        ("osc \x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "osc link"),
+        ("c1 \x9b31mcsi and \x85next", "c1 csi and next"),
+        ("bell\x07 back\x08space nul\x00", "bell backspace nul"),
+        ("  many\n\tlines\r\n  here  ", "many lines here"),
+        ("evil \u202egnp.exe", "evil gnp.exe"),
+        ("unicode stays: é ✓ 日本", "unicode stays: é ✓ 日本"),
+    ],
+)
+def test_printable_strips_escapes_and_controls_and_folds_whitespace(text: str, shown: str) -> None:
+    assert tickets.printable(text) == shown
+
+
+def test_allow_empty_is_a_flag() -> None:
+    index = parse(
+        [ticket("A-1", allow_empty=True), ticket("A-2"), ticket("A-3", allow_empty="yes")]
+    )
+    assert [t.allow_empty for t in index.tickets] == [True, False, False]
+    assert codes(index) == [("bad-allow-empty", "A-3")]
