@@ -157,7 +157,8 @@ def run(
     )
     if on_exit and done.returncode == 0 and not done.timed_out:
         on_exit()  # a failure is reported at once anyway; success still needs collecting
-    notes: list[str] = []
+    left = done.left_running
+    notes = [f"killed what the worker left running: {_listed(left, 3)}"] if left else []
     token = _NOTES.set(notes)
     try:
         result = _checked_result(repo, worktree, job, done, (branch, made, heads))

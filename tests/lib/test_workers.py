@@ -74,6 +74,18 @@ def test_a_staged_rename_from_any_name_lands(repo: Path, old: str) -> None:
     assert sorted(landed(repo, result)) == sorted([old, "new.txt"])
 
 
+def test_a_background_process_the_worker_left_is_killed_and_named(repo: Path) -> None:
+    code = (
+        "import pathlib\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'],"
+        " start_new_session=True)\n"
+        "pathlib.Path('a.txt').write_text('a')\n"
+    )
+    result = run(repo, "import sys\n" + code)
+    assert result.outcome == Outcome.OK, result.detail
+    assert "killed what the worker left running" in result.detail and "sleep" in result.detail
+
+
 # ---- nothing to land ----------------------------------------------------------------------------
 
 
