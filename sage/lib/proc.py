@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from sage.lib.errors import GitError, SageError
 
@@ -102,15 +103,7 @@ def run_logged(
     tag = uuid.uuid4().hex
     with open(log, "ab", buffering=0) as sink:
         try:
-            child = subprocess.Popen(
-                list(argv),
-                cwd=cwd,
-                env={**env, TAG: tag},
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            child = _start(argv, cwd, {**env, TAG: tag}, sink)
         except OSError as exc:
             sink.write(f"sage: cannot start {argv[0]}: {exc}\n".encode())
             return Finished(returncode=127, seconds=time.monotonic() - start)
@@ -124,12 +117,24 @@ def run_logged(
         left = kill_leftovers(child.pid, tag)
         if left:
             sink.write(f"sage: killed what the worker left running: {'; '.join(left)}\n".encode())
+        seconds = time.monotonic() - start
         return Finished(
-            returncode=code,
-            seconds=time.monotonic() - start,
-            timed_out=expired.is_set(),
-            left_running=left,
+            returncode=code, seconds=seconds, timed_out=expired.is_set(), left_running=left
         )
+
+
+def _start(
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str], sink: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=sink,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 TAG = "SAGE_PROCESS_TAG"  # in a worker's environment: finds its processes wherever they went

@@ -157,18 +157,27 @@ def run(
     )
     if on_exit and done.returncode == 0 and not done.timed_out:
         on_exit()  # a failure is reported at once anyway; success still needs collecting
+    return _noted(repo, worktree, job, done, (branch, made, heads))
+
+
+# What a run did not land (or killed) is said in the result: `collect` adds to this run's list.
+_NOTES: ContextVar[list[str] | None] = ContextVar("sage_worker_notes", default=None)
+Made = tuple[str, worktrees.Ownership, dict[str, str]]  # branch, worktree, the user's branches
+
+
+def _noted(
+    repo: Path, worktree: Path, job: WorkerJob, done: proc.Finished, made: Made
+) -> WorkerResult:
     left = done.left_running
     notes = [f"killed what the worker left running: {_listed(left, 3)}"] if left else []
     token = _NOTES.set(notes)
     try:
-        result = _checked_result(repo, worktree, job, done, (branch, made, heads))
+        result = _checked_result(repo, worktree, job, done, made)
     finally:
         _NOTES.reset(token)
-    return _annotated(result, notes)
-
-
-_NOTES: ContextVar[list[str] | None] = ContextVar("sage_worker_notes", default=None)
-Made = tuple[str, worktrees.Ownership, dict[str, str]]  # branch, worktree, the user's branches
+    if not notes:
+        return result
+    return replace(result, detail="; ".join([result.detail, *notes] if result.detail else notes))
 
 
 def _checked_result(
@@ -211,13 +220,6 @@ def _moved_users_branch(repo: Path, worktree: Path, job: WorkerJob, made: Made) 
 
 
 _CHECKOUT = re.compile(r"\tcheckout: moving from \S+ to (\S+)$")
-
-
-def _annotated(result: WorkerResult, notes: list[str]) -> WorkerResult:
-    """What was not landed (or escaped) travels in the result's detail, never only the log."""
-    if not notes:
-        return result
-    return replace(result, detail="; ".join([result.detail, *notes] if result.detail else notes))
 
 
 def _result(
