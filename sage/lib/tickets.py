@@ -369,21 +369,23 @@ def _list_fields(
                 _err("bad-estimate", tid,
                      f'{tid}: "estimate_minutes" must be a number from 0 to {MAX_ESTIMATE:g}')
             )  # fmt: skip
-    command = entry.get("command")
-    if command is not None:
-        if isinstance(command, list) and command and all(map(_is_str, command)):
-            out["command"] = tuple(command)
-            if any("\0" in arg for arg in command):
-                problems.append(
-                    _err("bad-command", tid, f'{tid}: "command" contains a NUL character')
-                )
-        else:
-            example = '["make", "test"]'
-            message = f'{tid}: "command" must be a non-empty argv list such as {example}'
-            problems.append(_err("bad-command", tid, message))
+    _command_field(entry.get("command"), tid, problems, out)
     parent = entry.get("parent")
     if parent is not None:
         out["parent"] = str(parent)
+
+
+def _command_field(command: Any, tid: str, problems: list[Problem], out: dict[str, Any]) -> None:
+    if command is None:
+        return
+    if not (isinstance(command, list) and command and all(map(_is_str, command))):
+        example = '["make", "test"]'
+        message = f'{tid}: "command" must be a non-empty argv list such as {example}'
+        problems.append(_err("bad-command", tid, message))
+        return
+    out["command"] = tuple(command)
+    if any("\0" in arg for arg in command):  # exec refuses it: every attempt would fail
+        problems.append(_err("bad-command", tid, f'{tid}: "command" contains a NUL character'))
 
 
 def _check_history(entry: Mapping[str, Any], tid: str, problems: list[Problem]) -> None:
