@@ -430,7 +430,21 @@ def _staged(worktree: Path, base: str) -> list[_Change]:
     ]
 
 
-_MARKER = re.compile(r"^(.*):\d+: leftover conflict marker$", re.MULTILINE)
+def _marked_files(worktree: Path, base: str) -> list[str]:
+    """Files whose added lines open and close a conflict (`<<<<<<< ` … `>>>>>>> `). Both ends,
+    so a reStructuredText `=======` underline or one quoted marker is not taken for one."""
+    diff = ("-c", "core.quotePath=false", "diff", "--cached", "-U0", "--no-color",
+            "--no-ext-diff", "--no-textconv", "--no-renames", base)  # fmt: skip
+    seen: dict[str, set[str]] = {}
+    path, header = "", False
+    for line in git.git(worktree, *diff).splitlines():
+        if line.startswith(("diff --git ", "@@ ")):
+            header = line.startswith("diff")
+        elif header and line.startswith("+++ "):  # in a hunk, `+++` is an added "++" line
+            path = line[4:].removeprefix("b/")
+        elif line.startswith(("+<<<<<<<", "+>>>>>>>")) and line[8:9] in (" ", ""):
+            seen.setdefault(path, set()).add(line[1])
+    return [path for path, ends in seen.items() if ends == {"<", ">"}]
 
 
 def _refuse_unlandable(worktree: Path, base: str, changes: list[_Change]) -> None:
@@ -445,8 +459,7 @@ def _refuse_unlandable(worktree: Path, base: str, changes: list[_Change]) -> Non
             )
     if not changes:
         return
-    check = git.run(worktree, "diff", "--cached", "--check", base)
-    marked = list(dict.fromkeys(_MARKER.findall(check.stdout)))
+    marked = _marked_files(worktree, base)
     if marked:
         _fail(f"conflict markers in {_listed(marked)}: the worker left a merge unresolved")
 

@@ -187,6 +187,12 @@ def test_conflict_markers_left_in_a_file_are_refused(repo: Path) -> None:
     assert "conflict marker" in result.detail and "README.md" in result.detail
 
 
+def test_an_underline_or_a_quoted_marker_is_no_conflict(repo: Path) -> None:
+    text = "Install\n=======\n\nA conflict starts with a line such as\n\n<<<<<<< HEAD\n"
+    result = run(repo, f"open('guide.rst', 'w').write({text!r})")
+    assert result.outcome == Outcome.OK, result.detail
+
+
 # ---- .sage/: what the project tracks lands, sage's own files never -----------------------------
 
 
