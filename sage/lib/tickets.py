@@ -421,6 +421,21 @@ def _read(path: Path) -> str:
         raise IndexFileError(f"cannot read {path}: {exc}") from exc
 
 
+def read_notes(index_path: Path, ticket_id: str) -> str | None:
+    """A ticket's optional `<ID>.md` beside the index, for its worker. Bytes that are not UTF-8
+    are shown as U+FFFD (the file itself is left alone); one that cannot be read is an error."""
+    path = index_path.parent / f"{ticket_id}.md"
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IndexFileError(
+            f"cannot read {path}: {exc.strerror or exc}",
+            hint=f"{ticket_id}'s notes must be a readable text file (or absent)",
+        ) from None
+
+
 def require_valid(index: Index) -> Index:
     """Refuse to act on an index with errors, naming the first few."""
     errors = index.errors

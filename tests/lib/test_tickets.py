@@ -476,3 +476,14 @@ def test_allow_empty_is_a_flag() -> None:
     )
     assert [t.allow_empty for t in index.tickets] == [True, False, False]
     assert codes(index) == [("bad-allow-empty", "A-3")]
+
+
+def test_notes_that_are_not_utf8_are_read_without_a_crash(tmp_path: Path) -> None:
+    """Found by a stream: the run crashed (exit 70) reading them."""
+    (tmp_path / "A-1.md").write_bytes(b"\xff\xfe notes")
+    assert tickets.read_notes(tmp_path / "index.json", "A-1") == "\ufffd\ufffd notes"
+    assert (tmp_path / "A-1.md").read_bytes() == b"\xff\xfe notes"
+    assert tickets.read_notes(tmp_path / "index.json", "B-1") is None
+    (tmp_path / "C-1.md").mkdir()
+    with pytest.raises(IndexFileError, match="C-1.md"):
+        tickets.read_notes(tmp_path / "index.json", "C-1")
