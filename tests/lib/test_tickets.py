@@ -485,5 +485,5 @@ def test_notes_that_are_not_utf8_are_read_without_a_crash(tmp_path: Path) -> Non
     assert (tmp_path / "A-1.md").read_bytes() == b"\xff\xfe notes"
     assert tickets.read_notes(tmp_path / "index.json", "B-1") is None
     (tmp_path / "C-1.md").mkdir()
-    with pytest.raises(IndexFileError, match="C-1.md"):
+    with pytest.raises(IndexFileError, match=r"C-1\.md"):
         tickets.read_notes(tmp_path / "index.json", "C-1")
