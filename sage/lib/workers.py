@@ -270,8 +270,8 @@ def collect(worktree: Path, job: WorkerJob) -> str:
     if not changes and not job.ticket.allow_empty:
         raise NotLanded(Outcome.NO_CHANGES, _nothing_to_land(kept_out))
     if head == job.base or git.run(worktree, "diff", "--cached", "--quiet", "HEAD").returncode:
-        title = printable(job.ticket.title)
-        message = f"{job.ticket.id}: {title}\n\nSage-Ticket: {job.ticket.id}\n"
+        subject = f"{job.ticket.id}: {printable(job.ticket.title)}".rstrip(": ")
+        message = f"{subject}\n\nSage-Ticket: {job.ticket.id}\n"
         args = ("commit", "--quiet", "--allow-empty", "--no-verify", "-F", "-")
         git.git(worktree, *args, input=message, env=git.identity_env(worktree))
     return git.git(worktree, "rev-parse", "HEAD")
@@ -398,11 +398,12 @@ def _keep_out(worktree: Path, job: WorkerJob, head: str, entries: list[_Entry]) 
     mine = [e for e in entries if _is_kept_out(e.path, job)]
     tracked = [e.path for e in mine if e.kind in _FIELDS_BEFORE_PATH]  # staged, maybe
     if head != job.base:
-        diff = ("diff", "--name-only", "-z", "--no-renames", job.base, "HEAD", "--", *_own(job))
+        own = (f":(literal){path}" for path in _own(job))
+        diff = ("diff", "--name-only", "-z", "--no-renames", job.base, "HEAD", "--", *own)
         tracked += [p for p in git.git(worktree, *diff).split("\0") if p]
     restore = ("restore", f"--source={job.base}", "--staged", "--worktree", "--")
     for path in dict.fromkeys(tracked):  # one by one: a path in neither base nor index fails
-        git.run(worktree, *restore, path)
+        git.run(worktree, *restore, f":(literal){path}")
     kept = sorted({e.path for e in mine} | set(tracked))
     if kept:
         note = f"not landed: {_listed(kept)} (sage writes its index and run state itself)"

@@ -61,6 +61,8 @@ def test_escape_sequences_in_a_title_never_reach_the_commit_subject(repo: Path) 
     title = "\x1b[2J\x1b]0;owned\x07Fix\tthe\nbug\x9b31m"
     result = run(repo, "open('a.txt', 'w').write('a')", title=title)
     assert git(repo, "log", "-1", "--format=%s", result.head) == "W-1: Fix the bug"
+    result = run(repo, "open('b.txt', 'w').write('b')", tid="W-2", title="\x1b[0m\x07")
+    assert git(repo, "log", "-1", "--format=%s", result.head) == "W-2"
 
 
 @pytest.mark.parametrize("old", ["1abc.txt", "2 two.txt", "u.txt", "#hash.txt", "? q.txt"])
