@@ -270,7 +270,8 @@ def collect(worktree: Path, job: WorkerJob) -> str:
     if not changes and not job.ticket.allow_empty:
         raise NotLanded(Outcome.NO_CHANGES, _nothing_to_land(kept_out))
     if head == job.base or git.run(worktree, "diff", "--cached", "--quiet", "HEAD").returncode:
-        subject = f"{job.ticket.id}: {printable(job.ticket.title)}".rstrip(": ")
+        title = printable(job.ticket.title)
+        subject = f"{job.ticket.id}: {title}" if title else job.ticket.id
         message = f"{subject}\n\nSage-Ticket: {job.ticket.id}\n"
         args = ("commit", "--quiet", "--allow-empty", "--no-verify", "-F", "-")
         git.git(worktree, *args, input=message, env=git.identity_env(worktree))
