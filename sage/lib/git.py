@@ -99,6 +99,20 @@ def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
     return run(repo, "merge-base", "--is-ancestor", ancestor, descendant).returncode == 0
 
 
+def contains(repo: Path, ref: str, commit: str) -> bool:
+    """Whether `ref` exists and its tip has `commit` in its history: the target still holds
+    what sage landed there last (False for a missing ref or an unknown commit)."""
+    tip = rev_parse(repo, ref)
+    return tip is not None and is_ancestor(repo, commit, tip)
+
+
+def branch_heads(repo: Path, *, skip: str = "") -> dict[str, str]:
+    """Every local branch and its tip, but those under `skip` (a ref prefix)."""
+    out = git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
+    rows = (line.split(" ", 1) for line in out.splitlines() if " " in line)
+    return {ref: tip for tip, ref in rows if not (skip and ref.startswith(skip))}
+
+
 def identity_env(repo: Path) -> dict[str, str]:
     """Author/committer variables for sage's own commits when git has no identity configured."""
     return dict(_identity(str(repo)))

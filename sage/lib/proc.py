@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from sage.lib.errors import GitError, SageError
 
@@ -40,6 +43,7 @@ class Finished:
     seconds: float
     timed_out: bool = False
     killed: bool = False
+    left_running: tuple[str, ...] = ()  # "pid command" of what was killed after the main exit
 
 
 def clean_env(extra: Mapping[str, str] | None = None, *, keep_git: bool = False) -> dict[str, str]:
@@ -91,20 +95,15 @@ def run_logged(
 ) -> Finished:
     """Run in a new process group with output to `log`; the timeout kills the whole group.
 
-    The wait blocks in waitpid (no polling delay); a timer does the killing.
+    The wait blocks in waitpid (no polling delay); a timer does the killing. When the main
+    process is gone, whatever it left running is killed too, and named in the log and result:
+    its process group, and processes that left the group (`setsid`) but carry this run's tag.
     """
     start = time.monotonic()
+    tag = uuid.uuid4().hex
     with open(log, "ab", buffering=0) as sink:
         try:
-            child = subprocess.Popen(
-                list(argv),
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            child = _start(argv, cwd, {**env, TAG: tag}, sink)
         except OSError as exc:
             sink.write(f"sage: cannot start {argv[0]}: {exc}\n".encode())
             return Finished(returncode=127, seconds=time.monotonic() - start)
@@ -115,11 +114,97 @@ def run_logged(
         code = child.wait()
         if timer:
             timer.cancel()
-        if expired.is_set():
-            kill_group(child.pid)  # stragglers that outlived the group leader
+        left = kill_leftovers(child.pid, tag)
+        if left:
+            sink.write(f"sage: killed what the worker left running: {'; '.join(left)}\n".encode())
+        seconds = time.monotonic() - start
         return Finished(
-            returncode=code, seconds=time.monotonic() - start, timed_out=expired.is_set()
+            returncode=code, seconds=seconds, timed_out=expired.is_set(), left_running=left
         )
+
+
+def _start(
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str], sink: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=sink,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+TAG = "SAGE_PROCESS_TAG"  # in a worker's environment: finds its processes wherever they went
+
+
+def kill_leftovers(pgid: int, tag: str, rounds: int = 5) -> tuple[str, ...]:
+    """SIGKILL every process in group `pgid` or carrying `tag`, until none is left (a process
+    may fork while we look); wait until they are gone, so none writes after this returns."""
+    killed: dict[int, str] = {}
+    for _ in range(rounds):
+        found = {pid: name for pid, name in _processes(pgid, tag) if pid not in killed}
+        if not found:
+            break
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed.update(found)
+    _wait_gone(killed)
+    return tuple(f"{pid} {name}" for pid, name in killed.items())
+
+
+def _processes(pgid: int, tag: str) -> list[tuple[int, str]]:
+    """(pid, command) of the live processes in group `pgid` or with `tag` in their environment."""
+    marker = f"{TAG}={tag}".encode()
+    found = []
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        state = _stat(entry.path)
+        if state and state[0] not in "ZX" and (state[1] == pgid or marker in _environ(entry.path)):
+            found.append((int(entry.name), _command(entry.path)))
+    return found
+
+
+def _stat(path: str) -> tuple[str, int] | None:
+    """A process's state letter and process group, from /proc/PID/stat."""
+    try:
+        with open(f"{path}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0].decode(), int(fields[2])
+
+
+def _environ(path: str) -> bytes:
+    try:
+        with open(f"{path}/environ", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def _command(path: str) -> str:
+    try:
+        with open(f"{path}/cmdline", "rb") as handle:
+            words = handle.read().split(b"\0")
+    except OSError:
+        return "?"
+    return b" ".join(w for w in words if w).decode(errors="replace")[:120] or "?"
+
+
+def _wait_gone(pids: Mapping[int, str], timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    state = _stat(f"/proc/{pid}")
+    return state is not None and state[0] not in "ZX"
 
 
 def _kill_timer(

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.decoder import scanstring  # type: ignore[attr-defined]  # public, untyped
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # ASCII: `\d` alone also matches lookalike digits such as a fullwidth "１"
 _CONVENTIONAL_ID = re.compile(r"[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*-\d+[A-Za-z0-9]*", re.ASCII)
 ID_PATTERN = _CONVENTIONAL_ID.pattern  # PREFIX-123: what [tickets] id_pattern defaults to
+MAX_ID = 100  # an ID names a branch and files such as `000001-<ID>.json`: stay far below 255 bytes
 MAX_ESTIMATE = 1e9  # minutes: sums over any backlog stay finite (Infinity and 1e308 do not)
 
 T = TypeVar("T")
@@ -47,6 +49,7 @@ class Ticket:
     estimate_minutes: float | None = None
     command: tuple[str, ...] | None = None
     parent: str | None = None
+    allow_empty: bool = False  # a worker leaving nothing to land completes it (else: no changes)
 
     @property
     def rank(self) -> int:
@@ -99,13 +102,15 @@ class Index:
 def unsafe_id_reason(ticket_id: str) -> str | None:
     """Why an ID cannot be a branch and folder name, or None when it is safe."""
     if (
-        _SAFE_ID.fullmatch(ticket_id)
+        len(ticket_id) <= MAX_ID
+        and _SAFE_ID.fullmatch(ticket_id)
         and ".." not in ticket_id
         and not ticket_id.endswith((".lock", "."))
     ):
         return None
     checks: Sequence[tuple[bool, str]] = (
         (ticket_id == "", "is empty"),
+        (len(ticket_id) > MAX_ID, f"is longer than {MAX_ID} characters"),
         (any(ord(c) < 32 or ord(c) == 127 for c in ticket_id), "contains a control character"),
         (".." in ticket_id, "contains '..'"),
         ("/" in ticket_id or "\\" in ticket_id, "contains a path separator"),
@@ -120,6 +125,20 @@ def unsafe_id_reason(ticket_id: str) -> str | None:
         if failed:
             return reason
     return "may only use letters, digits, '.', '_' and '-'"
+
+
+# ANSI escapes: CSI (ESC [ or the C1 byte), OSC to BEL or ST (a window title, a hyperlink), others
+_ESCAPE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]"
+)
+# C0 and C1 controls but the whitespace folded below, DEL, and bidi overrides (text that lies)
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` fit for one line of a terminal or a commit subject: escapes and controls gone,
+    runs of whitespace one space."""
+    return " ".join(_CONTROL.sub("", _ESCAPE.sub("", text)).split())
 
 
 def now() -> str:
@@ -150,13 +169,9 @@ def quiet_gc() -> Iterator[None]:
 
 
 def _decode(text: str, path: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise IndexFileError(
-            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
-            hint="fix the syntax at that line and column",
-        ) from exc
+    raw = _loads(text, path)
+    if _SURROGATE_ESCAPE.search(text):  # rare: only then is the whole document checked
+        _refuse_lone_surrogates(raw, text, path)
     if isinstance(raw, list):
         raw = {"tickets": raw}
     if not isinstance(raw, dict) or not isinstance(raw.get("tickets"), list):
@@ -165,6 +180,103 @@ def _decode(text: str, path: Path) -> dict[str, Any]:
             hint='the index looks like {"tickets": [{"id": "AUTH-001", "title": "…"}]}',
         )
     return raw
+
+
+class _DuplicateKey(Exception):
+    """Raised inside the JSON decoder; `_loads` finds where and says so."""
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):  # json keeps the last: a write would delete the rest
+        raise _DuplicateKey
+    return found
+
+
+def _loads(text: str, path: Path) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_unique)
+    except json.JSONDecodeError as exc:
+        raise IndexFileError(
+            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
+            hint="fix the syntax at that line and column",
+        ) from exc
+    except _DuplicateKey:
+        offset, key = duplicate_key(text) or (0, "?")
+        raise IndexFileError(
+            f"{path}:{_line_column(text, offset)}: duplicate key {json.dumps(key)} in one object",
+            hint="JSON keeps only the last of them: merge the two into one key",
+        ) from None
+    except RecursionError:
+        raise IndexFileError(
+            f"{path}: the JSON is nested too deeply to read",
+            hint="tickets are objects of plain fields: flatten the deeply nested value",
+        ) from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise IndexFileError(
+            f"{path}: a number is too long to read ({exc})",
+            hint="shorten that number, or write it as a string",
+        ) from None
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"  # a high half with no low one after it
+    r"|(?<![89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a low half with none before
+)
+
+
+def _refuse_lone_surrogates(raw: Any, text: str, path: Path) -> None:
+    """JSON may escape half a character (`\\ud800`), which no file or argv can hold."""
+    try:
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        found = _LONE_SURROGATE.search(text)
+        where = f"{_line_column(text, found.start())}:" if found else ""
+        escape = f" {found.group()}" if found else ""
+        raise IndexFileError(
+            f"{path}:{where} a lone surrogate{escape} is half a character, not valid Unicode",
+            hint="write the character itself, or both halves of its escape",
+        ) from None
+
+
+_STRUCTURE = re.compile(r'["{}\[\]]')
+
+
+def duplicate_key(text: str) -> tuple[int, str] | None:
+    """Offset and name of the first key repeated within one object of valid JSON `text`.
+    A loop with a stack, not recursion: it must work at any depth the decoder accepts."""
+    stack: list[set[str] | None] = []  # the keys seen in each open object; None for arrays
+    found = _STRUCTURE.search(text)
+    while found:
+        at, char = found.start(), found.group()
+        end = at + 1
+        if char == '"':
+            key, end = scanstring(text, at + 1)
+            keys = stack[-1] if stack else None
+            if keys is not None and _is_key(text, end):
+                if key in keys:
+                    return at, key
+                keys.add(key)
+        elif char in "{[":
+            stack.append(set() if char == "{" else None)
+        elif stack:
+            stack.pop()
+        found = _STRUCTURE.search(text, end)
+    return None
+
+
+def _is_key(text: str, end: int) -> bool:
+    """Whether the string that ends at `end` is a key (a colon follows it)."""
+    while end < len(text) and text[end] in " \t\n\r":
+        end += 1
+    return text.startswith(":", end)
+
+
+def _line_column(text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    column = offset - text.rfind("\n", 0, offset)
+    return f"{line}:{column}"
 
 
 def _ticket(entry: Any, position: int, problems: list[Problem]) -> Ticket | None:
@@ -180,7 +292,7 @@ def _ticket(entry: Any, position: int, problems: list[Problem]) -> Ticket | None
             Problem(level="error", code="missing-field", message=f'{where} has no string "id"')
         )
         return None
-    if not _CONVENTIONAL_ID.fullmatch(tid):  # conventional IDs are always safe: one check
+    if len(tid) > MAX_ID or not _CONVENTIONAL_ID.fullmatch(tid):  # conventional: safe, one check
         _check_id(tid, problems)
     return Ticket(id=tid, **_fields(entry, tid, problems))
 
@@ -216,6 +328,8 @@ def _fields(entry: Mapping[str, Any], tid: str, problems: list[Problem]) -> dict
     title = entry.get("title")
     if isinstance(title, str) and title.strip():
         out["title"] = title
+        if "\0" in title:  # it goes into the worker's argv and environment: exec refuses NUL
+            problems.append(_err("bad-title", tid, f'{tid}: "title" contains a NUL character'))
     else:
         problems.append(_err("missing-field", tid, f'{tid}: "title" is missing or empty'))
         out["title"] = ""
@@ -230,6 +344,12 @@ def _fields(entry: Mapping[str, Any], tid: str, problems: list[Problem]) -> dict
                 _err(f"bad-{key}", tid, f"{tid}: {key} {value!r} is not one of {', '.join(names)}")
             )
     _list_fields(entry, tid, problems, out)
+    _check_history(entry, tid, problems)
+    allow_empty = entry.get("allow_empty", False)
+    if isinstance(allow_empty, bool):
+        out["allow_empty"] = allow_empty
+    else:
+        problems.append(_err("bad-allow-empty", tid, f'{tid}: "allow_empty" must be true or false'))
     return out
 
 
@@ -253,17 +373,31 @@ def _list_fields(
                 _err("bad-estimate", tid,
                      f'{tid}: "estimate_minutes" must be a number from 0 to {MAX_ESTIMATE:g}')
             )  # fmt: skip
-    command = entry.get("command")
-    if command is not None:
-        if isinstance(command, list) and command and all(map(_is_str, command)):
-            out["command"] = tuple(command)
-        else:
-            example = '["make", "test"]'
-            message = f'{tid}: "command" must be a non-empty argv list such as {example}'
-            problems.append(_err("bad-command", tid, message))
+    _command_field(entry.get("command"), tid, problems, out)
     parent = entry.get("parent")
     if parent is not None:
         out["parent"] = str(parent)
+
+
+def _command_field(command: Any, tid: str, problems: list[Problem], out: dict[str, Any]) -> None:
+    if command is None:
+        return
+    if not (isinstance(command, list) and command and all(map(_is_str, command))):
+        example = '["make", "test"]'
+        message = f'{tid}: "command" must be a non-empty argv list such as {example}'
+        problems.append(_err("bad-command", tid, message))
+        return
+    out["command"] = tuple(command)
+    if any("\0" in arg for arg in command):  # exec refuses it: every attempt would fail
+        problems.append(_err("bad-command", tid, f'{tid}: "command" contains a NUL character'))
+
+
+def _check_history(entry: Mapping[str, Any], tid: str, problems: list[Problem]) -> None:
+    """sage appends to `state_history` on every state change: it must be a list of objects."""
+    history = entry.get("state_history", [])
+    if not (isinstance(history, list) and all(isinstance(h, dict) for h in history)):
+        message = f'{tid}: "state_history" must be a list of changes (objects); remove it to reset'
+        problems.append(_err("bad-state-history", tid, message))
 
 
 def _check_duplicates(tickets: Iterable[Ticket], problems: list[Problem]) -> None:
@@ -289,6 +423,21 @@ def _read(path: Path) -> str:
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise IndexFileError(f"cannot read {path}: {exc}") from exc
+
+
+def read_notes(index_path: Path, ticket_id: str) -> str | None:
+    """A ticket's optional `<ID>.md` beside the index, for its worker. Bytes that are not UTF-8
+    are shown as U+FFFD (the file itself is left alone); one that cannot be read is an error."""
+    path = index_path.parent / f"{ticket_id}.md"
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IndexFileError(
+            f"cannot read {path}: {exc.strerror or exc}",
+            hint=f"{ticket_id}'s notes must be a readable text file (or absent)",
+        ) from None
 
 
 def require_valid(index: Index) -> Index:

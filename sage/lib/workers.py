@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import NoReturn
 
 from sage.lib import git, presets, proc, worktrees
 from sage.lib.errors import SageError
-from sage.lib.tickets import Ticket
+from sage.lib.tickets import DEFAULT_INDEX, Ticket, printable
 
 TEMPFAIL = 75  # EX_TEMPFAIL: e.g. an agent's rate limit; retried without using up an attempt
 MAX_ENV_TITLE = 4096  # characters of the title in SAGE_TICKET_TITLE
@@ -31,6 +34,7 @@ class WorkerJob:
     context_file: Path
     worker_name: str = "worker"
     slot: int = 0  # the worker slot (0 … N-1), stable for the life of the run
+    index_path: str = DEFAULT_INDEX.as_posix()  # relative to the repository: never landed
 
 
 class Outcome(StrEnum):
@@ -141,6 +145,7 @@ def run(
     """
     branch = worktrees.branch_for(job.ticket.id)
     worktrees.create(repo, worktree, branch, job.base)
+    made, heads = worktrees.ownership(worktree), git.branch_heads(repo, skip="refs/heads/sage/")
     argv = fill(job.argv, job.ticket, worktree=str(worktree), context_file=str(job.context_file),
                 run_id=job.run_id, attempt=job.attempt)  # fmt: skip
     _log(job.log, f"=== sage: {job.ticket.id} attempt {job.attempt}: {argv}\n")
@@ -154,7 +159,69 @@ def run(
     )
     if on_exit and done.returncode == 0 and not done.timed_out:
         on_exit()  # a failure is reported at once anyway; success still needs collecting
-    return _result(repo, worktree, job, done, branch)
+    return _noted(repo, worktree, job, done, (branch, made, heads))
+
+
+# What a run did not land (or killed) is said in the result: `collect` adds to this run's list.
+_NOTES: ContextVar[list[str] | None] = ContextVar("sage_worker_notes", default=None)
+Made = tuple[str, worktrees.Ownership, dict[str, str]]  # branch, worktree, the user's branches
+
+
+def _noted(
+    repo: Path, worktree: Path, job: WorkerJob, done: proc.Finished, made: Made
+) -> WorkerResult:
+    left = done.left_running
+    notes = [f"killed what the worker left running: {_listed(left, 3)}"] if left else []
+    token = _NOTES.set(notes)
+    try:
+        result = _checked_result(repo, worktree, job, done, made)
+    finally:
+        _NOTES.reset(token)
+    if not notes:
+        return result
+    return replace(result, detail="; ".join([result.detail, *notes] if result.detail else notes))
+
+
+def _checked_result(
+    repo: Path, worktree: Path, job: WorkerJob, done: proc.Finished, made: Made
+) -> WorkerResult:
+    """Collect only from a worktree that is still sage's; a refusal is an outcome."""
+    branch = made[0]
+    try:
+        if done.returncode == 0 and not done.timed_out and (worktree / ".git").exists():
+            why = worktrees.taken_over(worktree, branch, made[1])
+            why = why or _moved_users_branch(repo, worktree, job, made)
+            if why:
+                raise NotLanded(Outcome.FAILED, f"{why}: nothing was collected")
+        return _result(repo, worktree, job, done, branch)
+    except NotLanded as exc:
+        _log(job.log, f"sage: not landed: {exc.detail}\n")
+        return WorkerResult(
+            ticket_id=job.ticket.id, outcome=exc.outcome, returncode=done.returncode,
+            seconds=done.seconds, log=job.log, detail=exc.detail, branch=branch, base=job.base,
+            worker_name=job.worker_name,
+        )  # fmt: skip
+
+
+def _moved_users_branch(repo: Path, worktree: Path, job: WorkerJob, made: Made) -> str | None:
+    """A branch outside sage/ the worker switched to, or moved onto its own commits."""
+    _, owned, before = made
+    for line in worktrees.head_log(owned):
+        moved = _CHECKOUT.search(line)
+        if moved and f"refs/heads/{moved.group(1)}" in before:
+            return f"the worker switched its worktree to {moved.group(1)} during the run"
+    after = git.branch_heads(repo, skip="refs/heads/sage/")
+    changed = [ref for ref, tip in before.items() if after.get(ref, tip) != tip]
+    tip = git.rev_parse(worktree, "HEAD") if changed else None
+    if not tip or tip == job.base:
+        return None
+    for ref in changed:
+        if git.contains(repo, ref, tip):
+            return f"the worker moved {ref} onto its own commits (to {after[ref][:12]})"
+    return None
+
+
+_CHECKOUT = re.compile(r"\tcheckout: moving from \S+ to (\S+)$")
 
 
 def _result(
@@ -190,51 +257,233 @@ def _result(
 
 
 def collect(worktree: Path, job: WorkerJob) -> str:
-    """Commit leftovers as `<ID>: <title>` with a Sage-Ticket trailer; drop `.sage/` edits.
+    """Commit leftovers as `<ID>: <title>` with a Sage-Ticket trailer and return the head.
 
-    Few git calls on purpose: this runs once per ticket (status, add, commit, rev-parse).
+    Work that cannot land as it is raises `NotLanded` naming the cause; sage's own files (the
+    index, run state) are kept out, and what was kept out is logged and reported.
     """
-    ticket = job.ticket
-    head, dirty = _status(worktree)
-    if head != job.base and _touches_sage(worktree, job.base):
-        restore = ("restore", f"--source={job.base}", "--staged", "--worktree", "--", ".sage")
-        if git.run(worktree, *restore).returncode != 0:  # .sage/ absent from the base
-            git.git(worktree, "rm", "-r", "-q", "--ignore-unmatch", "--", ".sage")
-        _log(job.log, "sage: changes under .sage/ are not landed (the index is sage's to write)\n")
-        dirty = True
-    if dirty:
-        git.git(worktree, "add", "-A", "--", ".", ":(exclude).sage")
-    if not dirty and head != job.base:
-        return head  # the worker committed all of its work itself
-    message = f"{ticket.id}: {ticket.title}\n\nSage-Ticket: {ticket.id}\n"
-    args = ("commit", "--quiet", "--allow-empty", "--no-verify", "-F", "-")
-    git.git(worktree, *args, input=message, env=git.identity_env(worktree))
+    head, entries = _status(worktree)
+    _refuse_unfinished(worktree, entries)
+    kept_out = _keep_out(worktree, job, head, entries)
+    if any(not _is_kept_out(e.path, job) for e in entries):
+        git.git(worktree, "add", "-A", "--", ".", *(f":(exclude,literal){p}" for p in _own(job)))
+    changes = _staged(worktree, job.base)
+    _refuse_unlandable(worktree, job.base, changes)
+    if not changes and not job.ticket.allow_empty:
+        raise NotLanded(Outcome.NO_CHANGES, _nothing_to_land(kept_out))
+    if head == job.base or git.run(worktree, "diff", "--cached", "--quiet", "HEAD").returncode:
+        title = printable(job.ticket.title)
+        subject = f"{job.ticket.id}: {title}" if title else job.ticket.id
+        message = f"{subject}\n\nSage-Ticket: {job.ticket.id}\n"
+        args = ("commit", "--quiet", "--allow-empty", "--no-verify", "-F", "-")
+        git.git(worktree, *args, input=message, env=git.identity_env(worktree))
     return git.git(worktree, "rev-parse", "HEAD")
 
 
-def _status(worktree: Path) -> tuple[str, bool]:
-    """HEAD and whether anything outside `.sage/` is modified or untracked, in one call."""
+class NotLanded(Exception):
+    """The worker's work cannot land as it is: `outcome` and the cause, raised from inside
+    `collect`. Not a SageError on purpose: those mean sage could not collect (ERROR)."""
+
+    def __init__(self, outcome: Outcome, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Entry:
+    """One record of `git status --porcelain=v2`."""
+
+    kind: str  # "1" changed, "2" renamed, "u" unmerged, "?" untracked, "!" ignored
+    path: str
+    submodule: str = "N..."  # "S<commit><modified><untracked>" for a submodule
+
+
+_FIELDS_BEFORE_PATH = {"1": 8, "2": 9, "u": 10}
+
+
+def _status(worktree: Path) -> tuple[str, list[_Entry]]:
+    """HEAD and every changed path, in one call. A rename's old path is a NUL field of its own
+    (whatever it starts with, it is no record)."""
     out = git.git(worktree, "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all")
-    head, dirty = "", False
-    for record in out.split("\0"):
+    fields = iter(out.split("\0"))
+    head, entries = "", []
+    for record in fields:
+        kind = record[:1]
         if record.startswith("# branch.oid "):
             head = record.split()[2]
-        elif record and not record.startswith("#") and not _under_sage(record):
-            dirty = True
-    return head, dirty
+        elif kind in _FIELDS_BEFORE_PATH:
+            parts = record.split(" ", _FIELDS_BEFORE_PATH[kind])
+            entries.append(_Entry(kind=kind, path=parts[-1], submodule=parts[2]))
+            if kind == "2":
+                next(fields, None)
+        elif kind in ("?", "!"):
+            entries.append(_Entry(kind=kind, path=record[2:]))
+    return head, entries
 
 
-_PATH_FIELD = {"1": 8, "2": 9, "u": 10}  # porcelain v2: fields before the path
+_UNFINISHED = {
+    "MERGE_HEAD": "a merge",
+    "CHERRY_PICK_HEAD": "a cherry-pick",
+    "REVERT_HEAD": "a revert",
+    "rebase-merge": "a rebase",
+    "rebase-apply": "a rebase or `git am`",
+}
 
 
-def _under_sage(record: str) -> bool:
-    fields = _PATH_FIELD.get(record[0])
-    path = record.split(" ", fields)[fields] if fields else record[2:]
-    return path == ".sage" or path.startswith(".sage/")
+def _refuse_unfinished(worktree: Path, entries: list[_Entry]) -> None:
+    """A merge left half done, unmerged files, nested repositories, submodule edits."""
+    unmerged = _listed(e.path for e in entries if e.kind == "u")
+    admin = _admin_dir(worktree)
+    for marker, what in _UNFINISHED.items():
+        if (admin / marker).exists():
+            conflicts = f" (unmerged: {unmerged})" if unmerged else ""
+            _fail(f"the worker exited in the middle of {what}{conflicts}: finish or abort it")
+    if unmerged:
+        _fail(f"the worker left unmerged files: {unmerged}: resolve them and `git add` them")
+    nested = [e.path for e in entries if e.kind == "?" and e.path.endswith("/")]
+    if nested:
+        _fail(_nested_repository(nested[0]))
+    inside = [e.path for e in entries if e.submodule[2:] not in ("..", "")]
+    if inside:
+        _fail(f"the worker changed files inside submodule {_listed(inside)}: they are not "
+              "landed (a submodule's work lands as a commit in its own repository)")  # fmt: skip
+    _refuse_unseen_submodule_writes(worktree)
 
 
-def _touches_sage(worktree: Path, base: str) -> bool:
-    return bool(git.git(worktree, "diff", "--name-only", base, "HEAD", "--", ".sage"))
+def _nested_repository(path: str) -> str:
+    return (
+        f"{path} is a git repository of its own (as `git init` or `cargo new` make): it would "
+        f"land as a link to a commit that exists only in the worktree; remove {path}.git "
+        "or add it as a submodule"
+    )
+
+
+def _refuse_unseen_submodule_writes(worktree: Path) -> None:
+    """Files written into a submodule folder that is not checked out: git cannot see them."""
+    for path in _submodule_paths(worktree):
+        folder = worktree / path
+        if folder.is_dir() and not (folder / ".git").exists() and any(folder.iterdir()):
+            _fail(f"the worker wrote into {path}/, a submodule that is not checked out in the "
+                  "worktree: git cannot see those files, so they cannot land")  # fmt: skip
+
+
+def _submodule_paths(worktree: Path) -> list[str]:
+    if not (worktree / ".gitmodules").is_file():
+        return []
+    done = git.run(
+        worktree, "config", "-f", ".gitmodules", "--get-regexp", r"^submodule\..*\.path$"
+    )
+    return [line.split(" ", 1)[1] for line in done.stdout.splitlines() if " " in line]
+
+
+def _admin_dir(worktree: Path) -> Path:
+    """The worktree's own git dir, from its `.git` file (checked to be sage's before this)."""
+    link = (worktree / ".git").read_text(encoding="utf-8")
+    return Path(link.removeprefix("gitdir:").strip())
+
+
+# sage's run state, wherever a project keeps it: never landed, whatever the project tracks
+SAGE_STATE = (".sage/runs", ".sage/queue", ".sage/worktrees", ".sage/locks", ".sage/logs")
+
+
+def _own(job: WorkerJob) -> tuple[str, ...]:
+    """Paths sage writes itself and so never lands: the index (and its lock), the run state."""
+    return (job.index_path, f"{job.index_path}.lock", *SAGE_STATE)
+
+
+def _is_kept_out(path: str, job: WorkerJob) -> bool:
+    return any(path == own or path.startswith(own.rstrip("/") + "/") for own in _own(job))
+
+
+def _keep_out(worktree: Path, job: WorkerJob, head: str, entries: list[_Entry]) -> list[str]:
+    """Take sage's own files out of what lands (the worker's commits too); say which."""
+    mine = [e for e in entries if _is_kept_out(e.path, job)]
+    tracked = [e.path for e in mine if e.kind in _FIELDS_BEFORE_PATH]  # staged, maybe
+    if head != job.base:
+        own = (f":(literal){path}" for path in _own(job))
+        diff = ("diff", "--name-only", "-z", "--no-renames", job.base, "HEAD", "--", *own)
+        tracked += [p for p in git.git(worktree, *diff).split("\0") if p]
+    restore = ("restore", f"--source={job.base}", "--staged", "--worktree", "--")
+    for path in dict.fromkeys(tracked):  # one by one: a path in neither base nor index fails
+        git.run(worktree, *restore, f":(literal){path}")
+    kept = sorted({e.path for e in mine} | set(tracked))
+    if kept:
+        note = f"not landed: {_listed(kept)} (sage writes its index and run state itself)"
+        _log(job.log, f"sage: {note}\n")
+        notes = _NOTES.get()
+        if notes is not None:
+            notes.append(note)
+    return kept
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Change:
+    path: str
+    mode: str  # the new mode: 160000 is a link to a commit (a submodule)
+
+
+def _staged(worktree: Path, base: str) -> list[_Change]:
+    """What would land: the index (worker's commits and leftovers) against the base."""
+    out = git.git(worktree, "diff", "--cached", "--raw", "-z", "--no-renames", base)
+    fields = out.split("\0")
+    return [
+        _Change(path=path, mode=meta.split(" ")[1])
+        for meta, path in zip(fields[0::2], fields[1::2], strict=False)
+        if meta.startswith(":")
+    ]
+
+
+def _marked_files(worktree: Path, base: str) -> list[str]:
+    """Files whose added lines open and close a conflict (`<<<<<<< ` … `>>>>>>> `). Both ends,
+    so a reStructuredText `=======` underline or one quoted marker is not taken for one."""
+    diff = ("-c", "core.quotePath=false", "diff", "--cached", "-U0", "--no-color",
+            "--no-ext-diff", "--no-textconv", "--no-renames", base)  # fmt: skip
+    seen: dict[str, set[str]] = {}
+    path, header = "", False
+    for line in git.git(worktree, *diff).splitlines():
+        if line.startswith(("diff --git ", "@@ ")):
+            header = line.startswith("diff")
+        elif header and line.startswith("+++ "):  # in a hunk, `+++` is an added "++" line
+            path = line[4:].removeprefix("b/")
+        elif line.startswith(("+<<<<<<<", "+>>>>>>>")) and line[8:9] in (" ", ""):
+            seen.setdefault(path, set()).add(line[1])
+    return [path for path, ends in seen.items() if ends == {"<", ">"}]
+
+
+def _refuse_unlandable(worktree: Path, base: str, changes: list[_Change]) -> None:
+    """Links to nested repositories and unresolved conflict markers never land."""
+    links = [c.path for c in changes if c.mode == "160000"]
+    known = set(_submodule_paths(worktree)) if links else set()
+    for path in links:
+        if path not in known:
+            _fail(
+                f"{path} is a link to a nested git repository, not a submodule: its commit "
+                "exists only in the worktree; remove its .git or add it as a submodule"
+            )
+    if not changes:
+        return
+    marked = _marked_files(worktree, base)
+    if marked:
+        _fail(f"conflict markers in {_listed(marked)}: the worker left a merge unresolved")
+
+
+def _nothing_to_land(kept_out: list[str]) -> str:
+    also = f" ({_listed(kept_out)} are sage's own files)" if kept_out else ""
+    return (
+        f"the worker exited 0 and left nothing to land{also}; if that is fine for this "
+        'ticket, set "allow_empty": true on it'
+    )
+
+
+def _fail(detail: str) -> NoReturn:
+    raise NotLanded(Outcome.FAILED, detail)
+
+
+def _listed(paths: Iterable[str], most: int = 5) -> str:
+    items = list(paths)
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
 
 
 def _log(path: Path, text: str) -> None:

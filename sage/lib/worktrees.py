@@ -9,6 +9,7 @@ import json
 import shlex
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -328,3 +329,44 @@ def _read_state(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ownership:
+    """What sage made: the worktree's `.git` link and its admin dir's pointer to the common dir.
+    A worker can rewrite either (and then git in the worktree acts on another repository)."""
+
+    link: str
+    admin: Path
+    commondir: str
+
+
+def ownership(path: Path) -> Ownership:
+    link = _read(path / ".git") or ""
+    admin = Path(link.removeprefix("gitdir:").strip())
+    return Ownership(link=link, admin=admin, commondir=_read(admin / "commondir") or "")
+
+
+def taken_over(path: Path, branch: str, made: Ownership) -> str | None:
+    """Why the worktree at `path` is no longer sage's worktree of `branch`, or None."""
+    if _read(path / ".git") != made.link:
+        return f"the worker rewrote its worktree's .git file (sage made it {made.link.strip()!r})"
+    if _read(made.admin / "commondir") != made.commondir:
+        return f"the worker rewrote {made.admin / 'commondir'}"
+    head = git.run(path, "symbolic-ref", "-q", "HEAD").stdout.strip()
+    if head != f"refs/heads/{branch}":
+        where = f"on {head.removeprefix('refs/heads/')}" if head else "detached"
+        return f"the worker moved its worktree off {branch} (HEAD is {where})"
+    return None
+
+
+def head_log(made: Ownership) -> Iterator[str]:
+    """The worktree's HEAD reflog, one line per move (empty if the worker removed it)."""
+    yield from (_read(made.admin / "logs" / "HEAD") or "").splitlines()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None

@@ -355,3 +355,135 @@ def test_two_processes_transitioning_at_once_lose_no_update(tmp_path: Path) -> N
         assert mine == [f"{name}:{i}" for i in range(rounds)]
         assert len(raw[f"{name}-1"]["state_history"]) == rounds
         assert raw[f"{name}-1"]["count"] == rounds
+
+
+# ---- duplicate keys: never a lossy view ---------------------------------------------------------
+
+DUPLICATES = [
+    ('{"tickets": [{"id": "A-1", "title": "a"}],\n "tickets": []}', 2, 2, '"tickets"'),
+    ('{"tickets": [\n  {"id": "A-1", "title": "a", "id": "A-2"}]}', 2, 31, '"id"'),
+    ('{"tickets": [{"id": "A-1", "title": "a",\n "docs": {"x": 1, "x": 2}}]}', 2, 19, '"x"'),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "column", "key"), DUPLICATES)
+def test_a_duplicate_key_is_an_error_at_its_line_and_column(
+    text: str, line: int, column: int, key: str
+) -> None:
+    with pytest.raises(IndexFileError) as error:
+        tickets.parse(text, Path("index.json"))
+    assert error.value.message.startswith(f"index.json:{line}:{column}: duplicate key {key}")
+    assert error.value.hint
+
+
+def test_a_duplicate_key_inside_a_string_is_not_one() -> None:
+    text = '{"tickets": [{"id": "A-1", "title": "\\"id\\": \\"id\\": {\\"a\\": 1, \\"a\\": 2}"}]}'
+    assert [t.id for t in tickets.parse(text, Path("i.json")).tickets] == ["A-1"]
+
+
+def test_the_store_never_writes_from_a_view_that_hides_tickets(
+    store: tickets.TicketStore,
+) -> None:
+    text = '{"tickets": [{"id": "A-1", "title": "a"}],\n "tickets": [{"id": "B-1", "title": "b"}]}'
+    store.path.write_text(text, encoding="utf-8")
+    with pytest.raises(IndexFileError, match="duplicate key"):
+        store.transition([("B-1", "IN_PROGRESS")])
+    assert store.path.read_text(encoding="utf-8") == text
+
+
+@pytest.mark.parametrize("depth", [100_000, 3_000])
+def test_a_deeply_nested_index_is_an_error_not_a_crash(depth: int) -> None:
+    text = '{"tickets": [], "x": ' + "[" * depth + "]" * depth + "}"
+    with pytest.raises(IndexFileError) as error:
+        tickets.parse(text, Path("index.json"))
+    assert error.value.message.startswith("index.json: ")
+    assert "nested" in error.value.message and error.value.hint
+
+
+def test_a_number_too_long_to_read_is_an_error_not_a_crash() -> None:
+    text = '{"tickets": [{"id": "A-1", "title": "a", "estimate_minutes": ' + "9" * 5000 + "}]}"
+    with pytest.raises(IndexFileError, match=r"index\.json: .*number"):
+        tickets.parse(text, Path("index.json"))
+
+
+# ---- input that validated and then crashed every run ------------------------------------------
+
+
+@pytest.mark.parametrize("tid", ["A" * 101, "A-" + "1" * 99, "x" * 250])
+def test_an_id_too_long_for_a_file_name_is_unsafe(tid: str) -> None:
+    assert tickets.unsafe_id_reason(tid) == "is longer than 100 characters"
+    assert ("unsafe-id", tid) in codes(parse([ticket(tid)]))
+
+
+def test_an_id_of_100_characters_is_fine() -> None:
+    assert tickets.unsafe_id_reason("A-" + "1" * 98) is None
+    assert codes(parse([ticket("A-" + "1" * 98)])) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"title": "a\x00b"}, "bad-title"),
+        ({"command": ["python", "-c", "pass\x00"]}, "bad-command"),
+        ({"state_history": "oops"}, "bad-state-history"),
+        ({"state_history": {"from": "UNPROCESSED"}}, "bad-state-history"),
+        ({"state_history": ["not a change"]}, "bad-state-history"),
+    ],
+)
+def test_fields_no_run_could_use_are_errors(fields: dict[str, Any], code: str) -> None:
+    """Found by a stream: NUL bytes cannot go into an argv or environment (every attempt failed
+    with `ValueError`), and a non-list history crashed the first state change."""
+    assert codes(parse([ticket("A-1", **fields)])) == [(code, "A-1")]
+
+
+def test_a_lone_surrogate_is_an_error_at_its_line_and_column() -> None:
+    text = '{"tickets": [\n {"id": "A-1", "title": "a\\ud800b"}]}'
+    with pytest.raises(IndexFileError) as error:
+        tickets.parse(text, Path("index.json"))
+    assert error.value.message.startswith("index.json:2:27: ")
+    assert "\\ud800" in error.value.message
+
+
+def test_a_surrogate_pair_is_one_character() -> None:
+    text = '{"tickets": [{"id": "A-1", "title": "smile \\ud83d\\ude00"}]}'
+    assert tickets.parse(text, Path("i.json")).tickets[0].title == "smile \U0001f600"
+
+
+# ---- text fit for a terminal and a commit subject ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain title", "plain title"),
+        ("\x1b[31mred\x1b[0m alert", "red alert"),
+        ("set \x1b]0;pwned\x07title", "set title"),
+        ("osc \x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "osc link"),
+        ("c1 \x9b31mcsi and \x85next", "c1 csi and next"),
+        ("bell\x07 back\x08space nul\x00", "bell backspace nul"),
+        ("  many\n\tlines\r\n  here  ", "many lines here"),
+        ("evil \u202egnp.exe", "evil gnp.exe"),
+        ("unicode stays: é ✓ 日本", "unicode stays: é ✓ 日本"),
+    ],
+)
+def test_printable_strips_escapes_and_controls_and_folds_whitespace(text: str, shown: str) -> None:
+    assert tickets.printable(text) == shown
+
+
+def test_allow_empty_is_a_flag() -> None:
+    index = parse(
+        [ticket("A-1", allow_empty=True), ticket("A-2"), ticket("A-3", allow_empty="yes")]
+    )
+    assert [t.allow_empty for t in index.tickets] == [True, False, False]
+    assert codes(index) == [("bad-allow-empty", "A-3")]
+
+
+def test_notes_that_are_not_utf8_are_read_without_a_crash(tmp_path: Path) -> None:
+    """Found by a stream: the run crashed (exit 70) reading them."""
+    (tmp_path / "A-1.md").write_bytes(b"\xff\xfe notes")
+    assert tickets.read_notes(tmp_path / "index.json", "A-1") == "\ufffd\ufffd notes"
+    assert (tmp_path / "A-1.md").read_bytes() == b"\xff\xfe notes"
+    assert tickets.read_notes(tmp_path / "index.json", "B-1") is None
+    (tmp_path / "C-1.md").mkdir()
+    with pytest.raises(IndexFileError, match=r"C-1\.md"):
+        tickets.read_notes(tmp_path / "index.json", "C-1")

@@ -14,6 +14,9 @@ from typing import Any
 
 from tests.conftest import git, write_index
 from tests.stream.conftest import trailers
+from tests.support.git_wrapper import git_wrapper
+
+__all__ = ["git_wrapper"]  # a fixture: `git` on PATH failing or killing at a chosen step
 
 SAGE = (sys.executable, "-m", "sage")
 STREAM = ("stream", "--auto", "--parallel", "2", "--backoff", "0.05")

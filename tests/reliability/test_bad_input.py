@@ -107,6 +107,50 @@ def test_a_document_of_the_wrong_shape_is_refused(tmp_path: Path, sage: Sage, te
     untouched(repo, before)
 
 
+# ---- duplicate keys, deep nesting, huge numbers ------------------------------------------------
+
+HIDDEN = '{"tickets": [{"id": "A-1", "title": "a", "command": ["true"]}],\n "tickets": []}'
+TWO_IDS = '{"tickets": [\n  {"id": "B-1", "title": "b", "id": "B-2", "command": ["true"]}]}'
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (HIDDEN, 'index.json:2:2: duplicate key "tickets"'),
+        (TWO_IDS, 'index.json:2:31: duplicate key "id"'),
+    ],
+)
+def test_a_duplicate_key_is_refused_everywhere_and_the_index_kept(
+    tmp_path: Path, sage: Sage, text: str, where: str
+) -> None:
+    """Found here: Python keeps the last of two keys, so this validated clean and the first
+    write of a stream deleted the hidden tickets for good."""
+    repo, before = setup_index(tmp_path, text)
+    refused(sage("validate", cwd=repo), where)
+    for command in (AUTO, ("plan",), ("ready",), ("graph",)):
+        refused(sage(*command, cwd=repo), where)
+    untouched(repo, before)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('{"tickets": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+        ('{"tickets": [{"id": "N-1", "title": "n", "estimate_minutes": ' + "9" * 5000 + "}]}",
+         "number is too long"),
+    ],
+    ids=["deep", "long-number"],
+)  # fmt: skip
+def test_input_python_cannot_hold_is_one_error_line(
+    tmp_path: Path, sage: Sage, text: str, needle: str
+) -> None:
+    """Found here: both exited 70 with an internal error (RecursionError, ValueError)."""
+    repo, before = setup_index(tmp_path, text)
+    refused(sage("validate", cwd=repo), "index.json", needle)
+    refused(sage(*AUTO, cwd=repo), "index.json", needle)
+    untouched(repo, before)
+
+
 # ---- wrong types ------------------------------------------------------------------------------
 
 WRONG = [
@@ -221,6 +265,32 @@ def test_unsafe_ids_are_refused_by_name_and_nothing_is_created(tmp_path: Path, s
     refused(sage(*AUTO, "--parallel", "4", cwd=repo), "error(s)", "IDs become branch")
     untouched(repo, before)
     assert not list(tmp_path.rglob("marker-*")) and not (repo.parent / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        (ticket("x" * 250, command=writer("x")), "longer than 100 characters"),
+        (ticket("T-1", title="a\x00b", command=writer("x")), "NUL"),
+        (ticket("T-2", command=[*writer("x"), "\x00"]), "NUL"),
+        (ticket("T-3", command=writer("x"), state_history="oops"), "state_history"),
+        (ticket("T-4", title="a\ud800", command=writer("x")), "surrogate"),
+    ],
+    ids=["long-id", "nul-title", "nul-command", "history", "surrogate"],
+)
+def test_input_that_crashed_every_run_is_refused_up_front(
+    tmp_path: Path, sage: Sage, entry: dict[str, Any], needle: str
+) -> None:
+    """Found here: each validated, then every run crashed (exit 70: `File name too long`, a
+    history that is not a list, a lone surrogate that cannot be written) or every attempt
+    failed (`ValueError: embedded null byte`)."""
+    text = json.dumps({"tickets": [entry]}, indent=2)
+    repo, before = setup_index(tmp_path, text)
+    refused(sage(*AUTO, cwd=repo), needle)
+    checked = sage("validate", cwd=repo)
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr, checked.stderr
+    assert needle in checked.stdout + checked.stderr
+    untouched(repo, before)
 
 
 def test_a_lookalike_dependency_is_an_unknown_ticket(tmp_path: Path, sage: Sage) -> None:

@@ -1,0 +1,79 @@
+"""The one place sage runs processes: a worker's processes never outlive its run."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sage.lib import proc
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it is gone for our purposes)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def run_worker(tmp_path: Path, code: str, **kwargs: float) -> proc.Finished:
+    env = proc.clean_env({"SAGE_TICKET_ID": "P-1"})
+    return proc.run_logged(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, log=tmp_path / "w.log", **kwargs
+    )
+
+
+CHILD = (
+    "import subprocess, sys, pathlib\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time, pathlib; time.sleep(1.5); "
+    'pathlib.Path("late.txt").write_text("written after the run")\'], {how})\n'
+    "pathlib.Path('child.pid').write_text(str(child.pid))\n"
+)
+
+
+@pytest.mark.parametrize(
+    "how", ["start_new_session=False", "start_new_session=True"], ids=["group", "setsid"]
+)
+def test_what_a_worker_leaves_running_is_killed_and_reported(tmp_path: Path, how: str) -> None:
+    """Found here: a background child (in the worker's group, or in a session of its own) lived
+    on after the run and wrote into the checkout after its work had landed."""
+    done = run_worker(tmp_path, CHILD.format(how=how))
+    child = int((tmp_path / "child.pid").read_text())
+
+    assert done.returncode == 0 and not alive(child)
+    assert [line.split(" ", 1)[0] for line in done.left_running] == [str(child)]
+    assert "left running" in (tmp_path / "w.log").read_text()
+    time.sleep(2)
+    assert not (tmp_path / "late.txt").exists()
+
+
+def test_a_timeout_kills_escaped_processes_too(tmp_path: Path) -> None:
+    code = CHILD.format(how="start_new_session=True") + "import time; time.sleep(60)\n"
+    done = run_worker(tmp_path, code, timeout=1)
+    child = int((tmp_path / "child.pid").read_text())
+    assert done.timed_out and not alive(child)
+    assert len(done.left_running) == 1
+
+
+def test_a_clean_worker_leaves_nothing_to_report(tmp_path: Path) -> None:
+    done = run_worker(tmp_path, "print('hi')")
+    assert done.returncode == 0 and done.left_running == ()
+
+
+def test_processes_of_other_runs_are_left_alone(tmp_path: Path) -> None:
+    """Only this run's processes are killed: not another worker's with the same ticket."""
+    import subprocess
+
+    env = dict(os.environ, SAGE_TICKET_ID="P-1")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], env=env)
+    try:
+        run_worker(tmp_path, "pass")
+        assert alive(other.pid)
+    finally:
+        other.kill()
+        other.wait()
