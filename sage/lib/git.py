@@ -260,6 +260,17 @@ def supports_parallel_mode() -> tuple[bool, str]:
 
 def commits_between(repo: Path, base: str, head: str) -> list[tuple[str, str]]:
     """(sha, subject) of each commit in base..head, oldest first."""
-    out = git(repo, "log", "--reverse", "--format=%H %s", f"{base}..{head}")
-    rows = (line.partition(" ") for line in out.splitlines())
-    return [(sha, subject) for sha, _, subject in rows]
+    return history(repo, base, head)[0]
+
+
+def history(repo: Path, base: str, head: str) -> tuple[list[tuple[str, str]], bool]:
+    """(sha, subject) of each commit in base..head, oldest first, and whether `head` descends
+    from `base`: some commit of the range has `base` as a parent (or head is base)."""
+    out = git(repo, "log", "--reverse", "--format=%H %P%x00%s", f"{base}..{head}")
+    rows, descends = [], head == base
+    for line in out.splitlines():
+        shas, _, subject = line.partition("\0")
+        sha, *parents = shas.split()
+        rows.append((sha, subject))
+        descends = descends or base in parents
+    return rows, descends

@@ -145,7 +145,7 @@ def run(
     """
     branch = worktrees.branch_for(job.ticket.id)
     worktrees.create(repo, worktree, branch, job.base)
-    made, heads = worktrees.ownership(worktree), git.branch_heads(repo, skip="refs/heads/sage/")
+    made, heads = worktrees.ownership(worktree), _branches_before(repo)
     argv = fill(job.argv, job.ticket, worktree=str(worktree), context_file=str(job.context_file),
                 run_id=job.run_id, attempt=job.attempt)  # fmt: skip
     _log(job.log, f"=== sage: {job.ticket.id} attempt {job.attempt}: {argv}\n")
@@ -210,15 +210,31 @@ def _moved_users_branch(repo: Path, worktree: Path, job: WorkerJob, made: Made) 
         moved = _CHECKOUT.search(line)
         if moved and f"refs/heads/{moved.group(1)}" in before:
             return f"the worker switched its worktree to {moved.group(1)} during the run"
-    after = git.branch_heads(repo, skip="refs/heads/sage/")
+    after = _branches_now(repo)
     changed = [ref for ref, tip in before.items() if after.get(ref, tip) != tip]
-    tip = git.rev_parse(worktree, "HEAD") if changed else None
+    tip = _head(worktree) if changed else None
     if not tip or tip == job.base:
         return None
     for ref in changed:
-        if git.contains(repo, ref, tip):
+        if ref in after and git.is_ancestor(repo, tip, after[ref]):
             return f"the worker moved {ref} onto its own commits (to {after[ref][:12]})"
     return None
+
+
+# The user's branches as last seen, by repository. A ticket's "before" may be older than its
+# start: a branch that changed since only costs a `contains` check, and is flagged only if it
+# now holds this worker's commits.
+_BRANCHES: dict[str, dict[str, str]] = {}
+
+
+def _branches_before(repo: Path) -> dict[str, str]:
+    return _BRANCHES.get(str(repo)) or _branches_now(repo)
+
+
+def _branches_now(repo: Path) -> dict[str, str]:
+    heads = git.branch_heads(repo, skip="refs/heads/sage/")
+    _BRANCHES[str(repo)] = heads
+    return heads
 
 
 _CHECKOUT = re.compile(r"\tcheckout: moving from \S+ to (\S+)$")
@@ -250,13 +266,13 @@ def _result(
     if not (worktree / ".git").exists():
         return result("failed", "the worker deleted its worktree")
     try:
-        head = collect(worktree, job)
+        head = collect(worktree, job, repo=repo)
     except SageError as exc:
         return result("error", f"could not commit the worker's changes: {exc.message}")
     return result("ok", head=head)
 
 
-def collect(worktree: Path, job: WorkerJob) -> str:
+def collect(worktree: Path, job: WorkerJob, *, repo: Path | None = None) -> str:
     """Commit leftovers as `<ID>: <title>` with a Sage-Ticket trailer and return the head.
 
     Work that cannot land as it is raises `NotLanded` naming the cause; sage's own files (the
@@ -276,8 +292,22 @@ def collect(worktree: Path, job: WorkerJob) -> str:
         subject = f"{job.ticket.id}: {title}" if title else job.ticket.id
         message = f"{subject}\n\nSage-Ticket: {job.ticket.id}\n"
         args = ("commit", "--quiet", "--allow-empty", "--no-verify", "-F", "-")
-        git.git(worktree, *args, input=message, env=git.identity_env(worktree))
-    return git.git(worktree, "rev-parse", "HEAD")
+        git.git(worktree, *args, input=message, env=git.identity_env(repo or worktree))
+    return _head(worktree)
+
+
+def _head(worktree: Path) -> str:
+    """The worktree's HEAD commit, read from its branch's loose ref when there is one (a branch
+    just committed to has one), else asked of git."""
+    admin = _admin_dir(worktree)
+    ref = (admin / "HEAD").read_text(encoding="utf-8").strip().removeprefix("ref: ")
+    loose = Path((admin / "commondir").read_text(encoding="utf-8").strip())
+    loose = (loose if loose.is_absolute() else admin / loose) / ref
+    try:
+        sha = loose.read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        sha = ""
+    return sha if len(sha) in (40, 64) else git.git(worktree, "rev-parse", "HEAD")
 
 
 class NotLanded(Exception):
@@ -451,6 +481,18 @@ def _marked_files(worktree: Path, base: str) -> list[str]:
     return [path for path, ends in seen.items() if ends == {"<", ">"}]
 
 
+def _may_have_markers(worktree: Path, changes: list[_Change]) -> bool:
+    """Whether any changed file holds both conflict-marker lines now (cheap: no git call)."""
+    for change in changes:
+        try:
+            text = (worktree / change.path).read_bytes()
+        except OSError:
+            continue
+        if b"\n<<<<<<<" in b"\n" + text and b"\n>>>>>>>" in b"\n" + text:
+            return True
+    return False
+
+
 def _refuse_unlandable(worktree: Path, base: str, changes: list[_Change]) -> None:
     """Links to nested repositories and unresolved conflict markers never land."""
     links = [c.path for c in changes if c.mode == "160000"]
@@ -461,7 +503,7 @@ def _refuse_unlandable(worktree: Path, base: str, changes: list[_Change]) -> Non
                 f"{path} is a link to a nested git repository, not a submodule: its commit "
                 "exists only in the worktree; remove its .git or add it as a submodule"
             )
-    if not changes:
+    if not changes or not _may_have_markers(worktree, changes):
         return
     marked = _marked_files(worktree, base)
     if marked:

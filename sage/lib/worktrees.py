@@ -353,7 +353,9 @@ def taken_over(path: Path, branch: str, made: Ownership) -> str | None:
         return f"the worker rewrote its worktree's .git file (sage made it {made.link.strip()!r})"
     if _read(made.admin / "commondir") != made.commondir:
         return f"the worker rewrote {made.admin / 'commondir'}"
-    head = git.run(path, "symbolic-ref", "-q", "HEAD").stdout.strip()
+    head = (_read(made.admin / "HEAD") or "").strip().removeprefix("ref: ")
+    if not head.startswith("refs/"):
+        head = ""  # detached: HEAD holds a commit
     if head != f"refs/heads/{branch}":
         where = f"on {head.removeprefix('refs/heads/')}" if head else "detached"
         return f"the worker moved its worktree off {branch} (HEAD is {where})"

@@ -81,11 +81,11 @@ class CommitQueue:
                 f"cannot queue {ticket_id}: branch {branch} does not exist",
                 hint="the ticket's work is gone; run the ticket again",
             )
-        pairs = git.commits_between(self.root, base, head)
+        pairs, descends = git.history(self.root, base, head)
         entry = new_entry(
             ticket_id=ticket_id, title=title, branch=branch, base=base, head=head,
             worker=worker, run_id=self.run_id, attempts=attempts, verify=self.verify,
-            commits=tuple(sha for sha, _ in pairs),
+            commits=tuple(sha for sha, _ in pairs), from_base=descends,
             message=squash_message(ticket_id, title, [subject for _, subject in pairs]),
         )  # fmt: skip
         return self.entries.add(entry)

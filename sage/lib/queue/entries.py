@@ -12,7 +12,7 @@ from typing import Any
 
 from sage.lib import files, git, locks
 from sage.lib.errors import SageError
-from sage.lib.tickets import now
+from sage.lib.tickets import now, printable
 
 TRAILER = git.TRAILER
 
@@ -64,6 +64,7 @@ class QueueEntry:
     commits: tuple[str, ...] = ()
     message: str = ""
     verify: tuple[str, ...] = ()  # the verify command it was queued under: whoever lands applies it
+    from_base: bool = False  # its head descends from its base (a worker may reset below it)
 
     @property
     def filename(self) -> str:
@@ -112,7 +113,8 @@ def _unreadable(path: Path, why: str) -> SageError:
 
 def squash_message(ticket_id: str, title: str, subjects: Sequence[str]) -> str:
     """`<ID>: <title>`, the branch's commit subjects, and the Sage-Ticket trailer."""
-    header = f"{ticket_id}: {' '.join(title.split())}"
+    shown = printable(title)
+    header = f"{ticket_id}: {shown}" if shown else ticket_id
     listed = "".join(f"- {s}\n" for s in subjects if s and s != header)
     body = f"{listed}\n" if listed else ""
     return f"{header}\n\n{body}{TRAILER}: {ticket_id}\n"
@@ -190,6 +192,24 @@ class Entries:
                 why = f"superseded by #{newer.seq}"
                 self.archive(replace(entry, status=Status.DISCARDED, reason=why))
         return sorted(latest.values(), key=lambda e: e.seq)
+
+    @property
+    def _last_landed_file(self) -> Path:
+        return self.done_dir / "last-landed.json"
+
+    def last_landed(self) -> dict[str, str] | None:
+        """The commit the queue last moved the target to, and for which tickets."""
+        try:
+            data = json.loads(self._last_landed_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise _unreadable(self._last_landed_file, str(exc)) from None
+        return data if isinstance(data, dict) and isinstance(data.get("commit"), str) else None
+
+    def record_landed(self, target: str, commit: str, tickets: Sequence[str]) -> None:
+        record = {"target": target, "commit": commit, "tickets": list(tickets), "at": now()}
+        files.write_json(self._last_landed_file, record)
 
     def requeue(self, entries: Sequence[QueueEntry], reason: str | None = None) -> list[QueueEntry]:
         return [

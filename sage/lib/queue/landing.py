@@ -67,6 +67,7 @@ class Landing:
         self.entries, self.store, self.verifier = entries, store, verifier
         self.worktrees_dir, self.verify, self.run_id = worktrees_dir, tuple(verify), run_id
         self.notify: Callable[[Landed], None] | None = None
+        self._head: str | None = None  # where this process last moved the target
 
     def target_head(self) -> str:
         head = git.rev_parse(self.root, self.ref)
@@ -81,7 +82,10 @@ class Landing:
         outcomes: list[Outcome] = []
         races = 0
         while todo:
-            onto = self.target_head()
+            onto = self._head or self.target_head()  # a stale one fails the CAS: read again
+            rewritten = self._rewritten(onto)
+            if rewritten:
+                return outcomes + [self._blocked(e, rewritten) for e in todo]
             stack, rejected = self._stack(onto, todo)
             outcomes += rejected
             passed, culprit = self.verifier.check(
@@ -89,6 +93,7 @@ class Landing:
             )
             landed = self._land(onto, stack[:passed])
             if landed is None:  # the target moved meanwhile: compute everything again on it
+                self._head = None
                 races += 1
                 todo = [c.entry for c in stack]
                 if races < MAX_RACES:
@@ -102,6 +107,23 @@ class Landing:
             outcomes.append(self._reject_verify(stack[culprit]))
             todo = [c.entry for c in stack[culprit + 1 :]]
         return outcomes
+
+    def _rewritten(self, head: str) -> str | None:
+        """Why nothing may land: the target no longer holds what the queue landed last (it was
+        reset or rewritten outside the queue), or None. Landing on it would build on a history
+        that dropped landed work."""
+        last = self.entries.last_landed()
+        if last is None or last.get("target") != self.target or last["commit"] == head:
+            return None
+        if git.is_ancestor(self.root, last["commit"], head):
+            return None
+        tickets = ", ".join(last.get("tickets", [])) or "earlier tickets"
+        return (
+            f"{self.target} no longer contains {last['commit'][:12]}, which sage landed for "
+            f"{tickets}: it was reset or rewritten outside the queue. Restore it (`git branch -f "
+            f"{self.target} {last['commit'][:12]}` or a merge), or, if the rewrite was meant, "
+            f"delete {self.entries.done_dir / 'last-landed.json'}; then `sage queue process`"
+        )
 
     def _command(self, stack: Sequence[_Candidate]) -> tuple[str, ...]:
         """The queue's verify command, else the one an entry was queued under."""
@@ -125,7 +147,7 @@ class Landing:
     def _squash(self, onto: str, entry: QueueEntry) -> _Candidate | Rejected:
         # Nothing landed since the worker started: its tree is the merge, but only if its head
         # still descends from that base (a worker that reset below it would revert work).
-        if onto == entry.base and git.is_ancestor(self.root, entry.base, entry.head):
+        if onto == entry.base and entry.from_base:
             tree = f"{entry.head}^{{tree}}"
         else:
             try:
@@ -192,6 +214,7 @@ class Landing:
         if not git.update_ref(self.root, self.ref, new, onto):
             self.entries.requeue(entries)
             return None
+        self._head = new
         step("moved")
         return self.after_move(entries, onto, new, trees)
 
@@ -221,6 +244,10 @@ class Landing:
             for e in entries
         ]  # fmt: skip
         self.store.record([self._completed(e) for e in landed])
+        top = landed[-1]
+        self.entries.record_landed(
+            self.target, str(top.landed_commit), [e.ticket_id for e in landed]
+        )
         step("completed")
         for entry in landed:
             self.entries.archive(entry)
