@@ -173,7 +173,8 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         f"({s.workers} worker{'s' if s.workers != 1 else ''})",
         f"  commits landed {s.commits_landed}, conflicts {s.conflicts}, retries {s.retries}"
         + (f", throttled {s.throttled}" if s.throttled else "")
-        + (f", worker time not landed {s.wasted_seconds:.1f}s" if s.wasted_seconds else ""),
+        + (f", worker time not landed {s.wasted_seconds:.1f}s" if s.wasted_seconds else "")
+        + (f", slot setup {s.setup_seconds:.1f}s" if s.setup_seconds else ""),
     ]
     if s.stop_reason and not s.interrupted:
         lines.append(f"  stopped: {s.stop_reason}")

@@ -97,6 +97,7 @@ class RunSummary:
     deferred_earlier: tuple[str, ...] = ()  # of `deferred`, those an earlier run deferred
     throttled: int = 0
     wasted_seconds: float = 0.0
+    setup_seconds: float = 0.0  # worker slots' setup ([worktree] setup), apart from work
     stop_reason: str | None = None
 
     @property
@@ -133,6 +134,7 @@ class RunSummary:
             "wall_seconds": round(self.wall_seconds, 3),
             "worker_seconds": round(self.worker_seconds, 3),
             "wasted_seconds": round(self.wasted_seconds, 3),
+            "setup_seconds": round(self.setup_seconds, 3),
             "saved_seconds": round(self.saved_seconds, 3),
             "efficiency": round(self.efficiency, 3),
             "commits_landed": self.commits_landed,
@@ -177,6 +179,7 @@ def summarize(
         wall_seconds=wall,
         worker_seconds=totals["worker_seconds"],
         wasted_seconds=totals["wasted_seconds"],
+        setup_seconds=totals["setup_seconds"],
         commits_landed=len(landed),
         conflicts=counts.get("conflicts", 0),
         retries=counts.get("retries", 0),

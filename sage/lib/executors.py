@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sage.lib import proc, workers, worktrees
+from sage.lib.queue.landing import SLOTS_DIR  # ticket IDs cannot start with "_": no clash
 from sage.lib.workers import WorkerJob, WorkerResult
 
 Done = Callable[[WorkerResult], None]
@@ -26,11 +27,21 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs each job in `.sage/worktrees/<ID>` on this machine; remembers process groups to kill."""
+    """Runs each job in its worker slot's worktree (`.sage/worktrees/_slots/slot-<k>`, kept and
+    reused across tickets and runs) on this machine; remembers process groups to kill."""
 
-    def __init__(self, repo: Path, worktrees_dir: Path, pids_dir: Path, slots: int) -> None:
+    def __init__(
+        self,
+        repo: Path,
+        worktrees_dir: Path,
+        pids_dir: Path,
+        slots: int,
+        *,
+        setup: worktrees.SlotSetup | None = None,
+    ) -> None:
         self.repo = repo
         self.worktrees_dir = worktrees_dir
+        self.slots = (worktrees_dir / SLOTS_DIR, setup or worktrees.SlotSetup())
         self.pids_dir = pids_dir
         # twice the slots: a thread may still be collecting work after its slot was released
         self._pool = ThreadPoolExecutor(max_workers=2 * slots, thread_name_prefix="sage-worker")
@@ -55,6 +66,7 @@ class LocalExecutor:
                 job,
                 on_start=lambda pid: self._track(tid, pid),
                 on_exit=on_exit,
+                slots=self.slots,
             )
         except Exception as exc:  # a value for the stream, never a dead thread
             result = WorkerResult(
@@ -69,9 +81,7 @@ class LocalExecutor:
             )
         finally:
             self._untrack(tid)
-        if not result.ok:
-            worktrees.remove(self.repo, worktree)
-        done(result)
+        done(result)  # a slot is cleaned when it takes its next ticket, not now
 
     def _track(self, tid: str, pgid: int) -> None:
         with self._lock:

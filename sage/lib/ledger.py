@@ -76,6 +76,7 @@ class TicketRun:
     held: bool = False  # LANDING, but the queue cannot land it now (the checkout is in the way)
     last_seconds: float = 0.0  # worker time of the attempt now landing
     worker_seconds: float = 0.0
+    setup_seconds: float = 0.0  # preparing its slot's worktree ([worktree] setup), not work
     wasted_seconds: float = 0.0  # worker time of attempts that never landed
 
     @property
@@ -144,6 +145,7 @@ class Ledger:
         return {
             "worker_seconds": sum(r.worker_seconds for r in runs),
             "wasted_seconds": sum(r.wasted_seconds for r in runs),
+            "setup_seconds": sum(r.setup_seconds for r in runs),
         }
 
 

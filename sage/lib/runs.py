@@ -22,7 +22,7 @@ from sage.lib.ledger import Ledger, Phase
 from sage.lib.project import Project
 from sage.lib.scheduler import Dispatcher
 from sage.lib.stream import Confirm, Interrupts, Stream, StreamOptions
-from sage.lib.tickets import Index, Ticket, TicketStore
+from sage.lib.tickets import DEFAULT_INDEX, Index, Ticket, TicketStore, read_notes
 from sage.lib.validation import require_no_errors, validate
 from sage.lib.workers import WorkerJob, argv_for, context_text
 
@@ -97,7 +97,8 @@ class RunPlan:
 
     run_id: str
     run_dir: Path
-    notes_dir: Path
+    index_path: Path
+    index_in_repo: str = DEFAULT_INDEX.as_posix()  # the index's path in the repository
     tickets: dict[str, Ticket]
     raw: dict[str, dict[str, Any]]
     dispatcher: Dispatcher
@@ -108,14 +109,13 @@ class RunPlan:
     def job(self, ticket: Ticket, *, attempt: int, base: str, slot: int) -> WorkerJob:
         """The job for one attempt; its context file is written now."""
         context = self.run_dir / f"{ticket.id}.context.md"
-        notes_file = self.notes_dir / f"{ticket.id}.md"
-        notes = notes_file.read_text(encoding="utf-8") if notes_file.exists() else None
+        notes = read_notes(self.index_path, ticket.id)
         context.write_text(context_text(ticket, self.raw[ticket.id], notes), encoding="utf-8")
         return WorkerJob(
             ticket=ticket, run_id=self.run_id, attempt=attempt, base=base,
             argv=argv_for(ticket, self.worker), timeout=self.timeout,
             log=self.run_dir / f"{ticket.id}.log", context_file=context,
-            worker_name=f"worker-{slot + 1}", slot=slot,
+            worker_name=f"worker-{slot + 1}", slot=slot, index_path=self.index_in_repo,
         )  # fmt: skip
 
 
@@ -136,8 +136,9 @@ def execute(
     plan = prepare(project, options, loaded, journal, run_id=run_id, queue=queue, store=store)
     pids = project.locks_dir / "workers"
     executor = executor or executors.LocalExecutor(
-        project.root, project.worktrees_dir, pids, options.workers
-    )
+        project.root, project.worktrees_dir, pids, options.workers,
+        setup=worktrees.SlotSetup.of(project.config),
+    )  # fmt: skip
     stream = Stream(plan, options, journal, queue=queue, executor=executor, store=store,
                     confirm=confirm, interrupts=interrupts)  # fmt: skip
     return stream.run()
@@ -157,11 +158,20 @@ def prepare(
     run_dir.mkdir(parents=True, exist_ok=True)
     raw = {e["id"]: e for e in loaded.index.raw["tickets"]}
     return RunPlan(
-        run_id=run_id, run_dir=run_dir, notes_dir=project.index_path.parent,
+        run_id=run_id, run_dir=run_dir, index_path=project.index_path,
+        index_in_repo=_in_repo(project),
         tickets=dispatcher.tickets, raw=raw,
         dispatcher=dispatcher, ledger=seed_ledger(tickets, dispatcher, pending, raw),
         worker=options.worker, timeout=options.timeout,
     )  # fmt: skip
+
+
+def _in_repo(project: Project) -> str:
+    """The index's path relative to the repository (a worker's edits to it never land)."""
+    try:
+        return project.index_path.resolve().relative_to(project.root.resolve()).as_posix()
+    except ValueError:  # outside the repository: nothing of it can land anyway
+        return DEFAULT_INDEX.as_posix()
 
 
 def seed_ledger(

@@ -110,7 +110,9 @@ class Stream:
         self.interrupts = interrupts or Interrupts()
         self.inbox = Inbox()
         self.lander = Lander(queue, self.inbox)
-        self.slots = Slots(options.workers)
+        # A slot's worktree is busy until its work is collected, though its process is gone and
+        # the next ticket may start: a few spare slots, the lowest free first.
+        self.slots = Slots(options.workers + max(1, options.workers // 2))
         self.books = Books(
             run_id=plan.run_id, ledger=plan.ledger, dispatcher=plan.dispatcher, store=store,
             journal=journal, queue=queue, clock=self.clock, limits=options.limits,
@@ -265,7 +267,6 @@ class Stream:
         collected and queued."""
         record = self.ledger[tid]
         if record.phase == Phase.RUNNING:
-            self.slots.give_back(record.slot)
             self.ledger.move(tid, Phase.COLLECTING)
             self.journal.emit("exited", tid, slot=record.slot)
 
@@ -273,9 +274,11 @@ class Stream:
         tid, record = result.ticket_id, self.ledger[result.ticket_id]
         self.slots.give_back(record.slot)
         record.worker_seconds += result.seconds
+        record.setup_seconds += result.setup_seconds
         self.journal.emit("finished", tid, outcome=str(result.outcome), slot=record.slot,
                           seconds=round(result.seconds, 3), returncode=result.returncode,
-                          detail=result.detail, **_usage(result))  # fmt: skip
+                          detail=result.detail, setup_seconds=round(result.setup_seconds, 3),
+                          **_usage(result))  # fmt: skip
         if record.phase == Phase.LANDED:
             return  # the lander read the entry from disk and landed it before this message
         if self.books.killing:

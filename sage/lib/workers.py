@@ -72,6 +72,7 @@ class WorkerResult:
     head: str = ""
     worker_name: str = "worker"
     retry_after: float | None = None  # THROTTLED: seconds until the agent's limit resets
+    setup_seconds: float = 0.0  # preparing the slot's worktree ([worktree] setup), not work
     usage: Usage | None = None
 
     @property
@@ -137,14 +138,35 @@ def run(
     *,
     on_start: Callable[[int], None] | None = None,
     on_exit: Callable[[], None] | None = None,
+    slots: tuple[Path, worktrees.SlotSetup] | None = None,
 ) -> WorkerResult:
-    """Fresh worktree from `job.base`, run the worker in it, commit what it left behind.
+    """A worktree on `sage/<ID>` at `job.base` (slot `job.slot`'s, reused, when `slots` names
+    their folder and setup; else a fresh one at `worktree`), the worker run in it, and what it
+    left behind committed.
 
     `on_exit` hears the moment a successful worker's process is gone, before its work is
     collected (so its slot can take the next ticket).
     """
     branch = worktrees.branch_for(job.ticket.id)
-    worktrees.create(repo, worktree, branch, job.base)
+    setup_seconds = 0.0
+    if slots is None:
+        worktrees.create(repo, worktree, branch, job.base)
+    else:
+        slot = worktrees.prepare_slot(repo, slots[0], job.slot, job.ticket.id, job.base, slots[1])
+        worktree, setup_seconds = slot.path, slot.setup_seconds
+    result = _run_in(repo, worktree, job, branch, on_start=on_start, on_exit=on_exit)
+    return replace(result, setup_seconds=setup_seconds) if setup_seconds else result
+
+
+def _run_in(
+    repo: Path,
+    worktree: Path,
+    job: WorkerJob,
+    branch: str,
+    *,
+    on_start: Callable[[int], None] | None,
+    on_exit: Callable[[], None] | None,
+) -> WorkerResult:
     made, heads = worktrees.ownership(worktree), _branches_before(repo)
     argv = fill(job.argv, job.ticket, worktree=str(worktree), context_file=str(job.context_file),
                 run_id=job.run_id, attempt=job.attempt)  # fmt: skip

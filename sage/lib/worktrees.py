@@ -40,7 +40,9 @@ def remove(repo: Path, path: Path) -> None:
 
 
 def delete_branch(repo: Path, branch: str) -> None:
-    git.run(repo, "branch", "-D", branch)
+    """Delete a branch even where a worker slot still has it checked out (its next ticket
+    switches the slot), which `git branch -D` refuses."""
+    git.run(repo, "update-ref", "-d", f"refs/heads/{branch}")
 
 
 def keep_unlanded(repo: Path, branch: str, target: str, label: str) -> str | None:

@@ -280,7 +280,7 @@ def harness(
     plan = RunPlan(
         run_id="test-run",
         run_dir=run_dir,
-        notes_dir=tmp_path,
+        index_path=index_path,
         tickets=dispatcher.tickets,
         raw=raw,
         dispatcher=dispatcher,

@@ -163,12 +163,13 @@ def test_slots_are_stable_identities(tmp_path: Path) -> None:
     script = {f"S{i}": [Attempt(seconds=1.0 + i)] for i in range(6)}
     h = harness(tmp_path, tickets, script, workers=3)
     h.run()
-    running: dict[int, float] = {}
-    for t, _tid, slot in sorted(h.executor.starts):
-        assert slot in (0, 1, 2) and running.get(slot, 0.0) <= t  # never two at once in a slot
-        running[slot] = t + 1.0
-    labels = {e["slot"] for e in h.events("started")}
-    assert labels <= {0, 1, 2}
+    busy_until: dict[int, float] = {}
+    for t, tid, slot in sorted(h.executor.starts):
+        # three workers and one spare slot for a worktree whose work is still being collected
+        assert slot in (0, 1, 2, 3) and busy_until.get(slot, 0.0) <= t  # one ticket at a time
+        busy_until[slot] = t + script[tid][0].seconds
+    assert {e["slot"] for e in h.events("started")} <= {0, 1, 2, 3}
+    assert sum(1 for _, _, slot in h.executor.starts if slot == 3) <= 2  # spare, rarely used
 
 
 def test_a_conflict_is_retried_then_lands(tmp_path: Path) -> None:

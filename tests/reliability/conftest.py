@@ -84,8 +84,10 @@ def index_data(repo: Path) -> dict[str, Any]:
 
 
 def worktree_paths(repo: Path) -> list[Path]:
+    """The repository's worktrees but sage's worker slots (kept for the next ticket and run)."""
     out = git(repo, "worktree", "list", "--porcelain")
-    return [Path(line[9:]) for line in out.splitlines() if line.startswith("worktree ")]
+    paths = [Path(line[9:]) for line in out.splitlines() if line.startswith("worktree ")]
+    return [p for p in paths if p.parent.name != "_slots"]
 
 
 def branches(repo: Path, prefix: str = "refs/heads/sage/") -> dict[str, str]:

@@ -459,7 +459,10 @@ def test_a_write_failing_in_the_lander_stops_the_run_instead_of_hanging(
     thread with a traceback, and the run waited for its landings forever."""
     clobber = py(
         "import pathlib, shutil\n"
-        "done = pathlib.Path('../../queue/done')\n"
+        "import subprocess\n"
+        "common = subprocess.run(['git', 'rev-parse', '--git-common-dir'], text=True,\n"
+        "                        capture_output=True).stdout.strip()\n"
+        "done = pathlib.Path(common).resolve().parent / '.sage/queue/done'\n"
         "shutil.rmtree(done, ignore_errors=True); done.write_text('in the way')\n"
         "pathlib.Path('c.txt').write_text('c')\n"
     )

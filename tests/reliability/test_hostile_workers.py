@@ -42,7 +42,9 @@ def test_a_worker_pointing_its_worktree_at_the_users_repository_lands_nothing(
     """Found here: sage's leftover commit ran in the user's checkout, on the user's branch."""
     hijack = py(
         "import pathlib\n"
-        "main = pathlib.Path('../../../.git').resolve()\n"
+        "import subprocess\n"
+        "main = pathlib.Path(subprocess.run(['git', 'rev-parse', '--git-common-dir'], text=True,\n"
+        "                                   capture_output=True).stdout.strip()).resolve()\n"
         "pathlib.Path('.git').write_text(f'gitdir: {main}')\n"
         "pathlib.Path('README.md').write_text('the worker was here')\n"
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git, ticket, wait_for
+from tests.reliability.conftest import worktree_paths
 from tests.stream.conftest import events, index_data, py, states, trailers, writer
 
 AUTO = ("stream", "--auto", "--backoff", "0.05")
@@ -94,7 +95,7 @@ def test_sequential_runs_in_dispatch_order(repo, sage, tickets_repo):
 
 def test_exit_75_retries_without_using_an_attempt(repo, sage, tickets_repo):
     code = (
-        "import pathlib,sys; p=pathlib.Path('../../runs/count-T'); "
+        f"import pathlib,sys; p=pathlib.Path({str(repo / '.sage/runs/count-T')!r}); "
         "n=int(p.read_text()) if p.exists() else 0; p.write_text(str(n+1)); "
         "sys.exit(75 if n < 2 else 0)"
     )
@@ -325,7 +326,7 @@ def test_sixty_tickets_in_six_chains_survive_kill_9_two_seconds_in(repo, sage, t
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(trailers(repo)) == sorted(t["id"] for t in chains)
     assert set(states(repo).values()) == {"COMPLETED"}
-    assert git(repo, "worktree", "list").count("\n") == 0
+    assert worktree_paths(repo) == [repo]
 
 
 def test_run_state_is_ignored_by_git_even_without_sage_init(tmp_path, sage):
@@ -346,7 +347,7 @@ def test_run_state_is_ignored_by_git_even_without_sage_init(tmp_path, sage):
 
 def test_retry_deferred_runs_a_deferred_ticket_and_its_dependents_again(repo, sage, tickets_repo):
     flaky = py(
-        "import pathlib,sys; p=pathlib.Path('../../runs/flaky-once'); "
+        f"import pathlib,sys; p=pathlib.Path({str(repo / '.sage/runs/flaky-once')!r}); "
         "first = not p.exists(); p.write_text('x'); "
         "sys.exit(1) if first else pathlib.Path('fixed.txt').write_text('ok')"
     )

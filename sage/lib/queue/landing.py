@@ -21,6 +21,7 @@ from sage.lib.queue.entries import Entries, QueueEntry, Status, step
 from sage.lib.queue.verify import Verifier
 from sage.lib.tickets import StateChange, TicketStore, now
 
+SLOTS_DIR = "_slots"  # worker slots' worktrees, under the worktrees folder (see executors)
 MAX_RACES = 5  # the target moved between computing and landing this many times in a row
 
 
@@ -271,14 +272,17 @@ class Landing:
 
     def cleanup(self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]) -> None:
         """Remove the tickets' worktrees and branches, unless a branch moved on since it was
-        queued or is checked out somewhere that is not sage's. One git call for the branches
-        (compare-and-delete), one to prune the worktrees' registrations."""
-        mine = self.worktrees_dir.resolve()
+        queued or is checked out somewhere that is not sage's. A worker slot that still has the
+        branch checked out is sage's and stays (its next ticket switches it). One git call for
+        the branches (compare-and-delete), one to prune the worktrees' registrations."""
+        mine, slots = self.worktrees_dir.resolve(), (self.worktrees_dir / SLOTS_DIR).resolve()
         doomed: dict[str, tuple[QueueEntry, list[Path]]] = {}
         for entry in entries:
             ref = f"refs/heads/{entry.branch}"
-            holders = [path for path, branch in trees.items() if branch == ref]
-            if ref != self.ref and all(path.resolve().parent == mine for path in holders):
+            held = [path.resolve().parent for path, branch in trees.items() if branch == ref]
+            if ref != self.ref and all(parent in (mine, slots) for parent in held):
+                holders = [path for path, branch in trees.items()
+                           if branch == ref and path.resolve().parent == mine]  # fmt: skip
                 doomed[ref] = (entry, holders)
         if not doomed:
             return
