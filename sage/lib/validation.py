@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sage.lib import git, lazy, presets, scheduler
+from sage.lib import agents, git, lazy, proc, scheduler
 from sage.lib import graph as dag
 from sage.lib.errors import SageError
 from sage.lib.project import Project
@@ -20,6 +23,9 @@ if TYPE_CHECKING:
     import networkx as nx
 else:
     nx = lazy.module("networkx")  # imported on first use
+
+
+TESTED = {"claude": "2.1.197", "codex": "0.171.0", "aider": "0.86.2"}  # the conformance tier's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +145,7 @@ def prerequisites(project: Project, index: Index) -> tuple[Check, ...]:
     for name, path in (("queue dir", project.queue_dir), ("lock dir", project.locks_dir)):
         found.append(_writable(name, path))
     found += _worker_checks(project, index)
+    found += agent_checks(project.config.worker, project.config.agents)
     return tuple(found)
 
 
@@ -155,7 +162,7 @@ def _worker_checks(project: Project, index: Index) -> list[Check]:
     checks = []
     needs_worker = any(t.command is None for t in index.tickets if t.state in dag.OPEN_STATES)
     if project.config.worker:
-        checks.append(_on_path("worker", presets.expand(project.config.worker)[0]))
+        checks.append(_on_path("worker", agents.expand(project.config.worker)[0]))
     elif needs_worker:
         checks.append(
             Check(
@@ -168,6 +175,72 @@ def _worker_checks(project: Project, index: Index) -> list[Check]:
     commands = {t.command[0] for t in index.tickets if t.command and t.state in dag.OPEN_STATES}
     checks += [_on_path(f"command {c}", c) for c in sorted(commands)]
     return checks
+
+
+def agent_checks(
+    worker: tuple[str, ...],
+    settings: Mapping[str, agents.Settings],
+    env: Mapping[str, str] = os.environ,
+) -> list[Check]:
+    """For an agent worker: its version, that it accepts every option sage passes (its own
+    `--help`, no network), and that it is logged in as far as its files and environment show."""
+    argv = agents.expand(worker, settings) if worker else ()
+    agent = agents.detect(argv)
+    program = shutil.which(argv[0]) if agent else None
+    if agent is None or program is None:
+        return []
+    return [_version(agent.name, program), _flags(agent, program, argv), _login(agent, env)]
+
+
+def _version(name: str, program: str) -> Check:
+    done = _probe([program, "--version"])
+    first = (done.stdout or done.stderr).strip().splitlines()[:1] if done else []
+    ok = bool(done and done.returncode == 0 and first)
+    detail = first[0] if ok else f"`{program} --version` failed: {_said(done)}"
+    tested = TESTED.get(name)
+    return Check(name=f"{name} version", ok=ok, detail=f"{detail} (tested with {tested})")
+
+
+def _flags(agent: agents.Agent, program: str, argv: Sequence[str]) -> Check:
+    shown = f"{agent.name} {' '.join(agent.help_argv)}"
+    done = _probe([program, *agent.help_argv])
+    if not done or done.returncode != 0:
+        return Check(
+            name=f"{agent.name} options", ok=False, detail=f"`{shown}` failed: {_said(done)}"
+        )
+    text = done.stdout + done.stderr
+    wanted = sorted({a.split("=")[0] for a in argv[1:] if a.startswith("--")})
+    unknown = [f for f in wanted if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text)]
+    if unknown:
+        detail = f"{', '.join(unknown)} not in `{shown}` (an older or newer {agent.name}?)"
+        return Check(name=f"{agent.name} options", ok=False, detail=detail)
+    return Check(
+        name=f"{agent.name} options",
+        ok=True,
+        detail=f"accepts all {len(wanted)} options sage passes",
+    )
+
+
+def _login(agent: agents.Agent, env: Mapping[str, str]) -> Check:
+    how = agent.logged_in(env)
+    if how:
+        return Check(name=f"{agent.name} login", ok=True, detail=how)
+    detail = f"no credentials seen: {agent.login}"
+    return Check(name=f"{agent.name} login", ok=False, detail=detail, level="warning")
+
+
+def _probe(argv: list[str]) -> proc.Result | None:
+    try:
+        return proc.run(argv, check=False, timeout=60)
+    except (SageError, subprocess.TimeoutExpired, OSError):
+        return None
+
+
+def _said(done: proc.Result | None) -> str:
+    if done is None:
+        return "it did not run (or took over a minute)"
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return f"exit {done.returncode}" + (f": {lines[-1][:200]}" if lines else "")
 
 
 def require_runnable(project: Project, index: Index, *, local: bool = True) -> None:

@@ -1,4 +1,4 @@
-"""Worker presets: the documented argv, and stand-in agents of the same names on PATH."""
+"""Agent adapters: the documented argv, and stand-in agents of the same names on PATH."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sage.lib import presets, proc
+from sage.lib import agents, proc
 from tests.conftest import CliResult, git, ticket, write_index
 
 Sage = Callable[..., CliResult]
@@ -23,6 +23,9 @@ STANDIN = """\
 #!{python}
 import json, os, pathlib, sys
 name = pathlib.Path(sys.argv[0]).name
+if sys.argv[1:2] == ["--version"] or "--help" in sys.argv:
+    print(os.environ.get("STANDIN_HELP", "stand-in 1.0"))
+    sys.exit(0)
 with open(os.environ["STANDIN_LOG"], "a") as log:
     log.write(json.dumps({{"name": name, "argv": sys.argv[1:], "cwd": os.getcwd()}}) + "\\n")
 ticket = os.environ.get("SAGE_TICKET_ID", "manual")
@@ -30,41 +33,58 @@ pathlib.Path(f"{{name}}-{{ticket}}.txt").write_text(" ".join(sys.argv[1:]) + "\\
 """
 
 
-def documented() -> dict[str, list[str]]:
-    """The preset table in the module docstring, PROMPT standing for the prompt argument."""
-    rows = re.findall(r"^\| `(\w+)` +\| `([^`]+)` \|$", presets.__doc__ or "", re.MULTILINE)
-    return {name: argv.split(" ") for name, argv in rows}
+WORDS = {"PROMPT": [agents.PROMPT], "TOOLS": list(agents.CLAUDE_TOOLS), "MODEL": [], "ARGS": []}
 
 
-def test_the_docstring_table_is_the_presets() -> None:
-    table = documented()
-    assert set(table) == set(presets.PRESETS) == set(NAMES)
-    for name, argv in table.items():
-        assert [presets.PROMPT if a == "PROMPT" else a for a in argv] == list(presets.PRESETS[name])
+def documented(text: str) -> dict[str, list[str]]:
+    """A preset table, its capitalised words (PROMPT, TOOLS, …) filled as with no settings."""
+    rows = re.findall(r"^\| `(\w+)` +\| `([^`]+)` \|$", text, re.MULTILINE)
+    return {name: [w for a in argv.split(" ") for w in WORDS.get(a, [a])] for name, argv in rows}
+
+
+def test_the_docstring_and_readme_tables_are_the_presets() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for table in (documented(agents.__doc__ or ""), documented(readme)):
+        assert set(table) == set(agents.PRESETS) == set(NAMES)
+        for name, argv in table.items():
+            assert argv == list(agents.PRESETS[name]), name
+
+
+def test_settings_add_the_model_and_args() -> None:
+    settings = {"codex": agents.Settings(model="gpt-x", args=("-c", "a=1"))}
+    argv = agents.expand(["codex"], settings)
+    assert argv[-5:] == ("--model", "gpt-x", "-c", "a=1", agents.PROMPT)
+    assert agents.expand(["claude"], settings) == agents.PRESETS["claude"]
+    assert agents.timeout_for(argv, 0, settings) == agents.DEFAULT_TIMEOUT
+    assert agents.timeout_for(argv, 5, settings) == 5
+    assert agents.timeout_for(("./script",), 0) == 0
 
 
 def test_expand_only_replaces_a_lone_preset_name() -> None:
-    assert presets.expand(["claude"]) == presets.PRESETS["claude"]
-    assert presets.expand(["claude", "-p", "hi"]) == ("claude", "-p", "hi")
-    assert presets.expand(["./my-agent", "{ticket_id}"]) == ("./my-agent", "{ticket_id}")
+    assert agents.expand(["claude"]) == agents.PRESETS["claude"]
+    assert agents.expand(["claude", "-p", "hi"]) == ("claude", "-p", "hi")
+    assert agents.expand(["./my-agent", "{ticket_id}"]) == ("./my-agent", "{ticket_id}")
+    assert agents.detect(["/opt/bin/claude", "-p"]) is agents.ADAPTERS["claude"]
+    assert agents.detect(["./my-agent"]) is None
 
 
 def test_render_fills_placeholders_once() -> None:
     values = {"ticket_id": "A-1", "title": "Use {worktree} {x}", "context_file": "/c.md"}
-    argv = presets.render(["run", "{ticket_id}:{title}", "{context_file}", "{unknown}"], values)
+    argv = agents.render(["run", "{ticket_id}:{title}", "{context_file}", "{unknown}"], values)
     assert argv == ["run", "A-1:Use {worktree} {x}", "/c.md", "{unknown}"]
 
 
 def test_every_preset_hands_over_the_context_file_non_interactively() -> None:
-    values = {"ticket_id": "A-1", "title": "T", "worktree": "/w", "context_file": "/ctx/A-1.md"}
+    values = {"ticket_id": "A-1", "title": "T", "worktree": "/w", "context_file": "/ctx/A-1.md",
+              "context_dir": "/ctx"}  # fmt: skip
     for name in NAMES:
-        argv = presets.render(presets.expand([name]), values)
+        argv = agents.render(agents.expand([name]), values)
         assert argv[0] == name
         assert any("/ctx/A-1.md" in arg for arg in argv), name
         assert not any("{" in arg for arg in argv), name
-    assert "-p" in presets.PRESETS["claude"]
-    assert presets.PRESETS["codex"][1] == "exec"
-    assert "--message" in presets.PRESETS["aider"]
+    assert "-p" in agents.PRESETS["claude"]
+    assert agents.PRESETS["codex"][1] == "exec"
+    assert "--message" in agents.PRESETS["aider"]
 
 
 @pytest.fixture
@@ -78,6 +98,7 @@ def standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         path.chmod(0o755)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("STANDIN_LOG", str(tmp_path / "standin.log"))
+    monkeypatch.setenv("STANDIN_HELP", " ".join(a for v in agents.PRESETS.values() for a in v))
     return folder
 
 
@@ -93,8 +114,8 @@ def test_a_preset_runs_its_agent_in_the_worktree(
     context = tmp_path / "A-1.md"
     context.write_text("# A-1: Add a file\n")
     values = {"ticket_id": "A-1", "title": "Add a file", "worktree": str(repo),
-              "context_file": str(context)}  # fmt: skip
-    argv = presets.render(presets.expand([name]), values)
+              "context_file": str(context), "context_dir": str(tmp_path)}  # fmt: skip
+    argv = agents.render(agents.expand([name]), values)
     done = proc.run(argv, cwd=repo)
     assert done.returncode == 0, done.stderr
     [record] = logged(tmp_path)
