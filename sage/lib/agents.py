@@ -43,8 +43,8 @@ PROMPT = (
     "You are working on ticket {ticket_id}: {title}. Read {context_file} first: it holds the "
     "ticket and its context. Make the change in the current directory (a git worktree of the "
     "project) and run the project's tests or checks if it has any. Do not commit: sage commits "
-    "whatever you leave in the worktree as '{ticket_id}: {title}'. Do not edit .gitignore or "
-    "anything under .sage/ unless the ticket asks for it. Nobody will answer questions: decide "
+    "whatever you leave in the worktree as '{ticket_id}: {title}'. Change only what the ticket "
+    "needs (no ignore rules, nothing under .sage/). Nobody will answer questions: decide "
     "yourself."
 )
 
