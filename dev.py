@@ -68,7 +68,9 @@ def ensure_tools() -> None:
 def _npm_installed() -> bool:
     stamp = TOOLS / ".npm-installed"
     bins = [TOOLS / "node_modules" / ".bin" / name for name in ("claude", "codex", "husky")]
-    return stamp.exists() and stamp.read_text() == " ".join(NPM_TOOLS) and all(map(Path.exists, bins))
+    return (
+        stamp.exists() and stamp.read_text() == " ".join(NPM_TOOLS) and all(map(Path.exists, bins))
+    )
 
 
 def _npm_install() -> None:
@@ -85,8 +87,12 @@ def _aider_installed() -> bool:
 
 def _aider_install() -> None:
     venv.EnvBuilder(with_pip=True, clear=True).create(AIDER_VENV)
-    pip = [str(AIDER_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--disable-pip-version-check", AIDER], check=True)
+    pip = [str(AIDER_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
+           "--disable-pip-version-check"]  # fmt: skip
+    done = subprocess.run([*pip, AIDER], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stdout[-2000:] + done.stderr[-2000:], file=sys.stderr)
+        raise subprocess.CalledProcessError(done.returncode, [*pip, AIDER])
     (AIDER_VENV / ".sage-installed").write_text(AIDER)
 
 

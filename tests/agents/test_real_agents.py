@@ -29,7 +29,9 @@ NAMES = ("claude", "codex", "aider")
 pytestmark = pytest.mark.timeout(240)
 
 
-def attempt(repo: Path, name: str, env: dict[str, str], tmp_path: Path) -> workers.WorkerResult:
+def attempt(
+    repo: Path, name: str, env: dict[str, str], tmp_path: Path, args: tuple[str, ...] = ()
+) -> workers.WorkerResult:
     """One attempt of ticket A-1 through `workers.run`, in process, with the adapter's argv."""
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
@@ -41,7 +43,7 @@ def attempt(repo: Path, name: str, env: dict[str, str], tmp_path: Path) -> worke
         run_id="r1",
         attempt=1,
         base=git(repo, "rev-parse", "HEAD"),
-        argv=agents.expand([name]),
+        argv=agents.expand([name], {name: agents.Settings(args=args)}),
         timeout=180,
         log=run_dir / "A-1.log",
         context_file=context,
@@ -118,6 +120,35 @@ def test_a_401_is_unusable(
     result = attempt(project, name, agent_env(name), tmp_path)
     assert result.outcome == Outcome.UNUSABLE, result.detail
     assert result.detail
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_option_the_cli_rejects_is_unusable(
+    name: str, project: Path, server: ModelServer, agent_env: AgentEnv, tmp_path: Path
+) -> None:
+    result = attempt(project, name, agent_env(name), tmp_path, args=("--full-auto",))
+    assert result.outcome == Outcome.UNUSABLE, result.detail
+    assert "--full-auto" in result.detail
+    assert not server.script.requests  # refused before any model call
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_validate_checks_the_real_cli(
+    name: str, project: Path, sage: Sage, agent_env: AgentEnv
+) -> None:
+    done = sage("validate", cwd=project, env={**agent_env(name), "SAGE_WORKER": name})
+    assert done.returncode == 0, done.stdout + done.stderr
+    for check in ("version", "options", "login"):
+        assert f"ok {name} {check}: " in done.stdout, done.stdout
+
+
+def test_validate_names_an_option_the_cli_does_not_take(
+    project: Path, sage: Sage, agent_env: AgentEnv
+) -> None:
+    (project / ".sage/config.toml").write_text('[agents.codex]\nargs = ["--full-auto"]\n')
+    done = sage("validate", cwd=project, env={**agent_env("codex"), "SAGE_WORKER": "codex"})
+    assert done.returncode == 1
+    assert "!! codex options: --full-auto not in `codex exec --help`" in done.stdout, done.stdout
 
 
 @pytest.mark.parametrize("name", NAMES)
