@@ -9,13 +9,14 @@ the `[agents.NAME] args`; both may be empty.
 
 | preset   | argv |
 |----------|------|
-| `claude` | `claude -p PROMPT --output-format json --no-session-persistence --permission-mode acceptEdits MODEL ARGS --add-dir {context_dir} --allowedTools TOOLS` |
+| `claude` | `claude -p PROMPT --output-format json --no-session-persistence --permission-mode acceptEdits MODEL ARGS --allowedTools TOOLS` |
 | `codex`  | `codex exec --json --color never --sandbox workspace-write MODEL ARGS PROMPT` |
 | `aider`  | `aider --message PROMPT --read {context_file} --yes-always --no-auto-commits --no-dirty-commits --no-gitignore --map-tokens 0 --no-check-update --analytics-disable --no-show-release-notes --no-pretty --no-fancy-input --no-stream --no-detect-urls --no-suggest-shell-commands --no-restore-chat-history --chat-history-file {context_file}.aider.md --input-history-file {context_file}.aider-input MODEL ARGS` |
 
 What each may do in its worktree:
-- claude edits files there (`acceptEdits`), reads its context file (`--add-dir`) and runs the
-  commands in TOOLS (git's read-only commands and common test runners); anything else is refused.
+- claude reads and edits files there (`acceptEdits`), reads its context file (the one path
+  `Read(//…)` allows outside it) and runs the commands in TOOLS (git's read-only commands, ls,
+  grep and common test runners); anything else is refused.
 - codex runs in its `workspace-write` sandbox: it reads anywhere, writes only in the worktree (and
   temp dirs), no network. It cannot write the repository's git dir, so it cannot commit: sage does.
 - aider edits the files its model names (`--yes-always`), reads the context file (`--read`),
@@ -37,7 +38,7 @@ from sage.lib import agent_output
 from sage.lib.agent_output import Verdict
 
 DEFAULT_TIMEOUT = 1800.0  # seconds: an agent run may not hang a slot forever
-_PLACEHOLDER = re.compile(r"\{(ticket_id|title|worktree|context_file|context_dir|run_id|attempt)\}")
+_PLACEHOLDER = re.compile(r"\{(ticket_id|title|worktree|context_file|run_id|attempt)\}")
 
 PROMPT = (
     "You are working on ticket {ticket_id}: {title}. Read {context_file} first: it holds the "
@@ -48,12 +49,13 @@ PROMPT = (
     "yourself."
 )
 
+# Reads inside the worktree need no rule; `Read(//path)` is one absolute path (the context file).
 CLAUDE_TOOLS = (
-    "Read", "Edit", "Write", "MultiEdit", "Glob", "Grep", "LS", "TodoWrite",
+    "Read(/{context_file})", "Edit", "Write", "NotebookEdit",
     "Bash(git status *)", "Bash(git diff *)", "Bash(git log *)", "Bash(git show *)",
-    "Bash(ls *)", "Bash(pytest *)", "Bash(python -m pytest *)", "Bash(python3 -m pytest *)",
-    "Bash(make test *)", "Bash(make check *)", "Bash(npm test *)", "Bash(npm run test *)",
-    "Bash(cargo test *)", "Bash(go test *)", "Bash(ruff *)", "Bash(mypy *)",
+    "Bash(ls *)", "Bash(grep *)", "Bash(rg *)", "Bash(pytest *)", "Bash(python -m pytest *)",
+    "Bash(python3 -m pytest *)", "Bash(make test *)", "Bash(make check *)", "Bash(npm test *)",
+    "Bash(npm run test *)", "Bash(cargo test *)", "Bash(go test *)", "Bash(ruff *)", "Bash(mypy *)",
 )  # fmt: skip
 
 
@@ -100,7 +102,7 @@ class Claude(Agent):
     name = "claude"
     head = ("claude", "-p", PROMPT, "--output-format", "json", "--no-session-persistence",
             "--permission-mode", "acceptEdits")  # fmt: skip
-    tail = ("--add-dir", "{context_dir}", "--allowedTools", *CLAUDE_TOOLS)
+    tail = ("--allowedTools", *CLAUDE_TOOLS)
     keys = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
             "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX")  # fmt: skip
     login = "run `claude` once and /login, or set ANTHROPIC_API_KEY"

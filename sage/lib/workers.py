@@ -92,8 +92,7 @@ def fill(
 ) -> list[str]:
     """The argv a ticket's worker runs: placeholders filled, never a shell."""
     values = {"ticket_id": ticket.id, "title": ticket.title, "worktree": worktree,
-              "context_file": context_file, "context_dir": os.path.dirname(context_file),
-              "run_id": run_id, "attempt": str(attempt)}  # fmt: skip
+              "context_file": context_file, "run_id": run_id, "attempt": str(attempt)}  # fmt: skip
     return agents.render(template, values)
 
 

@@ -75,8 +75,7 @@ def test_render_fills_placeholders_once() -> None:
 
 
 def test_every_preset_hands_over_the_context_file_non_interactively() -> None:
-    values = {"ticket_id": "A-1", "title": "T", "worktree": "/w", "context_file": "/ctx/A-1.md",
-              "context_dir": "/ctx"}  # fmt: skip
+    values = {"ticket_id": "A-1", "title": "T", "worktree": "/w", "context_file": "/ctx/A-1.md"}
     for name in NAMES:
         argv = agents.render(agents.expand([name]), values)
         assert argv[0] == name
@@ -114,7 +113,7 @@ def test_a_preset_runs_its_agent_in_the_worktree(
     context = tmp_path / "A-1.md"
     context.write_text("# A-1: Add a file\n")
     values = {"ticket_id": "A-1", "title": "Add a file", "worktree": str(repo),
-              "context_file": str(context), "context_dir": str(tmp_path)}  # fmt: skip
+              "context_file": str(context)}  # fmt: skip
     argv = agents.render(agents.expand([name]), values)
     done = proc.run(argv, cwd=repo)
     assert done.returncode == 0, done.stderr
