@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from sage.lib import agents, proc
+from sage.lib import agents, config, proc, workers
+from sage.lib.errors import ConfigError
+from sage.lib.outcomes import Outcome
+from sage.lib.tickets import Ticket
 from tests.conftest import CliResult, git, ticket, write_index
 
 Sage = Callable[..., CliResult]
@@ -156,3 +159,47 @@ def test_stream_lands_tickets_with_the_claude_preset(
     assert {r["argv"][0] for r in logged(tmp_path)} == {"-p"}  # type: ignore[index]
     states = json.loads((repo / ".sage/tickets/index.json").read_text())["tickets"]
     assert {t["state"] for t in states} == {"COMPLETED"}
+
+
+def test_agents_config_sections(tmp_path: Path) -> None:
+    (tmp_path / ".sage").mkdir()
+    (tmp_path / ".sage/config.toml").write_text(
+        '[agents.claude]\nmodel = "sonnet"\nargs = "--max-budget-usd 2"\ntimeout = 600\n'
+        'env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:9" }\n'
+    )
+    settings = config.load(tmp_path).agents
+    assert settings == {"claude": agents.Settings(model="sonnet", args=("--max-budget-usd", "2"),
+                        timeout=600, env={"ANTHROPIC_BASE_URL": "http://127.0.0.1:9"})}  # fmt: skip
+    argv = agents.expand(["claude"], settings)
+    assert argv[argv.index("--model") + 1 : argv.index("--allowedTools")] == (
+        "sonnet", "--max-budget-usd", "2")  # fmt: skip
+    assert agents.env_for(argv, settings) == {"ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[agents.opencode]\nmodel = 'x'\n", "unknown agent [agents.opencode]"),
+        ("[agents.codex]\nflags = []\n", "unknown key 'flags' in [agents.codex]"),
+        ("[agents.codex]\ntimeout = -1\n", "bad value -1 for timeout"),
+        ("[agents.aider]\nenv = { A = 1 }\n", "bad value {'A': 1} for env"),
+        ("[agents]\nmodel = 'x'\n", "[agents] must hold tables"),
+    ],
+)
+def test_bad_agents_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / ".sage").mkdir()
+    (tmp_path / ".sage/config.toml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.load(tmp_path)
+
+
+def test_a_missing_agent_binary_is_unusable(repo: Path, tmp_path: Path) -> None:
+    context = tmp_path / "A-1.context.md"
+    context.write_text("# A-1\n")
+    argv = ("/nonexistent/claude", *agents.PRESETS["claude"][1:])
+    job = workers.WorkerJob(ticket=Ticket(id="A-1", title="T"), run_id="r", attempt=1,
+                            base=git(repo, "rev-parse", "HEAD"), argv=argv, timeout=10,
+                            log=tmp_path / "A-1.log", context_file=context)  # fmt: skip
+    result = workers.run(repo, tmp_path / "slot", job)
+    assert result.outcome == Outcome.UNUSABLE
+    assert "cannot start /nonexistent/claude" in result.detail
