@@ -12,8 +12,9 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sage.lib.outcomes import Outcome, Usage
 
@@ -29,7 +30,8 @@ class Verdict:
 
 
 _THROTTLED = re.compile(
-    r"\b429\b|rate.?limit|too many requests|usage limit|quota|overloaded|limit reached",
+    r"\b429\b|\b529\b|rate.?limit|too many requests|usage limit|quota|overloaded|"
+    r"limit reached|hit your (usage )?limit",
     re.IGNORECASE,
 )
 _UNUSABLE = re.compile(
@@ -42,12 +44,15 @@ _UNUSABLE = re.compile(
 
 
 def classify(text: str, *, status: int | None = None) -> Outcome:
-    """An error in the agent's words (and its HTTP status, if it gave one) to an outcome."""
-    if status == 429 or (status is None and _THROTTLED.search(text)):
+    """An error in the agent's words (and its HTTP status, if it gave one) to an outcome.
+    Overloaded (529) counts as throttled: not the ticket's fault, worth waiting for."""
+    if status in (429, 529):
         return Outcome.THROTTLED
-    if status in (401, 403) or (status is None and _UNUSABLE.search(text)):
+    if status in (401, 403):
         return Outcome.UNUSABLE
-    return Outcome.FAILED
+    if _THROTTLED.search(text):
+        return Outcome.THROTTLED
+    return Outcome.UNUSABLE if _UNUSABLE.search(text) else Outcome.FAILED
 
 
 def failure(text: str, *, status: int | None = None, usage: Usage | None = None) -> Verdict:
@@ -69,6 +74,12 @@ _PART = re.compile(r"([\d.]+)\s*([a-z]+)", re.I)
 _EPOCH = re.compile(r"\|(\d{10})\b")  # claude: "Claude AI usage limit reached|1767225600"
 _ISO = re.compile(r"\b(\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d)?(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d))")
 _HEADER = re.compile(r"retry-after\W+(\d+(?:\.\d+)?)", re.I)
+# "resets 3pm (Europe/Paris)", "try again at 3:04 PM": a time of day, in a zone when named
+_CLOCK = re.compile(
+    r"(?:resets?|try again|available)(?: at)? (\d{1,2})(?::(\d\d))?\s*([ap]m)\b"
+    r"(?:\s*\(([\w/+-]+)\))?",
+    re.I,
+)
 
 
 def retry_after(text: str, now: float | None = None) -> float | None:
@@ -86,7 +97,26 @@ def retry_after(text: str, now: float | None = None) -> float | None:
     if match := _ISO.search(text):
         stamp = datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
         return max(0.0, stamp.timestamp() - clock)
+    if match := _CLOCK.search(text):
+        return _until(match, clock)
     return None
+
+
+def _until(match: re.Match[str], clock: float) -> float:
+    """Seconds from `clock` to the next time of day `match` names (local time, or its zone)."""
+    hour = int(match.group(1)) % 12 + (12 if match.group(3).lower() == "pm" else 0)
+    now = datetime.fromtimestamp(clock, _zone(match.group(4)))
+    then = now.replace(hour=hour, minute=int(match.group(2) or 0), second=0, microsecond=0)
+    if then <= now:
+        then += timedelta(days=1)
+    return then.timestamp() - clock
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name) if name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None  # an unknown zone: local time is the best guess
 
 
 def _seconds(number: str, unit: str) -> float:
@@ -103,7 +133,8 @@ def _seconds(number: str, unit: str) -> float:
 def claude(returncode: int, output: str) -> Verdict | None:
     report = _last_json(output, lambda d: d.get("type") == "result")
     if report is None:
-        return failure(output) if returncode != 0 and _said_why(output) else None
+        tail = _plain_tail(output)
+        return failure(tail) if returncode != 0 and _said_why(tail) else None
     usage = _claude_usage(report)
     if not report.get("is_error") and returncode == 0:
         return Verdict(outcome=Outcome.OK, detail=_denials(report), usage=usage)
@@ -144,7 +175,8 @@ def codex(returncode: int, output: str) -> Verdict | None:
     if errors:
         return failure(errors[-1], usage=usage)
     if returncode != 0:
-        return failure(output, usage=usage) if _said_why(output) else None
+        tail = _plain_tail(output)
+        return failure(tail, usage=usage) if _said_why(tail) else None
     if any(e.get("type") == "turn.completed" for e in events):
         return Verdict(outcome=Outcome.OK, usage=usage)
     return None
@@ -199,7 +231,8 @@ def aider(returncode: int, output: str) -> Verdict | None:
     if unusable := _AIDER_UNUSABLE.search(output):
         return Verdict(outcome=Outcome.UNUSABLE, detail=_words(_line_at(output, unusable.start())))
     if returncode != 0:
-        return failure(output, usage=usage) if _said_why(output) else None
+        tail = _plain_tail(output)
+        return failure(tail, usage=usage) if _said_why(tail) else None
     return Verdict(outcome=Outcome.OK, usage=usage) if done else None
 
 
@@ -238,6 +271,12 @@ def _last_json(output: str, wanted: Any) -> dict[str, Any] | None:
 
 def _said_why(output: str) -> bool:
     return bool(_THROTTLED.search(output) or _UNUSABLE.search(output))
+
+
+def _plain_tail(output: str, lines: int = 20) -> str:
+    """The agent's last plain-text lines (its stderr, not its JSON events or a tool's output)."""
+    plain = [line for line in output.splitlines() if not line.startswith("{")]
+    return "\n".join(plain[-lines:])
 
 
 def _words(text: str) -> str:

@@ -122,3 +122,25 @@ def test_reset_times() -> None:
     assert agent_output.retry_after("limit resets at 2001-09-09T01:56:40Z", now) == 600
     assert agent_output.retry_after("Retry-After: 7", now) == 7
     assert agent_output.retry_after("rate limited", now) is None
+    # 1e9 is 2001-09-09 01:46:40 UTC, 03:46:40 in Paris
+    paris = "You've hit your limit · resets 4am (Europe/Paris)"
+    assert agent_output.retry_after(paris, now) == 13 * 60 + 20
+    assert agent_output.retry_after("try again at 1:00 AM (UTC)", now) == 24 * 3600 - 46 * 60 - 40
+
+
+def test_a_status_decides_and_overloaded_is_throttled() -> None:
+    assert agent_output.classify("whatever", status=529) == Outcome.THROTTLED
+    assert agent_output.classify("rate limit", status=401) == Outcome.UNUSABLE
+    assert agent_output.classify("You've hit your limit", status=None) == Outcome.THROTTLED
+    assert agent_output.classify("model not found: invalid value 'x' for --model", status=400) == (
+        Outcome.UNUSABLE
+    )
+    assert agent_output.classify("tests failed", status=500) == Outcome.FAILED
+
+
+def test_a_tools_output_does_not_decide() -> None:
+    """A command codex ran printed "401"; codex then failed for its own reason."""
+    event = {"type": "item.completed", "item": {"type": "command_execution",
+             "aggregated_output": "GET /login -> 401 Unauthorized"}}  # fmt: skip
+    verdict = agent_output.codex(1, json.dumps(event) + "\nerror: something broke\n")
+    assert verdict is None  # nothing the agent said: the exit code decides (failed)
