@@ -28,6 +28,7 @@ adapter whose program it runs (`claude …` by the claude reader), else by its e
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -200,8 +201,11 @@ def settings_for(argv: Sequence[str], settings: Mapping[str, Settings] | None) -
 def timeout_for(
     argv: Sequence[str], timeout: float, settings: Mapping[str, Settings] | None = None
 ) -> float:
-    """`[stream] timeout` (or `--timeout`) when set, else the agent's own (30 min by default)."""
-    return timeout or settings_for(argv, settings).timeout
+    """`[stream] timeout` when set, else the agent's own (30 min unless `[agents.<name>]
+    timeout` says otherwise; its 0 is no limit: `math.inf`); 0 for any other worker."""
+    if timeout or detect(argv) is None:
+        return timeout
+    return settings_for(argv, settings).timeout or math.inf
 
 
 def env_for(argv: Sequence[str], settings: Mapping[str, Settings] | None) -> dict[str, str]:

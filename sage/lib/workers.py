@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,12 +137,18 @@ def run(
         cwd=worktree,
         env=env,
         log=job.log,
-        timeout=agents.timeout_for(job.argv, job.timeout) or None,
+        timeout=_limit(job),
         on_start=on_start,
     )
     if on_exit and done.returncode == 0 and not done.timed_out:
         on_exit()  # a failure is reported at once anyway; success still needs collecting
     return _result(repo, worktree, job, done, branch)
+
+
+def _limit(job: WorkerJob) -> float | None:
+    """Seconds the worker may run (an agent's default applies); None for no limit."""
+    seconds = agents.timeout_for(job.argv, job.timeout)
+    return None if not seconds or math.isinf(seconds) else seconds
 
 
 def _refused(job: WorkerJob, env: Mapping[str, str], worktree: Path) -> proc.Finished | None:
@@ -190,7 +197,7 @@ def _result(
 def _verdict(job: WorkerJob, done: proc.Finished) -> Verdict | None:
     """What ended the attempt: a timeout, exit 75, or what the agent says in its output."""
     if done.timed_out:
-        timeout = agents.timeout_for(job.argv, job.timeout)
+        timeout = _limit(job) or 0
         return Verdict(outcome=Outcome.TIMEOUT,
                        detail=f"timed out after {timeout:g}s (process group killed)")  # fmt: skip
     agent = agents.detect(job.argv)

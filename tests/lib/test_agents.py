@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -61,6 +62,8 @@ def test_settings_add_the_model_and_args() -> None:
     assert agents.timeout_for(argv, 0, settings) == agents.DEFAULT_TIMEOUT
     assert agents.timeout_for(argv, 5, settings) == 5
     assert agents.timeout_for(("./script",), 0) == 0
+    unlimited = {"codex": agents.Settings(timeout=0)}
+    assert agents.timeout_for(argv, 0, unlimited) == math.inf
 
 
 def test_expand_only_replaces_a_lone_preset_name() -> None:
