@@ -184,12 +184,20 @@ def agent_checks(
 ) -> list[Check]:
     """For an agent worker: its version, that it accepts every option sage passes (its own
     `--help`, no network), and that it is logged in as far as its files and environment show."""
+    found = _agent_program(worker, settings)
+    if found is None:
+        return []
+    agent, program, argv = found
+    return [_version(agent.name, program), _flags(agent, program, argv), _login(agent, env)]
+
+
+def _agent_program(
+    worker: tuple[str, ...], settings: Mapping[str, agents.Settings]
+) -> tuple[agents.Agent, str, tuple[str, ...]] | None:
     argv = agents.expand(worker, settings) if worker else ()
     agent = agents.detect(argv)
     program = shutil.which(argv[0]) if agent else None
-    if agent is None or program is None:
-        return []
-    return [_version(agent.name, program), _flags(agent, program, argv), _login(agent, env)]
+    return (agent, program, argv) if agent and program else None
 
 
 def _version(name: str, program: str) -> Check:
@@ -255,6 +263,22 @@ def require_runnable(project: Project, index: Index, *, local: bool = True) -> N
             f"{missing[0].name}: {missing[0].detail}",
             hint='install it, or fix the worker (--worker, [stream] worker) or the "command"',
         )
+    broken = _broken_agent(project, index) if local else None
+    if broken:
+        raise SageError(
+            f"{broken.name}: {broken.detail}",
+            hint="update the agent, or fix [agents] args in .sage/config.toml (`sage validate`)",
+        )
+
+
+def _broken_agent(project: Project, index: Index) -> Check | None:
+    """An agent worker that cannot run at all (an option it rejects): found before any ticket
+    changes state rather than by every ticket failing."""
+    if not any(t.command is None for t in index.tickets if t.state in dag.OPEN_STATES):
+        return None
+    found = _agent_program(project.config.worker, project.config.agents)
+    check = _flags(*found) if found else None
+    return check if check and not check.ok else None
 
 
 def _on_path(name: str, program: str) -> Check:

@@ -164,6 +164,17 @@ def test_validate_names_an_option_the_cli_does_not_take(
     assert "!! codex options: --full-auto not in `codex exec --help`" in done.stdout, done.stdout
 
 
+def test_a_stream_refuses_up_front_an_option_the_cli_does_not_take(
+    project: Path, sage: Sage, agent_env: AgentEnv
+) -> None:
+    (project / ".sage/config.toml").write_text('[agents.codex]\nargs = ["--full-auto"]\n')
+    done = sage("stream", "--auto", "--worker", "codex", cwd=project, env=agent_env("codex"))
+    assert done.returncode == 1
+    assert "error: codex options: --full-auto not in `codex exec --help`" in done.stderr
+    states = json.loads((project / ".sage/tickets/index.json").read_text())["tickets"]
+    assert states[0]["state"] == "UNPROCESSED"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_a_missing_key_is_unusable(
     name: str, project: Path, server: ModelServer, agent_env: AgentEnv, tmp_path: Path
