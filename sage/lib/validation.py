@@ -253,7 +253,7 @@ def _said(done: proc.Result | None) -> str:
 
 def require_runnable(project: Project, index: Index, *, local: bool = True) -> None:
     """Refuse a stream up front, before any ticket changes state, when a ticket has nothing to
-    run or (for local workers) its program is not installed."""
+    run or (for local workers) its program is not installed or, for an agent, lacks an option."""
     for ticket in index.tickets:
         if ticket.state in dag.OPEN_STATES:
             argv_for(ticket, project.config.worker)  # raises when there is nothing to run
