@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Bootstrap and run: `python3 dev.py demo|test|bench|lint`. Needs only Python 3.11+ and git.
+"""Bootstrap and run: `python3 dev.py demo|test|bench|lint|tools`. Needs Python 3.11+ and git.
 
 Creates .venv on first use (and again when pyproject.toml changes), installs sage with its dev
-and dask extras into it, then runs the command there.
+and dask extras into it, then runs the command there. `test` (and `tools`) first installs the
+pinned agent CLIs the agent tier (tests/agents) runs, into the ignored .tools/: claude and codex
+(and husky, for the hook tests) with npm, aider in its own venv. Cached: a second run only checks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 STAMP = VENV / ".sage-installed"
+TOOLS = ROOT / ".tools"
+NPM_TOOLS = ("@anthropic-ai/claude-code@2.1.197", "@openai/codex@0.171.0", "husky@9.1.7")
+AIDER = "aider-chat==0.86.2"
+AIDER_VENV = TOOLS / "aider-venv"
 
 COMMANDS = {
     "demo": [str(BIN / "sage"), "demo"],
@@ -27,6 +33,7 @@ COMMANDS = {
     "bench": [str(PY), "bench/run.py", "--quick"],
     "lint": [str(PY), "-m", "ruff", "check", "sage", "tests", "bench"],
     "typecheck": [str(PY), "-m", "mypy"],
+    "tools": [],
 }
 
 
@@ -52,11 +59,61 @@ def coverage_report() -> int:
     return subprocess.run([*cov, "report"], cwd=ROOT).returncode
 
 
+def ensure_tools() -> None:
+    """The pinned agent CLIs in .tools/; a failure is reported and the agent tier skips."""
+    for what, installed, install in (
+        ("npm tools", _npm_installed, _npm_install),
+        ("aider", _aider_installed, _aider_install),
+    ):
+        if installed():
+            continue
+        print(f"installing {what} into {TOOLS} (first run only)", flush=True)
+        try:
+            install()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"warning: could not install {what} ({exc}): its agent tests will skip")
+
+
+def _npm_installed() -> bool:
+    stamp = TOOLS / ".npm-installed"
+    bins = [TOOLS / "node_modules" / ".bin" / name for name in ("claude", "codex", "husky")]
+    return (
+        stamp.exists() and stamp.read_text() == " ".join(NPM_TOOLS) and all(map(Path.exists, bins))
+    )
+
+
+def _npm_install() -> None:
+    TOOLS.mkdir(exist_ok=True)
+    args = ["npm", "install", "--prefix", str(TOOLS), "--no-audit", "--no-fund", "--save-exact"]
+    subprocess.run([*args, "--loglevel", "error", *NPM_TOOLS], check=True)
+    (TOOLS / ".npm-installed").write_text(" ".join(NPM_TOOLS))
+
+
+def _aider_installed() -> bool:
+    stamp = AIDER_VENV / ".sage-installed"
+    return stamp.exists() and stamp.read_text() == AIDER and (AIDER_VENV / "bin" / "aider").exists()
+
+
+def _aider_install() -> None:
+    venv.EnvBuilder(with_pip=True, clear=True).create(AIDER_VENV)
+    pip = [str(AIDER_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
+           "--disable-pip-version-check"]  # fmt: skip
+    done = subprocess.run([*pip, AIDER], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stdout[-2000:] + done.stderr[-2000:], file=sys.stderr)
+        raise subprocess.CalledProcessError(done.returncode, [*pip, AIDER])
+    (AIDER_VENV / ".sage-installed").write_text(AIDER)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python3 dev.py {{{'|'.join(COMMANDS)}}} [args…]", file=sys.stderr)
         return 2
     ensure_venv()
+    if argv[0] in ("test", "tools"):
+        ensure_tools()
+    if not COMMANDS[argv[0]]:
+        return 0
     if argv[0] == "test":
         shutil.rmtree(ROOT / ".coverage-data", ignore_errors=True)
         (ROOT / ".coverage-data").mkdir()

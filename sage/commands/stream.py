@@ -157,16 +157,16 @@ def _dry_run(project: Project, parallel: str) -> int:
     typer.echo(f"DRY RUN (nothing changes): {plan.workers.workers} worker(s)")
     render_plan(plan)
     for ticket in dag.ready(idx.tickets, graph):
-        typer.echo(f"would start {ticket.id}: {_argv_text(ticket, project.config.worker)}")
+        typer.echo(f"would start {ticket.id}: {_argv_text(ticket, project.config)}")
     return 0
 
 
-def _argv_text(ticket: Ticket, worker: tuple[str, ...]) -> str:
+def _argv_text(ticket: Ticket, cfg: configuration.Config) -> str:
     try:
-        argv = workers.argv_for(ticket, worker)
+        argv = workers.argv_for(ticket, cfg.worker, cfg.agents)
     except SageError as exc:  # no worker configured: say so instead of failing the dry run
         return f"(cannot run: {exc.message})"
-    where = f".sage/worktrees/{ticket.id}"
+    where = ".sage/worktrees/_slots/slot-<k>"
     return shlex.join(workers.fill(argv, ticket, worktree=where, context_file="<context file>"))
 
 

@@ -10,11 +10,11 @@ import re
 import shlex
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sage.lib import files
+from sage.lib import agents, files
 from sage.lib.errors import ConfigError
 
 CONFIG_PATH = Path(".sage/config.toml")
@@ -53,6 +53,8 @@ class Config:
         r"^🤖 Generated with \[Claude Code\]",
         r"^Generated with Claude Code",
     )
+    # [agents.<name>]: model, args, timeout, env per agent adapter
+    agents: Mapping[str, agents.Settings] = field(default_factory=dict)
     source: str = "defaults"
 
 
@@ -169,7 +171,41 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "setup_when": _paths,
     "copy": _paths,
     "keep": _paths,
+    "args": _argv,
+    "agents": lambda tables: tables,  # already checked by agent_tables
 }
+
+AGENT_KEYS = ("model", "args", "timeout", "env")
+
+
+def agent_tables(body: Any, path: Path) -> dict[str, agents.Settings]:
+    """`[agents.claude]`, `[agents.codex]`, …: one table of settings per known adapter."""
+    names = ", ".join(agents.ADAPTERS)
+    if not isinstance(body, dict) or not all(isinstance(v, dict) for v in body.values()):
+        raise ConfigError(f"{path}: [agents] must hold tables such as [agents.claude]",
+                          hint=f"agents are {names}")  # fmt: skip
+    for name in body:
+        if name not in agents.ADAPTERS:
+            raise ConfigError(f"{path}: unknown agent [agents.{name}]", hint=f"agents are {names}")
+    return {name: _agent(name, table, path) for name, table in body.items()}
+
+
+def _agent(name: str, table: dict[str, Any], path: Path) -> agents.Settings:
+    for key in table:
+        if key not in AGENT_KEYS:
+            raise ConfigError(f"{path}: unknown key {key!r} in [agents.{name}]",
+                              hint=f"[agents.{name}] takes {', '.join(AGENT_KEYS)}")  # fmt: skip
+    where = f"{path} ([agents.{name}])"
+    values: dict[str, Any] = {k: convert(k, v, where) for k, v in table.items() if k != "env"}
+    if "env" in table:
+        values["env"] = _env(table["env"], where)
+    return agents.Settings(**values)
+
+
+def _env(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError(f"{where}: bad value {value!r} for env: expected a table of strings")
+    return dict(value)
 
 
 def convert(key: str, value: Any, where: str) -> Any:
@@ -197,7 +233,7 @@ def load(
     if path.exists():
         config = _apply(config, _read_file(path), str(path))
     env = os.environ if environ is None else environ
-    keys = [f.name for f in fields(Config) if f.name != "source"]
+    keys = [f.name for f in fields(Config) if f.name not in ("source", "agents")]
     from_env = {k: env[f"SAGE_{k.upper()}"] for k in keys if f"SAGE_{k.upper()}" in env}
     config = _apply(config, from_env, "environment", name=lambda k: f"SAGE_{k.upper()}")
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -224,6 +260,9 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     flat: dict[str, Any] = {}
     for section, body in data.items():
+        if section == "agents":
+            flat["agents"] = agent_tables(body, path)
+            continue
         if section in SECTIONS and not isinstance(body, dict):
             raise ConfigError(f"{path}: [{section}] must be a table of keys", hint="fix the syntax")
         if section not in SECTIONS:

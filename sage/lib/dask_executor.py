@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, ThreadPoolExecutor
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ import distributed
 from sage.lib import git, proc, workers, worktrees
 from sage.lib.errors import SageError
 from sage.lib.executors import Done, Released
+from sage.lib.outcomes import Usage
 from sage.lib.project import Project
 from sage.lib.tickets import Ticket
 from sage.lib.workers import WorkerJob, WorkerResult
@@ -156,9 +158,11 @@ class DaskExecutor:
         branch = worktrees.branch_for(job.ticket.id)
         if reply["outcome"] == "ok":
             fetch_branch(self.repo, reply["bundle"], branch)
-        return _result(
-            job, reply["outcome"], reply["detail"], returncode=reply["returncode"],
-            seconds=reply["seconds"], head=reply["head"],
+        usage = reply.get("usage")
+        return replace(
+            _result(job, reply["outcome"], reply["detail"], returncode=reply["returncode"],
+                    seconds=reply["seconds"], head=reply["head"]),
+            retry_after=reply.get("retry_after"), usage=Usage(**usage) if usage else None,
         )  # fmt: skip
 
     def kill_all(self) -> int:
@@ -206,7 +210,7 @@ def job_spec(job: WorkerJob, identity: tuple[str, str] | None, key: str = "") ->
         "ticket_id": job.ticket.id, "title": job.ticket.title, "run_id": job.run_id,
         "attempt": job.attempt, "base": job.base, "argv": list(job.argv), "timeout": job.timeout,
         "context": job.context_file.read_text(encoding="utf-8"), "worker_name": job.worker_name,
-        "identity": list(identity) if identity else None, "key": key,
+        "identity": list(identity) if identity else None, "key": key, "env": dict(job.env),
     }  # fmt: skip
 
 
@@ -262,7 +266,7 @@ def _remote_job(root: Path, spec: dict[str, Any]) -> WorkerJob:
         ticket=Ticket(id=spec["ticket_id"], title=spec["title"]), run_id=spec["run_id"],
         attempt=spec["attempt"], base=spec["base"], argv=tuple(spec["argv"]),
         timeout=spec["timeout"], log=root / "worker.log", context_file=context,
-        worker_name=spec["worker_name"],
+        worker_name=spec["worker_name"], env=spec.get("env") or {},
     )  # fmt: skip
 
 
@@ -289,6 +293,7 @@ def _reply(result: WorkerResult, bundle: bytes) -> Reply:
     return {
         "outcome": result.outcome, "returncode": result.returncode, "seconds": result.seconds,
         "detail": result.detail, "head": result.head, "bundle": bundle, "host": _host(),
+        "retry_after": result.retry_after, "usage": asdict(result.usage) if result.usage else None,
     }  # fmt: skip
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sage.lib import agents as agent_presets
 from sage.lib import executors, git, locks, worktrees
 from sage.lib import queue as commit_queue
 from sage.lib.errors import SageError
@@ -105,15 +106,18 @@ class RunPlan:
     ledger: Ledger
     worker: tuple[str, ...] = ()
     timeout: float = 0.0
+    agents: Mapping[str, agent_presets.Settings] = field(default_factory=dict)  # [agents.<name>]
 
     def job(self, ticket: Ticket, *, attempt: int, base: str, slot: int) -> WorkerJob:
         """The job for one attempt; its context file is written now."""
         context = self.run_dir / f"{ticket.id}.context.md"
         notes = read_notes(self.index_path, ticket.id)
         context.write_text(context_text(ticket, self.raw[ticket.id], notes), encoding="utf-8")
+        argv = argv_for(ticket, self.worker, self.agents)
         return WorkerJob(
-            ticket=ticket, run_id=self.run_id, attempt=attempt, base=base,
-            argv=argv_for(ticket, self.worker), timeout=self.timeout,
+            ticket=ticket, run_id=self.run_id, attempt=attempt, base=base, argv=argv,
+            timeout=agent_presets.timeout_for(argv, self.timeout, self.agents),
+            env=agent_presets.env_for(argv, self.agents),
             log=self.run_dir / f"{ticket.id}.log", context_file=context,
             worker_name=f"worker-{slot + 1}", slot=slot, index_path=self.index_in_repo,
         )  # fmt: skip
@@ -162,7 +166,7 @@ def prepare(
         index_in_repo=_in_repo(project),
         tickets=dispatcher.tickets, raw=raw,
         dispatcher=dispatcher, ledger=seed_ledger(tickets, dispatcher, pending, raw),
-        worker=options.worker, timeout=options.timeout,
+        worker=options.worker, timeout=options.timeout, agents=project.config.agents,
     )  # fmt: skip
 
 

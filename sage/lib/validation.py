@@ -7,12 +7,13 @@ import math
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sage.lib import git, lazy, presets, scheduler
+from sage.lib import agents, git, lazy, proc, scheduler
 from sage.lib import graph as dag
 from sage.lib.errors import SageError
 from sage.lib.project import Project
@@ -25,6 +26,9 @@ else:
     nx = lazy.module("networkx")  # imported on first use
 
 _BRACED = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")  # not a shell's ${VAR}
+
+
+TESTED = {"claude": "2.1.197", "codex": "0.171.0", "aider": "0.86.2"}  # the conformance tier's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,7 +171,7 @@ def _templates(project: Project, index: Index) -> dict[str, tuple[str, ...]]:
     """Every argv a stream would fill, by where it comes from."""
     found = {f"ticket {t.id}": t.command for t in index.tickets if t.command}
     if project.config.worker:
-        found["worker"] = presets.expand(project.config.worker)
+        found["worker"] = agents.expand(project.config.worker, project.config.agents)
     return found
 
 
@@ -177,16 +181,16 @@ def placeholder_problems(templates: Mapping[str, Sequence[str]]) -> list[Problem
     found = []
     for where, argv in templates.items():
         for name in dict.fromkeys(_BRACED.findall(" ".join(argv))):
-            if name in presets.PLACEHOLDERS:
+            if name in agents.PLACEHOLDERS:
                 continue
-            close = difflib.get_close_matches(name, presets.PLACEHOLDERS, n=1, cutoff=0.75)
+            close = difflib.get_close_matches(name, agents.PLACEHOLDERS, n=1, cutoff=0.75)
             if close or where == "worker":  # a ticket's own braces are its business
                 found.append(_placeholder_problem(where, name, close[0] if close else None))
     return found
 
 
 def _placeholder_problem(where: str, name: str, close: str | None) -> Problem:
-    known = " ".join(f"{{{p}}}" for p in presets.PLACEHOLDERS)
+    known = " ".join(f"{{{p}}}" for p in agents.PLACEHOLDERS)
     return Problem(
         level="error" if close else "warning",
         code="unknown-placeholder",
@@ -213,6 +217,7 @@ def prerequisites(project: Project, index: Index) -> tuple[Check, ...]:
     for name, path in (("queue dir", project.queue_dir), ("lock dir", project.locks_dir)):
         found.append(_writable(name, path))
     found += _worker_checks(project, index)
+    found += agent_checks(project.config.worker, project.config.agents)
     return tuple(found)
 
 
@@ -229,7 +234,7 @@ def _worker_checks(project: Project, index: Index) -> list[Check]:
     checks = []
     needs_worker = any(t.command is None for t in index.tickets if t.state in dag.OPEN_STATES)
     if project.config.worker:
-        checks.append(_on_path("worker", presets.expand(project.config.worker)[0]))
+        checks.append(_on_path("worker", agents.expand(project.config.worker)[0]))
     elif needs_worker:
         checks.append(
             Check(
@@ -244,9 +249,83 @@ def _worker_checks(project: Project, index: Index) -> list[Check]:
     return checks
 
 
+def agent_checks(
+    worker: tuple[str, ...],
+    settings: Mapping[str, agents.Settings],
+    env: Mapping[str, str] = os.environ,
+) -> list[Check]:
+    """For an agent worker: its version, that it accepts every option sage passes (its own
+    `--help`, no network), and that it is logged in as far as its files and environment show."""
+    found = _agent_program(worker, settings)
+    if found is None:
+        return []
+    agent, program, argv = found
+    return [_version(agent.name, program), _flags(agent, program, argv), _login(agent, env)]
+
+
+def _agent_program(
+    worker: tuple[str, ...], settings: Mapping[str, agents.Settings]
+) -> tuple[agents.Agent, str, tuple[str, ...]] | None:
+    argv = agents.expand(worker, settings) if worker else ()
+    agent = agents.detect(argv)
+    program = shutil.which(argv[0]) if agent else None
+    return (agent, program, argv) if agent and program else None
+
+
+def _version(name: str, program: str) -> Check:
+    done = _probe([program, "--version"])
+    first = (done.stdout or done.stderr).strip().splitlines()[:1] if done else []
+    ok = bool(done and done.returncode == 0 and first)
+    detail = first[0] if ok else f"`{program} --version` failed: {_said(done)}"
+    tested = TESTED.get(name)
+    return Check(name=f"{name} version", ok=ok, detail=f"{detail} (tested with {tested})")
+
+
+def _flags(agent: agents.Agent, program: str, argv: Sequence[str]) -> Check:
+    shown = f"{agent.name} {' '.join(agent.help_argv)}"
+    done = _probe([program, *agent.help_argv])
+    if not done or done.returncode != 0:
+        return Check(
+            name=f"{agent.name} options", ok=False, detail=f"`{shown}` failed: {_said(done)}"
+        )
+    text = done.stdout + done.stderr
+    wanted = sorted({a.split("=")[0] for a in argv[1:] if a.startswith("--")})
+    unknown = [f for f in wanted if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text)]
+    if unknown:
+        detail = f"{', '.join(unknown)} not in `{shown}` (an older or newer {agent.name}?)"
+        return Check(name=f"{agent.name} options", ok=False, detail=detail)
+    return Check(
+        name=f"{agent.name} options",
+        ok=True,
+        detail=f"accepts all {len(wanted)} options sage passes",
+    )
+
+
+def _login(agent: agents.Agent, env: Mapping[str, str]) -> Check:
+    how = agent.logged_in(env)
+    if how:
+        return Check(name=f"{agent.name} login", ok=True, detail=how)
+    detail = f"no credentials seen: {agent.login}"
+    return Check(name=f"{agent.name} login", ok=False, detail=detail, level="warning")
+
+
+def _probe(argv: list[str]) -> proc.Result | None:
+    try:
+        return proc.run(argv, check=False, timeout=60)
+    except (SageError, subprocess.TimeoutExpired, OSError):
+        return None
+
+
+def _said(done: proc.Result | None) -> str:
+    if done is None:
+        return "it did not run (or took over a minute)"
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return f"exit {done.returncode}" + (f": {lines[-1][:200]}" if lines else "")
+
+
 def require_runnable(project: Project, index: Index, *, local: bool = True) -> None:
     """Refuse a stream up front, before any ticket changes state, when a ticket has nothing to
-    run or (for local workers) its program is not installed."""
+    run or (for local workers) its program is not installed or, for an agent, lacks an option."""
     for ticket in index.tickets:
         if ticket.state in dag.OPEN_STATES:
             argv_for(ticket, project.config.worker)  # raises when there is nothing to run
@@ -259,6 +338,22 @@ def require_runnable(project: Project, index: Index, *, local: bool = True) -> N
             f"{missing[0].name}: {missing[0].detail}",
             hint='install it, or fix the worker (--worker, [stream] worker) or the "command"',
         )
+    broken = _broken_agent(project, index) if local else None
+    if broken:
+        raise SageError(
+            f"{broken.name}: {broken.detail}",
+            hint="update the agent, or fix [agents] args in .sage/config.toml (`sage validate`)",
+        )
+
+
+def _broken_agent(project: Project, index: Index) -> Check | None:
+    """An agent worker that cannot run at all (an option it rejects): found before any ticket
+    changes state rather than by every ticket failing."""
+    if not any(t.command is None for t in index.tickets if t.state in dag.OPEN_STATES):
+        return None
+    found = _agent_program(project.config.worker, project.config.agents)
+    check = _flags(*found) if found else None
+    return check if check and not check.ok else None
 
 
 def _on_path(name: str, program: str) -> Check:

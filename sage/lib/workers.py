@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NoReturn
 
-from sage.lib import git, presets, proc, worktrees
+from sage.lib import agents, git, proc, worktrees
+from sage.lib.agent_output import Verdict
+from sage.lib.outcomes import Outcome, Usage
+
+__all__ = ["Outcome", "Usage", "Verdict", "WorkerJob", "WorkerResult"]
 from sage.lib.errors import SageError
 from sage.lib.tickets import DEFAULT_INDEX, Ticket, printable
 
@@ -35,28 +39,7 @@ class WorkerJob:
     worker_name: str = "worker"
     slot: int = 0  # the worker slot (0 … N-1), stable for the life of the run
     index_path: str = DEFAULT_INDEX.as_posix()  # relative to the repository: never landed
-
-
-class Outcome(StrEnum):
-    """How one attempt ended, as the run's policy sees it."""
-
-    OK = "ok"  # work to land (or, for a ticket that allows it, nothing)
-    FAILED = "failed"  # the worker's fault: uses an attempt
-    TIMEOUT = "timeout"
-    THROTTLED = "throttled"  # rate limited (exit 75 or an agent's 429): parked, no attempt used
-    UNUSABLE = "unusable"  # the worker cannot run at all (bad flags, no login): the run stops
-    NO_CHANGES = "no-changes"  # exited 0 and left nothing to land
-    KILLED = "killed"
-    ERROR = "error"  # sage could not run or collect it
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Usage:
-    """What an attempt cost, where the agent reports it."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # [agents.<name>] env
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,8 +63,13 @@ class WorkerResult:
         return self.outcome == "ok"
 
 
-def argv_for(ticket: Ticket, template: Sequence[str]) -> tuple[str, ...]:
-    """The ticket's own command, else the configured worker (presets expanded)."""
+def argv_for(
+    ticket: Ticket,
+    template: Sequence[str],
+    settings: Mapping[str, agents.Settings] | None = None,
+) -> tuple[str, ...]:
+    """The ticket's own command, else the configured worker (a preset becomes its adapter's
+    argv, with `[agents.<name>]` model and args when `settings` are given)."""
     if ticket.command:
         return ticket.command
     if not template:
@@ -89,7 +77,7 @@ def argv_for(ticket: Ticket, template: Sequence[str]) -> tuple[str, ...]:
             f'ticket {ticket.id} has no "command" and no worker is configured',
             hint="pass --worker CMD (or a preset: claude, codex, aider) or set [stream] worker",
         )
-    return presets.expand(template)
+    return agents.expand(template, settings)
 
 
 def context_text(ticket: Ticket, raw: dict[str, object], notes: str | None) -> str:
@@ -112,7 +100,7 @@ def fill(
     """The argv a ticket's worker runs: placeholders filled, never a shell."""
     values = {"ticket_id": ticket.id, "title": ticket.title, "worktree": worktree,
               "context_file": context_file, "run_id": run_id, "attempt": str(attempt)}  # fmt: skip
-    return presets.render(template, values)
+    return agents.render(template, values)
 
 
 def environment(job: WorkerJob, worktree: Path) -> dict[str, str]:
@@ -127,6 +115,7 @@ def environment(job: WorkerJob, worktree: Path) -> dict[str, str]:
             "SAGE_ATTEMPT": str(job.attempt),
             "SAGE_SLOT": str(job.slot),
             "SAGE_BASE": job.base,
+            **job.env,
         }
     )
 
@@ -171,12 +160,13 @@ def _run_in(
     argv = fill(job.argv, job.ticket, worktree=str(worktree), context_file=str(job.context_file),
                 run_id=job.run_id, attempt=job.attempt)  # fmt: skip
     _log(job.log, f"=== sage: {job.ticket.id} attempt {job.attempt}: {argv}\n")
-    done = proc.run_logged(
+    env = environment(job, worktree)
+    done = _refused(job, env, worktree) or proc.run_logged(
         argv,
         cwd=worktree,
-        env=environment(job, worktree),
+        env=env,
         log=job.log,
-        timeout=job.timeout or None,
+        timeout=_limit(job),
         on_start=on_start,
     )
     if on_exit and done.returncode == 0 and not done.timed_out:
@@ -262,9 +252,26 @@ def _branches_now(repo: Path) -> dict[str, str]:
 _CHECKOUT = re.compile(r"\tcheckout: moving from \S+ to (\S+)$")
 
 
+def _limit(job: WorkerJob) -> float | None:
+    """Seconds the worker may run (an agent's default applies); None for no limit."""
+    seconds = agents.timeout_for(job.argv, job.timeout)
+    return None if not seconds or math.isinf(seconds) else seconds
+
+
+def _refused(job: WorkerJob, env: Mapping[str, str], worktree: Path) -> proc.Finished | None:
+    """An agent that cannot run at all (e.g. aider would wait for a browser login) is not run."""
+    agent = agents.detect(job.argv)
+    why = agent.preflight(env, worktree) if agent else None
+    if why:
+        _log(job.log, f"sage: not started: {why}\n")
+    return proc.Finished(returncode=127, seconds=0.0) if why else None
+
+
 def _result(
     repo: Path, worktree: Path, job: WorkerJob, done: proc.Finished, branch: str
 ) -> WorkerResult:
+    verdict = _verdict(job, done)
+
     def result(outcome: str, detail: str = "", head: str = "") -> WorkerResult:
         return WorkerResult(
             ticket_id=job.ticket.id,
@@ -277,12 +284,12 @@ def _result(
             base=job.base,
             head=head,
             worker_name=job.worker_name,
+            retry_after=verdict.retry_after if verdict else None,
+            usage=verdict.usage if verdict else None,
         )
 
-    if done.timed_out:
-        return result("timeout", f"timed out after {job.timeout:g}s (process group killed)")
-    if done.returncode == TEMPFAIL:
-        return result(Outcome.THROTTLED, "exit 75: temporary failure")
+    if verdict and verdict.outcome != Outcome.OK:
+        return result(verdict.outcome, verdict.detail)
     if done.returncode != 0:
         return result("failed", f"worker exited {done.returncode}{_last_line(job.log)}")
     if not (worktree / ".git").exists():
@@ -291,7 +298,25 @@ def _result(
         head = collect(worktree, job, repo=repo)
     except SageError as exc:
         return result("error", f"could not commit the worker's changes: {exc.message}")
-    return result("ok", head=head)
+    return result("ok", detail=verdict.detail if verdict else "", head=head)
+
+
+def _verdict(job: WorkerJob, done: proc.Finished) -> Verdict | None:
+    """What ended the attempt: a timeout, exit 75, or what the agent says in its output."""
+    if done.timed_out:
+        timeout = _limit(job) or 0
+        return Verdict(outcome=Outcome.TIMEOUT,
+                       detail=f"timed out after {timeout:g}s (process group killed)")  # fmt: skip
+    agent = agents.detect(job.argv)
+    if agent and done.returncode == 127:  # not started (see proc.run_logged and _refused)
+        return Verdict(outcome=Outcome.UNUSABLE, detail=f"{agent.name}{_last_line(job.log)}")
+    said = agent.read(done.returncode, _attempt_output(job)) if agent else None
+    if done.returncode == TEMPFAIL:
+        wait = said.retry_after if said else None
+        detail = said.detail if said and said.detail else "exit 75: temporary failure"
+        usage = said.usage if said else None
+        return Verdict(outcome=Outcome.THROTTLED, detail=detail, retry_after=wait, usage=usage)
+    return said
 
 
 def collect(worktree: Path, job: WorkerJob, *, repo: Path | None = None) -> str:
@@ -553,6 +578,19 @@ def _listed(paths: Iterable[str], most: int = 5) -> str:
 def _log(path: Path, text: str) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def _attempt_output(job: WorkerJob, limit: int = 4 << 20) -> str:
+    """What the worker printed in this attempt: the log after the attempt's `=== sage:` line."""
+    try:
+        with open(job.log, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(job.log) - limit))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    marker = f"=== sage: {job.ticket.id} attempt {job.attempt}: "
+    start = text.rfind(marker)
+    return text[text.find("\n", start) + 1 :] if start >= 0 else text
 
 
 def _last_line(log: Path) -> str:
