@@ -17,8 +17,8 @@ import typer
 from sage.commands import _progress
 from sage.commands._common import IndexOpt, JsonOpt, checked, open_project
 from sage.commands.plan import render as render_plan
+from sage.lib import agents, executors, runs, scheduler, validation, workers
 from sage.lib import config as configuration
-from sage.lib import executors, runs, scheduler, validation, workers
 from sage.lib import graph as dag
 from sage.lib import stream as streams
 from sage.lib.errors import SageError, UsageError
@@ -148,6 +148,8 @@ def _options(project: Project, cfg: configuration.Config, workers: int) -> strea
         max_attempts=cfg.max_attempts,
         lock_timeout=cfg.lock_timeout,
         verify_timeout=cfg.verify_timeout,
+        # An agent that is not logged in fails every ticket alike: find out on one.
+        slow_start=agents.detect(agents.expand(cfg.worker, cfg.agents)) is not None,
     )
 
 
@@ -201,6 +203,13 @@ def _run(
     finally:
         journal.close()
     reporter.summary(summary, project.runs_dir / run_id)
+    if summary.unusable:
+        typer.echo(f"error: the worker cannot run: {summary.unusable}", err=True)
+        typer.echo(
+            "hint: log the agent in (or set its API key), or fix its flags in [agents.<name>] "
+            "args; `sage validate` checks what it can without a network call",
+            err=True,
+        )
     return summary.exit_code
 
 

@@ -44,6 +44,7 @@ class Books:
     stop_reason: str | None = None
     killing: bool = False
     head: str | None = None  # the target's head as of the last landing, if known
+    unusable: str = ""  # why the worker cannot run at all, if that stopped the run
     live: int = 0  # workers allowed at once: rate limits shrink it (0: as many as asked)
     counts: Counter[str] = field(default_factory=Counter)
 
@@ -148,13 +149,15 @@ class Books:
             case policy.Defer(reason=reason):
                 self.defer(tid, reason)
             case policy.StopRun(reason=reason) | policy.Hold(reason=reason):
+                self.unusable = self.unusable or reason
                 self.give_back(tid, f"not its fault: {reason}")
                 self.stop(f"{tid}'s worker cannot run: {reason}")
 
     def _delay(self, tid: str, phase: Phase, delay: float, why: str, *, counted: bool) -> None:
         record = self.ledger[tid]
         self.journal.emit("retry", tid, attempt=record.attempt, delay=delay, reason=why,
-                          counted=counted, throttled=phase == Phase.PARKED)  # fmt: skip
+                          counted=counted, throttled=phase == Phase.PARKED,
+                          workers=self.live)  # fmt: skip
         if self.stop_reason:
             return self.give_back(tid, f"not retried: {self.stop_reason}")
         self.ledger.move(tid, phase, due=self.clock.now() + delay, held=False)

@@ -98,6 +98,7 @@ class RunSummary:
     throttled: int = 0
     wasted_seconds: float = 0.0
     setup_seconds: float = 0.0  # worker slots' setup ([worktree] setup), apart from work
+    unusable: str = ""  # the worker cannot run at all (not logged in, a bad flag): why
     stop_reason: str | None = None
 
     @property
@@ -143,6 +144,7 @@ class RunSummary:
             "throttled": self.throttled,
             "stopped_early": self.stopped_early,
             "stop_reason": self.stop_reason,
+            "unusable": self.unusable,
             "interrupted": self.interrupted,
             "exit_code": self.exit_code,
         }
@@ -161,6 +163,7 @@ def summarize(
     counts: Mapping[str, int],
     stop_reason: str | None,
     interrupted: bool,
+    unusable: str = "",
 ) -> RunSummary:
     """The summary, read from the ledger alone: each ticket is counted once, by its phase."""
     landed = tuple(ledger.ids(Phase.LANDED))
@@ -186,5 +189,6 @@ def summarize(
         throttled=counts.get("throttled", 0),
         stopped_early=stop_reason is not None and not interrupted,
         stop_reason=stop_reason,
+        unusable=unusable,
         interrupted=interrupted,
     )

@@ -61,6 +61,7 @@ class StreamOptions:
     lock_timeout: float = 60.0
     verify_timeout: float = 0.0
     retry_deferred: bool = False
+    slow_start: bool = False  # one worker until an attempt succeeds, then one more per success
 
     @property
     def limits(self) -> policy.Limits:
@@ -117,6 +118,7 @@ class Stream:
             run_id=plan.run_id, ledger=plan.ledger, dispatcher=plan.dispatcher, store=store,
             journal=journal, queue=queue, clock=self.clock, limits=options.limits,
             workers=options.workers, on_error=options.on_error, rng=self.rng,
+            live=1 if options.slow_start else 0,
         )  # fmt: skip
         self.interrupted = self.lander_failed = False
         self._last_pass = 0.0
@@ -140,7 +142,7 @@ class Stream:
             self._finish()
         summary = summarize(self.ledger, run_id=self.run_id, workers=self.options.workers,
                             wall=self.clock.now() - started, counts=self.books.counts,
-                            stop_reason=self.books.stop_reason,
+                            stop_reason=self.books.stop_reason, unusable=self.books.unusable,
                             interrupted=self.interrupted)  # fmt: skip
         self.journal.emit("run-finished", **summary.as_dict())
         return summary

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 USAGE = {"input_tokens": 120, "output_tokens": 30}
@@ -30,6 +31,8 @@ class Script:
     target: str = "hello.py"  # the file the model writes (relative to the worktree)
     content: str = 'print("hello from the model")\n'
     test_command: str = "python3 -m pytest -q"
+    retry_in: int = 120  # seconds a 429 says to wait (its message and Retry-After)
+    per_ticket: bool = False  # write `<ticket>.py` instead of `target`, so tickets do not collide
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -88,9 +91,8 @@ class Handler(BaseHTTPRequestHandler):
         if path.endswith("/count_tokens"):
             return self._json(200, {"input_tokens": 100})
         if script.mode == "429" and _is_model_call(path):
-            return self._error(
-                429, "rate_limit_error", "Rate limit reached. Try again in 2 minutes."
-            )
+            wait = "2 minutes" if script.retry_in == 120 else f"{script.retry_in} seconds"
+            return self._error(429, "rate_limit_error", f"Rate limit reached. Try again in {wait}.")
         if script.mode == "401" and _is_model_call(path):
             return self._error(401, "authentication_error", "invalid x-api-key")
         if path.endswith("/messages"):
@@ -117,7 +119,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, kind: str, message: str) -> None:
         payload = {"type": "error", "error": {"type": kind, "message": message, "code": kind}}
-        self._json(status, payload, {"retry-after": "120"} if status == 429 else None)
+        retry = {"retry-after": str(self.server.script.retry_in)}
+        self._json(status, payload, retry if status == 429 else None)
 
     def _sse(self, events: Iterator[tuple[str, dict[str, Any]]]) -> None:
         self.send_response(200)
@@ -243,13 +246,22 @@ def _anthropic_blocks(script: Script, body: dict[str, Any]) -> list[dict[str, An
     cwd = _working_directory(body)
     calls = {
         "read": ("Read", {"file_path": _context_file(script, body)}),
-        "write": ("Write", {"file_path": f"{cwd}/{script.target}", "content": script.content}),
+        "write": (
+            "Write",
+            {"file_path": f"{cwd}/{_target(script, body)}", "content": script.content},
+        ),  # fmt: skip
         "test": ("Bash", {"command": script.test_command, "description": "Run the tests"}),
     }
     if step == "done":
         return [{"type": "text", "text": "Done: wrote the file and the tests pass."}]
     name, arguments = calls[step]
     return [{"type": "tool_use", "id": f"toolu_{step}", "name": name, "input": arguments}]
+
+
+def _target(script: Script, body: dict[str, Any]) -> str:
+    if not script.per_ticket:
+        return script.target
+    return Path(_context_file(script, body)).name.split(".context")[0].lower() + ".py"
 
 
 def _context_file(script: Script, body: dict[str, Any]) -> str:

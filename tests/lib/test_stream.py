@@ -57,6 +57,7 @@ def test_throttling_uses_no_attempt_and_shrinks_the_live_workers(tmp_path: Path)
     assert summary.throttled == 3 and summary.retries == 0 and summary.deferred == {}
     retries = h.events("retry")
     assert all(e["throttled"] and not e["counted"] for e in retries)
+    assert retries[0]["workers"] == 2  # four asked, halved by the rate limit
     assert [j.attempt for j in h.executor.jobs if j.ticket.id == "T0"] == [1, 1, 1, 1]
 
 
@@ -255,3 +256,21 @@ def test_work_queued_by_a_dead_run_is_landed_first(tmp_path: Path) -> None:
     summary = h.run()
     assert sorted(summary.completed) == ["A", "B"]
     assert [j.ticket.id for j in h.executor.jobs] == ["B"]
+
+
+def test_slow_start_runs_one_worker_until_an_attempt_succeeds(tmp_path: Path) -> None:
+    unusable = Attempt(outcome=Outcome.UNUSABLE, detail="claude: not logged in")
+    tickets = [ticket(f"U{i}") for i in range(4)]
+    h = harness(tmp_path, tickets, {"U0": [unusable]}, workers=4, slow_start=True)
+    summary = h.run()
+    assert len(h.executor.starts) == 1 and summary.unusable == "claude: not logged in"
+    assert set(h.states().values()) == {"UNPROCESSED"} and summary.exit_code == 3
+
+
+def test_slow_start_grows_by_one_per_success(tmp_path: Path) -> None:
+    tickets = [ticket(f"G{i}") for i in range(6)]
+    h = harness(tmp_path, tickets, workers=3, slow_start=True)
+    h.run()
+    starts = sorted(t for t, _, _ in h.executor.starts)
+    assert starts[0] < starts[1]  # the first runs alone
+    assert len(h.executor.starts) == 6
