@@ -249,7 +249,7 @@ def _anthropic_blocks(script: Script, body: dict[str, Any]) -> list[dict[str, An
         "write": (
             "Write",
             {"file_path": f"{cwd}/{_target(script, body)}", "content": script.content},
-        ),  # fmt: skip
+        ),
         "test": ("Bash", {"command": script.test_command, "description": "Run the tests"}),
     }
     if step == "done":
