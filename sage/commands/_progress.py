@@ -176,6 +176,11 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         + (f", worker time not landed {s.wasted_seconds:.1f}s" if s.wasted_seconds else "")
         + (f", slot setup {s.setup_seconds:.1f}s" if s.setup_seconds else ""),
     ]
+    if s.tokens or s.cost_usd:
+        lines.append(
+            f"  agents: {s.tokens} tokens, ${s.cost_usd:.2f} spent; not landed: "
+            f"{s.wasted_tokens} tokens, ${s.wasted_cost_usd:.2f}"
+        )
     if s.stop_reason and not s.interrupted:
         lines.append(f"  stopped: {s.stop_reason}")
     lines += _ticket_lines(s)

@@ -58,6 +58,7 @@ ExecutorOpt = Annotated[ExecutorName | None, typer.Option("--executor", help="Wh
 SchedulerAddress = Annotated[str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Dask scheduler (tcp://host:8786) or 'local'.")]
 RetryDeferred = Annotated[bool, typer.Option("--retry-deferred", help="Run DEFERRED tickets again (their blocked dependents follow).")]
 Backoff = Annotated[float | None, typer.Option("--backoff", metavar="SECONDS", help="First retry delay; doubles each time.")]
+MaxCost = Annotated[float | None, typer.Option("--max-cost", metavar="USD", help="Start nothing new once the agents report this much spent.")]
 # fmt: on
 
 
@@ -76,6 +77,7 @@ def command(
     executor: ExecutorOpt = None,
     scheduler_address: SchedulerAddress = None,
     backoff: Backoff = None,
+    max_cost: MaxCost = None,
     retry_deferred: RetryDeferred = False,
     json: JsonOpt = False,
     index: IndexOpt = None,
@@ -129,6 +131,7 @@ def _overrides(values: dict[str, object]) -> dict[str, object]:
         "executor": "executor",
         "scheduler_address": "scheduler",
         "backoff": "backoff",
+        "max_cost": "max_cost",
     }
     return {key: plain(values[flag]) for flag, key in keys.items() if values[flag] is not None}
 
@@ -148,6 +151,7 @@ def _options(project: Project, cfg: configuration.Config, workers: int) -> strea
         max_attempts=cfg.max_attempts,
         lock_timeout=cfg.lock_timeout,
         verify_timeout=cfg.verify_timeout,
+        max_cost=cfg.max_cost,
         # An agent that is not logged in fails every ticket alike: find out on one.
         slow_start=agents.detect(agents.expand(cfg.worker, cfg.agents)) is not None,
     )

@@ -56,7 +56,7 @@ class Books:
     def exited(self, result: WorkerResult) -> None:
         """A worker attempt ended without work to land."""
         record = self.ledger[result.ticket_id]
-        record.wasted_seconds += result.seconds
+        record.wasted(result.seconds)
         exit = policy.Exit(outcome=result.outcome, detail=result.detail, failures=record.failures,
                            throttles=record.throttles, parked_seconds=record.parked_seconds,
                            retry_after=result.retry_after, log=str(result.log))  # fmt: skip
@@ -99,7 +99,7 @@ class Books:
                           files=list(outcome.files), collided_with=list(outcome.collided_with),
                           detail=outcome.detail, attempts=entry.attempts)  # fmt: skip
         record.land_attempts = entry.attempts
-        record.wasted_seconds += record.last_seconds
+        record.wasted(record.last_seconds)
         if isinstance(decision, policy.Defer):
             self.queue.defer(entry, decision.reason)
             return self.deferred(tid, decision.reason)

@@ -26,6 +26,7 @@ class Config:
     workers: str = "1"  # `sage stream --auto` without --parallel; "auto" or N
     worker: tuple[str, ...] = ()
     timeout: float = 0.0  # seconds per worker run; 0 = none
+    max_cost: float = 0.0  # USD the agents may report spending in a run; 0 = no limit
     retries: int = 2
     on_error: str = "skip"
     verify: tuple[str, ...] = ()
@@ -59,8 +60,8 @@ class Config:
 
 
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "stream": ("workers", "worker", "timeout", "retries", "on_error", "verify", "target_branch",
-               "schedule", "executor", "scheduler", "index"),
+    "stream": ("workers", "worker", "timeout", "max_cost", "retries", "on_error", "verify",
+               "target_branch", "schedule", "executor", "scheduler", "index"),
     "queue": ("lock_timeout", "max_attempts", "backoff", "verify_batch", "verify_timeout"),
     "hooks": ("strip_lines",),
     "tickets": ("id_pattern",),
@@ -160,6 +161,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "worker": _argv,
     "verify": _argv,
     "timeout": _number(0),
+    "max_cost": _number(0),
     "lock_timeout": _number(0),
     "verify_timeout": _number(0),
     "backoff": _number(0),
@@ -323,6 +325,7 @@ TEMPLATE = """\
 #                           # placeholders: {ticket_id} {title} {worktree} {context_file}
 #                           #   {run_id} {attempt}
 # timeout = 0               # seconds per worker run; the whole process group is killed (0 = none)
+# max_cost = 0              # USD the agents may report spending; then nothing new starts (0 = none)
 # retries = 2               # re-runs of a failing worker before the ticket is DEFERRED
 # on_error = "skip"         # "skip": go on; "fail": start nothing new, let running work land
 # verify = ""               # command run on each candidate merge before the target moves

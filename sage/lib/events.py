@@ -99,6 +99,10 @@ class RunSummary:
     wasted_seconds: float = 0.0
     setup_seconds: float = 0.0  # worker slots' setup ([worktree] setup), apart from work
     unusable: str = ""  # the worker cannot run at all (not logged in, a bad flag): why
+    tokens: int = 0  # as the agents report them: spent, and of that wasted (never landed)
+    cost_usd: float = 0.0
+    wasted_tokens: int = 0
+    wasted_cost_usd: float = 0.0
     stop_reason: str | None = None
 
     @property
@@ -145,6 +149,10 @@ class RunSummary:
             "stopped_early": self.stopped_early,
             "stop_reason": self.stop_reason,
             "unusable": self.unusable,
+            "tokens": self.tokens,
+            "cost_usd": round(self.cost_usd, 4),
+            "wasted_tokens": self.wasted_tokens,
+            "wasted_cost_usd": round(self.wasted_cost_usd, 4),
             "interrupted": self.interrupted,
             "exit_code": self.exit_code,
         }
@@ -183,6 +191,10 @@ def summarize(
         worker_seconds=totals["worker_seconds"],
         wasted_seconds=totals["wasted_seconds"],
         setup_seconds=totals["setup_seconds"],
+        tokens=int(totals["tokens"]),
+        cost_usd=totals["cost_usd"],
+        wasted_tokens=int(totals["wasted_tokens"]),
+        wasted_cost_usd=totals["wasted_cost_usd"],
         commits_landed=len(landed),
         conflicts=counts.get("conflicts", 0),
         retries=counts.get("retries", 0),

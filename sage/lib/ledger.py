@@ -78,6 +78,23 @@ class TicketRun:
     worker_seconds: float = 0.0
     setup_seconds: float = 0.0  # preparing its slot's worktree ([worktree] setup), not work
     wasted_seconds: float = 0.0  # worker time of attempts that never landed
+    tokens: int = 0  # what its attempts cost, where the agent reports it
+    cost_usd: float = 0.0
+    wasted_tokens: int = 0  # of that, attempts that never landed
+    wasted_cost_usd: float = 0.0
+    last_tokens: int = 0  # the attempt now landing
+    last_cost_usd: float = 0.0
+
+    def spent(self, tokens: int, cost: float) -> None:
+        self.tokens += tokens
+        self.cost_usd += cost
+        self.last_tokens, self.last_cost_usd = tokens, cost
+
+    def wasted(self, seconds: float) -> None:
+        """The attempt just finished (or now rejected) will never land."""
+        self.wasted_seconds += seconds
+        self.wasted_tokens += self.last_tokens
+        self.wasted_cost_usd += self.last_cost_usd
 
     @property
     def attempt(self) -> int:
@@ -143,6 +160,10 @@ class Ledger:
     def totals(self) -> dict[str, float]:
         runs = self._runs.values()
         return {
+            "tokens": sum(r.tokens for r in runs),
+            "cost_usd": sum(r.cost_usd for r in runs),
+            "wasted_tokens": sum(r.wasted_tokens for r in runs),
+            "wasted_cost_usd": sum(r.wasted_cost_usd for r in runs),
             "worker_seconds": sum(r.worker_seconds for r in runs),
             "wasted_seconds": sum(r.wasted_seconds for r in runs),
             "setup_seconds": sum(r.setup_seconds for r in runs),

@@ -62,6 +62,7 @@ class StreamOptions:
     verify_timeout: float = 0.0
     retry_deferred: bool = False
     slow_start: bool = False  # one worker until an attempt succeeds, then one more per success
+    max_cost: float = 0.0  # USD the agents may report spending before nothing new starts; 0: none
 
     @property
     def limits(self) -> policy.Limits:
@@ -191,6 +192,8 @@ class Stream:
                 self._start(ticket)
 
     def _room(self) -> bool:
+        if self.options.max_cost and self.ledger.count(Phase.COLLECTING):
+            return False  # what the attempt just ended cost is not known yet
         return self.slots.free > 0 and self.ledger.count(Phase.RUNNING) < self.books.live
 
     def _ask(self, ticket: Ticket) -> bool:
@@ -277,6 +280,10 @@ class Stream:
         self.slots.give_back(record.slot)
         record.worker_seconds += result.seconds
         record.setup_seconds += result.setup_seconds
+        usage = result.usage
+        if usage is not None:
+            record.spent(usage.input_tokens + usage.output_tokens, usage.cost_usd or 0.0)
+            self._check_cost()
         self.journal.emit("finished", tid, outcome=str(result.outcome), slot=record.slot,
                           seconds=round(result.seconds, 3), returncode=result.returncode,
                           detail=result.detail, setup_seconds=round(result.setup_seconds, 3),
@@ -291,6 +298,13 @@ class Stream:
             return self.books.exited(result)
         self.books.queued(entry, result)
         self.lander.wake()
+
+    def _check_cost(self) -> None:
+        """`--max-cost`: once the agents' reported cost reaches it, nothing new starts."""
+        limit = self.options.max_cost
+        spent = self.ledger.totals()["cost_usd"]
+        if limit and spent >= limit:
+            self.books.stop(f"the cost limit is reached: ${spent:.2f} spent of ${limit:.2f}")
 
     def _reconcile_soon(self) -> None:
         """While tickets wait to land and the lander is idle, look at the queue now and then:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def test_a_ticket_lands_as_one_commit_with_its_trailer(
     assert context_seen(server), "the context file's text never reached the model"
     states = json.loads((project / ".sage/tickets/index.json").read_text())["tickets"]
     assert [t["state"] for t in states] == ["COMPLETED"]
+    assert re.search(r"agents: [1-9]\d* tokens, \$\d+\.\d\d spent", done.stdout), done.stdout
 
 
 def _log(repo: Path) -> str:

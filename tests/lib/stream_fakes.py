@@ -23,7 +23,7 @@ from sage.lib.runs import RunPlan, seed_ledger
 from sage.lib.scheduler import Dispatcher
 from sage.lib.stream import Interrupts, Stream, StreamOptions
 from sage.lib.tickets import TicketStore
-from sage.lib.workers import Outcome, WorkerJob, WorkerResult
+from sage.lib.workers import Outcome, Usage, WorkerJob, WorkerResult
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Attempt:
     seconds: float = 1.0
     retry_after: float | None = None
     detail: str = ""
+    usage: Usage | None = None
 
 
 OK = Attempt()
@@ -136,6 +137,7 @@ def _result(job: WorkerJob, attempt: Attempt) -> WorkerResult:
         head=f"head-{job.ticket.id}-{job.attempt}",
         worker_name=job.worker_name,
         retry_after=attempt.retry_after,
+        usage=attempt.usage,
     )
 
 
@@ -267,6 +269,7 @@ def harness(
 ) -> Harness:
     for t in tickets:
         t.setdefault("command", ["true"])
+    tmp_path.mkdir(parents=True, exist_ok=True)
     index_path = tmp_path / "index.json"
     index_path.write_text(json.dumps({"tickets": tickets}))
     store = TicketStore(index_path)

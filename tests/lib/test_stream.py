@@ -274,3 +274,23 @@ def test_slow_start_grows_by_one_per_success(tmp_path: Path) -> None:
     starts = sorted(t for t, _, _ in h.executor.starts)
     assert starts[0] < starts[1]  # the first runs alone
     assert len(h.executor.starts) == 6
+
+
+def test_spent_and_wasted_agent_cost_and_the_cost_limit(tmp_path: Path) -> None:
+    from sage.lib.workers import Usage
+
+    costly = Attempt(usage=Usage(input_tokens=900, output_tokens=100, cost_usd=1.5))
+    failing = Attempt(
+        outcome=Outcome.FAILED, detail="boom", usage=Usage(input_tokens=10, cost_usd=0.25)
+    )
+    h = harness(tmp_path / "waste", [ticket("W1")], {"W1": [failing, costly]})
+    summary = h.run()
+    assert summary.tokens == 1010 and summary.cost_usd == 1.75
+    assert summary.wasted_tokens == 10 and summary.wasted_cost_usd == 0.25
+
+    tickets = [ticket("C1", priority="P0"), ticket("C2", priority="P1"), ticket("C3")]
+    script = {t: [costly] for t in ("C1", "C2", "C3")}
+    h = harness(tmp_path / "limit", tickets, script, workers=1, max_cost=3.0)
+    summary = h.run()
+    assert summary.completed == ("C1", "C2") and summary.not_started == ("C3",)
+    assert "cost limit" in (summary.stop_reason or "") and summary.exit_code == 3
