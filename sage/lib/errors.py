@@ -42,6 +42,10 @@ class LockHeld(SageError):
     """Another process holds a lock we need."""
 
 
+class RefRefused(SageError):
+    """git refused to move a ref that had not moved (a hook, permissions): no race."""
+
+
 class GitError(SageError):
     """A git or worker command failed; carries what the user needs to see."""
 

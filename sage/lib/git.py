@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sage.lib import proc
-from sage.lib.errors import GitError, NotARepository, SageError
+from sage.lib.errors import GitError, NotARepository, RefRefused, SageError
 
 FALLBACK_NAME = "sage"
 FALLBACK_EMAIL = "sage@localhost"
@@ -173,14 +173,41 @@ def update_ref(repo: Path, ref: str, new: str, old: str) -> bool:
     A git lock file in the way for a whole second is no race: a git process killed mid-update
     leaves it behind, and git refuses that ref until it is removed. Say so, naming it."""
     done = run(repo, "-c", "core.filesRefLockTimeout=1000", "update-ref", ref, new, old)
-    stuck = lock_in_the_way(done.stderr) if done.returncode else None
+    if done.returncode == 0:
+        return True
+    stuck = lock_in_the_way(done.stderr)
     if stuck:
+        running = gits_in(repo)
         raise SageError(
             f"cannot move {ref}: git's lock file {stuck} exists",
-            hint="another git process is using it, or one was killed and left it behind: "
-            "if no git is running here, remove that file and run again",
+            hint=f"a git is running here (pid {running[0]}): wait for it, then run again"
+            if running
+            else "no git is running here, so one was killed and left it behind: remove that "
+            "file and run again",
         )
-    return done.returncode == 0
+    if rev_parse(repo, ref) == old:  # nobody moved it: git itself said no
+        said = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise RefRefused(
+            f"git refused to move {ref}: {said}",
+            hint="a reference-transaction hook (or the repository's permissions) refused the "
+            "update; nothing moved, and the entries stay queued",
+        )
+    return False
+
+
+def gits_in(path: Path) -> list[int]:
+    """PIDs of git processes running in `path` (or below it), where /proc tells."""
+    where, found = path.resolve(), []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc_dir / "comm").read_text().strip() != "git":
+                continue
+            cwd = (proc_dir / "cwd").resolve()
+        except OSError:
+            continue
+        if cwd == where or where in cwd.parents:
+            found.append(int(proc_dir.name))
+    return sorted(found)
 
 
 def worktrees(repo: Path) -> dict[Path, str | None]:

@@ -8,10 +8,13 @@ index does not know yet; `undo_half_update` recognises exactly those and puts th
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from sage.lib import git
 
+LOCK_WAIT = 10.0  # seconds to wait for a git in the user's checkout to let go of its index
+STALE_LOCK = 2.0  # a lock this old with no git running in the checkout was left by a dead one
 _IN_THE_WAY = re.compile(r"(?:Entry|working tree file) '([^']+)'")
 
 
@@ -26,17 +29,52 @@ def follow(checkout: Path | None, old: str, new: str, *, dry_run: bool) -> str |
         done = git.run(checkout, *args)
     if done.returncode != 0 and undo_half_update(checkout, old, new, done.stderr):
         done = git.run(checkout, *args)
+    deadline = time.monotonic() + LOCK_WAIT
+    while done.returncode != 0 and _waited_out(done.stderr, checkout, deadline):
+        done = git.run(checkout, *args)
     if done.returncode == 0:
         return None
     return _why(checkout, done.stderr)
 
 
+def _waited_out(stderr: str, checkout: Path, deadline: float) -> bool:
+    """An editor's `git status` holds the index lock for a moment: wait (until `deadline`)
+    while a git runs there or the lock is young; whether to try again."""
+    lock = git.lock_in_the_way(stderr)
+    if lock is None:
+        return False
+    path = Path(lock)
+    while path.exists() and time.monotonic() < deadline:
+        if _stale(path, checkout):
+            return False  # nobody holds it: a git was killed there
+        time.sleep(0.02)
+    return not path.exists()
+
+
+def _stale(lock: Path, checkout: Path) -> bool:
+    return _age(lock) > STALE_LOCK and not git.gits_in(checkout)
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def _why(checkout: Path, stderr: str) -> str:
     lock = git.lock_in_the_way(stderr)
-    if lock:  # a git killed in the checkout, or one still running there: not the user's edits
+    if lock and not _stale(Path(lock), checkout):  # a live process holds it: never delete it
+        running = git.gits_in(checkout)
+        who = f"a git running there (pid {running[0]})" if running else "another process"
         return (
-            f"{lock} exists: another git is running in {checkout}, or one died "
-            "there; if none is running, remove that file, then run `sage queue process`"
+            f"{lock} was held by {who} for over {LOCK_WAIT:.0f}s; the landing waits in the "
+            "queue: run `sage queue process` once it is done"
+        )
+    if lock:  # a git killed in the checkout: not the user's edits
+        return (
+            f"{lock} exists but no git is running in {checkout}: one died there; remove that "
+            "file, then run `sage queue process`"
         )
     paths = list(dict.fromkeys(_IN_THE_WAY.findall(stderr)))
     what = ", ".join(paths) or (stderr.strip().splitlines() or ["read-tree failed"])[-1]

@@ -8,21 +8,30 @@ was computed on. If the ref moved meanwhile, everything is computed again on the
 
 from __future__ import annotations
 
+import random
 import shlex
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sage.lib import git
-from sage.lib.errors import GitError, SageError
+from sage.lib.errors import GitError, RefRefused, SageError
 from sage.lib.queue import checkout
 from sage.lib.queue.entries import Entries, QueueEntry, Status, step
 from sage.lib.queue.verify import Verifier
 from sage.lib.tickets import StateChange, TicketStore, now
 
 SLOTS_DIR = "_slots"  # worker slots' worktrees, under the worktrees folder (see executors)
-MAX_RACES = 5  # the target moved between computing and landing this many times in a row
+MAX_RACES = 8  # the target moved between computing and landing this many times in a row
+
+
+def race_backoff(races: int) -> float:
+    """Seconds before computing again after the target moved: jittered, doubling, at most 2 s
+    (eight races wait about six seconds in all)."""
+    delay: float = min(2.0, 0.05 * 2.0**races)
+    return delay * (0.5 + random.random())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,8 +107,12 @@ class Landing:
                 races += 1
                 todo = [c.entry for c in stack]
                 if races < MAX_RACES:
+                    time.sleep(race_backoff(races))
                     continue
-                why = f"{self.target} kept moving while landing"
+                why = (
+                    f"{self.target} kept moving while landing ({races} tries): something "
+                    "commits to it often; the entries stay queued for `sage queue process`"
+                )
                 return outcomes + [self._blocked(e, why) for e in todo]
             outcomes += landed
             if culprit is None or any(isinstance(o, Rejected) for o in landed):
@@ -212,7 +225,12 @@ class Landing:
             for c in stack
         ]  # fmt: skip
         step("recorded")
-        if not git.update_ref(self.root, self.ref, new, onto):
+        try:
+            moved = git.update_ref(self.root, self.ref, new, onto)
+        except RefRefused as exc:
+            back = self.entries.requeue(entries, reason=f"blocked: {exc.message}")
+            return [Rejected(entry=e, kind="blocked", detail=exc.message) for e in back]
+        if not moved:
             self.entries.requeue(entries)
             return None
         self._head = new
