@@ -35,12 +35,14 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def target_branch(project: Project, configured: str) -> str:
-    """The configured branch, else the one checked out at the repository root."""
+def target_branch(project: Project, configured: str, where: Path | None = None) -> str:
+    """The configured branch, else the one checked out where sage runs (`where`, the current
+    directory: a linked worktree on `feature` lands on `feature`)."""
     if configured:
         name = configured.removeprefix("refs/heads/")
     else:
-        name = git.git(project.root, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        here = _worktree_of(project, where or Path.cwd())
+        name = git.git(here, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
         if not name:
             raise SageError(
                 "HEAD is detached: no target branch to land on",
@@ -52,6 +54,17 @@ def target_branch(project: Project, configured: str) -> str:
             hint="create it with a first commit, or pass --target BRANCH",
         )
     return name
+
+
+def _worktree_of(project: Project, where: Path) -> Path:
+    """`where`'s worktree if it is one of this repository's (not a ticket's), else the root."""
+    try:
+        top = git.toplevel(where)
+    except SageError:
+        return project.root
+    same = git.common_dir(top).resolve() == git.common_dir(project.root).resolve()
+    inside_sage = project.worktrees_dir.resolve() in top.resolve().parents
+    return top if same and not inside_sage else project.root
 
 
 def make_queue(

@@ -427,3 +427,17 @@ def test_a_hand_run_queue_process_lands_while_a_stream_runs(repo, tickets_repo):
     assert sorted(trailers(repo)) == ["H-1", "H-2"]
     if "landed" in hand_out:  # the hand-run got there first: the stream must have reconciled
         assert [e["ticket"] for e in events(repo) if e["event"] == "reconciled"] == ["H-1"]
+
+
+def test_from_a_linked_worktree_it_lands_on_the_branch_checked_out_there(
+    repo, sage, tickets_repo, tmp_path
+):
+    tickets_repo([ticket("W-1", command=writer("w.txt"))])
+    main_before = git(repo, "rev-parse", "main")
+    feature = tmp_path / "feature"
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(feature))
+    done = sage(*AUTO, cwd=feature)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert git(repo, "rev-parse", "main") == main_before, "main must not move"
+    assert trailers(repo, "feature") == ["W-1"]
+    assert (feature / "w.txt").read_text() == "x", "the feature checkout followed"
