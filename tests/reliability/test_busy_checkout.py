@@ -82,11 +82,15 @@ def test_a_held_index_lock_is_waited_out_and_never_called_stale(tmp_path: Path) 
 
 def test_frequent_commits_to_the_target_are_raced_with_backoff(tmp_path: Path) -> None:
     repo = new_repo(tmp_path / "repo", tickets(6))
+    # Bursts of commits (a user's rebase, a script), then a pause: immediate retries all fall
+    # inside a burst; backing off outlasts it.
     committer = (
         "import subprocess, time\n"
         "while True:\n"
-        "    subprocess.run(['git', 'commit', '-q', '--allow-empty', '-m', 'user work'])\n"
-        "    time.sleep(0.02)\n"
+        "    for _ in range(8):\n"
+        "        subprocess.run(['git', 'commit', '-q', '--allow-empty', '-m', 'user work'])\n"
+        "        time.sleep(0.02)\n"
+        "    time.sleep(0.6)\n"
     )
     env = {**os.environ}
     with background(committer, repo):

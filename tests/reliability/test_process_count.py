@@ -29,17 +29,19 @@ import pytest
 from tests.reliability.conftest import SAGE, landed_exactly_once, new_repo
 
 SHORT, LONG = 3, 8
-# Counts as of 2026-12-01, from the breakdown this test prints; they may only go down. The
-# worktree-ownership checks added a snapshot of the user's branches; the identity cached per
-# repository, HEAD and loose refs read from files, conflict markers looked for on disk first, and
-# the target's head remembered from the last compare-and-swap more than paid for it.
-MAX_PER_TICKET = 13
-# worktree add + prune; in the worktree: status, add, diff (what lands), commit
-MAX_WORKER_SIDE = 6
+# Counts as of 2026-12-01, from the breakdown this test prints; they may only go down. Worker
+# slots replaced `worktree add` + `prune` with `ls-files -v`, `checkout` and `clean` (which cost
+# what the change costs, not what the repository's size costs), and the worktree-ownership checks
+# added a snapshot of the user's branches; the identity cached per repository, HEAD and loose refs
+# read from files, conflict markers looked for on disk first, and the target's head remembered
+# from the last compare-and-swap paid for it: as many calls as before, fewer processes.
+MAX_PER_TICKET = 14
+# in the slot: ls-files -v, checkout, clean; then status, add, diff (what lands), commit
+MAX_WORKER_SIDE = 7
 # in the user's checkout: for-each-ref (the user's branches after the worker), log, commit-tree,
 # read-tree (dry run, then for real), update-ref (compare-and-swap, branch delete)
 MAX_LANDING_SIDE = 7
-MAX_ALL_PROCESSES = 17  # every git process, git's own children included (trace2)
+MAX_ALL_PROCESSES = 15  # every git process, git's own children included (trace2)
 
 WRAPPER = """#!/bin/sh
 line="$PWD"
