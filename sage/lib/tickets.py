@@ -44,6 +44,7 @@ class Ticket:
     priority: str = "P2"
     type: str = "implementation"
     dependencies: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # paths or globs it will touch (`sage.lib.touches`)
     estimate_minutes: float | None = None
     command: tuple[str, ...] | None = None
     parent: str | None = None
@@ -243,6 +244,9 @@ def _list_fields(
         problems.append(
             _err("bad-dependencies", tid, f'{tid}: "dependencies" must be a list of IDs')
         )
+    touched = entry.get("files")
+    if touched is not None:
+        _files_field(touched, tid, problems, out)
     estimate = entry.get("estimate_minutes")
     if estimate is not None:
         number = isinstance(estimate, int | float) and not isinstance(estimate, bool)
@@ -264,6 +268,15 @@ def _list_fields(
     parent = entry.get("parent")
     if parent is not None:
         out["parent"] = str(parent)
+
+
+def _files_field(value: Any, tid: str, problems: list[Problem], out: dict[str, Any]) -> None:
+    if isinstance(value, list) and all(map(_is_str, value)):
+        if value:
+            out["files"] = tuple(dict.fromkeys(value))
+    else:
+        message = f'{tid}: "files" must be a list of paths or globs such as ["src/*.py"]'
+        problems.append(_err("bad-files", tid, message))
 
 
 def _check_duplicates(tickets: Iterable[Ticket], problems: list[Problem]) -> None:
