@@ -110,6 +110,7 @@ class Dispatcher:
         self._held: set[str] = set()
         self._touching: dict[str, touches.TouchSet] = {}  # the held tickets that touch files
         self._apart: list[tuple[tuple[int, float, str], str]] = []  # ready, kept aside
+        self._any_files: bool | None = None  # whether any ticket touches a file (lazily)
 
     def _admit(self, ticket: Ticket) -> None:
         pending = sum(1 for d in set(ticket.dependencies) if self.tickets[d].state != "COMPLETED")
@@ -199,6 +200,13 @@ class Dispatcher:
             joined = self._sets[tid] = tuple(dict.fromkeys((*self.touch_set(tid), *new)))
             if tid in self._held and joined:
                 self._touching[tid] = joined
+
+    @property
+    def touches_files(self) -> bool:
+        """Whether any ticket declares or learned files: else holds change nothing."""
+        if self._any_files is None:
+            self._any_files = any(t.files for t in self.tickets.values())
+        return self._any_files or any(self._sets.values())
 
     @property
     def held(self) -> frozenset[str]:
@@ -325,6 +333,7 @@ def _dynamic(plan: Dispatcher, workers: int, *, apart: bool = True) -> _Run:
     its start to its landing (its finish, here)."""
     slots: _Run = []
     clock, running = 0.0, list[tuple[float, str]]()  # running: heap of (finish time, id)
+    apart = apart and plan.touches_files
     while len(plan) or running:
         while len(running) < workers and (ticket := plan.pop()) is not None:
             if apart:
@@ -342,6 +351,7 @@ def _batches(plan: Dispatcher, workers: int, *, apart: bool = True) -> _Run:
     the slowest of them has finished."""
     slots: _Run = []
     clock = 0.0
+    apart = apart and plan.touches_files
     while len(plan):
         batch: list[Ticket] = []
         while len(batch) < workers and (ticket := plan.pop()) is not None:
