@@ -51,9 +51,10 @@ def render(p: scheduler.Plan) -> None:
     typer.echo(f"makespan, dynamic dispatch: {fmt(p.dynamic_makespan)}")
     if p.apart:
         cost = p.dynamic_makespan - p.together_makespan
+        costs = f"costs {fmt(cost)}" if cost > 0 else "costs nothing"
         typer.echo(
             f"  ({fmt(p.together_makespan)} if the tickets kept apart ran at once: "
-            f"keeping them apart costs {fmt(cost)})"
+            f"keeping them apart {costs})"
         )
     typer.echo(f"makespan, batch waves: {fmt(p.batch_makespan)}")
     s = p.stats

@@ -384,12 +384,31 @@ def kept_apart(dispatcher: Dispatcher) -> tuple[Apart, ...]:
     together anyway (one depends on the other)."""
     runnable, tickets = dispatcher.runnable, dispatcher.tickets
     sets = {t: dispatcher.touch_set(t) for t in runnable if tickets[t].files}
+    ordered = _Ordered(dispatcher) if sets else None
     links = nx.Graph()
     for a, b in touches.pairs(sets):
-        if not (nx.has_path(runnable, a, b) or nx.has_path(runnable, b, a)):
+        if ordered is not None and not ordered(a, b):
             links.add_edge(a, b, files=tuple(touches.shared(sets[a], sets[b])))
     return tuple(sorted((_group(links, m) for m in nx.connected_components(links)),
                         key=lambda g: g.tickets))  # fmt: skip
+
+
+class _Ordered:
+    """Whether one of two runnable tickets depends on the other: tickets of one generation never
+    do; otherwise the earlier one's descendants, each found once."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.graph = dispatcher.runnable
+        self.level = {t: k for k, gen in enumerate(dispatcher.generations) for t in gen}
+        self.below: dict[str, set[str]] = {}
+
+    def __call__(self, a: str, b: str) -> bool:
+        if self.level[a] == self.level[b]:
+            return False
+        first, then = (a, b) if self.level[a] < self.level[b] else (b, a)
+        if first not in self.below:
+            self.below[first] = nx.descendants(self.graph, first)
+        return then in self.below[first]
 
 
 def _group(links: nx.Graph, members: set[str]) -> Apart:

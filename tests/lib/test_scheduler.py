@@ -422,3 +422,21 @@ def test_a_plan_without_files_keeps_nothing_apart() -> None:
     index = tickets.load(FIXTURE)
     plan = scheduler.plan(index.tickets, dag.build(index.tickets), 4)
     assert plan.apart == () and plan.together_makespan == plan.dynamic_makespan
+
+
+@FAST
+@given(backlogs(max_tickets=16), st.lists(FILES, min_size=16, max_size=16))
+def test_the_plan_keeps_apart_exactly_the_overlapping_independent_pairs(
+    items: list[Ticket], sets: list[list[str]]
+) -> None:
+    items = [replace(t, files=tuple(f)) for t, f in zip(items, sets, strict=False)]
+    graph = dag.build(items)
+    plan = scheduler.plan(items, graph, 2)
+    listed = {(a, b) for g in plan.apart for a, b, _ in g.pairs}
+    expected = {
+        (a.id, b.id) if a.id < b.id else (b.id, a.id)
+        for a, b in itertools.combinations(items, 2)
+        if _meet(a, b) and not nx.has_path(graph, a.id, b.id) and not nx.has_path(graph, b.id, a.id)
+    }
+    assert listed == expected  # (list scheduling is not monotone: apart may even be faster)
+    assert listed or plan.together_makespan == plan.dynamic_makespan
