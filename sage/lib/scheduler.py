@@ -111,6 +111,7 @@ class Dispatcher:
         self._touching: dict[str, touches.TouchSet] = {}  # the held tickets that touch files
         self._apart: list[tuple[tuple[int, float, str], str]] = []  # ready, kept aside
         self._any_files: bool | None = None  # whether any ticket touches a file (lazily)
+        self._waits: dict[tuple[str, str], None] = {}  # (kept aside, for whom), in order
 
     def _admit(self, ticket: Ticket) -> None:
         pending = sum(1 for d in set(ticket.dependencies) if self.tickets[d].state != "COMPLETED")
@@ -132,11 +133,12 @@ class Dispatcher:
             dict(self._waiting),
             list(self._heap),
         )
-        clone._sets, clone._held, clone._touching, clone._apart = (
+        clone._sets, clone._held, clone._touching, clone._apart, clone._waits = (
             dict(self._sets),
             set(self._held),
             dict(self._touching),
             list(self._apart),
+            dict(self._waits),
         )
         return clone
 
@@ -156,9 +158,11 @@ class Dispatcher:
         heap = self._heap
         while heap:
             item = heapq.heappop(heap)
-            if self.clashes_with(item[1]) is None:
+            holder = self.clashes_with(item[1])
+            if holder is None:
                 return self.tickets[item[1]]
             self._apart.append(item)
+            self._waits[(item[1], holder)] = None
         return None
 
     # ---- touch sets ----------------------------------------------------------------------
@@ -213,8 +217,13 @@ class Dispatcher:
         return frozenset(self._held)
 
     def kept_apart(self) -> dict[str, str]:
-        """Ready tickets kept aside, each with a held ticket it overlaps."""
+        """Ready tickets kept aside now, each with a held ticket it overlaps."""
         return {tid: self.clashes_with(tid) or "" for _, tid in sorted(self._apart)}
+
+    @property
+    def waits(self) -> list[tuple[str, str]]:
+        """Every (ticket, held ticket) pair `pop` has kept apart so far, in order."""
+        return list(self._waits)
 
     def requeue(self, tid: str) -> None:
         """A ticket that will run again (retry, conflict) goes back into the ready set."""
@@ -380,35 +389,14 @@ class Apart:
 
 
 def kept_apart(dispatcher: Dispatcher) -> tuple[Apart, ...]:
-    """Groups of runnable tickets linked by overlapping files, leaving out pairs that never run
-    together anyway (one depends on the other)."""
-    runnable, tickets = dispatcher.runnable, dispatcher.tickets
-    sets = {t: dispatcher.touch_set(t) for t in runnable if tickets[t].files}
-    ordered = _Ordered(dispatcher) if sets else None
+    """Groups of tickets a simulation kept apart (linked by who waited for whom), each pair with
+    the patterns of theirs that meet."""
     links = nx.Graph()
-    for a, b in touches.pairs(sets):
-        if ordered is not None and not ordered(a, b):
-            links.add_edge(a, b, files=tuple(touches.shared(sets[a], sets[b])))
+    for waiting, holder in dispatcher.waits:
+        shared = touches.shared(dispatcher.touch_set(waiting), dispatcher.touch_set(holder))
+        links.add_edge(waiting, holder, files=tuple(shared))
     return tuple(sorted((_group(links, m) for m in nx.connected_components(links)),
                         key=lambda g: g.tickets))  # fmt: skip
-
-
-class _Ordered:
-    """Whether one of two runnable tickets depends on the other: tickets of one generation never
-    do; otherwise the earlier one's descendants, each found once."""
-
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self.graph = dispatcher.runnable
-        self.level = {t: k for k, gen in enumerate(dispatcher.generations) for t in gen}
-        self.below: dict[str, set[str]] = {}
-
-    def __call__(self, a: str, b: str) -> bool:
-        if self.level[a] == self.level[b]:
-            return False
-        first, then = (a, b) if self.level[a] < self.level[b] else (b, a)
-        if first not in self.below:
-            self.below[first] = nx.descendants(self.graph, first)
-        return then in self.below[first]
 
 
 def _group(links: nx.Graph, members: set[str]) -> Apart:
@@ -471,8 +459,9 @@ def _plan(dispatcher: Dispatcher, requested: str | int) -> Plan:
     path = dag.critical_path(todo, weights, longest=dispatcher.longest)
     total = sum(weights.values())
     n = count.workers
-    apart = kept_apart(dispatcher)
-    dynamic = _makespan(_dynamic(dispatcher.copy(), n))
+    simulated = dispatcher.copy()
+    dynamic = _makespan(_dynamic(simulated, n))
+    apart = kept_apart(simulated)
     together = _makespan(_dynamic(dispatcher.copy(), n, apart=False)) if apart else dynamic
     return Plan(
         workers=count,

@@ -11,7 +11,7 @@ folder), never the other way round.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,36 +61,6 @@ def _overlap(a: str, b: str) -> bool:
     if not is_glob(a) and not is_glob(b):  # plain paths: the same, or one inside the other
         return b.startswith(a + "/") or a.startswith(b + "/")
     return _meet(_segments(a), _segments(b), _segment_meets, _GLOBSTAR)
-
-
-def pairs(sets: Mapping[str, Sequence[str]]) -> list[tuple[str, str]]:
-    """Every two owners whose sets overlap, each pair once as (smaller, larger). Plain paths are
-    looked up with their parent folders; only globs are compared with everything."""
-    plain: dict[str, list[str]] = {}
-    globs: list[tuple[str, str]] = []
-    for owner, patterns in sets.items():
-        for p in patterns:
-            if is_glob(p):
-                globs.append((owner, p))
-            else:
-                plain.setdefault(p, []).append(owner)
-    found: set[tuple[str, str]] = set()
-    for path, owners in plain.items():
-        near = [o for folder in _folders(path) for o in plain.get(folder, ())]
-        found.update(_pair(a, b) for a in owners for b in owners + near)
-    for i, (owner, glob) in enumerate(globs):
-        found.update(_pair(owner, o) for p, os in plain.items() if overlap(glob, p) for o in os)
-        found.update(_pair(owner, o) for o, g in globs[i + 1 :] if overlap(glob, g))
-    return sorted(pair for pair in found if pair[0] != pair[1])
-
-
-def _folders(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[:n]) for n in range(1, len(parts))]
-
-
-def _pair(a: str, b: str) -> tuple[str, str]:
-    return (a, b) if a <= b else (b, a)
 
 
 def matches(pattern: str, path: str) -> bool:
