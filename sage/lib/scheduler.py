@@ -389,20 +389,26 @@ class Apart:
 
 
 def kept_apart(dispatcher: Dispatcher) -> tuple[Apart, ...]:
-    """Groups of tickets a simulation kept apart (linked by who waited for whom), each pair with
-    the patterns of theirs that meet."""
-    links = nx.Graph()
+    """Groups of tickets a simulated run kept apart: who waited for whom, joined by the files
+    they waited on (every ticket kept apart over one file is in one group)."""
+    pairs: dict[tuple[str, str], tuple[str, ...]] = {}
     for waiting, holder in dispatcher.waits:
-        shared = touches.shared(dispatcher.touch_set(waiting), dispatcher.touch_set(holder))
-        links.add_edge(waiting, holder, files=tuple(shared))
-    return tuple(sorted((_group(links, m) for m in nx.connected_components(links)),
-                        key=lambda g: g.tickets))  # fmt: skip
+        a, b = sorted((waiting, holder))
+        pairs[(a, b)] = tuple(touches.shared(dispatcher.touch_set(a), dispatcher.touch_set(b)))
+    joined = nx.Graph()
+    for (a, b), files in pairs.items():
+        joined.add_edge(a, b)
+        joined.add_edges_from((a, ("file", f)) for f in files)  # a file node: not a ticket ID
+    groups = (
+        {n for n in members if isinstance(n, str)} for members in nx.connected_components(joined)
+    )
+    return tuple(sorted((_group(pairs, m) for m in groups), key=lambda g: g.tickets))
 
 
-def _group(links: nx.Graph, members: set[str]) -> Apart:
-    pairs = sorted((*sorted((a, b)), f) for a, b, f in links.subgraph(members).edges(data="files"))
-    files = sorted({f for _, _, shared in pairs for f in shared})
-    return Apart(tickets=tuple(sorted(members)), files=tuple(files), pairs=tuple(pairs))
+def _group(pairs: Mapping[tuple[str, str], tuple[str, ...]], members: set[str]) -> Apart:
+    inside = sorted((a, b, files) for (a, b), files in pairs.items() if a in members)
+    files = sorted({f for _, _, shared in inside for f in shared})
+    return Apart(tickets=tuple(sorted(members)), files=tuple(files), pairs=tuple(inside))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
