@@ -270,15 +270,6 @@ def _list_fields(
         out["parent"] = str(parent)
 
 
-def _files_field(value: Any, tid: str, problems: list[Problem], out: dict[str, Any]) -> None:
-    if isinstance(value, list) and all(map(_is_str, value)):
-        if value:
-            out["files"] = tuple(dict.fromkeys(value))
-    else:
-        message = f'{tid}: "files" must be a list of paths or globs such as ["src/*.py"]'
-        problems.append(_err("bad-files", tid, message))
-
-
 def _check_duplicates(tickets: Iterable[Ticket], problems: list[Problem]) -> None:
     seen: dict[str, int] = {}
     for ticket in tickets:
@@ -286,6 +277,15 @@ def _check_duplicates(tickets: Iterable[Ticket], problems: list[Problem]) -> Non
     for tid, count in seen.items():
         if count > 1:
             problems.append(_err("duplicate-id", tid, f"{tid}: ID is used by {count} tickets"))
+
+
+def _files_field(value: Any, tid: str, problems: list[Problem], out: dict[str, Any]) -> None:
+    if isinstance(value, list) and all(map(_is_str, value)):
+        if value:
+            out["files"] = tuple(dict.fromkeys(value))
+    else:
+        message = f'{tid}: "files" must be a list of paths or globs such as ["src/*.py"]'
+        problems.append(_err("bad-files", tid, message))
 
 
 def load(path: Path) -> Index:
