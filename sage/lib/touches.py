@@ -64,7 +64,7 @@ def _overlap(a: str, b: str) -> bool:
 
 
 def matches(pattern: str, path: str) -> bool:
-    """Whether `pattern` covers the plain `path`."""
+    """Whether `pattern` covers the plain `path` (or, if `path` is a folder, something in it)."""
     return overlap(normalize(pattern), normalize(path))
 
 
@@ -103,7 +103,10 @@ def _meet(p: Sequence[Any], q: Sequence[Any], step: Callable[[Any, Any], bool], 
         b = q[j] if j < len(q) else None
         if a is None and b is None:
             return True
-        todo += [(i + 1, j)] * (a == star) + [(i, j + 1)] * (b == star)
+        if a == star:  # it matches nothing more
+            todo.append((i + 1, j))
+        if b == star:
+            todo.append((i, j + 1))
         if a is not None and b is not None and step(a, b):
             todo.append((i + (a != star), j + (b != star)))
     return False
