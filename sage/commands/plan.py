@@ -22,7 +22,7 @@ def command(
 
     The lower bound is max(critical path, total work / N); makespans are simulated for dynamic
     dispatch and for the seed's batch waves. Tickets whose `files` overlap run one at a time:
-    the plan lists them and the makespan they cost.
+    the plan lists those its simulated run keeps apart, and what that costs in makespan.
     """
     _, idx, dag = load_valid_graph(index)
     result = scheduler.plan(idx.tickets, dag, parallel)

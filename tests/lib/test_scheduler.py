@@ -359,6 +359,41 @@ def _meet(a: Ticket, b: Ticket) -> bool:
     return touches.overlaps(touches.touch_set(a.files), touches.touch_set(b.files))
 
 
+@FAST
+@given(
+    st.lists(st.tuples(st.sampled_from(tickets.PRIORITIES), FILES), min_size=1, max_size=10),
+    st.randoms(use_true_random=False),
+)
+def test_with_learned_files_a_popped_ticket_overlaps_nothing_held(
+    specs: list[tuple[str, list[str]]], rng: random.Random
+) -> None:
+    items = [Ticket(id=f"T-{i:02d}", title="t", priority=p, files=tuple(f))
+             for i, (p, f) in enumerate(specs)]  # fmt: skip
+    ids = [t.id for t in items]
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    sets = {t.id: touches.touch_set(t.files) for t in items}  # the model
+    held: list[str] = []
+    done: list[str] = []
+    while len(dispatcher) or held:
+        if rng.random() < 0.15:  # two tickets conflicted at landing on some files
+            a, b = rng.choice(ids), rng.choice(ids)
+            learned = rng.sample(["a", "c/x", "e", "R.md"], rng.randint(1, 2))
+            dispatcher.learn(a, b, learned)
+            for tid in {a, b}:
+                sets[tid] = tuple(dict.fromkeys((*sets[tid], *learned)))
+        popped = dispatcher.pop() if rng.random() < 0.6 else None
+        if popped is not None:
+            assert not any(touches.overlaps(sets[popped.id], sets[h]) for h in held)
+            assert dispatcher.touch_set(popped.id) == sets[popped.id]
+            dispatcher.hold(popped.id)
+            held.append(popped.id)
+        elif held:
+            gone = held.pop(rng.randrange(len(held)))
+            dispatcher.release(gone)
+            done.append(gone)
+    assert sorted(done) == sorted(ids)
+
+
 def test_the_simulator_keeps_overlapping_tickets_apart() -> None:
     items = [
         Ticket(id="A", title="a", estimate_minutes=10, files=("CHANGELOG.md",)),
