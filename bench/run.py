@@ -43,6 +43,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("queue", "bench.queue"),
     ("replay", "bench.replay"),
     ("isolation", "bench.isolation"),
+    ("conflicts", "bench.conflicts"),
 ]
 
 Row = dict[str, Any]
@@ -54,6 +55,9 @@ class Options:
     workdir: Path  # a scratch directory, removed after the run
     root: Path = ROOT
     python: str = sys.executable
+    conflict_variants: tuple[
+        str, ...
+    ] = ()  # bench/conflicts.py: which variants (default: today's two)
 
 
 def row(
@@ -181,12 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     parser.add_argument("--only", nargs="+", metavar="SECTION", choices=[n for n, _ in SECTIONS])
+    parser.add_argument(
+        "--conflict-variants", nargs="+", metavar="VARIANT", default=(),
+        help="the conflicts section's variants, side by side (see bench/conflicts.py)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     wanted = [(n, m) for n, m in SECTIONS if not args.only or n in args.only]
     started = time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="sage-bench-") as tmp:
-        options = Options(quick=args.quick, workdir=Path(tmp))
+        options = Options(
+            quick=args.quick, workdir=Path(tmp), conflict_variants=tuple(args.conflict_variants)
+        )
         for name, module in wanted:
             rows += run_section(name, module, options)
     seconds = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -20,7 +21,8 @@ def command(
     """Plan a run without running anything: waves, critical path and makespan for N workers.
 
     The lower bound is max(critical path, total work / N); makespans are simulated for dynamic
-    dispatch and for the seed's batch waves.
+    dispatch and for the seed's batch waves. Tickets whose `files` overlap run one at a time:
+    the plan lists those its simulated run keeps apart, and what that costs in makespan.
     """
     _, idx, dag = load_valid_graph(index)
     result = scheduler.plan(idx.tickets, dag, parallel)
@@ -48,11 +50,24 @@ def render(p: scheduler.Plan) -> None:
         f"lower bound: {fmt(p.lower_bound)} = max(critical path, work / {p.workers.workers})"
     )
     typer.echo(f"makespan, dynamic dispatch: {fmt(p.dynamic_makespan)}")
+    if p.apart:
+        _apart_cost(p, fmt)
     typer.echo(f"makespan, batch waves: {fmt(p.batch_makespan)}")
     s = p.stats
     typer.echo(
         f"batches: {s.tickets} tickets, {s.workers} workers → {s.batches} batches "
         f"of up to {s.per_batch} (last {s.last_batch})"
     )
+    for group in p.apart:  # after the figures: the list may be long
+        typer.echo(f"kept apart: {', '.join(group.tickets)} (files: {', '.join(group.files)})")
     for tid, cause in sorted(p.blocked.items()):
         typer.echo(f"blocked: {tid} (waits on {cause})")
+
+
+def _apart_cost(p: scheduler.Plan, fmt: Callable[[float], str]) -> None:
+    cost = p.dynamic_makespan - p.together_makespan
+    costs = f"costs {fmt(cost)}" if cost > 0 else "costs nothing"  # list scheduling: it may not
+    typer.echo(
+        f"  ({fmt(p.together_makespan)} if the tickets kept apart ran at once: "
+        f"keeping them apart {costs})"
+    )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sage.lib import graph as dag
-from sage.lib import lazy
+from sage.lib import lazy, touches
 from sage.lib.errors import UsageError
 from sage.lib.tickets import Ticket, quiet_gc
 
@@ -78,6 +78,11 @@ class Dispatcher:
     Open tickets (UNPROCESSED / IN_PROGRESS) are scheduled; COMPLETED dependencies count as landed.
     A dependency in any other state (DEFERRED, unknown) blocks the dependent for this run, and
     with it everything that depends on it: `blocked` maps each such ticket to that cause.
+
+    Touch sets are a soft mutex: while a ticket is held (`hold` when it starts, `release` when
+    it has landed, was deferred or was given back; `landed` and `failed` release too), `pop`
+    keeps ready tickets whose files overlap it aside, in priority order, until it is released.
+    `learn` adds files two tickets conflicted on to both sets.
     """
 
     def __init__(self, tickets: Sequence[Ticket], graph: nx.DiGraph) -> None:
@@ -101,6 +106,12 @@ class Dispatcher:
         self._keys = {tid: dag.dispatch_key(self.tickets[tid], self.longest) for tid in todo}
         for tid in todo:
             self._admit(self.tickets[tid])
+        self._sets: dict[str, touches.TouchSet] = {}  # touch sets, declared or learned, lazily
+        self._held: set[str] = set()
+        self._touching: dict[str, touches.TouchSet] = {}  # the held tickets that touch files
+        self._apart: list[tuple[tuple[int, float, str], str]] = []  # ready, kept aside
+        self._any_files: bool | None = None  # whether any ticket touches a file (lazily)
+        self._waits: dict[tuple[str, str], None] = {}  # (kept aside, for whom), in order
 
     def _admit(self, ticket: Ticket) -> None:
         pending = sum(1 for d in set(ticket.dependencies) if self.tickets[d].state != "COMPLETED")
@@ -122,23 +133,106 @@ class Dispatcher:
             dict(self._waiting),
             list(self._heap),
         )
+        clone._sets, clone._held, clone._touching, clone._apart, clone._waits = (
+            dict(self._sets),
+            set(self._held),
+            dict(self._touching),
+            list(self._apart),
+            dict(self._waits),
+        )
         return clone
 
     def __len__(self) -> int:
-        return len(self._heap)
+        """Ready tickets, those kept apart from a held one included."""
+        return len(self._heap) + len(self._apart)
 
     def peek(self) -> Ticket | None:
-        return self.tickets[self._heap[0][1]] if self._heap else None
+        """The first ready ticket by priority, kept apart or not."""
+        first = min(self._heap[:1] + self._apart, default=None)
+        return self.tickets[first[1]] if first else None
 
     def pop(self) -> Ticket | None:
-        return self.tickets[heapq.heappop(self._heap)[1]] if self._heap else None
+        """The first ready ticket by priority whose files overlap no held ticket's."""
+        if not self._touching:  # nothing held touches a file: the plain heap
+            return self.tickets[heapq.heappop(self._heap)[1]] if self._heap else None
+        heap = self._heap
+        while heap:
+            item = heapq.heappop(heap)
+            holder = self.clashes_with(item[1])
+            if holder is None:
+                return self.tickets[item[1]]
+            self._apart.append(item)
+            self._waits[(item[1], holder)] = None
+        return None
+
+    # ---- touch sets ----------------------------------------------------------------------
+
+    def touch_set(self, tid: str) -> touches.TouchSet:
+        """The files a ticket touches: its `files`, and those it conflicted on this run."""
+        found = self._sets.get(tid)
+        if found is None:
+            ticket = self.tickets.get(tid)
+            found = self._sets[tid] = touches.touch_set(ticket.files if ticket else ())
+        return found
+
+    def clashes_with(self, tid: str) -> str | None:
+        """A held ticket (other than `tid`) whose files overlap `tid`'s, if any."""
+        mine = self.touch_set(tid)
+        if not mine:
+            return None
+        held = self._touching.items()
+        return next((h for h, theirs in held if h != tid and touches.overlaps(mine, theirs)), None)
+
+    def hold(self, tid: str) -> None:
+        """`tid` started: until it is released, tickets overlapping it are kept apart."""
+        self._held.add(tid)
+        if mine := self.touch_set(tid):
+            self._touching[tid] = mine
+
+    def release(self, tid: str) -> None:
+        """`tid` landed, was deferred or given back: what it kept apart is ready again."""
+        self._held.discard(tid)
+        if self._touching.pop(tid, None) is not None and self._apart:
+            for item in self._apart:
+                heapq.heappush(self._heap, item)
+            self._apart.clear()
+
+    def learn(self, tid_a: str, tid_b: str, files: Sequence[str]) -> None:
+        """Two tickets conflicted on `files`: both sets include them for the rest of the run."""
+        new = touches.touch_set(files)
+        for tid in dict.fromkeys((tid_a, tid_b)):
+            joined = self._sets[tid] = tuple(dict.fromkeys((*self.touch_set(tid), *new)))
+            if tid in self._held and joined:
+                self._touching[tid] = joined
+
+    @property
+    def touches_files(self) -> bool:
+        """Whether any ticket declares or learned files: else holds change nothing."""
+        if self._any_files is None:
+            self._any_files = any(t.files for t in self.tickets.values())
+        return self._any_files or any(self._sets.values())
+
+    @property
+    def held(self) -> frozenset[str]:
+        return frozenset(self._held)
+
+    def kept_apart(self) -> dict[str, str]:
+        """Ready tickets kept aside now, each with a held ticket it overlaps."""
+        return {tid: self.clashes_with(tid) or "" for _, tid in sorted(self._apart)}
+
+    @property
+    def waits(self) -> list[tuple[str, str]]:
+        """Every (ticket, held ticket) pair `pop` has kept apart so far, in order."""
+        return list(self._waits)
 
     def requeue(self, tid: str) -> None:
         """A ticket that will run again (retry, conflict) goes back into the ready set."""
         self._push(tid)
 
     def landed(self, tid: str) -> list[str]:
-        """Mark a ticket landed; return the dependents it made ready."""
+        """Mark a ticket landed (and released); return the dependents it made ready."""
+        if self._held:
+            self.release(tid)
         waiting = self._waiting  # blocked tickets are never in it
         waiting.pop(tid, None)
         freed = []
@@ -152,7 +246,8 @@ class Dispatcher:
         return freed
 
     def failed(self, tid: str) -> list[str]:
-        """A ticket that will not land this run: every open descendant is blocked by it."""
+        """A ticket that will not land this run (released): every open descendant is blocked."""
+        self.release(tid)
         self._waiting.pop(tid, None)
         lost = [d for d in nx.descendants(self._graph, tid) if d in self._waiting]
         for d in lost:
@@ -160,6 +255,7 @@ class Dispatcher:
             del self._waiting[d]
         self._heap = [(k, t) for k, t in self._heap if t not in self.blocked]
         heapq.heapify(self._heap)
+        self._apart = [(k, t) for k, t in self._apart if t not in self.blocked]
         return sorted(lost)
 
     @property
@@ -202,17 +298,28 @@ class Slot:
 
 
 def simulate(
-    tickets: Sequence[Ticket], graph: nx.DiGraph, workers: int, schedule: str = "dynamic"
+    tickets: Sequence[Ticket],
+    graph: nx.DiGraph,
+    workers: int,
+    schedule: str = "dynamic",
+    *,
+    apart: bool = True,
 ) -> float:
-    """Makespan (in estimate units) of list scheduling with `workers`, dynamic or in waves."""
-    return _makespan(_schedule(Dispatcher(tickets, graph), workers, schedule))
+    """Makespan (in estimate units) of list scheduling with `workers`, dynamic or in waves;
+    with `apart`, tickets whose files overlap wait for each other (the soft mutex)."""
+    return _makespan(_schedule(Dispatcher(tickets, graph), workers, schedule, apart=apart))
 
 
 def timeline(
-    tickets: Sequence[Ticket], graph: nx.DiGraph, workers: int, schedule: str = "dynamic"
+    tickets: Sequence[Ticket],
+    graph: nx.DiGraph,
+    workers: int,
+    schedule: str = "dynamic",
+    *,
+    apart: bool = True,
 ) -> list[Slot]:
     """The simulated schedule behind `simulate`: when each ticket would start and finish."""
-    slots = _schedule(Dispatcher(tickets, graph), workers, schedule)
+    slots = _schedule(Dispatcher(tickets, graph), workers, schedule, apart=apart)
     return [Slot(ticket=tid, start=start, finish=finish) for start, finish, tid in slots]
 
 
@@ -223,18 +330,23 @@ def _makespan(slots: _Run) -> float:
     return max((finish for _, finish, _ in slots), default=0.0)
 
 
-def _schedule(plan: Dispatcher, workers: int, schedule: str) -> _Run:
+def _schedule(plan: Dispatcher, workers: int, schedule: str, *, apart: bool = True) -> _Run:
     if schedule not in SCHEDULES:
         raise UsageError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
-    return _batches(plan, workers) if schedule == "batch" else _dynamic(plan, workers)
+    run = _batches if schedule == "batch" else _dynamic
+    return run(plan, workers, apart=apart)
 
 
-def _dynamic(plan: Dispatcher, workers: int) -> _Run:
-    """A free worker takes the next ready ticket the moment it is free."""
+def _dynamic(plan: Dispatcher, workers: int, *, apart: bool = True) -> _Run:
+    """A free worker takes the next ready ticket the moment it is free; a ticket is held from
+    its start to its landing (its finish, here)."""
     slots: _Run = []
     clock, running = 0.0, list[tuple[float, str]]()  # running: heap of (finish time, id)
+    apart = apart and plan.touches_files
     while len(plan) or running:
         while len(running) < workers and (ticket := plan.pop()) is not None:
+            if apart:
+                plan.hold(ticket.id)
             finish = clock + ticket.weight
             heapq.heappush(running, (finish, ticket.id))
             slots.append((clock, finish, ticket.id))
@@ -243,18 +355,60 @@ def _dynamic(plan: Dispatcher, workers: int) -> _Run:
     return slots
 
 
-def _batches(plan: Dispatcher, workers: int) -> _Run:
+def _batches(plan: Dispatcher, workers: int, *, apart: bool = True) -> _Run:
     """The seed's waves: up to `workers` ready tickets start together; the next batch starts when
     the slowest of them has finished."""
     slots: _Run = []
     clock = 0.0
+    apart = apart and plan.touches_files
     while len(plan):
-        batch = [(t.id, t.weight) for _ in range(min(workers, len(plan))) if (t := plan.pop())]
-        slots += [(clock, clock + weight, tid) for tid, weight in batch]
-        clock += max(weight for _, weight in batch)
-        for tid, _ in batch:
-            plan.landed(tid)
+        batch: list[Ticket] = []
+        while len(batch) < workers and (ticket := plan.pop()) is not None:
+            if apart:
+                plan.hold(ticket.id)
+            batch.append(ticket)
+        slots += [(clock, clock + t.weight, t.id) for t in batch]
+        clock += max(t.weight for t in batch)
+        for t in batch:
+            plan.landed(t.id)
     return slots
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Apart:
+    """Tickets that could run at the same time but touch the same files, so run one at a time:
+    a group linked by `pairs` (two tickets and the patterns of theirs that meet)."""
+
+    tickets: tuple[str, ...]
+    files: tuple[str, ...]
+    pairs: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        pairs = [{"tickets": [a, b], "files": list(f)} for a, b, f in self.pairs]
+        return {"tickets": list(self.tickets), "files": list(self.files), "pairs": pairs}
+
+
+def kept_apart(dispatcher: Dispatcher) -> tuple[Apart, ...]:
+    """Groups of tickets a simulated run kept apart: who waited for whom, joined by the files
+    they waited on (every ticket kept apart over one file is in one group)."""
+    pairs: dict[tuple[str, str], tuple[str, ...]] = {}
+    for waiting, holder in dispatcher.waits:
+        a, b = sorted((waiting, holder))
+        pairs[(a, b)] = tuple(touches.shared(dispatcher.touch_set(a), dispatcher.touch_set(b)))
+    joined = nx.Graph()
+    for (a, b), files in pairs.items():
+        joined.add_edge(a, b)
+        joined.add_edges_from((a, ("file", f)) for f in files)  # a file node: not a ticket ID
+    groups = (
+        {n for n in members if isinstance(n, str)} for members in nx.connected_components(joined)
+    )
+    return tuple(sorted((_group(pairs, m) for m in groups), key=lambda g: g.tickets))
+
+
+def _group(pairs: Mapping[tuple[str, str], tuple[str, ...]], members: set[str]) -> Apart:
+    inside = sorted((a, b, files) for (a, b), files in pairs.items() if a in members)
+    files = sorted({f for _, _, shared in inside for f in shared})
+    return Apart(tickets=tuple(sorted(members)), files=tuple(files), pairs=tuple(inside))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -267,10 +421,12 @@ class Plan:
     critical_path: dag.CriticalPath
     total: float
     lower_bound: float
-    dynamic_makespan: float
+    dynamic_makespan: float  # tickets that touch the same files kept apart, as a run does
     batch_makespan: float
     stats: BatchStats
     blocked: dict[str, str]
+    apart: tuple[Apart, ...]
+    together_makespan: float  # dynamic, if nothing were kept apart
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -284,6 +440,8 @@ class Plan:
             "lower_bound_minutes": self.lower_bound,
             "makespan_dynamic_minutes": self.dynamic_makespan,
             "makespan_batch_minutes": self.batch_makespan,
+            "makespan_dynamic_together_minutes": self.together_makespan,
+            "kept_apart": [group.as_dict() for group in self.apart],
             "batch_stats": {
                 "batches": self.stats.batches,
                 "per_batch": self.stats.per_batch,
@@ -307,6 +465,10 @@ def _plan(dispatcher: Dispatcher, requested: str | int) -> Plan:
     path = dag.critical_path(todo, weights, longest=dispatcher.longest)
     total = sum(weights.values())
     n = count.workers
+    simulated = dispatcher.copy()
+    dynamic = _makespan(_dynamic(simulated, n))
+    apart = kept_apart(simulated)
+    together = _makespan(_dynamic(dispatcher.copy(), n, apart=False)) if apart else dynamic
     return Plan(
         workers=count,
         unit="minutes" if any(t.estimate_minutes is not None for t in tickets) else "tickets",
@@ -314,8 +476,10 @@ def _plan(dispatcher: Dispatcher, requested: str | int) -> Plan:
         critical_path=path,
         total=total,
         lower_bound=max(path.minutes, total / n),
-        dynamic_makespan=_makespan(_dynamic(dispatcher.copy(), n)),
+        dynamic_makespan=dynamic,
         batch_makespan=_makespan(_batches(dispatcher.copy(), n)),
         stats=batch_stats(len(todo), n),
         blocked=dict(dispatcher.blocked),
+        apart=apart,
+        together_makespan=together,
     )

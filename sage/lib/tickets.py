@@ -46,6 +46,7 @@ class Ticket:
     priority: str = "P2"
     type: str = "implementation"
     dependencies: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # paths or globs it will touch (`sage.lib.touches`)
     estimate_minutes: float | None = None
     command: tuple[str, ...] | None = None
     parent: str | None = None
@@ -363,6 +364,9 @@ def _list_fields(
         problems.append(
             _err("bad-dependencies", tid, f'{tid}: "dependencies" must be a list of IDs')
         )
+    touched = entry.get("files")
+    if touched is not None:
+        _files_field(touched, tid, problems, out)
     estimate = entry.get("estimate_minutes")
     if estimate is not None:
         number = isinstance(estimate, int | float) and not isinstance(estimate, bool)
@@ -407,6 +411,15 @@ def _check_duplicates(tickets: Iterable[Ticket], problems: list[Problem]) -> Non
     for tid, count in seen.items():
         if count > 1:
             problems.append(_err("duplicate-id", tid, f"{tid}: ID is used by {count} tickets"))
+
+
+def _files_field(value: Any, tid: str, problems: list[Problem], out: dict[str, Any]) -> None:
+    if isinstance(value, list) and all(map(_is_str, value)):
+        if value:
+            out["files"] = tuple(dict.fromkeys(value))
+    else:
+        message = f'{tid}: "files" must be a list of paths or globs such as ["src/*.py"]'
+        problems.append(_err("bad-files", tid, message))
 
 
 def load(path: Path) -> Index:

@@ -58,6 +58,37 @@ def test_plan_text_and_a_warning_above_eight_workers(sage: Sage, example: Path) 
     assert "batches: 29 tickets, 12 workers → 3 batches" in result.stdout
 
 
+def test_plan_shows_tickets_kept_apart_by_their_files(sage: Sage, repo: Path) -> None:
+    write_index(repo, [
+        ticket("REG-1", estimate_minutes=10, files=["registry.json"]),
+        ticket("REG-2", estimate_minutes=10, files=["./registry.json", "docs/"]),
+        ticket("DOC-1", estimate_minutes=10, files=["docs/**/*.md"]),
+        ticket("SRC-1", estimate_minutes=10, files=["src/a.py"]),
+    ])  # fmt: skip
+    text = clean(sage("plan", "--parallel", "4", cwd=repo))
+    assert text.returncode == 0, text.stderr
+    assert "kept apart: DOC-1, REG-1, REG-2 (files: docs, docs/**/*.md, registry.json)" in (
+        text.stdout
+    )
+    assert "makespan, dynamic dispatch: 20 min" in text.stdout
+    assert "(10 min if the tickets kept apart ran at once: keeping them apart costs 10 min)" in (
+        text.stdout
+    )
+    plan = json.loads(clean(sage("plan", "--parallel", "4", "--json", cwd=repo)).stdout)
+    assert plan["makespan_dynamic_minutes"] == 20
+    assert plan["makespan_dynamic_together_minutes"] == 10
+    (group,) = plan["kept_apart"]
+    assert group["tickets"] == ["DOC-1", "REG-1", "REG-2"]
+    assert {"tickets": ["REG-1", "REG-2"], "files": ["registry.json"]} in group["pairs"]
+
+
+def test_files_must_be_a_list_of_strings(sage: Sage, repo: Path) -> None:
+    write_index(repo, [ticket("BAD-1", files="src/a.py")])
+    result = clean(sage("validate", cwd=repo))
+    assert result.returncode == 1
+    assert '"files" must be a list of paths or globs' in result.stdout + result.stderr
+
+
 def test_ready_json_lists_tickets_in_dispatch_order(sage: Sage, example: Path) -> None:
     result = clean(sage("ready", "--json", cwd=example))
     rows = json.loads(result.stdout)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import random
+from dataclasses import replace
 
 import networkx as nx
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sage.lib import graph as dag
-from sage.lib import scheduler, tickets
+from sage.lib import scheduler, tickets, touches
 from sage.lib.errors import UsageError
 from sage.lib.tickets import Ticket
 from tests.conftest import FIXTURE
@@ -247,3 +249,231 @@ def test_without_estimates_the_unit_is_tickets() -> None:
     items = [Ticket(id="A", title="a"), Ticket(id="B", title="b", dependencies=("A",))]
     plan = scheduler.plan(items, dag.build(items), "auto")
     assert plan.unit == "tickets" and plan.critical_path.minutes == 2 and plan.workers.workers == 1
+
+
+# ---- touch sets: the soft mutex --------------------------------------------------------------
+
+
+def _touching(*specs: tuple[str, str, tuple[str, ...]]) -> list[Ticket]:
+    return [Ticket(id=tid, title=tid, priority=p, files=f) for tid, p, f in specs]
+
+
+def test_overlapping_tickets_are_never_popped_while_one_is_held() -> None:
+    items = _touching(
+        ("A", "P0", ("registry.json",)),
+        ("B", "P1", ("registry.json", "b.py")),
+        ("C", "P2", ("c.py",)),
+        ("D", "P3", ("*.json",)),
+    )
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    assert dispatcher.pop().id == "A"  # type: ignore[union-attr]
+    dispatcher.hold("A")
+    assert dispatcher.pop().id == "C"  # type: ignore[union-attr]  # B and D kept aside
+    assert dispatcher.pop() is None
+    assert len(dispatcher) == 2 and dispatcher.kept_apart() == {"B": "A", "D": "A"}
+    dispatcher.release("A")
+    assert [t.id for t in iter(dispatcher.pop, None)] == ["B", "D"]  # in priority order
+
+
+def test_a_held_ticket_that_lands_or_fails_is_released() -> None:
+    items = _touching(("A", "P0", ("x",)), ("B", "P1", ("x",)), ("C", "P2", ("x",)))
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    for tid, settle in (("A", dispatcher.landed), ("B", dispatcher.failed)):
+        assert dispatcher.pop().id == tid  # type: ignore[union-attr]
+        dispatcher.hold(tid)
+        assert dispatcher.pop() is None
+        settle(tid)
+    assert dispatcher.pop().id == "C" and not dispatcher.held  # type: ignore[union-attr]
+
+
+def test_without_holds_or_files_the_order_is_unchanged() -> None:
+    items = _touching(("A", "P1", ("x",)), ("B", "P0", ()), ("C", "P1", ("x",)))
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    dispatcher.hold("B")  # touches nothing: keeps nothing apart
+    assert [t.id for t in iter(dispatcher.pop, None)] == ["B", "A", "C"]
+
+
+def test_a_requeued_held_ticket_is_not_kept_apart_from_itself() -> None:
+    items = _touching(("A", "P0", ("x",)), ("B", "P1", ("x",)))
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    dispatcher.hold(dispatcher.pop().id)  # type: ignore[union-attr]
+    dispatcher.requeue("A")  # a retry: still holding its files
+    assert dispatcher.pop().id == "A"  # type: ignore[union-attr]
+    assert dispatcher.pop() is None and dispatcher.kept_apart() == {"B": "A"}
+
+
+def test_learn_joins_the_conflicting_files_to_both_sets() -> None:
+    items = _touching(("A", "P0", ()), ("B", "P1", ("b.py",)), ("C", "P2", ()))
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    dispatcher.learn("A", "B", ["CHANGELOG.md"])
+    assert dispatcher.touch_set("A") == ("CHANGELOG.md",)
+    assert dispatcher.touch_set("B") == ("b.py", "CHANGELOG.md")
+    dispatcher.hold(dispatcher.pop().id)  # type: ignore[union-attr]
+    assert dispatcher.pop().id == "C"  # type: ignore[union-attr]
+    dispatcher.hold("C")
+    dispatcher.learn("C", "Z", ["b.py"])  # a held ticket learns: from now on B waits for it too
+    dispatcher.release("A")
+    assert dispatcher.pop() is None and dispatcher.kept_apart() == {"B": "C"}
+    clone = dispatcher.copy()
+    clone.release("C")
+    assert clone.pop().id == "B" and dispatcher.pop() is None  # type: ignore[union-attr]
+
+
+FILES = st.lists(st.sampled_from(["a", "b", "c/*", "c/x", "d/**", "*.md", "R.md"]), max_size=2)
+
+
+@FAST
+@given(
+    st.lists(st.tuples(st.sampled_from(tickets.PRIORITIES), FILES), max_size=12),
+    st.randoms(use_true_random=False),
+)
+def test_no_two_held_tickets_overlap_and_none_is_lost(
+    specs: list[tuple[str, list[str]]], rng: random.Random
+) -> None:
+    items = [Ticket(id=f"T-{i:02d}", title="t", priority=p, files=tuple(f))
+             for i, (p, f) in enumerate(specs)]  # fmt: skip
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    held: list[Ticket] = []
+    done: list[str] = []
+    while len(dispatcher) or held:
+        ready = sorted(
+            (t for t in items if t.id not in done and t not in held),
+            key=lambda t: (t.rank, t.id),
+        )
+        popped = dispatcher.pop() if rng.random() < 0.7 else None
+        if popped is not None:
+            free = [t for t in ready if not any(_meet(t, h) for h in held)]
+            assert popped == free[0]  # the first by priority that overlaps nothing held
+            dispatcher.hold(popped.id)
+            held.append(popped)
+        elif held:
+            gone = held.pop(rng.randrange(len(held)))
+            (dispatcher.release if rng.random() < 0.5 else dispatcher.landed)(gone.id)
+            done.append(gone.id)
+        for a, b in itertools.combinations(held, 2):
+            assert not _meet(a, b), (a, b)
+    assert sorted(done) == sorted(t.id for t in items)
+
+
+def _meet(a: Ticket, b: Ticket) -> bool:
+    return touches.overlaps(touches.touch_set(a.files), touches.touch_set(b.files))
+
+
+@FAST
+@given(
+    st.lists(st.tuples(st.sampled_from(tickets.PRIORITIES), FILES), min_size=1, max_size=10),
+    st.randoms(use_true_random=False),
+)
+def test_with_learned_files_a_popped_ticket_overlaps_nothing_held(
+    specs: list[tuple[str, list[str]]], rng: random.Random
+) -> None:
+    items = [Ticket(id=f"T-{i:02d}", title="t", priority=p, files=tuple(f))
+             for i, (p, f) in enumerate(specs)]  # fmt: skip
+    ids = [t.id for t in items]
+    dispatcher = scheduler.Dispatcher(items, dag.build(items))
+    sets = {t.id: touches.touch_set(t.files) for t in items}  # the model
+    held: list[str] = []
+    done: list[str] = []
+    while len(dispatcher) or held:
+        if rng.random() < 0.15:  # two tickets conflicted at landing on some files
+            a, b = rng.choice(ids), rng.choice(ids)
+            learned = rng.sample(["a", "c/x", "e", "R.md"], rng.randint(1, 2))
+            dispatcher.learn(a, b, learned)
+            for tid in {a, b}:
+                sets[tid] = tuple(dict.fromkeys((*sets[tid], *learned)))
+        popped = dispatcher.pop() if rng.random() < 0.6 else None
+        if popped is not None:
+            assert not any(touches.overlaps(sets[popped.id], sets[h]) for h in held)
+            assert dispatcher.touch_set(popped.id) == sets[popped.id]
+            dispatcher.hold(popped.id)
+            held.append(popped.id)
+        elif held:
+            gone = held.pop(rng.randrange(len(held)))
+            dispatcher.release(gone)
+            done.append(gone)
+    assert sorted(done) == sorted(ids)
+
+
+def test_the_simulator_keeps_overlapping_tickets_apart() -> None:
+    items = [
+        Ticket(id="A", title="a", estimate_minutes=10, files=("CHANGELOG.md",)),
+        Ticket(id="B", title="b", estimate_minutes=10, files=("./CHANGELOG.md",)),
+        Ticket(id="C", title="c", estimate_minutes=10, files=("src/c.py",)),
+    ]
+    graph = dag.build(items)
+    slots = {s.ticket: s for s in scheduler.timeline(items, graph, 3)}
+    a, b = slots["A"], slots["B"]
+    assert a.finish <= b.start or b.finish <= a.start
+    assert scheduler.simulate(items, graph, 3) == 20
+    assert scheduler.simulate(items, graph, 3, apart=False) == 10
+    assert scheduler.simulate(items, graph, 3, "batch") == 20
+
+
+@FAST
+@given(
+    backlogs(max_tickets=20),
+    st.lists(FILES, min_size=20, max_size=20),
+    st.integers(1, 4),
+)
+def test_simulated_overlapping_tickets_never_run_at_once(
+    items: list[Ticket], sets: list[list[str]], workers: int
+) -> None:
+    items = [replace(t, files=tuple(f)) for t, f in zip(items, sets, strict=False)]
+    graph = dag.build(items)
+    for kind in scheduler.SCHEDULES:
+        slots = scheduler.timeline(items, graph, workers, kind)
+        assert sorted(s.ticket for s in slots) == sorted(t.id for t in items)
+        by_id = {t.id: t for t in items}
+        for x, y in itertools.combinations(slots, 2):
+            if x.start < y.finish - EPS and y.start < x.finish - EPS:
+                assert not _meet(by_id[x.ticket], by_id[y.ticket])
+
+
+def test_the_plan_names_the_tickets_kept_apart_and_the_cost() -> None:
+    items = [
+        Ticket(id="A", title="a", estimate_minutes=10, files=("registry.json",)),
+        Ticket(id="B", title="b", estimate_minutes=10, files=("registry.json", "docs/")),
+        Ticket(id="C", title="c", estimate_minutes=10, files=("docs/c.md",)),
+        Ticket(id="D", title="d", estimate_minutes=10, files=("registry.json",),
+               dependencies=("A",)),
+        Ticket(id="E", title="e", estimate_minutes=10, files=("e.py",)),
+    ]  # fmt: skip
+    plan = scheduler.plan(items, dag.build(items), 4)
+    (group,) = plan.apart
+    assert group.tickets == ("A", "B", "C", "D")
+    assert group.files == ("docs", "docs/c.md", "registry.json")
+    assert group.pairs == (
+        ("A", "B", ("registry.json",)),  # A and D: D waits for A anyway
+        ("B", "C", ("docs", "docs/c.md")),
+        ("B", "D", ("registry.json",)),
+    )
+    assert plan.together_makespan == 20 and plan.dynamic_makespan == 30
+    data = plan.as_dict()
+    assert data["kept_apart"][0]["pairs"][0] == {"tickets": ["A", "B"], "files": ["registry.json"]}
+    assert data["makespan_dynamic_together_minutes"] == 20
+
+
+def test_a_plan_without_files_keeps_nothing_apart() -> None:
+    index = tickets.load(FIXTURE)
+    plan = scheduler.plan(index.tickets, dag.build(index.tickets), 4)
+    assert plan.apart == () and plan.together_makespan == plan.dynamic_makespan
+
+
+@FAST
+@given(backlogs(max_tickets=16), st.lists(FILES, min_size=16, max_size=16))
+def test_the_plan_lists_only_overlapping_independent_pairs(
+    items: list[Ticket], sets: list[list[str]]
+) -> None:
+    items = [replace(t, files=tuple(f)) for t, f in zip(items, sets, strict=False)]
+    by_id, graph = {t.id: t for t in items}, dag.build(items)
+    plan = scheduler.plan(items, graph, 2)
+    for group in plan.apart:
+        for a, b, files in group.pairs:
+            assert _meet(by_id[a], by_id[b]) and files
+            assert not nx.has_path(graph, a, b) and not nx.has_path(graph, b, a)
+    # list scheduling is not monotone: kept apart may even finish sooner, but only if listed
+    assert plan.apart or plan.together_makespan == plan.dynamic_makespan
+    if len(items) >= 2 and not any(t.dependencies for t in items):
+        first, second = sorted(items, key=lambda t: (t.rank, -t.weight, t.id))[:2]
+        if _meet(first, second):  # they would start together: the second waits
+            assert any({first.id, second.id} <= set(g.tickets) for g in plan.apart)
