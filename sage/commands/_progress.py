@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,11 @@ class Reporter:
 
     def close(self) -> None:
         """And tears down."""
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """While the user is asked something: plain lines need no pause."""
+        yield
 
     def event(self, event: Event) -> None:
         line = self.line(event)
@@ -99,13 +106,24 @@ class LiveReporter(Reporter):
         self.done = self.total = self.depth = 0
         self.deferred = 0
         self._lock = threading.Lock()
-        self.live = Live(console=self.console, refresh_per_second=4, get_renderable=self._render)
+        self.live = Live(
+            console=self.console, refresh_per_second=4, transient=True, get_renderable=self._render
+        )
 
     def open(self) -> None:
         self.live.start()
 
     def close(self) -> None:
         self.live.stop()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The live view redraws over the terminal's last lines: stop it while a prompt is up."""
+        self.live.stop()
+        try:
+            yield
+        finally:
+            self.live.start()
 
     def event(self, event: Event) -> None:
         with self._lock:

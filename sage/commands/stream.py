@@ -43,7 +43,7 @@ class ExecutorName(StrEnum):
 
 
 # fmt: off
-Interactive = Annotated[bool, typer.Option("--interactive", help="Ask before each ticket (default).")]
+Interactive = Annotated[bool, typer.Option("--interactive", help="Ask before each ticket (default; needs a terminal, else use --auto).")]
 Auto = Annotated[bool, typer.Option("--auto", help="Run without asking; needed for --parallel.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
 Parallel = Annotated[str | None, typer.Option("--parallel", metavar="N|auto", help="Workers at once (with --auto). auto = half the cores, 1..8.")]
@@ -86,6 +86,8 @@ def command(
     stopped early (--on-error fail, or a "no" at the prompt); 130 on Ctrl+C.
     """
     mode = _mode(interactive, auto, dry_run, parallel)
+    if mode == "interactive":
+        _require_terminal()
     project = open_project(index, **_overrides(locals()))
     cfg = project.config
     if dry_run:
@@ -110,6 +112,15 @@ def _mode(interactive: bool, auto: bool, dry_run: bool, parallel: str | None) ->
             hint="run `sage stream --auto --parallel " + parallel + "`",
         )
     return "auto" if auto else "dry-run" if dry_run else "interactive"
+
+
+def _require_terminal() -> None:
+    """Asking before each ticket needs someone at a terminal to answer."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "sage stream asks before each ticket (interactive mode), but stdin is not a terminal",
+            hint="use --auto to run without asking (sage stream --auto [--parallel N])",
+        )
 
 
 def _overrides(values: dict[str, object]) -> dict[str, object]:
@@ -190,7 +201,7 @@ def _run(
         )
         typer.echo(f"{label}: {options.workers} worker{'s' if options.workers != 1 else ''}")
     journal = Journal(project.runs_dir / run_id / "events.jsonl", reporter.event)
-    confirm = _prompt if mode == "interactive" else None
+    confirm = _asker(reporter) if mode == "interactive" else None
     interrupts = streams.Interrupts()
     try:
         with reporter, _sigint(interrupts):
@@ -217,12 +228,32 @@ def _executor(project: Project, options: streams.StreamOptions) -> executors.Exe
     return dask_executor.make(project, options)
 
 
+ANSWERS = {"y": "yes", "yes": "yes", "n": "no", "no": "no", "s": "skip", "skip": "skip"}
+
+
+def _asker(reporter: _progress.Reporter) -> streams.Confirm:
+    """The prompt, with the live view paused so that the question is on screen."""
+
+    def confirm(ticket: Ticket) -> str:
+        with reporter.paused():
+            return _prompt(ticket)
+
+    return confirm
+
+
 def _prompt(ticket: Ticket) -> str:
-    answer = typer.prompt(
-        f"Run {ticket.id} ({ticket.priority}) {ticket.title}? [y]es / [n]o, stop / [s]kip",
-        default="y",
-    )
-    return {"y": "yes", "yes": "yes", "s": "skip", "skip": "skip"}.get(answer.strip().lower(), "no")
+    """y, n or s; anything else asks again. Ctrl+C or Ctrl+D at the prompt stops the run."""
+    question = f"Run {ticket.id} ({ticket.priority}) {ticket.title}? [y]es / [n]o, stop / [s]kip"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        while (answer := ANSWERS.get(typer.prompt(question, default="y").strip().lower())) is None:
+            typer.echo("answer y (run it), n (stop here) or s (skip it and its dependents)")
+    except (typer.Abort, KeyboardInterrupt, EOFError):
+        typer.echo("")
+        return "no"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return answer
 
 
 @contextlib.contextmanager
