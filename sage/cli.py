@@ -23,6 +23,7 @@ from sage.commands import (
     plan,
     queue,
     ready,
+    report,
     stream,
     validate,
 )
@@ -68,7 +69,7 @@ app.command("import")(import_.command)
 app.command("add")(add.command)
 
 
-for _module in (stream, demo, queue, hooks, agent_commands):
+for _module in (stream, demo, queue, hooks, agent_commands, report):
     _module.register(app)
 
 
