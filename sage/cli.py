@@ -20,10 +20,12 @@ from sage.commands import (
     hooks,
     import_,
     init,
+    log,
     plan,
     queue,
     ready,
     report,
+    status,
     stream,
     validate,
 )
@@ -69,7 +71,7 @@ app.command("import")(import_.command)
 app.command("add")(add.command)
 
 
-for _module in (stream, demo, queue, hooks, agent_commands, report):
+for _module in (stream, demo, queue, hooks, agent_commands, report, status, log):
     _module.register(app)
 
 
