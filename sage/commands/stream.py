@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from sage.commands import _progress
-from sage.commands._common import IndexOpt, JsonOpt, checked, open_project
+from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_project
 from sage.commands.plan import render as render_plan
 from sage.lib import config as configuration
 from sage.lib import executors, runs, scheduler, validation, workers
@@ -91,7 +91,7 @@ def command(
     project = open_project(index, **_overrides(locals()))
     cfg = project.config
     if dry_run:
-        return _dry_run(project, parallel or cfg.workers)
+        return _dry_run(project, parallel or cfg.workers, json)
     project.require_git()
     project.require_writable()
     with runs.exclusive(project):
@@ -162,23 +162,31 @@ def _options(project: Project, cfg: configuration.Config, workers: int) -> strea
     )
 
 
-def _dry_run(project: Project, parallel: str) -> int:
+def _dry_run(project: Project, parallel: str, json: bool) -> int:
     idx, graph = checked(project)
     plan = scheduler.plan(idx.tickets, graph, parallel)
+    starts = [(t.id, _argv(t, project.config.worker)) for t in dag.ready(idx.tickets, graph)]
+    if json:
+        would = [{"ticket": tid, "argv": argv if isinstance(argv, list) else None,
+                  "error": argv if isinstance(argv, str) else None} for tid, argv in starts]  # fmt: skip
+        emit_json({"dry_run": True, "plan": plan.as_dict(), "would_start": would})
+        return 0
     typer.echo(f"DRY RUN (nothing changes): {plan.workers.workers} worker(s)")
     render_plan(plan)
-    for ticket in dag.ready(idx.tickets, graph):
-        typer.echo(f"would start {ticket.id}: {_argv_text(ticket, project.config.worker)}")
+    for tid, argv in starts:
+        text = shlex.join(argv) if isinstance(argv, list) else f"(cannot run: {argv})"
+        typer.echo(f"would start {tid}: {text}")
     return 0
 
 
-def _argv_text(ticket: Ticket, worker: tuple[str, ...]) -> str:
+def _argv(ticket: Ticket, worker: tuple[str, ...]) -> list[str] | str:
+    """The argv the ticket would run, or why it cannot (no worker configured)."""
     try:
         argv = workers.argv_for(ticket, worker)
-    except SageError as exc:  # no worker configured: say so instead of failing the dry run
-        return f"(cannot run: {exc.message})"
+    except SageError as exc:
+        return exc.message
     where = f".sage/worktrees/{ticket.id}"
-    return shlex.join(workers.fill(argv, ticket, worktree=where, context_file="<context file>"))
+    return workers.fill(argv, ticket, worktree=where, context_file="<context file>")
 
 
 def _run(
