@@ -275,7 +275,8 @@ class Stream:
 
     def _finished(self, result: WorkerResult, entry: QueueEntry | None) -> None:
         tid, record = result.ticket_id, self.ledger[result.ticket_id]
-        self.slots.give_back(record.slot)
+        if record.phase == Phase.RUNNING:  # else `_released` gave the slot back: it may be taken
+            self.slots.give_back(record.slot)
         record.worker_seconds += result.seconds
         self.journal.emit("finished", tid, outcome=str(result.outcome), slot=record.slot,
                           seconds=round(result.seconds, 3), returncode=result.returncode,

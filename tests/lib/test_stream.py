@@ -247,6 +247,18 @@ def test_skip_at_the_prompt_blocks_dependents(tmp_path: Path) -> None:
     assert summary.completed == ("C",)
 
 
+def test_a_slot_runs_one_ticket_at_a_time(tmp_path: Path) -> None:
+    tickets = [ticket(t) for t in "ABCDEFGH"]
+    script = {t: [Attempt(seconds=1.0 + i % 3)] for i, t in enumerate("ABCDEFGH")}
+    h = harness(tmp_path, tickets, script, workers=3)
+    assert len(h.run().completed) == 8
+    ends = {}
+    for start, tid, slot in sorted(h.executor.starts):
+        assert ends.get(slot, 0.0) <= start, f"{tid} started on slot {slot} while it was busy"
+        ends[slot] = start + script[tid][0].seconds
+    assert sorted(ends) == [0, 1, 2]
+
+
 def test_each_question_comes_after_the_previous_ticket_landed(tmp_path: Path) -> None:
     asked: list[tuple[str, list[str]]] = []
 
