@@ -24,6 +24,7 @@ from sage.lib import stream as streams
 from sage.lib.errors import SageError, UsageError
 from sage.lib.events import Journal
 from sage.lib.project import Project
+from sage.lib.tally import Tally
 from sage.lib.tickets import Ticket
 
 
@@ -198,7 +199,8 @@ def _run(
     json: bool,
 ) -> int:
     run_id = runs.new_run_id()
-    reporter = _progress.make(json=json)
+    tally = Tally(loaded.index.tickets, loaded.graph, options.workers)
+    reporter = _progress.make(json=json, tally=tally)
     if count.warning:
         typer.echo(f"warning: {count.warning}", err=True)
     if not json:

@@ -138,3 +138,26 @@ def test_stdin_not_a_terminal_is_a_usage_error(repo, sage, tickets_repo):
     assert done.stderr.startswith("error: sage stream asks before each ticket")
     assert "hint: use --auto" in done.stderr and "Traceback" not in done.stderr
     assert states(repo) == {"N-1": "UNPROCESSED"} and time.monotonic() - started < 30
+
+
+def test_the_live_view_shows_each_slot_and_the_counts(repo, tickets_repo, terminal, tmp_path):
+    gate = tmp_path / "gate"
+    hold = [sys.executable, "-c", f"import pathlib,time\nwhile not pathlib.Path({str(gate)!r})"
+            ".exists(): time.sleep(0.05)\npathlib.Path('held').write_text('x')"]  # fmt: skip
+    tickets_repo(
+        [
+            ticket("V-1", priority="P0", title="Held at the gate", command=hold),
+            ticket("V-2", "V-1", title="After it", command=writer("v2")),
+        ]
+    )
+    term = terminal(repo, [sys.executable, "-m", "sage", "stream", "--auto", "--parallel", "2"])
+    screen = term.wait_for("Held at the gate")
+    line = next(line for line in screen.splitlines() if line.startswith("slot 1"))
+    assert line.split()[:8] == ["slot", "1", "V-1", "Held", "at", "the", "gate", "attempt"]
+    assert line.rstrip().endswith("s") and "slot 2  idle" in screen
+    assert (
+        "ready 0 · waiting on dependencies 1 · queued to land 0 · blocked 0 · landed 0/2" in screen
+    )
+    gate.write_text("open")
+    screen = term.wait_for("EXIT=")
+    assert "SUMMARY (finished): 2 completed" in screen and "slot 1" not in screen, screen
