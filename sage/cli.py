@@ -15,6 +15,7 @@ from sage import __version__
 from sage.commands import (
     add,
     agent_commands,
+    clean,
     demo,
     graph,
     hooks,
@@ -71,7 +72,7 @@ app.command("import")(import_.command)
 app.command("add")(add.command)
 
 
-for _module in (stream, demo, queue, hooks, agent_commands, report, status, log):
+for _module in (stream, demo, queue, hooks, agent_commands, report, status, log, clean):
     _module.register(app)
 
 
