@@ -18,7 +18,7 @@ from sage.commands import _progress
 from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_project
 from sage.commands.plan import render as render_plan
 from sage.lib import config as configuration
-from sage.lib import executors, runs, scheduler, validation, workers
+from sage.lib import executors, onboarding, runs, scheduler, validation, workers
 from sage.lib import graph as dag
 from sage.lib import stream as streams
 from sage.lib.errors import SageError, UsageError
@@ -210,6 +210,8 @@ def _run(
             else "SEQUENTIAL EXECUTION"
         )
         typer.echo(f"{label}: {options.workers} worker{'s' if options.workers != 1 else ''}")
+        for line in onboarding.first_run_note(project, options.workers):
+            typer.echo(line)
     journal = Journal(project.runs_dir / run_id / "events.jsonl", reporter.event)
     confirm = _asker(reporter) if mode == "interactive" else None
     interrupts = streams.Interrupts()

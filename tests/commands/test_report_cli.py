@@ -26,6 +26,13 @@ def demo(tmp_path: Path) -> Path:
     root = tmp_path / "demo"
     done = sage("demo", str(root), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+    intro = done.stdout.index("a conflict, on purpose: DEMO-020 and DEMO-021")
+    assert (
+        intro < done.stdout.index("a failure, on purpose: DEMO-030") < done.stdout.index("started")
+    )
+    assert "first run in this repository: each of the 3 workers gets its own git worktree" in (
+        done.stdout
+    )
     return root
 
 

@@ -87,7 +87,9 @@ def next_log(repo: Path, tid: str) -> Path:
 
 def test_log_prints_the_newest_and_refuses_unknown(repo, sage, tickets_repo):
     tickets_repo([ticket("L-1", command=py("print('hello from L-1')"))])
-    assert sage("stream", "--auto", cwd=repo).returncode == 0
+    first = sage("stream", "--auto", cwd=repo)
+    assert first.returncode == 0 and "first run in this repository: the worker gets" in first.stdout
+    assert "first run" not in sage("stream", "--auto", cwd=repo).stdout
     done = sage("log", "L-1", cwd=repo)
     assert done.returncode == 0 and "hello from L-1" in done.stdout
     assert sage("log", "L-1", "--follow", cwd=repo).stdout == done.stdout  # over: no wait
