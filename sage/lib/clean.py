@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sage.lib import git, locks, worktrees
+from sage.lib import git, history, locks, worktrees
 from sage.lib.project import Project
 from sage.lib.queue.entries import Entries
 from sage.lib.queue.verify import VERIFY_DIR
@@ -124,10 +124,9 @@ def verify_worktree(project: Project) -> list[Item]:
 
 def old_runs(project: Project, keep: int) -> list[Item]:
     folder = project.runs_dir
-    runs = (
-        sorted((p for p in folder.iterdir() if p.is_dir()), reverse=True) if folder.is_dir() else []
-    )
-    why = f"an old run's events and logs (the newest {keep} are kept)"
+    found = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+    runs = sorted(found, key=history.age, reverse=True)
+    why = f"an old run's events and logs (keeping the newest {keep})"
     return [Item(kind="run", name=str(p), why=why, safe=True) for p in runs[keep:]]
 
 

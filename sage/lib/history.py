@@ -78,7 +78,18 @@ def run_dirs(project: Project) -> list[Path]:
     """Run folders with an events file, newest first."""
     runs = project.runs_dir
     found = [p for p in runs.iterdir() if (p / "events.jsonl").is_file()] if runs.is_dir() else []
-    return sorted(found, key=lambda p: p.name, reverse=True)
+    return sorted(found, key=age, reverse=True)
+
+
+def age(folder: Path) -> tuple[str, str]:
+    """Sorts run folders oldest first: by the second in their id, then (two runs in the same
+    second) by the time of their first event."""
+    try:
+        with open(folder / "events.jsonl", encoding="utf-8") as handle:
+            first = str(json.loads(handle.readline()).get("at", ""))
+    except (OSError, ValueError, AttributeError):
+        first = ""
+    return (folder.name[:15], first)
 
 
 def find_run(project: Project, run: str | None = None) -> Path:

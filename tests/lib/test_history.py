@@ -82,3 +82,11 @@ def test_runs_newest_first_and_found_by_prefix(tmp_path: Path) -> None:
     assert history.find_run(project, "20261130").name == "20261130-090000-aaaaaa"
     with pytest.raises(SageError, match="2 runs matching '20261201'"):
         history.find_run(project, "20261201")
+
+
+def test_two_runs_in_the_same_second_are_ordered_by_their_first_event(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    write_run(tmp_path, "20261201-100000-zzzzzz", [ev("run-started", 0.1)])
+    write_run(tmp_path, "20261201-100000-aaaaaa", [ev("run-started", 0.5)])
+    newest = history.find_run(open_project(tmp_path))
+    assert newest.name == "20261201-100000-aaaaaa"
