@@ -72,7 +72,7 @@ app.command("import")(import_.command)
 app.command("add")(add.command)
 
 
-for _module in (stream, demo, queue, hooks, agent_commands, report, status, log, clean):
+for _module in (stream, status, log, report, clean, demo, queue, hooks, agent_commands):
     _module.register(app)
 
 

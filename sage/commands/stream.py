@@ -84,11 +84,10 @@ def command(
     """Run ready tickets, each in its own git worktree, and land them one commit at a time.
 
     Exit 0 when every ticket it took on landed; 1 when any was deferred or blocked; 3 when it
-    stopped early (--on-error fail, or a "no" at the prompt); 130 on Ctrl+C.
+    stopped early (--on-error fail, or a "no" at the prompt); 130 on Ctrl+C. Without --auto it
+    asks before each ticket, which needs a terminal: exit 2 when stdin is not one.
     """
     mode = _mode(interactive, auto, dry_run, parallel)
-    if mode == "interactive":
-        _require_terminal()
     project = open_project(index, **_overrides(locals()))
     cfg = project.config
     if dry_run:
@@ -112,6 +111,8 @@ def _mode(interactive: bool, auto: bool, dry_run: bool, parallel: str | None) ->
             "--parallel needs --auto: parallel workers cannot stop to ask before each ticket",
             hint="run `sage stream --auto --parallel " + parallel + "`",
         )
+    if not (auto or dry_run):
+        _require_terminal()
     return "auto" if auto else "dry-run" if dry_run else "interactive"
 
 
