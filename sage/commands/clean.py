@@ -13,10 +13,18 @@ from sage.lib.clean import Item
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="List what would go; remove nothing.")]
 Keep = Annotated[int, typer.Option("--keep-runs", metavar="N", min=1, help="Run folders to keep.")]
+Target = Annotated[
+    str | None,
+    typer.Option("--target", metavar="BRANCH", help="The branch work must be on to count as "
+                 "landed (default: [stream] target_branch, else the one checked out)."),
+]  # fmt: skip
 
 
 def command(
-    dry_run: DryRun = False, keep_runs: Keep = clean.KEEP_RUNS, index: IndexOpt = None
+    dry_run: DryRun = False,
+    keep_runs: Keep = clean.KEEP_RUNS,
+    target: Target = None,
+    index: IndexOpt = None,
 ) -> int:
     """Remove ticket branches whose work has landed (also those a recovery or a deferral kept),
     the commit queue's verify worktree, and run folders older than the newest few.
@@ -25,13 +33,13 @@ def command(
     not have is never removed (it is listed as kept, with why), nor one queued to land or checked
     out. Refused while a stream or a queue landing runs (--dry-run works then too).
     """
-    project = open_project(index)
+    project = open_project(index, target_branch=target)
     project.require_git()
-    target = runs.target_branch(project, project.config.target_branch)
+    branch = runs.target_branch(project, project.config.target_branch)
     if dry_run:
-        return _report(clean.survey(project, target, keep_runs=keep_runs), dry_run=True)
+        return _report(clean.survey(project, branch, keep_runs=keep_runs), dry_run=True)
     with clean.quiet(project):
-        items = clean.survey(project, target, keep_runs=keep_runs)
+        items = clean.survey(project, branch, keep_runs=keep_runs)
         for item in items:
             clean.remove(project, item)
     return _report(items, dry_run=False)
