@@ -30,7 +30,8 @@ def command(run: Run = None, output: Output = None, index: IndexOpt = None) -> i
     project = open_project(index)
     folder = history.find_run(project, run)
     idx, _ = checked(project)
-    path = report.write(history.load(folder), idx.tickets, output)
+    live = history.stream_holder(project) is not None and folder == history.run_dirs(project)[0]
+    path = report.write(history.load(folder, live=live), idx.tickets, output)
     typer.echo(relative(path.resolve()))
     return 0
 

@@ -97,7 +97,7 @@ def _eta_line(s: statuses.Status) -> str:
             return f"eta: nothing left{blocked}"
         return "eta: unknown (no estimates, and no run to time tickets by)"
     minutes = s.eta.seconds / 60
-    size = f"{minutes:.0f} min" if minutes >= 1 else f"{s.eta.seconds:.0f} s"
+    size = f"{minutes:.0f} min" if minutes >= 1 else f"{max(1, round(s.eta.seconds))} s"
     return f"eta: about {size} with {s.eta.workers} worker(s), {s.eta.basis}"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class Span:
     end: float
     attempt: int = 1
     note: str = ""
+    open: bool = False  # still going when the events were read (drawn up to then)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +61,7 @@ class History:
     running: tuple[Running, ...]
     summary: dict[str, Any] | None
     events: tuple[dict[str, Any], ...] = field(repr=False)
+    live: bool = False  # read while its stream runs
 
     @property
     def finished(self) -> bool:
@@ -122,12 +124,14 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def load(folder: Path) -> History:
+def load(folder: Path, *, live: bool = False) -> History:
+    """The run in `folder`; `live`: its stream still runs, so what is open lasts until now."""
     events = read_events(folder / "events.jsonl")
     builder = _Builder(parse_time(events[0]["at"]) if events else None)
     for event in events:
         builder.take(event)
-    return builder.history(folder, events)
+    now = datetime.now(UTC) if live and builder.start else None
+    return builder.history(folder, events, now=now)
 
 
 class _Builder:
@@ -216,15 +220,19 @@ class _Builder:
     def open_spans(self, end: float) -> list[Span]:
         """What the events leave open (a live run, or work waiting to land) runs to `end`."""
         spans = [Span(ticket=tid, lane=f"slot {e.get('slot', 0)}", kind="running", start=t,
-                      end=end, attempt=int(e.get("attempt", 1)), note="running")
+                      end=end, attempt=int(e.get("attempt", 1)), note="running", open=True)
                  for tid, (e, t) in self.running.items()]  # fmt: skip
         spans += [Span(ticket=tid, lane="queue", kind="waiting", start=t, end=end,
-                       attempt=self.attempts.get(tid, 1), note="waiting to land")
+                       attempt=self.attempts.get(tid, 1), note="waiting to land", open=True)
                   for tid, t in self.queued.items()]  # fmt: skip
         return spans
 
-    def history(self, folder: Path, events: list[dict[str, Any]]) -> History:
+    def history(
+        self, folder: Path, events: list[dict[str, Any]], *, now: datetime | None
+    ) -> History:
         end = self.at(events[-1]) if events else 0.0
+        if now is not None and self.start is not None:
+            end = max(end, (now - self.start).total_seconds())
         spans = self.spans + self.open_spans(end)
         running = tuple(
             Running(ticket=tid, slot=int(e.get("slot", 0)), attempt=int(e.get("attempt", 1)),
@@ -236,7 +244,7 @@ class _Builder:
             run_id=folder.name, folder=folder, started=self.start, workers=self.workers,
             spans=tuple(spans), phases=dict(self.phases),
             running=running if self.summary is None else (), summary=self.summary,
-            events=tuple(events),
+            events=tuple(events), live=now is not None,
         )  # fmt: skip
 
 

@@ -81,7 +81,13 @@ def page(history: History, tickets: Sequence[Ticket]) -> str:
 
 def _status_line(history: History) -> str:
     started = history.started.strftime("%Y-%m-%d %H:%M:%S UTC") if history.started else "?"
-    state = "finished" if history.finished else "no summary (still running, or it died)"
+    state = (
+        "finished"
+        if history.finished
+        else "running"
+        if history.live
+        else ("no summary (it was stopped, or it died)")
+    )
     return f"started {started}, {history.workers} worker slot(s), {state}"
 
 

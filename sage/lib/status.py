@@ -86,8 +86,8 @@ def read(project: Project, index: Index, graph: nx.DiGraph) -> Status:
     tickets = index.tickets
     raw = {e.get("id"): e for e in index.raw.get("tickets", [])}
     dirs = history.run_dirs(project)
-    run = history.load(dirs[0]) if dirs else None
     holder = history.stream_holder(project)
+    run = history.load(dirs[0], live=holder is not None) if dirs else None
     by_id = {t.id: t for t in tickets}
     blocked = scheduler.blocked_at_start(by_id, graph)
     ready = tuple(t.id for t in dag.ready(tickets, graph))
@@ -133,8 +133,8 @@ def eta(
     span = scheduler.simulate(tickets, graph, workers)
     if any(t.estimate_minutes is not None for t in open_):
         return Eta(seconds=span * 60, workers=workers, basis="from the estimates")
-    ran = [s.end - s.start for s in run.spans if s.kind == "running"] if run else []
+    ran = [s.end - s.start for s in run.spans if s.kind == "running" and not s.open] if run else []
     if not ran:
         return None
     mean = sum(ran) / len(ran)
-    return Eta(seconds=span * mean, workers=workers, basis=f"{mean:.1f} s per ticket last run")
+    return Eta(seconds=span * mean, workers=workers, basis=f"{mean:.2g} s per ticket last run")

@@ -64,6 +64,8 @@ def test_status_and_log_follow_while_a_stream_runs(repo, sage, tickets_repo, tmp
         assert "waiting: G-2 (on G-1)" in out and "blocked: G-3 (by G-9)" in out
         assert "deferred: G-9: broke earlier" in out
         assert "eta: about 40 min with 2 worker(s), from the estimates" in out
+        page = (repo / sage("report", cwd=repo).stdout.strip()).read_text()
+        assert "2 worker slot(s), running</p>" in page and "G-1 attempt 1: worker running" in page
         data = json.loads(sage("status", "--json", cwd=repo).stdout)
         assert data["live"] and [r["ticket"] for r in data["running"]] == ["G-1"]
         follow = subprocess.Popen([sys.executable, "-m", "sage", "log", "G-1", "--follow"],
