@@ -33,7 +33,8 @@ class Terminal:
             if k.startswith(("GIT_", "PATH", "HOME"))
         )
         script.write_text(
-            f"{exports}cd {shlex.quote(str(cwd))}\n{shlex.join(command)}\n"
+            # the trap keeps this script (not sage: a handler is not inherited) alive on Ctrl+C
+            f"{exports}trap : INT\ncd {shlex.quote(str(cwd))}\n{shlex.join(command)}\n"
             'echo "EXIT=$?"\nsleep 600\n'
         )
         self.tmux("new-session", "-d", "-x", "110", "-y", "40", f"sh {shlex.quote(str(script))}")
@@ -54,6 +55,9 @@ class Terminal:
 
     def type(self, keys: str) -> None:
         self.tmux("send-keys", keys, "Enter")
+
+    def press(self, key: str) -> None:
+        self.tmux("send-keys", key)
 
     def close(self) -> None:
         subprocess.run([str(TMUX), "-L", self.socket, "kill-server"], capture_output=True)
@@ -103,6 +107,19 @@ def test_an_unknown_answer_asks_again_and_no_stops(repo, tickets_repo, terminal)
     screen = term.wait_for("EXIT=")
     assert "stopped: stopped at the prompt" in screen and "EXIT=3" in screen, screen
     assert states(repo) == {"U-1": "UNPROCESSED", "U-2": "UNPROCESSED"}
+
+
+def test_ctrl_c_at_the_prompt_stops_the_run(repo, tickets_repo, terminal):
+    tickets_repo([ticket("K-1", command=writer("k1")), ticket("K-2", command=writer("k2"))])
+    term = terminal(repo, [sys.executable, "-m", "sage", "stream"])
+    term.wait_for("Run K-1")
+    term.type("y")
+    term.wait_for("Run K-2")
+    term.press("C-c")
+    screen = term.wait_for("EXIT=")
+    assert "stopped: stopped at the prompt" in screen and "EXIT=3" in screen, screen
+    assert "Traceback" not in screen
+    assert states(repo) == {"K-1": "COMPLETED", "K-2": "UNPROCESSED"}
 
 
 def test_skip_at_the_prompt_blocks_dependents(repo, tickets_repo, terminal):
