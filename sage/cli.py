@@ -34,7 +34,8 @@ from sage.lib.errors import SageError
 
 EXIT_CODES = """\
 Exit codes: 0 success; 1 error (or validation errors, or tickets deferred / blocked by a stream);
-2 usage error; 3 a stream stopped early (--on-error fail); 130 interrupted (Ctrl+C)."""
+2 usage error (also: an interactive stream without a terminal); 3 a stream stopped early
+(--on-error fail); 130 interrupted (Ctrl+C)."""
 
 app = typer.Typer(
     name="sage",
