@@ -57,6 +57,7 @@ def test_report_renders_in_a_headless_browser(demo: Path, tmp_path: Path) -> Non
     shot = tmp_path / "report.png"
     subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'chromium'}",
          "--window-size=1200,1300", f"--screenshot={shot}", path.resolve().as_uri()],
         capture_output=True, timeout=120, check=True,
     )  # fmt: skip
