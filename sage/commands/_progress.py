@@ -215,7 +215,7 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
             "  waiting tickets land with `sage queue process` (or the next `sage stream`) once "
             "nothing is in the way"
         )
-    lines.append(f"  logs and events: {run_dir}")
+    lines.append(f"  logs and events: {run_dir} (a timeline and the graph: `sage report`)")
     return lines
 
 
