@@ -7,6 +7,7 @@ run was prepared with, so it never touches the index or git.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -44,7 +45,9 @@ class Counts:
 
 
 class Tally:
-    def __init__(self, tickets: Sequence[Ticket], graph: nx.DiGraph, workers: int) -> None:
+    def __init__(
+        self, tickets: Sequence[Ticket], graph: nx.DiGraph, workers: int, *, eta_every: float = 1.0
+    ) -> None:
         self.tickets = {t.id: t for t in tickets}
         self.graph, self.workers = graph, workers
         self.open = {t.id for t in tickets if t.state in dag.OPEN_STATES}
@@ -53,6 +56,7 @@ class Tally:
         self.slots: dict[str, tuple[int, Attempt]] = {}  # ticket: (slot, attempt)
         self.seconds: list[tuple[float, float]] = []  # finished attempts: (seconds, weight)
         self.eta: float | None = None
+        self.eta_every, self._eta_at = eta_every, -math.inf  # a big index: not every landing
         self._refresh_eta()
 
     def take(self, event: Event) -> None:
@@ -86,7 +90,8 @@ class Tally:
         if kind in SETTLED:
             self.phase[tid] = kind
             self.done.update([tid] if kind == "landed" else [])
-            self._refresh_eta()
+            if time.monotonic() - self._eta_at >= self.eta_every:
+                self._refresh_eta()
         else:  # put back: not this run's any more
             self.phase[tid] = "returned"
 
@@ -111,6 +116,7 @@ class Tally:
         """Seconds of work left: the simulated makespan of what is still open, in estimate
         units (minutes, or tickets), times the seconds this run's attempts took per unit so
         far; before any attempt has finished, an estimated minute is a minute."""
+        self._eta_at = time.monotonic()
         state = {tid: "COMPLETED" for tid in self.done}
         state.update({t: "DEFERRED" for t, p in self.phase.items() if p in SETTLED[1:]})
         left = [replace(t, state=state.get(t.id, t.state)) for t in self.tickets.values()]

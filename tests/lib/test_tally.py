@@ -18,7 +18,7 @@ def ev(kind: str, ticket: str | None = None, **data: object) -> Event:
 
 
 def tally(tickets: list[Ticket], workers: int = 2) -> Tally:
-    return Tally(tickets, dag.build(tickets), workers)
+    return Tally(tickets, dag.build(tickets), workers, eta_every=0.0)
 
 
 def test_counts_follow_the_run() -> None:
