@@ -220,7 +220,7 @@ def workers_of(slots: Sequence[Slot]) -> dict[str, int]:
     """Which simulated worker (0 …) runs each ticket: the first one free when it starts."""
     free_at: list[float] = []
     found = {}
-    for slot in sorted(slots, key=lambda s: (s.start, s.finish, s.ticket)):
+    for slot in sorted(slots, key=lambda s: s.start):  # stable: dispatch order at a tie
         worker = next((n for n, t in enumerate(free_at) if t <= slot.start), len(free_at))
         if worker == len(free_at):
             free_at.append(0.0)
