@@ -8,7 +8,7 @@ import typer
 
 from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_project
 from sage.lib import status as statuses
-from sage.lib.history import History
+from sage.lib.history import History, parse_time
 
 
 def command(json: JsonOpt = False, index: IndexOpt = None) -> int:
@@ -32,7 +32,7 @@ def command(json: JsonOpt = False, index: IndexOpt = None) -> int:
 def lines(s: statuses.Status) -> list[str]:
     out = [_run_line(s)]
     out += _running_lines(s)
-    queue = ", ".join(f"#{e.seq} {e.ticket_id} ({e.status})" for e in s.queue)
+    queue = ", ".join(f"#{e.seq} {e.ticket_id} ({e.status}{_since(e.queued_at)})" for e in s.queue)
     out.append(f"queue: {len(s.queue)} waiting to land: {queue}" if s.queue else "queue: empty")
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(s.states.items()))
     out.append(f"tickets: {counts or 'none'}")
@@ -66,6 +66,13 @@ def _ago(run: History) -> str:
 def _elapsed(since: datetime) -> str:
     seconds = int((datetime.now(UTC) - since).total_seconds())
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _since(stamp: str) -> str:
+    try:
+        return f" since {parse_time(stamp):%H:%M:%S}"
+    except ValueError:
+        return ""
 
 
 def _running_lines(s: statuses.Status) -> list[str]:

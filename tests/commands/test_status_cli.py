@@ -112,3 +112,15 @@ def test_status_before_any_run(repo, sage, tickets_repo):
         "waiting: B-2 (on B-1)",
         "eta: unknown (no estimates, and no run to time tickets by)",
     ]
+
+
+def test_status_shows_what_waits_to_land(repo, sage, tickets_repo):
+    from sage.lib.queue.entries import Entries, new_entry
+
+    tickets_repo([ticket("Q-1", command=writer("q"))])
+    entry = new_entry(ticket_id="Q-1", title="q", branch="sage/Q-1", base="b", head="h")
+    Entries(repo / ".sage/queue", repo / ".sage/locks", 5).add(entry)
+    out = sage("status", cwd=repo).stdout
+    assert "queue: 1 waiting to land: #1 Q-1 (queued since " in out, out
+    data = json.loads(sage("status", "--json", cwd=repo).stdout)
+    assert [(q["seq"], q["ticket"], q["status"]) for q in data["queue"]] == [(1, "Q-1", "queued")]
