@@ -7,7 +7,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,11 +175,12 @@ def counts_line(c: Counts, eta: float | None) -> str:
     return " · ".join(parts)
 
 
-def make(*, json: bool, tally: Tally | None = None) -> Reporter:
+def make(*, json: bool, tally: Callable[[], Tally] | None = None) -> Reporter:
+    """`tally` makes what the live view counts: only a terminal needs it."""
     if json:
         return JsonReporter()
     if sys.stdout.isatty():
-        return LiveReporter(tally)
+        return LiveReporter(tally() if tally else None)
     return Reporter()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import shlex
 import signal
 import sys
@@ -200,7 +201,7 @@ def _run(
     json: bool,
 ) -> int:
     run_id = runs.new_run_id()
-    tally = Tally(loaded.index.tickets, loaded.graph, options.workers)
+    tally = functools.partial(Tally, loaded.index.tickets, loaded.graph, options.workers)
     reporter = _progress.make(json=json, tally=tally)
     if count.warning:
         typer.echo(f"warning: {count.warning}", err=True)
