@@ -79,7 +79,7 @@ def _running_lines(s: statuses.Status) -> list[str]:
     if s.holder is None:
         return []
     if not s.running:
-        return ["  no worker running (landing, or waiting for a retry)"]
+        return ["  no worker running now (between tickets, landing, or waiting for a retry)"]
     return [
         f"  slot {r.slot + 1}: {r.ticket} {r.title!r} attempt {r.attempt}, since "
         f"{r.since:%H:%M:%S} ({_elapsed(r.since)})"
