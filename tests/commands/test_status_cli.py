@@ -74,8 +74,13 @@ def test_status_and_log_follow_while_a_stream_runs(repo, sage, tickets_repo, tmp
         followed, _ = follow.communicate(timeout=60)
         assert follow.returncode == 0
         assert "waiting for the gate" in followed and "through the gate" in followed
-    finally:
-        output, _ = run.communicate(timeout=60)
+    finally:  # a failed check must not leave the stream waiting at the gate
+        gate.write_text("open")
+        try:
+            output, _ = run.communicate(timeout=60)
+        finally:
+            if run.poll() is None:
+                run.kill()
     assert run.returncode == 1, output  # G-3 blocked, G-9 deferred earlier
     after = sage("status", cwd=repo).stdout
     assert "finished, 2 completed, 1 deferred, 1 blocked (exit 1)" in after, after
