@@ -168,13 +168,15 @@ def test_the_live_view_shows_each_slot_and_the_counts(repo, tickets_repo, termin
         ]
     )
     term = terminal(repo, [sys.executable, "-m", "sage", "stream", "--auto", "--parallel", "2"])
-    screen = term.wait_for("Held at the gate")
+    try:
+        screen = term.wait_for("Held at the gate")
+    finally:  # whatever happens, the worker is not left waiting
+        gate.write_text("open")
     line = next(line for line in screen.splitlines() if line.startswith("slot 1"))
     assert line.split()[:8] == ["slot", "1", "V-1", "Held", "at", "the", "gate", "attempt"]
     assert line.rstrip().endswith("s") and "slot 2  idle" in screen
     assert (
         "ready 0 · waiting on dependencies 1 · queued to land 0 · blocked 0 · landed 0/2" in screen
     )
-    gate.write_text("open")
     screen = term.wait_for("EXIT=")
     assert "SUMMARY (finished): 2 completed" in screen and "slot 1" not in screen, screen
