@@ -15,14 +15,18 @@ from sage import __version__
 from sage.commands import (
     add,
     agent_commands,
+    clean,
     demo,
     graph,
     hooks,
     import_,
     init,
+    log,
     plan,
     queue,
     ready,
+    report,
+    status,
     stream,
     validate,
 )
@@ -30,7 +34,8 @@ from sage.lib.errors import SageError
 
 EXIT_CODES = """\
 Exit codes: 0 success; 1 error (or validation errors, or tickets deferred / blocked by a stream);
-2 usage error; 3 a stream stopped early (--on-error fail); 130 interrupted (Ctrl+C)."""
+2 usage error (also: an interactive stream without a terminal); 3 a stream stopped early
+(--on-error fail); 130 interrupted (Ctrl+C)."""
 
 app = typer.Typer(
     name="sage",
@@ -68,7 +73,7 @@ app.command("import")(import_.command)
 app.command("add")(add.command)
 
 
-for _module in (stream, demo, queue, hooks, agent_commands):
+for _module in (stream, status, log, report, clean, demo, queue, hooks, agent_commands):
     _module.register(app)
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from sage.lib.events import Event, RunSummary
+from sage.lib.tally import Attempt, Counts, Tally
 
 PLAIN = {
     "started": "started   {ticket} (attempt {attempt}, {worker})",
@@ -45,6 +48,11 @@ class Reporter:
 
     def close(self) -> None:
         """And tears down."""
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """While the user is asked something: plain lines need no pause."""
+        yield
 
     def event(self, event: Event) -> None:
         line = self.line(event)
@@ -88,18 +96,18 @@ class JsonReporter(Reporter):
 
 
 class LiveReporter(Reporter):
-    """A rich Live view: each worker's ticket and elapsed time, done / total, queue depth."""
+    """A rich Live view: a line per worker slot (ticket, title, attempt, elapsed), how many
+    tickets are ready, waiting on dependencies, queued to land and blocked, and an ETA."""
 
-    def __init__(self) -> None:
+    def __init__(self, tally: Tally | None = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
         self.console = Console()
-        self.slots: dict[int, tuple[str, int, float]] = {}  # slot: (ticket, attempt, since)
-        self.done = self.total = self.depth = 0
-        self.deferred = 0
+        self.tally = tally
         self._lock = threading.Lock()
-        self.live = Live(console=self.console, refresh_per_second=4, get_renderable=self._render)
+        self.live = Live(console=self.console, refresh_per_second=4, transient=True,
+                         get_renderable=self._render)  # fmt: skip
 
     def open(self) -> None:
         self.live.start()
@@ -107,51 +115,72 @@ class LiveReporter(Reporter):
     def close(self) -> None:
         self.live.stop()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The live view redraws over the terminal's last lines: stop it while a prompt is up."""
+        self.live.stop()
+        try:
+            yield
+        finally:
+            self.live.start()
+
     def event(self, event: Event) -> None:
-        with self._lock:
-            self._update(event)
+        if self.tally is not None:
+            with self._lock:
+                self.tally.take(event)
         line = Reporter.line(event)
         if line and event.kind not in ("started", "queued", "finished"):
             self.console.print(line, highlight=False, markup=False)
 
-    def _update(self, event: Event) -> None:
-        kind, tid = event.kind, event.ticket or ""
-        if kind == "run-started":
-            self.total = int(event.data.get("tickets", 0))
-        elif kind == "started":
-            slot = int(event.data.get("slot", 0))
-            self.slots[slot] = (tid, int(event.data.get("attempt", 1)), time.monotonic())
-        elif kind in ("exited", "finished"):
-            held = event.data.get("slot")
-            if held is not None and self.slots.get(int(held), ("",))[0] == tid:
-                del self.slots[int(held)]
-        elif kind in ("queued", "landed"):
-            self.depth = int(event.data.get("depth", self.depth))
-            self.done += kind == "landed"
-        elif kind == "deferred":
-            self.deferred += 1
-
     def _render(self) -> Any:
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, show_header=False, pad_edge=False)
+        if self.tally is None:
+            return table
         with self._lock:
-            for slot, (tid, attempt, since) in sorted(self.slots.items()):
-                label = tid if attempt == 1 else f"{tid} (attempt {attempt})"
-                table.add_row(f"[{slot}]", label, f"{time.monotonic() - since:5.1f}s")
-            table.add_row(
-                "",
-                f"landed {self.done}/{self.total}, deferred {self.deferred}",
-                f"queue {self.depth}",
-            )
-        return table
+            rows, counts, eta = slot_rows(self.tally), self.tally.counts(), self.tally.eta
+        for row in rows:
+            table.add_row(*row)
+        return Group(table, Text(counts_line(counts, eta)))
 
 
-def make(*, json: bool) -> Reporter:
+def slot_rows(tally: Tally) -> list[tuple[str, str, str, str, str]]:
+    """One row per worker slot: slot, ticket, title, attempt, elapsed; idle slots too."""
+    running = tally.running()
+    count = max([tally.workers, *(slot + 1 for slot, _ in running)])
+    rows = []
+    for slot in range(count):
+        mine = [a for s, a in running if s == slot]
+        rows += [_slot_row(slot, a) for a in mine] or [(f"slot {slot + 1}", "idle", "", "", "")]
+    return rows
+
+
+def _slot_row(slot: int, a: Attempt) -> tuple[str, str, str, str, str]:
+    title = a.title if len(a.title) <= 40 else a.title[:39] + "…"
+    elapsed = f"{time.monotonic() - a.since:5.1f}s"
+    return (f"slot {slot + 1}", a.ticket, title, f"attempt {a.attempt}", elapsed)
+
+
+def counts_line(c: Counts, eta: float | None) -> str:
+    parts = [f"ready {c.ready}", f"waiting on dependencies {c.waiting}",
+             f"queued to land {c.landing}", f"blocked {c.blocked}",
+             f"landed {c.landed}/{c.total}"]  # fmt: skip
+    parts += [f"deferred {c.deferred}"] if c.deferred else []
+    parts += [f"retrying {c.retrying}"] if c.retrying else []
+    if eta is not None:
+        parts.append("eta " + (f"~{eta / 60:.0f} min" if eta >= 90 else f"~{eta:.0f}s"))
+    return " · ".join(parts)
+
+
+def make(*, json: bool, tally: Callable[[], Tally] | None = None) -> Reporter:
+    """`tally` makes what the live view counts: only a terminal needs it."""
     if json:
         return JsonReporter()
     if sys.stdout.isatty():
-        return LiveReporter()
+        return LiveReporter(tally() if tally else None)
     return Reporter()
 
 
@@ -193,7 +222,7 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
             "  waiting tickets land with `sage queue process` (or the next `sage stream`) once "
             "nothing is in the way"
         )
-    lines.append(f"  logs and events: {run_dir}")
+    lines.append(f"  logs and events: {run_dir} (a timeline and the graph: `sage report`)")
     return lines
 
 

@@ -37,6 +37,8 @@ def command(
         typer.echo(f"note: auto is {workers} worker(s) on this machine; the demo uses {DEMO_FLOOR}")
         workers = DEMO_FLOOR
     typer.echo(f"demo repository: {root}")
+    if not json:
+        typer.echo(demo.INTRO)
     project = projects.open_project(root, overrides={"retries": 1, "backoff": 0.2})
     options = stream_command._options(project, project.config, workers)
     count = scheduler.WorkerCount(workers=workers, requested=str(workers))

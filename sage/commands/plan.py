@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from sage.commands._common import IndexOpt, JsonOpt, emit_json, load_valid_graph, minutes
 from sage.lib import scheduler
+from sage.lib.tickets import Ticket
+
+
+class Format(StrEnum):
+    text = "text"
+    gantt = "gantt"
 
 
 def command(
     parallel: Annotated[
         str, typer.Option("--parallel", metavar="N|auto", help="Workers to plan for.")
     ] = "auto",
+    format: Annotated[
+        Format, typer.Option("--format", help="text, or gantt: the simulated schedule as mermaid.")
+    ] = Format.text,
     json: JsonOpt = False,
     index: IndexOpt = None,
 ) -> int:
@@ -23,11 +33,17 @@ def command(
     The lower bound is max(critical path, total work / N); makespans are simulated for dynamic
     dispatch and for the seed's batch waves. Tickets whose `files` overlap run one at a time:
     the plan lists those its simulated run keeps apart, and what that costs in makespan.
+    --json adds each ticket's simulated start, finish and worker; --format gantt draws that
+    schedule as a mermaid gantt chart.
     """
     _, idx, dag = load_valid_graph(index)
     result = scheduler.plan(idx.tickets, dag, parallel)
+    slots = scheduler.timeline(idx.tickets, dag, result.workers.workers)
     if json:
-        emit_json(result.as_dict())
+        emit_json(result.as_dict() | {"timeline": timeline(slots)})
+        return 0
+    if format == Format.gantt:
+        typer.echo(gantt(result, slots, {t.id: t for t in idx.tickets}))
         return 0
     if result.workers.warning:
         typer.echo(f"warning: {result.workers.warning}", err=True)
@@ -71,3 +87,32 @@ def _apart_cost(p: scheduler.Plan, fmt: Callable[[float], str]) -> None:
         f"  ({fmt(p.together_makespan)} if the tickets kept apart ran at once: "
         f"keeping them apart {costs})"
     )
+
+
+def timeline(slots: list[scheduler.Slot]) -> list[dict[str, object]]:
+    workers = scheduler.workers_of(slots)
+    return [
+        {"ticket": s.ticket, "start": s.start, "finish": s.finish, "worker": workers[s.ticket] + 1}
+        for s in slots
+    ]
+
+
+def gantt(p: scheduler.Plan, slots: list[scheduler.Slot], tickets: dict[str, Ticket]) -> str:
+    """Mermaid: one section per simulated worker; the critical path marked `crit`. Times are
+    seconds from 0 (`dateFormat X`), one second per estimated minute (or per ticket)."""
+    workers, critical = scheduler.workers_of(slots), set(p.critical_path.tickets)
+    unit = "min" if p.unit == "minutes" else "tickets"
+    lines = ["gantt", f"    title sage plan: {p.workers.workers} worker(s), dynamic dispatch, "
+             f"makespan {p.dynamic_makespan:g} {unit}", "    dateFormat X", "    axisFormat %s"]  # fmt: skip
+    for worker in sorted(set(workers.values())):
+        lines.append(f"    section worker {worker + 1}")
+        for s in (s for s in slots if workers[s.ticket] == worker):
+            tag = "crit, " if s.ticket in critical else ""
+            name = _gantt_text(f"{s.ticket} {tickets[s.ticket].title}")
+            lines.append(f"    {name} :{tag}{s.ticket}, {s.start:g}, {s.finish:g}")
+    return "\n".join(lines)
+
+
+def _gantt_text(text: str) -> str:
+    """Mermaid ends a task name at ':' and a statement at ';' or '#'."""
+    return " ".join(text.replace(":", " -").replace(";", ",").replace("#", "no.").split())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import shlex
 import signal
 import sys
@@ -15,15 +16,16 @@ from typing import Annotated
 import typer
 
 from sage.commands import _progress
-from sage.commands._common import IndexOpt, JsonOpt, checked, open_project
+from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_project
 from sage.commands.plan import render as render_plan
-from sage.lib import agents, executors, runs, scheduler, validation, workers
+from sage.lib import agents, executors, onboarding, runs, scheduler, validation, workers
 from sage.lib import config as configuration
 from sage.lib import graph as dag
 from sage.lib import stream as streams
 from sage.lib.errors import SageError, UsageError
 from sage.lib.events import Journal
 from sage.lib.project import Project
+from sage.lib.tally import Tally
 from sage.lib.tickets import Ticket
 
 
@@ -43,7 +45,7 @@ class ExecutorName(StrEnum):
 
 
 # fmt: off
-Interactive = Annotated[bool, typer.Option("--interactive", help="Ask before each ticket (default).")]
+Interactive = Annotated[bool, typer.Option("--interactive", help="Ask before each ticket (default; needs a terminal, else use --auto).")]
 Auto = Annotated[bool, typer.Option("--auto", help="Run without asking; needed for --parallel.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
 Parallel = Annotated[str | None, typer.Option("--parallel", metavar="N|auto", help="Workers at once (with --auto). auto = half the cores, 1..8.")]
@@ -85,13 +87,14 @@ def command(
     """Run ready tickets, each in its own git worktree, and land them one commit at a time.
 
     Exit 0 when every ticket it took on landed; 1 when any was deferred or blocked; 3 when it
-    stopped early (--on-error fail, or a "no" at the prompt); 130 on Ctrl+C.
+    stopped early (--on-error fail, or a "no" at the prompt); 130 on Ctrl+C. Without --auto it
+    asks before each ticket, which needs a terminal: exit 2 when stdin is not one.
     """
     mode = _mode(interactive, auto, dry_run, parallel)
     project = open_project(index, **_overrides(locals()))
     cfg = project.config
     if dry_run:
-        return _dry_run(project, parallel or cfg.workers)
+        return _dry_run(project, parallel or cfg.workers, json)
     project.require_git()
     project.require_writable()
     with runs.exclusive(project):
@@ -111,7 +114,18 @@ def _mode(interactive: bool, auto: bool, dry_run: bool, parallel: str | None) ->
             "--parallel needs --auto: parallel workers cannot stop to ask before each ticket",
             hint="run `sage stream --auto --parallel " + parallel + "`",
         )
+    if not (auto or dry_run):
+        _require_terminal()
     return "auto" if auto else "dry-run" if dry_run else "interactive"
+
+
+def _require_terminal() -> None:
+    """Asking before each ticket needs someone at a terminal to answer."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "sage stream asks before each ticket (interactive mode), but stdin is not a terminal",
+            hint="use --auto to run without asking (sage stream --auto [--parallel N])",
+        )
 
 
 def _overrides(values: dict[str, object]) -> dict[str, object]:
@@ -157,23 +171,31 @@ def _options(project: Project, cfg: configuration.Config, workers: int) -> strea
     )
 
 
-def _dry_run(project: Project, parallel: str) -> int:
+def _dry_run(project: Project, parallel: str, json: bool) -> int:
     idx, graph = checked(project)
     plan = scheduler.plan(idx.tickets, graph, parallel)
+    starts = [(t.id, _argv(t, project.config)) for t in dag.ready(idx.tickets, graph)]
+    if json:
+        would = [{"ticket": tid, "argv": argv if isinstance(argv, list) else None,
+                  "error": argv if isinstance(argv, str) else None} for tid, argv in starts]  # fmt: skip
+        emit_json({"dry_run": True, "plan": plan.as_dict(), "would_start": would})
+        return 0
     typer.echo(f"DRY RUN (nothing changes): {plan.workers.workers} worker(s)")
     render_plan(plan)
-    for ticket in dag.ready(idx.tickets, graph):
-        typer.echo(f"would start {ticket.id}: {_argv_text(ticket, project.config)}")
+    for tid, argv in starts:
+        text = shlex.join(argv) if isinstance(argv, list) else f"(cannot run: {argv})"
+        typer.echo(f"would start {tid}: {text}")
     return 0
 
 
-def _argv_text(ticket: Ticket, cfg: configuration.Config) -> str:
+def _argv(ticket: Ticket, cfg: configuration.Config) -> list[str] | str:
+    """The argv the ticket would run, or why it cannot (no worker configured)."""
     try:
         argv = workers.argv_for(ticket, cfg.worker, cfg.agents)
-    except SageError as exc:  # no worker configured: say so instead of failing the dry run
-        return f"(cannot run: {exc.message})"
+    except SageError as exc:
+        return exc.message
     where = ".sage/worktrees/_slots/slot-<k>"
-    return shlex.join(workers.fill(argv, ticket, worktree=where, context_file="<context file>"))
+    return workers.fill(argv, ticket, worktree=where, context_file="<context file>")
 
 
 def _run(
@@ -185,7 +207,8 @@ def _run(
     json: bool,
 ) -> int:
     run_id = runs.new_run_id()
-    reporter = _progress.make(json=json)
+    tally = functools.partial(Tally, loaded.index.tickets, loaded.graph, options.workers)
+    reporter = _progress.make(json=json, tally=tally)
     if count.warning:
         typer.echo(f"warning: {count.warning}", err=True)
     if not json:
@@ -195,8 +218,10 @@ def _run(
             else "SEQUENTIAL EXECUTION"
         )
         typer.echo(f"{label}: {options.workers} worker{'s' if options.workers != 1 else ''}")
+        for line in onboarding.first_run_note(project, options.workers):
+            typer.echo(line)
     journal = Journal(project.runs_dir / run_id / "events.jsonl", reporter.event)
-    confirm = _prompt if mode == "interactive" else None
+    confirm = _asker(reporter) if mode == "interactive" else None
     interrupts = streams.Interrupts()
     try:
         with reporter, _sigint(interrupts):
@@ -230,12 +255,32 @@ def _executor(project: Project, options: streams.StreamOptions) -> executors.Exe
     return dask_executor.make(project, options)
 
 
+ANSWERS = {"y": "yes", "yes": "yes", "n": "no", "no": "no", "s": "skip", "skip": "skip"}
+
+
+def _asker(reporter: _progress.Reporter) -> streams.Confirm:
+    """The prompt, with the live view paused so that the question is on screen."""
+
+    def confirm(ticket: Ticket) -> str:
+        with reporter.paused():
+            return _prompt(ticket)
+
+    return confirm
+
+
 def _prompt(ticket: Ticket) -> str:
-    answer = typer.prompt(
-        f"Run {ticket.id} ({ticket.priority}) {ticket.title}? [y]es / [n]o, stop / [s]kip",
-        default="y",
-    )
-    return {"y": "yes", "yes": "yes", "s": "skip", "skip": "skip"}.get(answer.strip().lower(), "no")
+    """y, n or s; anything else asks again. Ctrl+C or Ctrl+D at the prompt stops the run."""
+    question = f"Run {ticket.id} ({ticket.priority}) {ticket.title}? [y]es / [n]o, stop / [s]kip"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        while (answer := ANSWERS.get(typer.prompt(question, default="y").strip().lower())) is None:
+            typer.echo("answer y (run it), n (stop here) or s (skip it and its dependents)")
+    except (typer.Abort, KeyboardInterrupt, EOFError):
+        typer.echo("")
+        return "no"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return answer
 
 
 @contextlib.contextmanager

@@ -84,6 +84,17 @@ TICKETS: list[tuple[Any, ...]] = [
     ),
 ]
 
+INTRO = """\
+The demo's 12 scripted tickets show, in a couple of seconds:
+  independent work: DEMO-001 … DEMO-004 run side by side, one worker slot each
+  a chain: DEMO-010 → DEMO-011 → DEMO-012, each starts only once the one before has landed
+  a conflict, on purpose: DEMO-020 and DEMO-021 rewrite the same line of settings.ini from the
+    same base; one lands, the other is rolled back and re-run on the new head, then lands
+  a failure, on purpose: DEMO-030 exits 1, is retried, then deferred with its reason; DEMO-031
+    depends on it and is reported blocked
+  DEMO-040 waits for DEMO-001 and DEMO-002
+"""
+
 EXPECTED_DEFERRED = ("DEMO-030",)
 EXPECTED_BLOCKED = ("DEMO-031",)
 

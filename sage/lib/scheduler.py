@@ -323,6 +323,19 @@ def timeline(
     return [Slot(ticket=tid, start=start, finish=finish) for start, finish, tid in slots]
 
 
+def workers_of(slots: Sequence[Slot]) -> dict[str, int]:
+    """Which simulated worker (0 …) runs each ticket: the first one free when it starts."""
+    free_at: list[float] = []
+    found = {}
+    for slot in sorted(slots, key=lambda s: s.start):  # stable: dispatch order at a tie
+        worker = next((n for n, t in enumerate(free_at) if t <= slot.start), len(free_at))
+        if worker == len(free_at):
+            free_at.append(0.0)
+        free_at[worker] = slot.finish
+        found[slot.ticket] = worker
+    return found
+
+
 _Run = list[tuple[float, float, str]]  # (start, finish, ticket) in dispatch order
 
 

@@ -181,8 +181,11 @@ class Stream:
     # ---- starting work -------------------------------------------------------------------
 
     def _fill(self) -> None:
-        if self.options.schedule == "batch" and self.ledger.count(*ACTIVE, Phase.LANDING):
-            return  # the seed's waves: the next batch starts when the whole wave has landed
+        busy = self.ledger.count(*ACTIVE, Phase.LANDING)
+        if busy and (self.options.schedule == "batch" or self.confirm is not None):
+            # The seed's waves: the next batch starts when the whole wave has landed. Asking:
+            # the next question comes once the last ticket's outcome has been shown.
+            return
         while self._room() and self.books.stop_reason is None:
             ticket = self.dispatcher.pop()
             if ticket is None:
@@ -220,7 +223,8 @@ class Stream:
         self.ledger.move(ticket.id, Phase.RUNNING, slot=slot, claimed=True,
                          started_at=self.clock.now())  # fmt: skip
         self.journal.emit("started", ticket.id, attempt=record.attempt, base=base,
-                          log=str(job.log), worker=job.worker_name, slot=slot)  # fmt: skip
+                          log=str(job.log), worker=job.worker_name, slot=slot,
+                          title=ticket.title)  # fmt: skip
         land_attempts, title = record.land_attempts, ticket.title
 
         def done(result: WorkerResult) -> None:
@@ -277,7 +281,7 @@ class Stream:
 
     def _finished(self, result: WorkerResult, entry: QueueEntry | None) -> None:
         tid, record = result.ticket_id, self.ledger[result.ticket_id]
-        self.slots.give_back(record.slot)
+        self.slots.give_back(record.slot)  # held until its work was collected (see `_released`)
         record.worker_seconds += result.seconds
         record.setup_seconds += result.setup_seconds
         usage = result.usage

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from sage.lib.ledger import Phase
 from sage.lib.queue import QueueEntry
+from sage.lib.tickets import Ticket
 from sage.lib.workers import Outcome
 from tests.conftest import ticket
 from tests.lib.stream_fakes import Attempt, harness
@@ -246,6 +247,31 @@ def test_skip_at_the_prompt_blocks_dependents(tmp_path: Path) -> None:
     summary = h.run()
     assert summary.skipped == ("A",) and summary.blocked == {"B": "A"}
     assert summary.completed == ("C",)
+
+
+def test_a_slot_runs_one_ticket_at_a_time(tmp_path: Path) -> None:
+    tickets = [ticket(t) for t in "ABCDEFGH"]
+    script = {t: [Attempt(seconds=1.0 + i % 3)] for i, t in enumerate("ABCDEFGH")}
+    h = harness(tmp_path, tickets, script, workers=3)
+    assert len(h.run().completed) == 8
+    ends = {}
+    for start, tid, slot in sorted(h.executor.starts):
+        assert ends.get(slot, 0.0) <= start, f"{tid} started on slot {slot} while it was busy"
+        ends[slot] = start + script[tid][0].seconds
+    assert sorted(ends) == [0, 1, 2]
+
+
+def test_each_question_comes_after_the_previous_ticket_landed(tmp_path: Path) -> None:
+    asked: list[tuple[str, list[str]]] = []
+
+    def confirm(t: Ticket) -> str:
+        asked.append((t.id, [e["ticket"] for e in h.events("landed")]))
+        return "yes"
+
+    h = harness(tmp_path, [ticket("A", priority="P0"), ticket("B"), ticket("C")],
+                confirm=confirm, workers=1)  # fmt: skip
+    assert sorted(h.run().completed) == ["A", "B", "C"]
+    assert asked == [("A", []), ("B", ["A"]), ("C", ["A", "B"])]
 
 
 def test_work_queued_by_a_dead_run_is_landed_first(tmp_path: Path) -> None:

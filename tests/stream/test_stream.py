@@ -239,27 +239,6 @@ def test_dry_run_changes_nothing(repo, sage, tickets_repo):
     assert git(repo, "rev-list", "--count", "main") == "2"
 
 
-def test_interactive_asks_and_skip_blocks_dependents(repo, tickets_repo):
-    tickets_repo(
-        [
-            ticket("I-1", priority="P0", command=writer("i1")),
-            ticket("I-2", priority="P1", command=writer("i2")),
-            ticket("I-3", "I-2", command=writer("i3")),
-        ]
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "sage", "stream", "--interactive"],
-        cwd=repo,
-        input="y\ns\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert states(repo) == {"I-1": "COMPLETED", "I-2": "UNPROCESSED", "I-3": "UNPROCESSED"}
-    assert "blocked I-3 (by I-2)" in done.stdout
-
-
 def test_worker_changes_under_sage_are_not_landed(repo, sage, tickets_repo):
     code = (
         "import pathlib; pathlib.Path('.sage/tickets/index.json').write_text('garbage'); "
