@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler before giving up with a hint
 CANCEL_POLL = 0.25  # how often a running task checks whether it was cancelled
 BASE_REFS = "refs/sage/base/"
+# Without a dashboard the scheduler still serves its health routes, on :8787 unless told otherwise
+NO_FIXED_PORT = {"dashboard_address": ":0"}
 
 Reply = dict[str, Any]
 
@@ -54,7 +56,7 @@ def connect(
     if address in ("", "local"):
         cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-            silence_logs=logging.ERROR,  # cancelled tasks warn at close; the stream reports enough
+            scheduler_kwargs=NO_FIXED_PORT, silence_logs=logging.ERROR,  # cancelled tasks warn
         )  # fmt: skip
         client = distributed.Client(cluster)  # type: ignore[no-untyped-call]
         client.register_plugin(IgnoreSigint())
