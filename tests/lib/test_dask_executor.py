@@ -353,6 +353,7 @@ def test_a_scheduler_killed_under_running_tasks_brings_every_result_back(
     )
 
 
+@pytest.mark.slow
 def test_kill_all_returns_at_once_when_the_scheduler_is_gone(repo: Path, tmp_path: Path) -> None:
     with scheduler(tmp_path, "victim") as (victim, address), dask_worker(tmp_path, address, "w"):
         made = dask_executor.DaskExecutor(repo, distributed.Client(address), slots=1)
@@ -366,3 +367,26 @@ def test_kill_all_returns_at_once_when_the_scheduler_is_gone(repo: Path, tmp_pat
         made.shutdown()
         assert time.monotonic() - started < dask_executor.CLOSE_TIMEOUT + 2
     assert outcome in ("killed", "unusable")
+
+
+@pytest.mark.slow
+def test_a_scheduler_that_stops_answering_is_gone_within_the_check_timeout(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP: the connection stays open and nothing tells the client; only asking does."""
+    monkeypatch.setattr(dask_executor, "CHECK_TIMEOUT", 1.0)
+    with scheduler(tmp_path, "frozen") as (frozen, address), dask_worker(tmp_path, address, "w"):
+        made = dask_executor.DaskExecutor(repo, distributed.Client(address), slots=1)
+        results: queue.Queue[WorkerResult] = queue.Queue()
+        made.submit(sleeping(repo, "F-1", tmp_path / "F-1"), results.put)
+        wait_for_file(tmp_path / "F-1")
+        frozen.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        got = results.get(timeout=20)
+        noticed = time.monotonic() - started
+        made.shutdown()
+        closed = time.monotonic() - started - noticed
+    assert got.outcome == "unusable"
+    assert got.detail.startswith(f"the Dask scheduler at {address} is gone ("), got.detail
+    assert noticed < dask_executor.CHECK_EVERY + 1.0 + 2, noticed
+    assert closed < dask_executor.CLOSE_TIMEOUT + 2, closed
