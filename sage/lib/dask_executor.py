@@ -5,8 +5,10 @@ back as one, and the coordinator fetches them into `sage/<ID>` for the same queu
 installed there, never a shared filesystem.
 
 Losing the cluster (the scheduler gone, the connection closed, no workers left) is not a ticket's
-fault: such an attempt ends `Outcome.UNUSABLE`, which stops the run and returns the ticket. No wait
-here is unbounded, so every in-flight ticket's result comes back and the process can exit.
+fault: such an attempt ends `Outcome.UNUSABLE`, which stops the run and returns the ticket. Every
+call that talks to the cluster has a timeout, and a running task is waited for in short slices
+between which Ctrl+C and the cluster's health are checked, so every in-flight ticket's result
+comes back and the process can exit.
 """
 
 from __future__ import annotations
@@ -305,6 +307,20 @@ class DaskExecutor:
 
     def _await(self, job: WorkerJob, future: distributed.Future[Reply]) -> Reply | WorkerResult:
         """The reply once the task is done, or a result saying why the wait ended early."""
+        while True:
+            stopped = self._until_done(job, future)
+            if stopped is not None:
+                return stopped
+            try:
+                return future.result(timeout=RESULT_TIMEOUT)
+            except TimeoutError:
+                if future.done():  # type: ignore[no-untyped-call]
+                    raise  # done, yet its result never came: the cluster is not answering
+                # its result was lost with a worker before we fetched it: Dask runs it again
+
+    def _until_done(self, job: WorkerJob, future: distributed.Future[Reply]) -> WorkerResult | None:
+        """Wait in POLL slices for the task to finish (as long as it runs: the ticket's timeout
+        bounds it); between slices, a Ctrl+C or a lost cluster ends the wait with a result."""
         while not future.done():  # type: ignore[no-untyped-call]
             if self._killed.is_set():  # kill_all ran (maybe while this job was being shipped)
                 _bounded(future.cancel, KILL_WAIT)
@@ -313,7 +329,7 @@ class DaskExecutor:
             if lost is not None:
                 return _result(job, Outcome.UNUSABLE, lost)
             self._killed.wait(POLL)
-        return future.result(timeout=RESULT_TIMEOUT)
+        return None
 
     def _failed(self, job: WorkerJob, exc: Exception) -> WorkerResult:
         """Shipping or waiting raised: the run was stopped, the cluster is lost, or the task."""
