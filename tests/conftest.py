@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,3 +146,63 @@ def wait_for_file(path: Path, timeout: float = 60) -> str:
     """The text of `path` once something has written it."""
     wait_for(lambda: path.exists() and path.read_text(), timeout)
     return path.read_text()
+
+
+# ---- real Dask processes: a scheduler and workers, each in its own process group -----------
+
+DASK = Path(sys.executable).with_name("dask")
+
+
+@contextmanager
+def spawned(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A process in its own group, killed with everything it started when the block ends."""
+    with open(log, "wb") as out:
+        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)  # fmt: skip
+    try:
+        yield child
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+
+
+@contextmanager
+def scheduler(tmp_path: Path, name: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`dask scheduler` on a port the OS picks; its address comes back through --scheduler-file."""
+    info = tmp_path / f"{name}.json"
+    argv = [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+            "--scheduler-file", str(info)]  # fmt: skip
+    with spawned(argv, tmp_path / f"{name}.log") as child:
+        address = json.loads(wait_for_file(info, timeout=30))["address"]
+        yield child, address
+
+
+def dask_worker(
+    tmp_path: Path, address: str, name: str
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """`dask worker` as one process (no nanny to restart it), two threads, no dashboard."""
+    argv = [str(DASK), "worker", address, "--no-nanny", "--nthreads", "2", "--no-dashboard",
+            "--death-timeout", "5", "--name", name]  # fmt: skip
+    return spawned(argv, tmp_path / f"{name}.log")
+
+
+def sleeper(mark: Path, name: str) -> list[str]:
+    """First run: say so in `mark`, then wait for our Dask worker to die (at most a minute).
+    Later runs: write `name` and exit 0."""
+    return [
+        sys.executable,
+        "-c",
+        f"""
+import os, pathlib, sys, time
+mark = pathlib.Path({str(mark)!r})
+if mark.exists():
+    pathlib.Path({name!r}).write_text('second run')
+    sys.exit(0)
+mark.write_text(str(os.getpid()))
+parent, deadline = os.getppid(), time.monotonic() + 60
+while os.getppid() == parent and time.monotonic() < deadline:
+    time.sleep(0.05)
+sys.exit(9)
+""",
+    ]

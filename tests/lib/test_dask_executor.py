@@ -8,18 +8,21 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 distributed = pytest.importorskip("distributed")
+from distributed.comm.core import CommClosedError  # noqa: E402
 
 from sage.lib import dask_executor  # noqa: E402
 from sage.lib.errors import SageError  # noqa: E402
 from sage.lib.tickets import Ticket  # noqa: E402
 from sage.lib.workers import WorkerJob, WorkerResult  # noqa: E402
-from tests.conftest import git, wait_for_file  # noqa: E402
+from tests import conftest as shared  # noqa: E402
+from tests.conftest import dask_worker, git, scheduler, sleeper, wait_for_file  # noqa: E402
 
 pytestmark = pytest.mark.dask
 
@@ -173,3 +176,217 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "Z"
+
+
+# ---- losing the cluster: not the ticket's fault, and no wait is unbounded -----------------------
+
+ADDRESS = "tcp://10.0.0.5:8786"
+Cancelled = distributed.client.FutureCancelledError
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "why"),
+    [
+        (Cancelled("k", "scheduler-connection-lost"), "running", "lost the connection to it"),
+        (Cancelled("k", "unknown"), "connecting", "lost the connection to it"),
+        (CancelledError(), "closed", "lost the connection to it"),
+        (distributed.client.ClosedClientError("Client is closed"), "closed", "client is closed"),
+        (CommClosedError("in <TCP>: Stream is closed"), "running", "connection closed: in <TCP>"),
+        (ConnectionRefusedError(111, "Connection refused"), "running", "ConnectionRefusedError"),
+        (TimeoutError("Timed out after 10 s"), "running", "no answer in time: Timed out"),
+    ],
+)
+def test_losing_the_cluster_is_told_apart(exc: BaseException, status: str, why: str) -> None:
+    found = dask_executor.loss(exc, status)
+    assert found is not None and why in found
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        Cancelled("k", "unknown"),
+        CancelledError(),
+        ValueError("bad"),
+        SageError("git failed"),
+        distributed.KilledWorker("k", "w", 3),
+    ],
+)
+def test_what_concerns_only_the_task_is_not_a_lost_cluster(exc: BaseException) -> None:
+    assert dask_executor.loss(exc, "running") is None
+
+
+class FakeClient:
+    """Just what `Health` asks a client: its status and the scheduler's workers."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.status, self.workers, self.asked = "running", workers, 0
+        self.error: Exception | None = None
+
+    def nthreads(self, callback_timeout: float) -> dict[str, int]:
+        self.asked += 1
+        if self.error is not None:
+            raise self.error
+        return {f"tcp://w{n}": 1 for n in range(self.workers)}
+
+
+def health(client: FakeClient, now: list[float]) -> dask_executor.Health:
+    made = dask_executor.Health(client, ADDRESS, worker_wait=5.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert made.verdict() is None
+    return made
+
+
+def test_no_workers_for_the_whole_wait_ends_the_run_with_one_clear_reason() -> None:
+    client, now = FakeClient(workers=0), [100.0]
+    made = health(client, now)
+    now[0] += 4.0
+    assert made.verdict() is None, "a worker may still be starting"
+    now[0] += 2.0
+    assert made.verdict() == f"the Dask scheduler at {ADDRESS} has no workers (none for 5s)"
+
+
+def test_a_worker_coming_back_resets_the_wait_and_questions_are_spaced() -> None:
+    client, now = FakeClient(workers=0), [100.0]
+    made = health(client, now)
+    now[0] += 4.0
+    made.verdict()
+    client.workers = 1
+    now[0] += 2.0
+    assert made.verdict() is None
+    client.workers, asked = 0, client.asked
+    now[0] += 4.0
+    assert made.verdict() is None and made.verdict() is None
+    assert client.asked == asked + 1, "at most one question per CHECK_EVERY"
+
+
+def test_a_scheduler_that_does_not_answer_or_a_client_that_lost_it_is_gone() -> None:
+    client, now = FakeClient(), [100.0]
+    made = health(client, now)
+    client.error = ConnectionRefusedError(111, "Connection refused")
+    now[0] += dask_executor.CHECK_EVERY
+    assert (made.verdict() or "").startswith(f"the Dask scheduler at {ADDRESS} is gone (")
+    client = FakeClient()
+    made = health(client, [0.0])
+    client.status = "connecting"
+    assert made.verdict() == f"the Dask scheduler at {ADDRESS} is gone (the client is connecting)"
+
+
+def empty_cluster() -> Any:
+    """A scheduler of our own, without workers, listening on ports the OS picks."""
+    return distributed.LocalCluster(
+        n_workers=0, dashboard_address=None, scheduler_kwargs=dask_executor.NO_FIXED_PORT
+    )
+
+
+def test_a_scheduler_without_workers_is_refused_before_any_ticket_starts() -> None:
+    empty = empty_cluster()
+    try:
+        started = time.monotonic()
+        with pytest.raises(SageError) as info:
+            dask_executor.connect(empty.scheduler_address, workers=1, worker_wait=0.5)
+        assert info.value.message == (
+            f"the Dask scheduler at {empty.scheduler_address} has no workers (none for 0.5s)"
+        )
+        assert f"dask worker {empty.scheduler_address}" in (info.value.hint or "")
+        assert time.monotonic() - started < 10
+    finally:
+        empty.close()
+
+
+def test_the_worker_wait_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert dask_executor.configured_worker_wait() == dask_executor.WORKER_WAIT
+    monkeypatch.setenv(dask_executor.WORKER_WAIT_ENV, "2.5")
+    assert dask_executor.configured_worker_wait() == 2.5
+    monkeypatch.setenv(dask_executor.WORKER_WAIT_ENV, "soon")
+    with pytest.raises(SageError, match="SAGE_DASK_WORKER_WAIT must be a number"):
+        dask_executor.configured_worker_wait()
+
+
+def sleeping(repo: Path, tid: str, mark: Path) -> WorkerJob:
+    """A job that says it started in `mark`, then waits for its Dask worker to die."""
+    return make_job(repo, tid, sleeper(mark, f"{tid}.txt")[2])
+
+
+@pytest.mark.slow
+def test_losing_every_worker_ends_the_wait_with_one_clear_reason(
+    repo: Path, tmp_path: Path
+) -> None:
+    local = empty_cluster()
+    address = local.scheduler_address
+    made = dask_executor.DaskExecutor(repo, distributed.Client(address), slots=2, worker_wait=0.5)
+    results: queue.Queue[WorkerResult] = queue.Queue()
+    try:
+        with dask_worker(tmp_path, address, "only") as worker:
+            made.submit(sleeping(repo, "W-1", tmp_path / "w1"), results.put)
+            wait_for_file(tmp_path / "w1")
+            worker.kill()  # the scheduler reschedules W-1, but no worker is left to take it
+            lost = results.get(timeout=20)
+        assert (lost.ticket_id, lost.outcome) == ("W-1", "unusable")
+        assert lost.detail == f"the Dask scheduler at {address} has no workers (none for 0.5s)"
+        made.submit(make_job(repo, "W-2", "pass"), results.put)
+        again = results.get(timeout=5)
+        assert (again.outcome, again.detail) == ("unusable", lost.detail), "nothing is shipped"
+    finally:
+        made.shutdown()
+        local.close()
+
+
+@pytest.mark.slow
+def test_a_scheduler_killed_under_running_tasks_brings_every_result_back(
+    repo: Path, tmp_path: Path
+) -> None:
+    with scheduler(tmp_path, "victim") as (victim, address), dask_worker(tmp_path, address, "w"):
+        made = dask_executor.DaskExecutor(repo, distributed.Client(address), slots=3)
+        results: queue.Queue[WorkerResult] = queue.Queue()
+        marks = [tmp_path / tid for tid in ("G-1", "G-2", "G-3")]
+        for mark in marks:
+            made.submit(sleeping(repo, mark.name, mark), results.put)
+        shared.wait_for(lambda: sum(m.exists() for m in marks) == 2)  # the third waits for a thread
+        victim.kill()
+        got = {r.ticket_id: r for r in (results.get(timeout=20) for _ in range(3))}
+        started = time.monotonic()
+        assert made.kill_all() == 0
+        made.shutdown()
+        assert time.monotonic() - started < dask_executor.CLOSE_TIMEOUT + 2
+    assert {r.outcome for r in got.values()} == {"unusable"}
+    assert all(
+        r.detail.startswith(f"the Dask scheduler at {address} is gone (") for r in got.values()
+    )
+
+
+@pytest.mark.slow
+def test_kill_all_returns_at_once_when_the_scheduler_is_gone(repo: Path, tmp_path: Path) -> None:
+    with scheduler(tmp_path, "victim") as (victim, address), dask_worker(tmp_path, address, "w"):
+        made = dask_executor.DaskExecutor(repo, distributed.Client(address), slots=1)
+        results: queue.Queue[WorkerResult] = queue.Queue()
+        made.submit(sleeping(repo, "H-1", tmp_path / "H-1"), results.put)
+        wait_for_file(tmp_path / "H-1")
+        victim.kill()
+        started = time.monotonic()
+        made.kill_all()
+        outcome = results.get(timeout=10).outcome
+        made.shutdown()
+        assert time.monotonic() - started < dask_executor.CLOSE_TIMEOUT + 2
+    assert outcome in ("killed", "unusable")
+
+
+@pytest.mark.slow
+def test_a_scheduler_that_stops_answering_is_gone_within_the_check_timeout(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP: the connection stays open and nothing tells the client; only asking does."""
+    monkeypatch.setattr(dask_executor, "CHECK_TIMEOUT", 1.0)
+    with scheduler(tmp_path, "frozen") as (frozen, address), dask_worker(tmp_path, address, "w"):
+        made = dask_executor.DaskExecutor(repo, distributed.Client(address), slots=1)
+        results: queue.Queue[WorkerResult] = queue.Queue()
+        made.submit(sleeping(repo, "F-1", tmp_path / "F-1"), results.put)
+        wait_for_file(tmp_path / "F-1")
+        frozen.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        got = results.get(timeout=20)
+        noticed = time.monotonic() - started
+        made.shutdown()
+        closed = time.monotonic() - started - noticed
+    assert got.outcome == "unusable"
+    assert got.detail.startswith(f"the Dask scheduler at {address} is gone ("), got.detail
+    assert noticed < dask_executor.CHECK_EVERY + 1.0 + 2, noticed
+    assert closed < dask_executor.CLOSE_TIMEOUT + 2, closed
