@@ -202,7 +202,11 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         f"({s.workers} worker{'s' if s.workers != 1 else ''})",
         f"  commits landed {s.commits_landed}, conflicts {s.conflicts}, retries {s.retries}"
         + (f", throttled {s.throttled}" if s.throttled else "")
-        + (f", worker time not landed {s.wasted_seconds:.1f}s" if s.wasted_seconds else "")
+        + (
+            f", worker time not landed {s.wasted_seconds:.1f}s ({_by(s.wasted_by)})"
+            if s.wasted_seconds
+            else ""
+        )
         + (f", slot setup {s.setup_seconds:.1f}s" if s.setup_seconds else ""),
     ]
     if s.tokens or s.cost_usd:
@@ -224,6 +228,10 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         )
     lines.append(f"  logs and events: {run_dir} (a timeline and the graph: `sage report`)")
     return lines
+
+
+def _by(causes: dict[str, float]) -> str:
+    return ", ".join(f"{cause} {seconds:.1f}s" for cause, seconds in causes.items())
 
 
 def _ticket_lines(s: RunSummary) -> list[str]:

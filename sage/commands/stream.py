@@ -166,6 +166,7 @@ def _options(project: Project, cfg: configuration.Config, workers: int) -> strea
         lock_timeout=cfg.lock_timeout,
         verify_timeout=cfg.verify_timeout,
         max_cost=cfg.max_cost,
+        on_conflict=cfg.on_conflict,
         # An agent that is not logged in fails every ticket alike: find out on one.
         slow_start=agents.detect(agents.expand(cfg.worker, cfg.agents)) is not None,
     )

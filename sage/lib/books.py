@@ -17,7 +17,7 @@ from sage.lib.events import Journal
 from sage.lib.ledger import Ledger, Phase
 from sage.lib.scheduler import Dispatcher
 from sage.lib.tickets import TicketStore
-from sage.lib.workers import WorkerResult
+from sage.lib.workers import Outcome, Resolve, WorkerResult
 
 if TYPE_CHECKING:
     from sage.lib.lander import Landings
@@ -45,6 +45,7 @@ class Books:
     killing: bool = False
     head: str | None = None  # the target's head as of the last landing, if known
     unusable: str = ""  # why the worker cannot run at all, if that stopped the run
+    on_conflict: str = "auto"  # resolve | redo | auto: resolve unless the ticket has a "command"
     live: int = 0  # workers allowed at once: rate limits shrink it (0: as many as asked)
     counts: Counter[str] = field(default_factory=Counter)
 
@@ -56,7 +57,8 @@ class Books:
     def exited(self, result: WorkerResult) -> None:
         """A worker attempt ended without work to land."""
         record = self.ledger[result.ticket_id]
-        record.wasted(result.seconds)
+        cause = "throttle" if result.outcome == Outcome.THROTTLED else "failure"
+        record.wasted(result.seconds, cause)
         exit = policy.Exit(outcome=result.outcome, detail=result.detail, failures=record.failures,
                            throttles=record.throttles, parked_seconds=record.parked_seconds,
                            retry_after=result.retry_after, log=str(result.log))  # fmt: skip
@@ -64,6 +66,7 @@ class Books:
 
     def queued(self, entry: QueueEntry, result: WorkerResult) -> None:
         tid = entry.ticket_id
+        self.counts["landings"] += 1
         self.ledger.move(tid, Phase.LANDING, last_seconds=result.seconds)
         self.live = policy.next_live_limit(self.live, self.workers, throttled=False)
         depth = self.ledger.count(Phase.LANDING)
@@ -99,12 +102,32 @@ class Books:
                           files=list(outcome.files), collided_with=list(outcome.collided_with),
                           detail=outcome.detail, attempts=entry.attempts)  # fmt: skip
         record.land_attempts = entry.attempts
-        record.wasted(record.last_seconds)
+        record.wasted(record.last_seconds, "conflict" if outcome.kind == "conflict" else "verify")
+        for other in outcome.collided_with:
+            self.dispatcher.learn(tid, other, outcome.files)
         if isinstance(decision, policy.Defer):
             self.queue.defer(entry, decision.reason)
             return self.deferred(tid, decision.reason)
+        if outcome.kind == "conflict" and self._resolves(tid):
+            record.resolve = self._resolve(entry, outcome)
         self.queue.discard(entry)
         self.decide(tid, decision)
+
+    def _resolves(self, tid: str) -> bool:
+        """Whether a conflict's next attempt resolves (once) instead of redoing: scripted
+        tickets redo by default, since re-running is their resolution."""
+        if self.ledger[tid].resolved or self.on_conflict == "redo":
+            return False
+        return self.on_conflict == "resolve" or not self.dispatcher.tickets[tid].command
+
+    def _resolve(self, entry: QueueEntry, outcome: Rejected) -> Resolve:
+        self.queue.keep_previous(entry)
+        landed = {t: self.queue.latest(t) for t in outcome.collided_with}
+        collided = tuple(
+            f"{t}@{e.landed_commit}" if e is not None and e.landed_commit else t
+            for t, e in landed.items()
+        )
+        return Resolve(previous=entry.head, files=outcome.files, collided_with=collided)
 
     def reconcile(self, pending: frozenset[str]) -> None:
         """Entries landed, deferred or discarded by someone else (a `sage queue process` in
@@ -193,6 +216,7 @@ class Books:
 
     def give_back(self, tid: str, reason: str) -> None:
         """Back to UNPROCESSED: the ticket did not land and is not at fault."""
+        self.dispatcher.release(tid)
         record = self.ledger[tid]
         if record.claimed:
             self.store.transition([(tid, "UNPROCESSED")], reason=reason, run_id=self.run_id)

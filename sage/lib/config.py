@@ -27,6 +27,7 @@ class Config:
     worker: tuple[str, ...] = ()
     timeout: float = 0.0  # seconds per worker run; 0 = none
     max_cost: float = 0.0  # USD the agents may report spending in a run; 0 = no limit
+    on_conflict: str = "auto"  # resolve | redo | auto: resolve for agents, redo for a "command"
     retries: int = 2
     on_error: str = "skip"
     verify: tuple[str, ...] = ()
@@ -60,8 +61,8 @@ class Config:
 
 
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "stream": ("workers", "worker", "timeout", "max_cost", "retries", "on_error", "verify",
-               "target_branch", "schedule", "executor", "scheduler", "index"),
+    "stream": ("workers", "worker", "timeout", "max_cost", "on_conflict", "retries", "on_error",
+               "verify", "target_branch", "schedule", "executor", "scheduler", "index"),
     "queue": ("lock_timeout", "max_attempts", "backoff", "verify_batch", "verify_timeout"),
     "hooks": ("strip_lines",),
     "tickets": ("id_pattern",),
@@ -69,6 +70,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 CHOICES = {
     "on_error": ("fail", "skip"),
+    "on_conflict": ("auto", "resolve", "redo"),
     "schedule": ("dynamic", "batch"),
     "executor": ("local", "dask"),
 }
@@ -326,6 +328,8 @@ TEMPLATE = """\
 #                           #   {run_id} {attempt}
 # timeout = 0               # seconds per worker run; the whole process group is killed (0 = none)
 # max_cost = 0              # USD the agents may report spending; then nothing new starts (0 = none)
+# on_conflict = "auto"      # after a conflict: resolve (the previous attempt merged in, markers in
+#                           # place) or redo; auto: resolve for agents, redo for a ticket's command
 # retries = 2               # re-runs of a failing worker before the ticket is DEFERRED
 # on_error = "skip"         # "skip": go on; "fail": start nothing new, let running work land
 # verify = ""               # command run on each candidate merge before the target moves

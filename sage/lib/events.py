@@ -29,6 +29,7 @@ EventKind = Literal[
     "killed",
     "warning",
     "reconciled",
+    "kept-apart",
     "run-finished",
 ]
 
@@ -99,6 +100,8 @@ class RunSummary:
     wasted_seconds: float = 0.0
     setup_seconds: float = 0.0  # worker slots' setup ([worktree] setup), apart from work
     unusable: str = ""  # the worker cannot run at all (not logged in, a bad flag): why
+    wasted_by: dict[str, float] = field(default_factory=dict)  # by cause: failure, conflict, …
+    landing_attempts: int = 0  # landings tried (the conflict rate is conflicts / this)
     tokens: int = 0  # as the agents report them: spent, and of that wasted (never landed)
     cost_usd: float = 0.0
     wasted_tokens: int = 0
@@ -109,6 +112,11 @@ class RunSummary:
     def saved_seconds(self) -> float:
         """Against running the same work one ticket at a time; never below zero."""
         return max(0.0, self.worker_seconds - self.wall_seconds)
+
+    @property
+    def conflict_rate(self) -> float:
+        """Conflicts per landing tried."""
+        return self.conflicts / self.landing_attempts if self.landing_attempts else 0.0
 
     @property
     def efficiency(self) -> float:
@@ -139,6 +147,8 @@ class RunSummary:
             "wall_seconds": round(self.wall_seconds, 3),
             "worker_seconds": round(self.worker_seconds, 3),
             "wasted_seconds": round(self.wasted_seconds, 3),
+            "wasted_by": self.wasted_by,
+            "conflict_rate": round(self.conflict_rate, 3),
             "setup_seconds": round(self.setup_seconds, 3),
             "saved_seconds": round(self.saved_seconds, 3),
             "efficiency": round(self.efficiency, 3),
@@ -190,6 +200,8 @@ def summarize(
         wall_seconds=wall,
         worker_seconds=totals["worker_seconds"],
         wasted_seconds=totals["wasted_seconds"],
+        wasted_by=ledger.wasted_by(),
+        landing_attempts=counts.get("landings", 0),
         setup_seconds=totals["setup_seconds"],
         tokens=int(totals["tokens"]),
         cost_usd=totals["cost_usd"],

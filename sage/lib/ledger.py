@@ -9,7 +9,7 @@ live view, the events and the exit code are all read from the same records and c
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -78,10 +78,13 @@ class TicketRun:
     worker_seconds: float = 0.0
     setup_seconds: float = 0.0  # preparing its slot's worktree ([worktree] setup), not work
     wasted_seconds: float = 0.0  # worker time of attempts that never landed
+    wasted_by: dict[str, float] = field(default_factory=dict)  # that time, by cause
     tokens: int = 0  # what its attempts cost, where the agent reports it
     cost_usd: float = 0.0
     wasted_tokens: int = 0  # of that, attempts that never landed
     wasted_cost_usd: float = 0.0
+    resolve: object = None  # a `workers.Resolve` for its next attempt, after a conflict
+    resolved: bool = False  # it had its resolve attempt: a further conflict is a full redo
     last_tokens: int = 0  # the attempt now landing
     last_cost_usd: float = 0.0
 
@@ -90,9 +93,11 @@ class TicketRun:
         self.cost_usd += cost
         self.last_tokens, self.last_cost_usd = tokens, cost
 
-    def wasted(self, seconds: float) -> None:
-        """The attempt just finished (or now rejected) will never land."""
+    def wasted(self, seconds: float, cause: str = "failure") -> None:
+        """The attempt just finished (or now rejected) will never land, because of `cause`
+        (failure, throttle, conflict, verify)."""
         self.wasted_seconds += seconds
+        self.wasted_by[cause] = self.wasted_by.get(cause, 0.0) + seconds
         self.wasted_tokens += self.last_tokens
         self.wasted_cost_usd += self.last_cost_usd
 
@@ -156,6 +161,14 @@ class Ledger:
 
     def next_due(self) -> float | None:
         return min((r.due for r in self._runs.values() if r.phase in (D, P)), default=None)
+
+    def wasted_by(self) -> dict[str, float]:
+        """Worker time of attempts that never landed, by cause."""
+        found: dict[str, float] = {}
+        for run in self._runs.values():
+            for cause, seconds in run.wasted_by.items():
+                found[cause] = found.get(cause, 0.0) + seconds
+        return {cause: round(found[cause], 3) for cause in sorted(found)}
 
     def totals(self) -> dict[str, float]:
         runs = self._runs.values()

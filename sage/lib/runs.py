@@ -25,7 +25,7 @@ from sage.lib.scheduler import Dispatcher
 from sage.lib.stream import Confirm, Interrupts, Stream, StreamOptions
 from sage.lib.tickets import DEFAULT_INDEX, Index, Ticket, TicketStore, read_notes
 from sage.lib.validation import require_no_errors, validate
-from sage.lib.workers import WorkerJob, argv_for, context_text
+from sage.lib.workers import Resolve, WorkerJob, argv_for, context_text
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -121,11 +121,14 @@ class RunPlan:
     timeout: float = 0.0
     agents: Mapping[str, agent_presets.Settings] = field(default_factory=dict)  # [agents.<name>]
 
-    def job(self, ticket: Ticket, *, attempt: int, base: str, slot: int) -> WorkerJob:
+    def job(
+        self, ticket: Ticket, *, attempt: int, base: str, slot: int, resolve: Resolve | None = None
+    ) -> WorkerJob:
         """The job for one attempt; its context file is written now."""
         context = self.run_dir / f"{ticket.id}.context.md"
         notes = read_notes(self.index_path, ticket.id)
-        context.write_text(context_text(ticket, self.raw[ticket.id], notes), encoding="utf-8")
+        text = context_text(ticket, self.raw[ticket.id], notes, resolve)
+        context.write_text(text, encoding="utf-8")
         argv = argv_for(ticket, self.worker, self.agents)
         return WorkerJob(
             ticket=ticket, run_id=self.run_id, attempt=attempt, base=base, argv=argv,
@@ -133,6 +136,7 @@ class RunPlan:
             env=agent_presets.env_for(argv, self.agents),
             log=self.run_dir / f"{ticket.id}.log", context_file=context,
             worker_name=f"worker-{slot + 1}", slot=slot, index_path=self.index_in_repo,
+            resolve=resolve,
         )  # fmt: skip
 
 
@@ -171,6 +175,8 @@ def prepare(
     pending = {e.ticket_id: e for e in queue.pending()}
     recovery.sweep(tickets, set(pending))
     dispatcher = Dispatcher(tickets, loaded.graph)
+    for tid in pending:  # queued by a dead run: what overlaps waits until it has landed
+        dispatcher.hold(tid)
     run_dir = project.runs_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     raw = {e["id"]: e for e in loaded.index.raw["tickets"]}

@@ -32,7 +32,7 @@ from sage.lib.inbox import (
 from sage.lib.lander import Lander, Landings, message_of
 from sage.lib.ledger import Phase, Slots
 from sage.lib.tickets import Ticket, TicketStore
-from sage.lib.workers import Outcome, WorkerResult
+from sage.lib.workers import Outcome, Resolve, WorkerResult
 
 if TYPE_CHECKING:
     from sage.lib.executors import Executor
@@ -63,6 +63,7 @@ class StreamOptions:
     retry_deferred: bool = False
     slow_start: bool = False  # one worker until an attempt succeeds, then one more per success
     max_cost: float = 0.0  # USD the agents may report spending before nothing new starts; 0: none
+    on_conflict: str = "auto"  # resolve | redo | auto (resolve for agents, redo for a "command")
 
     @property
     def limits(self) -> policy.Limits:
@@ -119,9 +120,10 @@ class Stream:
             run_id=plan.run_id, ledger=plan.ledger, dispatcher=plan.dispatcher, store=store,
             journal=journal, queue=queue, clock=self.clock, limits=options.limits,
             workers=options.workers, on_error=options.on_error, rng=self.rng,
-            live=1 if options.slow_start else 0,
+            live=1 if options.slow_start else 0, on_conflict=options.on_conflict,
         )  # fmt: skip
         self.interrupted = self.lander_failed = False
+        self._told_apart = 0
         self._last_pass = 0.0
 
     @property
@@ -188,11 +190,19 @@ class Stream:
             return
         while self._room() and self.books.stop_reason is None:
             ticket = self.dispatcher.pop()
+            self._kept_apart()
             if ticket is None:
                 return
             # A ticket queued by a dead run is in the ready set too: it may pop while landing.
             if self.ledger.phase(ticket.id) == Phase.WAITING and self._ask(ticket):
                 self._start(ticket)
+
+    def _kept_apart(self) -> None:
+        """Say once which ticket waits for which, because their `files` overlap."""
+        waits = self.dispatcher.waits
+        for tid, held in waits[self._told_apart :]:
+            self.journal.emit("kept-apart", tid, by=held)
+        self._told_apart = len(waits)
 
     def _room(self) -> bool:
         if self.options.max_cost and self.ledger.count(Phase.COLLECTING):
@@ -219,12 +229,15 @@ class Stream:
                                   reason=f"started by run {self.run_id}")  # fmt: skip
         base = self.books.head or self.queue.head()
         slot = self.slots.take()
-        job = self.plan.job(ticket, attempt=record.attempt, base=base, slot=slot)
+        self.dispatcher.hold(ticket.id)  # overlapping `files` wait until it lands or is deferred
+        resolve = record.resolve if isinstance(record.resolve, Resolve) else None
+        job = self.plan.job(ticket, attempt=record.attempt, base=base, slot=slot, resolve=resolve)
+        record.resolve, record.resolved = None, record.resolved or resolve is not None
         self.ledger.move(ticket.id, Phase.RUNNING, slot=slot, claimed=True,
                          started_at=self.clock.now())  # fmt: skip
         self.journal.emit("started", ticket.id, attempt=record.attempt, base=base,
                           log=str(job.log), worker=job.worker_name, slot=slot,
-                          title=ticket.title)  # fmt: skip
+                          title=ticket.title, mode="resolve" if resolve else "run")  # fmt: skip
         land_attempts, title = record.land_attempts, ticket.title
 
         def done(result: WorkerResult) -> None:

@@ -40,6 +40,29 @@ class WorkerJob:
     slot: int = 0  # the worker slot (0 … N-1), stable for the life of the run
     index_path: str = DEFAULT_INDEX.as_posix()  # relative to the repository: never landed
     env: Mapping[str, str] = field(default_factory=dict)  # [agents.<name>] env
+    resolve: Resolve | None = None  # a conflict's next attempt: resolve instead of redo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resolve:
+    """What a resolve attempt is told: its previous attempt (merged onto the new base, conflict
+    markers in place), the files that conflicted, and what it collided with."""
+
+    previous: str  # the previous attempt's commit (kept as refs/sage/previous/<ID>)
+    files: tuple[str, ...] = ()
+    collided_with: tuple[str, ...] = ()  # "<ticket>@<landed commit>"
+
+    def context(self) -> str:
+        files = ", ".join(self.files) or "(git did not name them)"
+        other = ", ".join(self.collided_with) or "earlier work on the target"
+        return (
+            "## Resolve: your previous attempt conflicted\n\n"
+            f"Your previous attempt ({self.previous[:12]}) could not land: it conflicted in "
+            f"{files} with {other}. It is merged onto the new head in this worktree, with "
+            "conflict markers (`<<<<<<<`, `=======`, `>>>>>>>`) left where both changed the same "
+            "lines. Resolve them keeping both intents (yours and the work that landed), remove "
+            "every marker, and check the result; do not start the ticket over.\n\n"
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,9 +103,12 @@ def argv_for(
     return agents.expand(template, settings)
 
 
-def context_text(ticket: Ticket, raw: dict[str, object], notes: str | None) -> str:
-    """What the worker is told: the ticket's markdown (if any) and its index entry."""
-    head = f"# {ticket.id}: {ticket.title}\n\n"
+def context_text(
+    ticket: Ticket, raw: dict[str, object], notes: str | None, resolve: Resolve | None = None
+) -> str:
+    """What the worker is told: the ticket's markdown (if any) and its index entry; first, for a
+    resolve attempt, what to resolve."""
+    head = f"# {ticket.id}: {ticket.title}\n\n" + (resolve.context() if resolve else "")
     body = (notes.strip() + "\n\n") if notes else ""
     entry = json.dumps(raw, indent=2, ensure_ascii=False)
     return f"{head}{body}## Ticket\n\n```json\n{entry}\n```\n"
@@ -115,9 +141,32 @@ def environment(job: WorkerJob, worktree: Path) -> dict[str, str]:
             "SAGE_ATTEMPT": str(job.attempt),
             "SAGE_SLOT": str(job.slot),
             "SAGE_BASE": job.base,
+            **_resolve_env(job.resolve),
             **job.env,
         }
     )
+
+
+def _resolve_env(resolve: Resolve | None) -> dict[str, str]:
+    if resolve is None:
+        return {"SAGE_MODE": "run"}
+    return {
+        "SAGE_MODE": "resolve",
+        "SAGE_PREVIOUS_ATTEMPT": resolve.previous,
+        "SAGE_CONFLICT_FILES": "\n".join(resolve.files),
+        "SAGE_COLLIDED_WITH": " ".join(resolve.collided_with),
+    }
+
+
+def merge_previous(worktree: Path, base: str, previous: str) -> None:
+    """Put the previous attempt onto `base` in the (clean) worktree, conflict markers and all,
+    as uncommitted changes: the worker resolves them and sage commits the result."""
+    merged = git.run(worktree, "merge-tree", "--write-tree", "--no-messages", base, previous)
+    tree = merged.stdout.split("\n", 1)[0].strip()
+    if merged.returncode not in (0, 1) or not tree:
+        raise SageError(f"cannot merge the previous attempt {previous[:12]}: {merged.stderr}")
+    git.git(worktree, "read-tree", "-m", "-u", base, tree)
+    git.git(worktree, "reset", "-q")
 
 
 def run(
@@ -143,6 +192,8 @@ def run(
     else:
         slot = worktrees.prepare_slot(repo, slots[0], job.slot, job.ticket.id, job.base, slots[1])
         worktree, setup_seconds = slot.path, slot.setup_seconds
+    if job.resolve is not None:
+        merge_previous(worktree, job.base, job.resolve.previous)
     result = _run_in(repo, worktree, job, branch, on_start=on_start, on_exit=on_exit)
     return replace(result, setup_seconds=setup_seconds) if setup_seconds else result
 

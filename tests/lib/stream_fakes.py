@@ -153,6 +153,7 @@ class FakeQueue:
         self.landings = 0
         self.passes = 0
         self.hold_passes = False  # a test lands entries "from another process" instead
+        self.previous: dict[str, str] = {}
 
     def head(self) -> str:
         return f"commit-{self.landings}"
@@ -226,6 +227,9 @@ class FakeQueue:
         self.store.transition([(entry.ticket_id, "DEFERRED")], reason=reason)
         return self.entries[entry.seq]
 
+    def keep_previous(self, entry: QueueEntry) -> None:
+        self.previous[entry.ticket_id] = entry.head
+
     def discard(self, entry: QueueEntry, reason: str | None = None) -> QueueEntry:
         with self.lock:
             self.entries[entry.seq] = replace(entry, status="discarded", reason=reason)
@@ -280,6 +284,8 @@ def harness(
     ledger = seed_ledger(list(index.tickets), dispatcher, pending or {}, raw)
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
+    defaults: dict[str, Any] = {"workers": 2, "target_branch": "main", "backoff": 1.0}
+    opts = StreamOptions(**(defaults | options))
     plan = RunPlan(
         run_id="test-run",
         run_dir=run_dir,
@@ -288,9 +294,8 @@ def harness(
         raw=raw,
         dispatcher=dispatcher,
         ledger=ledger,
+        worker=opts.worker,
     )
-    defaults: dict[str, Any] = {"workers": 2, "target_branch": "main", "backoff": 1.0}
-    opts = StreamOptions(**(defaults | options))
     executor = FakeExecutor(script or {})
     clock = FakeClock(executor)
     executor.clock = clock

@@ -320,3 +320,41 @@ def test_spent_and_wasted_agent_cost_and_the_cost_limit(tmp_path: Path) -> None:
     summary = h.run()
     assert summary.completed == ("C1", "C2") and summary.not_started == ("C3",)
     assert "cost limit" in (summary.stop_reason or "") and summary.exit_code == 3
+
+
+def test_a_conflict_resolves_once_then_redoes(tmp_path: Path) -> None:
+    """The next attempt after a conflict gets the previous attempt to resolve; a second
+    conflict is a full redo."""
+    rejects = {"A": ["conflict", "conflict"]}
+    h = harness(tmp_path, [ticket("A")], rejects=rejects, on_conflict="resolve", max_attempts=5)
+    summary = h.run()
+    assert summary.completed == ("A",)
+    resolves = [j.resolve for j in h.executor.jobs]
+    assert resolves[0] is None and resolves[2] is None
+    first = resolves[1]
+    assert first is not None and first.previous == "head-A-1" and first.files == ("shared.txt",)
+    assert h.queue.previous == {"A": "head-A-1"}
+    assert [e["mode"] for e in h.events("started")] == ["run", "resolve", "run"]
+    assert summary.wasted_by == {"conflict": 2.0} and summary.conflict_rate == 2 / 3
+
+
+def test_scripted_tickets_redo_by_default_and_agent_tickets_resolve(tmp_path: Path) -> None:
+    rejects = {"S": ["conflict"], "W": ["conflict"]}
+    tickets = [ticket("S"), ticket("W", command=[])]
+    h = harness(tmp_path, tickets, rejects=rejects, worker=("my-agent",))
+    h.run()
+    by_ticket = {(j.ticket.id, j.attempt): j.resolve for j in h.executor.jobs}
+    assert by_ticket[("S", 2)] is None and by_ticket[("W", 2)] is not None
+
+
+def test_overlapping_files_never_run_at_once(tmp_path: Path) -> None:
+    tickets = [ticket("F1", files=["shared/*.md"]), ticket("F2", files=["shared/a.md"]),
+               ticket("F3")]  # fmt: skip
+    script = {t: [Attempt(seconds=3.0)] for t in ("F1", "F2", "F3")}
+    h = harness(tmp_path, tickets, script, workers=3)
+    h.run()
+    start = {tid: t for t, tid, _ in h.executor.starts}
+    first, second = sorted(("F1", "F2"), key=start.get)
+    assert start[second] >= start[first] + 3.0  # after the first landed, not merely exited
+    assert start["F3"] == 0.0
+    assert [(e["ticket"], e["by"]) for e in h.events("kept-apart")] == [(second, first)]

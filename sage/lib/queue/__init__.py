@@ -28,7 +28,7 @@ from sage.lib.queue.entries import (
     read_entry,  # fmt: skip
     squash_message,
 )
-from sage.lib.queue.landing import MAX_RACES, Landed, Landing, Outcome, Rejected
+from sage.lib.queue.landing import MAX_RACES, PREVIOUS, Landed, Landing, Outcome, Rejected
 from sage.lib.queue.verify import VERIFY_DIR, Verifier
 from sage.lib.tickets import StateChange, TicketStore, now
 
@@ -143,6 +143,11 @@ class CommitQueue:
             done = replace(current, status=Status.DISCARDED, reason=reason or current.reason)
             self.landing.cleanup([done], git.checkouts(self.root))
             return self.entries.archive(done)
+
+    def keep_previous(self, entry: QueueEntry) -> None:
+        """Keep a conflicting attempt's commit as `refs/sage/previous/<ID>` (its branch goes
+        when the entry is discarded): the next attempt resolves from it. Gone once it lands."""
+        git.git(self.root, "update-ref", f"{PREVIOUS}{entry.ticket_id}", entry.head)
 
     def settle(self, entry: QueueEntry, *, limits: policy.Limits) -> str:
         """A rejected entry's next step, as the stream would take it: "deferred" at the attempt

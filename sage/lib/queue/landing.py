@@ -24,6 +24,7 @@ from sage.lib.queue.verify import Verifier
 from sage.lib.tickets import StateChange, TicketStore, now
 
 SLOTS_DIR = "_slots"  # worker slots' worktrees, under the worktrees folder (see executors)
+PREVIOUS = "refs/sage/previous/"  # a conflicting attempt, kept for its resolve attempt
 MAX_RACES = 8  # the target moved between computing and landing this many times in a row
 
 
@@ -304,7 +305,11 @@ class Landing:
                 doomed[ref] = (entry, holders)
         if not doomed:
             return
-        script = "".join(f"delete {ref} {entry.head}\n" for ref, (entry, _) in doomed.items())
+        # and each ticket's kept previous attempt (deleting a ref that is not there is no error)
+        script = "".join(
+            f"delete {ref} {entry.head}\ndelete {PREVIOUS}{entry.ticket_id}\n"
+            for ref, (entry, _) in doomed.items()
+        )
         if git.run(self.root, "update-ref", "--stdin", input=script).returncode != 0:
             # all or nothing: some branch moved on, so take them one by one
             doomed = {
