@@ -26,6 +26,8 @@ PLAIN = {
     "retry": "retry     {ticket} in {delay}s: {reason}",
     "deferred": "deferred  {ticket}: {reason}",
     "blocked": "blocked   {ticket} (by {by})",
+    "kept-apart": "waiting   {ticket}: its files overlap {by}'s, which has not landed yet",
+    "may-conflict": "warning   {ticket}: {landed} just landed changes to {files_text}, which it changed too",
     "recovered": "recovered {ticket_text}{details}",
     "stopping": "stopping  {ticket_text}{reason}",
     "killed": "killed    {ticket_text}{reason}",

@@ -234,13 +234,20 @@ def _run(
         journal.close()
     reporter.summary(summary, project.runs_dir / run_id)
     if summary.unusable:
-        typer.echo(f"error: the worker cannot run: {summary.unusable}", err=True)
-        typer.echo(
-            "hint: log the agent in (or set its API key), or fix its flags in [agents.<name>] "
-            "args; `sage validate` checks what it can without a network call",
-            err=True,
-        )
+        _say_unusable(summary.unusable, dask=project.config.executor == "dask")
     return summary.exit_code
+
+
+def _say_unusable(reason: str, *, dask: bool) -> None:
+    """Why nothing more could run, in one `error:` line, and what to do."""
+    typer.echo(f"error: the {'cluster' if dask else 'worker'} cannot run: {reason}", err=True)
+    hint = (
+        "start the scheduler and its workers again, then rerun: the tickets are back to UNPROCESSED"
+        if dask
+        else "log the agent in (or set its API key), or fix its flags in [agents.<name>] args; "
+        "`sage validate` checks what it can without a network call"
+    )
+    typer.echo(f"hint: {hint}", err=True)
 
 
 def _executor(project: Project, options: streams.StreamOptions) -> executors.Executor | None:

@@ -30,6 +30,7 @@ EventKind = Literal[
     "warning",
     "reconciled",
     "kept-apart",
+    "may-conflict",
     "run-finished",
 ]
 

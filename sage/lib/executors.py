@@ -51,6 +51,10 @@ class LocalExecutor:
     def submit(self, job: WorkerJob, done: Done, released: Released | None = None) -> None:
         self._pool.submit(self._run, job, done, released)
 
+    def worktree(self, slot: int) -> Path:
+        """Where slot `slot` runs its tickets."""
+        return worktrees.slot_path(self.slots[0], slot)
+
     def _run(self, job: WorkerJob, done: Done, released: Released | None) -> None:
         tid = job.ticket.id
         worktree = self.worktrees_dir / tid

@@ -67,6 +67,7 @@ class TicketRun:
     throttles: int = 0  # attempts parked by a rate limit (no attempt used)
     parked_seconds: float = 0.0
     slot: int | None = None
+    base: str = ""  # the target's head its running attempt started from
     due: float = 0.0  # DELAYED / PARKED: when it may run again (the stream's clock)
     started_at: float = 0.0
     reason: str = ""

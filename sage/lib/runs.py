@@ -120,6 +120,7 @@ class RunPlan:
     worker: tuple[str, ...] = ()
     timeout: float = 0.0
     agents: Mapping[str, agent_presets.Settings] = field(default_factory=dict)  # [agents.<name>]
+    repo: Path | None = None  # the repository (None: the stream runs without git, in tests)
 
     def job(
         self, ticket: Ticket, *, attempt: int, base: str, slot: int, resolve: Resolve | None = None
@@ -186,6 +187,7 @@ def prepare(
         tickets=dispatcher.tickets, raw=raw,
         dispatcher=dispatcher, ledger=seed_ledger(tickets, dispatcher, pending, raw),
         worker=options.worker, timeout=options.timeout, agents=project.config.agents,
+        repo=project.root,
     )  # fmt: skip
 
 

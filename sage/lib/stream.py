@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
-from sage.lib import policy
+from sage.lib import collisions, policy
 from sage.lib.books import Books
 from sage.lib.events import Journal, RunSummary, summarize
 from sage.lib.inbox import (
@@ -233,7 +233,7 @@ class Stream:
         resolve = record.resolve if isinstance(record.resolve, Resolve) else None
         job = self.plan.job(ticket, attempt=record.attempt, base=base, slot=slot, resolve=resolve)
         record.resolve, record.resolved = None, record.resolved or resolve is not None
-        self.ledger.move(ticket.id, Phase.RUNNING, slot=slot, claimed=True,
+        self.ledger.move(ticket.id, Phase.RUNNING, slot=slot, claimed=True, base=base,
                          started_at=self.clock.now())  # fmt: skip
         self.journal.emit("started", ticket.id, attempt=record.attempt, base=base,
                           log=str(job.log), worker=job.worker_name, slot=slot,
@@ -271,6 +271,7 @@ class Stream:
                 self._finished(result, entry)
             case LandedMsg(outcome=landed):
                 books.landed(landed.entry.ticket_id, landed.commit)
+                self._warn_running(landed.entry.ticket_id, landed.commit)
             case RejectedMsg(outcome=rejected):
                 books.rejected(rejected)
             case LanderFailed(error=error):
@@ -315,6 +316,21 @@ class Stream:
             return self.books.exited(result)
         self.books.queued(entry, result)
         self.lander.wake()
+
+    def _warn_running(self, landed: str, commit: str) -> None:
+        """Tell running tickets whose work so far touches what just landed (see collisions)."""
+        where = getattr(self.executor, "worktree", None)
+        running = [r for r in self.ledger if r.phase == Phase.RUNNING and r.slot is not None]
+        if where is None or not running or self.plan.repo is None:
+            return
+        files = collisions.landed_files(self.plan.repo, commit)
+        for record in running:
+            worktree = where(record.slot)
+            shared = files & collisions.work_so_far(worktree, record.base)
+            if shared:
+                collisions.warn(worktree, landed=landed, commit=commit, files=shared)
+                self.journal.emit("may-conflict", record.ticket_id, landed=landed,
+                                  files=sorted(shared))  # fmt: skip
 
     def _check_cost(self) -> None:
         """`--max-cost`: once the agents' reported cost reaches it, nothing new starts."""

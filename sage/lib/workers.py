@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from sage.lib import agents, git, proc, worktrees
 from sage.lib.agent_output import Verdict
+from sage.lib.collisions import WARNINGS_FILE
 from sage.lib.outcomes import Outcome, Usage
 
 __all__ = ["Outcome", "Usage", "Verdict", "WorkerJob", "WorkerResult"]
@@ -516,8 +517,9 @@ SAGE_STATE = (".sage/runs", ".sage/queue", ".sage/worktrees", ".sage/locks", ".s
 
 
 def _own(job: WorkerJob) -> tuple[str, ...]:
-    """Paths sage writes itself and so never lands: the index (and its lock), the run state."""
-    return (job.index_path, f"{job.index_path}.lock", *SAGE_STATE)
+    """Paths sage writes itself and so never lands: the index (and its lock), the run state,
+    the early-warning file it writes into the worktree."""
+    return (job.index_path, f"{job.index_path}.lock", *SAGE_STATE, WARNINGS_FILE)
 
 
 def _is_kept_out(path: str, job: WorkerJob) -> bool:
@@ -535,7 +537,7 @@ def _keep_out(worktree: Path, job: WorkerJob, head: str, entries: list[_Entry]) 
     restore = ("restore", f"--source={job.base}", "--staged", "--worktree", "--")
     for path in dict.fromkeys(tracked):  # one by one: a path in neither base nor index fails
         git.run(worktree, *restore, f":(literal){path}")
-    kept = sorted({e.path for e in mine} | set(tracked))
+    kept = sorted(({e.path for e in mine} | set(tracked)) - {WARNINGS_FILE})
     if kept:
         note = f"not landed: {_listed(kept)} (sage writes its index and run state itself)"
         _log(job.log, f"sage: {note}\n")

@@ -113,3 +113,33 @@ def test_tickets_declaring_the_same_file_never_run_at_once(repo, sage):
         e["at"] for e in log if e["event"] == "started" and e["ticket"] == apart[0]["ticket"]
     )
     assert started_second >= landed_first
+
+
+WATCHER = r"""
+import os, pathlib, sys, time
+path = pathlib.Path("shared.txt")
+path.write_text(path.read_text() + sys.argv[1] + "\n")
+if os.environ["SAGE_ATTEMPT"] == "1":
+    warnings = pathlib.Path(".sage-warnings")
+    deadline = time.monotonic() + 20
+    while not warnings.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pathlib.Path(os.environ["SAGE_WORKTREE"], "..", "seen.txt").write_text(
+        warnings.read_text() if warnings.exists() else "")
+"""
+
+
+def test_a_running_ticket_is_warned_when_what_it_touches_lands(repo, sage):
+    script = repo.parent / "watcher.py"
+    script.write_text(WATCHER)
+    quick = ticket("A-1", command=resolver(repo, "A-1", "from A", 0.3))
+    setup(repo, [quick, ticket("B-1", command=[sys.executable, str(script), "from B"])])
+    done = sage(*AUTO, cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    warned = [e for e in events(repo) if e["event"] == "may-conflict"]
+    assert [(e["ticket"], e["landed"], e["files"]) for e in warned] == [
+        ("B-1", "A-1", ["shared.txt"])
+    ]
+    seen = next((repo / ".sage/worktrees").rglob("seen.txt")).read_text()
+    assert '"landed": "A-1"' in seen and "may conflict" in seen
+    assert ".sage-warnings" not in git(repo, "log", "--name-only", "--format=", "main")
