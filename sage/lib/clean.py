@@ -6,6 +6,8 @@ remove; anything holding work the target branch does not have is kept, and said 
   ancestor of it, or merging them into it changes nothing: a squash landing), never while queued
   to land or checked out in a worktree;
 - the commit queue's scratch worktree for `--verify` (`_verify`), made again when needed;
+- worker slots' worktrees (`_slots/slot-<k>`), kept between runs: made and set up again when
+  needed (the branch a slot has checked out is judged as a branch, like any other);
 - run folders (events and logs) older than the newest few.
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from sage.lib import git, history, locks, worktrees
 from sage.lib.project import Project
 from sage.lib.queue.entries import Entries
+from sage.lib.queue.landing import SLOTS_DIR
 from sage.lib.queue.verify import VERIFY_DIR
 
 KEEP_RUNS = 5
@@ -35,7 +38,7 @@ class Item:
 
 def survey(project: Project, target: str, *, keep_runs: int = KEEP_RUNS) -> list[Item]:
     """Worktrees come first: a branch goes only once the worktree holding it has gone."""
-    trees = ticket_worktrees(project, target)
+    trees = [*ticket_worktrees(project, target), *slot_worktrees(project)]
     going = {Path(i.name) for i in trees if i.safe}
     return [*trees, *verify_worktree(project), *branches(project, target, going),
             *old_runs(project, keep_runs)]  # fmt: skip
@@ -111,6 +114,14 @@ def landed_because(root: Path, branch: str, target: str) -> str | None:
     if not merged.conflicts and merged.tree == git.git(root, "rev-parse", f"{target}^{{tree}}"):
         return f"its changes are already on {target} (landed as a squash commit)"
     return None
+
+
+def slot_worktrees(project: Project) -> list[Item]:
+    folder = project.worktrees_dir / SLOTS_DIR
+    found = {p for p in git.worktrees(project.root) if p.parent == folder}
+    found.update(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else None
+    why = "a worker slot's worktree, kept between runs: made and set up again when needed"
+    return [Item(kind="worktree", name=str(p), why=why, safe=True) for p in sorted(found)]
 
 
 def verify_worktree(project: Project) -> list[Item]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,14 +18,6 @@ def clean(result: CliResult) -> CliResult:
     assert "Traceback" not in result.stdout + result.stderr
     assert "unexpected error" not in result.stderr
     return result
-
-
-@pytest.fixture
-def example(repo: Path) -> Path:
-    target = repo / ".sage" / "tickets" / "index.json"
-    target.parent.mkdir(parents=True)
-    shutil.copy(FIXTURE, target)
-    return repo
 
 
 def test_validate_is_clean_on_the_example(sage: Sage, example: Path) -> None:

@@ -6,24 +6,13 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import FIXTURE, CliResult, ticket, write_index
 
 Sage = Callable[..., CliResult]
 TASK = re.compile(r"^    (.+) :(crit, )?([\w.-]+), ([\d.]+), ([\d.]+)$")
-
-
-@pytest.fixture
-def example(repo: Path) -> Path:
-    target = repo / ".sage" / "tickets" / "index.json"
-    target.parent.mkdir(parents=True)
-    shutil.copy(FIXTURE, target)
-    return repo
 
 
 def test_plan_json_has_each_tickets_simulated_start_and_finish(sage: Sage, example: Path):
