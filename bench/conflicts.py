@@ -53,7 +53,7 @@ VARIANTS = {
     "redo-files": Variant(name="redo, files", declare_files=True),
     "resolve-files": Variant(name="resolve, files", declare_files=True, on_conflict="resolve"),
 }
-DEFAULT_VARIANTS = ("redo-nofiles", "redo-files")
+DEFAULT_VARIANTS = ("redo-nofiles", "redo-files", "resolve-files")
 
 # The scripted "agent": sleeps (its work), writes its own file, appends a line to each shared
 # file it names. Told to resolve, it keeps both sides of every conflict and skips the work.

@@ -72,7 +72,7 @@ def _job(repo: Path, tid: str) -> WorkerJob:
     context = run_dir / f"{tid}.context.md"
     context.write_text(f"# {tid}\n", encoding="utf-8")
     return WorkerJob(
-        ticket=Ticket(id=tid, title=f"bench {tid}"), run_id="bench", attempt=1,
+        ticket=Ticket(id=tid, title=f"bench {tid}", allow_empty=True), run_id="bench", attempt=1,
         base=git.git(repo, "rev-parse", "HEAD"), argv=("true",), timeout=60.0,
         log=run_dir / f"{tid}.log", context_file=context,
     )  # fmt: skip

@@ -65,6 +65,7 @@ def sleeper(tid: str, seconds: float, deps: list[str], estimate: float) -> dict[
         "dependencies": deps,
         "estimate_minutes": estimate,
         "command": ["sleep", f"{seconds:.3f}"],
+        "allow_empty": True,  # a sleep lands an empty commit: what is measured is the run
     }
 
 
@@ -92,6 +93,7 @@ def fixture_tickets() -> list[dict[str, Any]]:
     raw = json.loads(FIXTURE.read_text())["tickets"]
     for t in raw:
         t["command"] = ["sleep", f"{t['estimate_minutes'] * MS_PER_MINUTE:.3f}"]
+        t["allow_empty"] = True
     return raw
 
 

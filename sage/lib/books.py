@@ -183,6 +183,9 @@ class Books:
                           workers=self.live)  # fmt: skip
         if self.stop_reason:
             return self.give_back(tid, f"not retried: {self.stop_reason}")
+        # Waiting to run again, it holds no files: two retrying tickets whose files overlap
+        # would otherwise wait for each other forever. It holds them again when it starts.
+        self.dispatcher.release(tid)
         self.ledger.move(tid, phase, due=self.clock.now() + delay, held=False)
 
     def release_due(self) -> None:

@@ -196,10 +196,12 @@ class FakeQueue:
         kind = kinds[entry.attempts] if entry.attempts < len(kinds) else None
         if kind == "blocked":
             return Rejected(entry=entry, kind="blocked", detail="your checkout is in the way")
-        if kind is not None:
+        if kind is not None:  # "conflict" or "conflict:B" (collided with ticket B)
+            kind, _, other = kind.partition(":")
             done = replace(entry, status="conflict", attempts=entry.attempts + 1)
             self.entries[entry.seq] = done
-            return Rejected(entry=done, kind=kind, files=("shared.txt",), detail=f"{kind}!")
+            return Rejected(entry=done, kind=kind, files=("shared.txt",), detail=f"{kind}!",
+                            collided_with=(other,) if other else ())  # fmt: skip
         landed = self.land(entry)
         if notify:
             notify(landed)

@@ -358,3 +358,24 @@ def test_overlapping_files_never_run_at_once(tmp_path: Path) -> None:
     assert start[second] >= start[first] + 3.0  # after the first landed, not merely exited
     assert start["F3"] == 0.0
     assert [(e["ticket"], e["by"]) for e in h.events("kept-apart")] == [(second, first)]
+
+
+def test_two_retrying_tickets_with_overlapping_files_do_not_wait_for_each_other(
+    tmp_path: Path,
+) -> None:
+    """Found by the conflict bench: both conflicted, learned each other's files, and each
+    waited (held) for the other to land."""
+    tickets = [ticket("A"), ticket("B")]  # nothing declared: they run at once, then collide
+    rejects = {"A": ["conflict:B"], "B": ["conflict:A"]}
+    h = harness(tmp_path, tickets, rejects=rejects, workers=2, on_conflict="redo")
+    summary = h.run()
+    assert sorted(summary.completed) == ["A", "B"]
+
+
+def test_learned_files_from_a_conflict_keep_the_pair_apart_afterwards(tmp_path: Path) -> None:
+    tickets = [ticket("A"), ticket("B"), ticket("C")]
+    script = {"A": [Attempt(seconds=1.0)], "B": [Attempt(seconds=1.0), Attempt(seconds=5.0)],
+              "C": [Attempt(seconds=1.0)]}  # fmt: skip
+    h = harness(tmp_path, tickets, script, rejects={"B": ["conflict"]}, workers=3)
+    summary = h.run()
+    assert sorted(summary.completed) == ["A", "B", "C"]
