@@ -37,7 +37,7 @@ from sage.lib.errors import SageError
 from sage.lib.executors import Done, Released
 from sage.lib.outcomes import Outcome, Usage
 from sage.lib.project import Project
-from sage.lib.tickets import Ticket
+from sage.lib.tickets import DEFAULT_INDEX, Ticket
 from sage.lib.workers import WorkerJob, WorkerResult
 
 if TYPE_CHECKING:
@@ -426,6 +426,7 @@ def job_spec(job: WorkerJob, identity: tuple[str, str] | None, key: str = "") ->
         "attempt": job.attempt, "base": job.base, "argv": list(job.argv), "timeout": job.timeout,
         "context": job.context_file.read_text(encoding="utf-8"), "worker_name": job.worker_name,
         "identity": list(identity) if identity else None, "key": key, "env": dict(job.env),
+        "allow_empty": job.ticket.allow_empty, "slot": job.slot, "index_path": job.index_path,
     }  # fmt: skip
 
 
@@ -478,10 +479,12 @@ def _remote_job(root: Path, spec: dict[str, Any]) -> WorkerJob:
     context = root / "context.md"  # beside the checkout, never inside it (it must not be committed)
     context.write_text(spec["context"], encoding="utf-8")
     return WorkerJob(
-        ticket=Ticket(id=spec["ticket_id"], title=spec["title"]), run_id=spec["run_id"],
+        ticket=Ticket(id=spec["ticket_id"], title=spec["title"],
+                      allow_empty=bool(spec.get("allow_empty"))), run_id=spec["run_id"],
         attempt=spec["attempt"], base=spec["base"], argv=tuple(spec["argv"]),
         timeout=spec["timeout"], log=root / "worker.log", context_file=context,
-        worker_name=spec["worker_name"], env=spec.get("env") or {},
+        worker_name=spec["worker_name"], env=spec.get("env") or {}, slot=spec.get("slot", 0),
+        index_path=spec.get("index_path") or DEFAULT_INDEX.as_posix(),
     )  # fmt: skip
 
 

@@ -113,6 +113,9 @@ class Ledger:
 
     def __init__(self, ticket_ids: Iterable[str] = ()) -> None:
         self._runs: dict[str, TicketRun] = {}
+        # Each phase's tickets, in the order they entered it: the loop asks for counts and
+        # members many times a second, so neither may cost a pass over every ticket.
+        self._in: dict[Phase, dict[str, None]] = {phase: {} for phase in Phase}
         for tid in ticket_ids:
             self.add(tid)
 
@@ -121,6 +124,7 @@ class Ledger:
         for key, value in fields.items():
             setattr(run, key, value)
         self._runs[tid] = run
+        self._in[phase][tid] = None
         return run
 
     def __contains__(self, tid: object) -> bool:
@@ -140,16 +144,23 @@ class Ledger:
         run = self._runs[tid]
         if phase != run.phase and phase not in ALLOWED[run.phase]:
             raise TransitionError(f"{tid}: {run.phase} → {phase} is not a move a run makes")
+        if phase != run.phase:
+            del self._in[run.phase][tid]
+            self._in[phase][tid] = None
         run.phase = phase
         for key, value in fields.items():
             setattr(run, key, value)
         return run
 
     def ids(self, *phases: Phase) -> list[str]:
-        return [r.ticket_id for r in self._runs.values() if r.phase in phases]
+        """Tickets in these phases, each phase's in the order they entered it."""
+        return [tid for phase in phases for tid in self._in[phase]]
+
+    def runs(self, *phases: Phase) -> list[TicketRun]:
+        return [self._runs[tid] for tid in self.ids(*phases)]
 
     def count(self, *phases: Phase) -> int:
-        return sum(r.phase in phases for r in self._runs.values())
+        return sum(len(self._in[phase]) for phase in phases)
 
     def phase(self, tid: str) -> Phase | None:
         run = self._runs.get(tid)
@@ -157,11 +168,11 @@ class Ledger:
 
     def due(self, now: float) -> list[str]:
         """DELAYED and PARKED tickets whose time has come, soonest first."""
-        waiting = [r for r in self._runs.values() if r.phase in (D, P) and r.due <= now]
+        waiting = [r for r in self.runs(D, P) if r.due <= now]
         return [r.ticket_id for r in sorted(waiting, key=lambda r: r.due)]
 
     def next_due(self) -> float | None:
-        return min((r.due for r in self._runs.values() if r.phase in (D, P)), default=None)
+        return min((r.due for r in self.runs(D, P)), default=None)
 
     def wasted_by(self) -> dict[str, float]:
         """Worker time of attempts that never landed, by cause."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from sage.lib.errors import LockHeld
-from sage.lib.tickets import now
+from sage.lib.tickets import LOCK_POLL, now
 
 
 def owner(path: Path) -> dict[str, object] | None:
@@ -31,13 +31,18 @@ def describe(path: Path) -> str:
     return f"PID {info.get('pid')} on {info.get('host')} (since {info.get('since')})"
 
 
+# How often a waiter tries a held lock again. filelock's default, 50 ms, is what a waiting
+# thread loses each time the lander and the main loop meet at the ticket index: per ticket.
+POLL = LOCK_POLL
+
+
 @contextlib.contextmanager
 def hold(path: Path, *, timeout: float, what: str, hint: str | None = None) -> Iterator[None]:
     """Hold the lock at `path`; on timeout raise LockHeld naming the holder's PID."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path), timeout=timeout)
     try:
-        lock.acquire()
+        lock.acquire(poll_interval=POLL)
     except Timeout:
         raise LockHeld(f"{what} is held by {describe(path)}", hint=hint) from None
     marker = Path(str(path) + ".owner")

@@ -440,6 +440,7 @@ class Plan:
     blocked: dict[str, str]
     apart: tuple[Apart, ...]
     together_makespan: float  # dynamic, if nothing were kept apart
+    slots: tuple[Slot, ...] = ()  # the dynamic simulation's schedule, in dispatch order
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -479,7 +480,8 @@ def _plan(dispatcher: Dispatcher, requested: str | int) -> Plan:
     total = sum(weights.values())
     n = count.workers
     simulated = dispatcher.copy()
-    dynamic = _makespan(_dynamic(simulated, n))
+    schedule = _dynamic(simulated, n)
+    dynamic = _makespan(schedule)
     apart = kept_apart(simulated)
     together = _makespan(_dynamic(dispatcher.copy(), n, apart=False)) if apart else dynamic
     return Plan(
@@ -495,4 +497,7 @@ def _plan(dispatcher: Dispatcher, requested: str | int) -> Plan:
         blocked=dict(dispatcher.blocked),
         apart=apart,
         together_makespan=together,
+        slots=tuple(
+            Slot(ticket=tid, start=start, finish=finish) for start, finish, tid in schedule
+        ),
     )

@@ -166,7 +166,7 @@ class Stream:
     def _idle(self) -> bool:
         if self.ledger.count(*ACTIVE):
             return False
-        landing = [r for r in self.ledger if r.phase == Phase.LANDING and not r.held]
+        landing = [r for r in self.ledger.runs(Phase.LANDING) if not r.held]
         books = self.books
         if books.killing or self.lander_failed or (books.stop_reason and not landing):
             return True
@@ -176,7 +176,7 @@ class Stream:
     def _wait(self) -> float:
         """Seconds until something is due (a retry, a reconciliation); the clock polls sooner."""
         due = self.ledger.next_due()
-        if self.ledger.count(Phase.LANDING):
+        if self.ledger.count(Phase.LANDING) and not self.lander.busy:  # busy: its news wakes us
             due = min(due or math.inf, self._last_pass + RECONCILE)
         return math.inf if due is None else max(0.0, due - self.clock.now())
 
@@ -320,7 +320,7 @@ class Stream:
     def _warn_running(self, landed: str, commit: str) -> None:
         """Tell running tickets whose work so far touches what just landed (see collisions)."""
         where = getattr(self.executor, "worktree", None)
-        running = [r for r in self.ledger if r.phase == Phase.RUNNING and r.slot is not None]
+        running = [r for r in self.ledger.runs(Phase.RUNNING) if r.slot is not None]
         if where is None or not running or self.plan.repo is None:
             return
         files = collisions.landed_files(self.plan.repo, commit)
@@ -342,7 +342,7 @@ class Stream:
     def _reconcile_soon(self) -> None:
         """While tickets wait to land and the lander is idle, look at the queue now and then:
         someone else may have landed (or settled) their entries."""
-        held = all(r.held for r in self.ledger if r.phase == Phase.LANDING)
+        held = all(r.held for r in self.ledger.runs(Phase.LANDING))
         if held or self.lander.busy or self.lander_failed:
             return
         if self.clock.now() - self._last_pass >= RECONCILE:
