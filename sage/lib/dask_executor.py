@@ -328,7 +328,7 @@ class DaskExecutor:
             lost = self.health.verdict()
             if lost is not None:
                 return _result(job, Outcome.UNUSABLE, lost)
-            self._killed.wait(POLL)
+            _settled_within(future, POLL)  # returns the moment the task is done
         return None
 
     def _failed(self, job: WorkerJob, exc: Exception) -> WorkerResult:
@@ -567,3 +567,10 @@ def _cancel_probe(key: str) -> Callable[[], bool]:
         return task is None or task.state in ("cancelled", "released", "forgotten")
 
     return cancelled
+
+
+def _settled_within(future: distributed.Future[Reply], seconds: float) -> None:
+    """Wait up to `seconds` for `future`, returning as soon as it is done (or the wait fails:
+    the caller looks at the cluster's health next)."""
+    with contextlib.suppress(Exception):
+        distributed.wait([future], timeout=seconds)  # type: ignore[no-untyped-call]

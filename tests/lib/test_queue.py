@@ -392,3 +392,31 @@ def test_a_held_lock_times_out_naming_the_holder(repo: Path) -> None:
     held = locks.hold(project.locks_dir / "queue.lock", timeout=1, what="test")
     with held, pytest.raises(LockHeld, match="the commit queue is held by PID"):
         q.process()
+
+
+def test_an_entry_queued_under_verify_is_verified_whoever_lands_it(repo: Path) -> None:
+    """Found by hand: `sage queue process` without --verify landed what a --verify stream
+    queued, bypassing the gate."""
+    project, store = setup(repo, "V-1")
+    base = work(project, "V-1", {"forbidden.txt": "secret\n"})
+    gate = ("sh", "-c", "test ! -e forbidden.txt")
+    enqueue(make_queue(project, store, verify=gate), "V-1", base)
+    by_hand = make_queue(project, store)  # no verify of its own
+    (outcome,) = by_hand.process()
+    assert isinstance(outcome, Rejected) and outcome.kind == "verify"
+    assert "test ! -e forbidden.txt" in outcome.detail
+    assert landed_ids(repo) == []
+
+
+def test_the_target_rewritten_outside_the_queue_stops_landings(repo: Path) -> None:
+    project, store = setup(repo, "W-1", "W-2")
+    q = make_queue(project, store)
+    enqueue(q, "W-1", work(project, "W-1", {"w1.txt": "1\n"}))
+    (first,) = q.process()
+    assert isinstance(first, Landed)
+    git(repo, "reset", "-q", "--hard", "HEAD~1")  # someone moves main back past the landing
+    enqueue(q, "W-2", work(project, "W-2", {"w2.txt": "2\n"}))
+    (second,) = make_queue(project, store).process()
+    assert isinstance(second, Rejected) and second.kind == "blocked"
+    assert "no longer contains" in second.detail and "W-1" in second.detail
+    assert landed_ids(repo) == []
