@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import shlex
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sage.commands._common import IndexOpt, open_project, relative, show_problems
-from sage.lib import importer, tasklist
+from sage.lib import lazy
 from sage.lib.errors import UsageError, ValidationFailed
+
+if TYPE_CHECKING:
+    from sage.lib import importer, tasklist
+else:  # imported on first use: every command (and git hook) starts faster
+    importer = lazy.module("sage.lib.importer")
+    tasklist = lazy.module("sage.lib.tasklist")
+
 
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="The new ticket's ID.")]
 TitleArg = Annotated[str, typer.Argument(metavar="TITLE", help="What the ticket is about.")]

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sage.commands._common import IndexOpt, open_project, relative
-from sage.lib import clean, runs
-from sage.lib.clean import Item
+from sage.lib import lazy
+
+if TYPE_CHECKING:
+    from sage.lib import clean, runs
+    from sage.lib.clean import Item
+else:  # imported on first use: every command (and git hook) starts faster
+    clean = lazy.module("sage.lib.clean")
+    runs = lazy.module("sage.lib.runs")
+
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="List what would go; remove nothing.")]
 Keep = Annotated[int, typer.Option("--keep-runs", metavar="N", min=1, help="Run folders to keep.")]

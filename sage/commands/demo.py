@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sage.commands import stream as stream_command
-from sage.lib import demo, runs, scheduler
+from sage.lib import lazy
 from sage.lib import project as projects
 from sage.lib.tickets import TicketStore
+
+if TYPE_CHECKING:
+    from sage.commands import stream as stream_command
+    from sage.lib import demo, runs, scheduler
+else:  # imported on first use: every command (and git hook) starts faster
+    stream_command = lazy.module("sage.commands.stream")
+    demo = lazy.module("sage.lib.demo")
+    runs = lazy.module("sage.lib.runs")
+    scheduler = lazy.module("sage.lib.scheduler")
+
 
 DEMO_FLOOR = 3  # below this, the demo cannot show parallel landing and a conflict
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,8 +16,14 @@ from sage.commands._common import (
     relative,
     show_problems,
 )
-from sage.lib import importer
+from sage.lib import lazy
 from sage.lib.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from sage.lib import importer
+else:  # imported on first use: every command (and git hook) starts faster
+    importer = lazy.module("sage.lib.importer")
+
 
 SHOWN = 8  # IDs listed per line before "…"
 

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sage.commands._common import IndexOpt, JsonOpt, emit_json, open_project
-from sage.lib import policy
-from sage.lib import queue as commit_queue
+from sage.lib import lazy
 from sage.lib.project import Project
-from sage.lib.runs import target_branch
 from sage.lib.tickets import TicketStore
+
+if TYPE_CHECKING:
+    from sage.lib import policy, runs
+    from sage.lib import queue as commit_queue
+else:  # imported on first use: every command (and git hook) starts faster
+    policy = lazy.module("sage.lib.policy")
+    commit_queue = lazy.module("sage.lib.queue")
+    runs = lazy.module("sage.lib.runs")
+
 
 app = typer.Typer(
     name="queue",
@@ -46,7 +53,7 @@ def _open(
     queue = commit_queue.CommitQueue(
         project,
         TicketStore(project.index_path, lock_timeout=cfg.lock_timeout),
-        target_branch=target_branch(project, cfg.target_branch),
+        target_branch=runs.target_branch(project, cfg.target_branch),
         verify=cfg.verify,
         verify_batch=cfg.verify_batch,
         lock_timeout=cfg.lock_timeout,

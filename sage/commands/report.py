@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sage.commands._common import IndexOpt, checked, open_project, relative
-from sage.lib import history, report
+from sage.lib import lazy
+
+if TYPE_CHECKING:
+    from sage.lib import history, report
+else:  # imported on first use: every command (and git hook) starts faster
+    history = lazy.module("sage.lib.history")
+    report = lazy.module("sage.lib.report")
+
 
 Run = Annotated[
     str | None, typer.Argument(metavar="[RUN]", help="Run id, or its start (default: the newest).")

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import typer
 
 from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_project
-from sage.lib import status as statuses
+from sage.lib import lazy
 from sage.lib.history import History, parse_time
+
+if TYPE_CHECKING:
+    from sage.lib import status as statuses
+else:  # imported on first use: every command (and git hook) starts faster
+    statuses = lazy.module("sage.lib.status")
 
 
 def command(json: JsonOpt = False, index: IndexOpt = None) -> int:

@@ -11,22 +11,34 @@ from collections.abc import Iterator
 from dataclasses import replace
 from enum import Enum, StrEnum
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sage.commands import _progress
 from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_project
 from sage.commands.plan import render as render_plan
-from sage.lib import agents, executors, onboarding, runs, scheduler, validation, workers
 from sage.lib import config as configuration
 from sage.lib import graph as dag
-from sage.lib import stream as streams
+from sage.lib import lazy
 from sage.lib.errors import SageError, UsageError
 from sage.lib.events import Journal
 from sage.lib.project import Project
 from sage.lib.tally import Tally
 from sage.lib.tickets import Ticket
+
+if TYPE_CHECKING:
+    from sage.lib import agents, executors, onboarding, runs, scheduler, validation, workers
+    from sage.lib import stream as streams
+else:  # imported on first use: every command (and git hook) starts faster
+    agents = lazy.module("sage.lib.agents")
+    executors = lazy.module("sage.lib.executors")
+    onboarding = lazy.module("sage.lib.onboarding")
+    runs = lazy.module("sage.lib.runs")
+    scheduler = lazy.module("sage.lib.scheduler")
+    validation = lazy.module("sage.lib.validation")
+    workers = lazy.module("sage.lib.workers")
+    streams = lazy.module("sage.lib.stream")
 
 
 class OnError(StrEnum):
