@@ -95,6 +95,10 @@ class Landing:
         while todo:
             onto = self._head or self.target_head()  # a stale one fails the CAS: read again
             rewritten = self._rewritten(onto)
+            if rewritten and self._head is not None:  # another process landed since: look
+                self._head = None
+                onto = self.target_head()
+                rewritten = self._rewritten(onto)
             if rewritten:
                 return outcomes + [self._blocked(e, rewritten) for e in todo]
             stack, rejected = self._stack(onto, todo)
