@@ -102,13 +102,19 @@ class Books:
                           files=list(outcome.files), collided_with=list(outcome.collided_with),
                           detail=outcome.detail, attempts=entry.attempts)  # fmt: skip
         record.land_attempts = entry.attempts
-        record.wasted(record.last_seconds, "conflict" if outcome.kind == "conflict" else "verify")
         for other in outcome.collided_with:
             self.dispatcher.learn(tid, other, outcome.files)
+        resolving = not isinstance(decision, policy.Defer) and outcome.kind == "conflict"
+        resolving = resolving and self._resolves(tid)
+        cause = "conflict" if outcome.kind == "conflict" else "verify"
+        if resolving:  # the resolve attempt carries this one's work on: not wasted (yet)
+            record.carried_seconds += record.last_seconds
+        else:
+            record.wasted(record.last_seconds, cause)
         if isinstance(decision, policy.Defer):
             self.queue.defer(entry, decision.reason)
             return self.deferred(tid, decision.reason)
-        if outcome.kind == "conflict" and self._resolves(tid):
+        if resolving:
             record.resolve = self._resolve(entry, outcome)
         self.queue.discard(entry)
         self.decide(tid, decision)

@@ -80,6 +80,7 @@ class TicketRun:
     setup_seconds: float = 0.0  # preparing its slot's worktree ([worktree] setup), not work
     wasted_seconds: float = 0.0  # worker time of attempts that never landed
     wasted_by: dict[str, float] = field(default_factory=dict)  # that time, by cause
+    carried_seconds: float = 0.0  # a conflicting attempt's time its resolve attempt carries on
     tokens: int = 0  # what its attempts cost, where the agent reports it
     cost_usd: float = 0.0
     wasted_tokens: int = 0  # of that, attempts that never landed
@@ -96,7 +97,9 @@ class TicketRun:
 
     def wasted(self, seconds: float, cause: str = "failure") -> None:
         """The attempt just finished (or now rejected) will never land, because of `cause`
-        (failure, throttle, conflict, verify)."""
+        (failure, throttle, conflict, verify); with it, any earlier attempt it carried on."""
+        seconds += self.carried_seconds
+        self.carried_seconds = 0.0
         self.wasted_seconds += seconds
         self.wasted_by[cause] = self.wasted_by.get(cause, 0.0) + seconds
         self.wasted_tokens += self.last_tokens
