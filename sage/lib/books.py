@@ -7,6 +7,7 @@ module carries the decision out.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -59,10 +60,23 @@ class Books:
         record = self.ledger[result.ticket_id]
         cause = "throttle" if result.outcome == Outcome.THROTTLED else "failure"
         record.wasted(result.seconds, cause)
+        record.after = self._landing_overlap(result.ticket_id)
         exit = policy.Exit(outcome=result.outcome, detail=result.detail, failures=record.failures,
                            throttles=record.throttles, parked_seconds=record.parked_seconds,
                            retry_after=result.retry_after, log=str(result.log))  # fmt: skip
         self.decide(result.ticket_id, policy.after_exit(exit, self.limits, self.rng), worker=True)
+
+    def _landing_overlap(self, tid: str) -> str:
+        """A ticket landing now whose files overlap `tid`'s: a failure then may be that one's
+        missing work, so the retry waits for it to land (or be deferred) instead of a backoff."""
+        other = self.dispatcher.clashes_with(tid)
+        return other if other and self.ledger.phase(other) == Phase.LANDING else ""
+
+    def _after(self, tid: str) -> None:
+        """`tid` landed or was deferred: retries that waited for it are due now."""
+        for record in self.ledger.runs(Phase.DELAYED):
+            if record.after == tid:
+                record.due, record.after = self.clock.now(), ""
 
     def queued(self, entry: QueueEntry, result: WorkerResult) -> None:
         tid = entry.ticket_id
@@ -81,6 +95,7 @@ class Books:
         # Another entry of a stacked batch may still be landing on top of this commit.
         self.head = commit if not self.ledger.count(Phase.LANDING) else None
         freed = self.dispatcher.landed(tid)
+        self._after(tid)
         depth = self.ledger.count(Phase.LANDING)
         self.journal.emit("landed", tid, commit=commit, unblocked=freed, depth=depth)
 
@@ -186,13 +201,15 @@ class Books:
         record = self.ledger[tid]
         self.journal.emit("retry", tid, attempt=record.attempt, delay=delay, reason=why,
                           counted=counted, throttled=phase == Phase.PARKED,
-                          workers=self.live)  # fmt: skip
+                          workers=self.live, after=record.after)  # fmt: skip
         if self.stop_reason:
             return self.give_back(tid, f"not retried: {self.stop_reason}")
         # Waiting to run again, it holds no files: two retrying tickets whose files overlap
         # would otherwise wait for each other forever. It holds them again when it starts.
         self.dispatcher.release(tid)
-        self.ledger.move(tid, phase, due=self.clock.now() + delay, held=False)
+        record.after = record.after if phase == Phase.DELAYED else ""
+        due = math.inf if record.after else self.clock.now() + delay  # see `_landing_overlap`
+        self.ledger.move(tid, phase, due=due, held=False)
 
     def release_due(self) -> None:
         """Retries whose time has come go back into the ready set; none once the run stops."""
@@ -212,6 +229,7 @@ class Books:
     def deferred(self, tid: str, reason: str) -> None:
         """DEFERRED in the index already (by us or by the queue)."""
         self.ledger.move(tid, Phase.DEFERRED, reason=reason)
+        self._after(tid)
         self.journal.emit("deferred", tid, reason=reason)
         self.block_dependents(tid)
         if self.on_error == "fail":

@@ -69,6 +69,7 @@ class TicketRun:
     slot: int | None = None
     base: str = ""  # the target's head its running attempt started from
     due: float = 0.0  # DELAYED / PARKED: when it may run again (the stream's clock)
+    after: str = ""  # DELAYED until this ticket (landing when it failed) lands or is deferred
     started_at: float = 0.0
     reason: str = ""
     blocked_by: str = ""

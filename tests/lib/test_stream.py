@@ -379,3 +379,19 @@ def test_learned_files_from_a_conflict_keep_the_pair_apart_afterwards(tmp_path: 
     h = harness(tmp_path, tickets, script, rejects={"B": ["conflict"]}, workers=3)
     summary = h.run()
     assert sorted(summary.completed) == ["A", "B", "C"]
+
+
+def test_a_failure_while_an_overlapping_ticket_lands_retries_once_it_landed(tmp_path: Path) -> None:
+    tickets = [ticket("A", priority="P0"), ticket("B")]
+    script = {"A": [Attempt(seconds=1.0)], "B": [FAIL.__class__(outcome=Outcome.FAILED,
+              seconds=2.0, detail="needs A's work"), Attempt(seconds=1.0)]}  # fmt: skip
+    h = harness(tmp_path, tickets, script, workers=2, backoff=0.1)
+    h.queue.hold_passes = True  # A waits to land until t=10
+    h.clock.at.append((0.5, lambda: h.stream.dispatcher.learn("A", "B", ["shared.txt"])))
+    h.clock.at.append((10.0, lambda: setattr(h.queue, "hold_passes", False)))
+    summary = h.run()
+    assert sorted(summary.completed) == ["A", "B"]
+    retry = next(e for e in h.events("retry") if e["ticket"] == "B")
+    assert retry["after"] == "A"
+    second = [t for t, tid, _ in h.executor.starts if tid == "B"][1]
+    assert second >= 10.0  # not after its 0.1 s backoff, while A was still landing
