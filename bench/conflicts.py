@@ -52,7 +52,9 @@ VARIANTS = {
     "redo-nofiles": Variant(name="redo, no files", declare_files=False),
     "redo-files": Variant(name="redo, files", declare_files=True),
     "resolve-files": Variant(name="resolve, files", declare_files=True, on_conflict="resolve"),
-    "resolve-nofiles": Variant(name="resolve, no files", declare_files=False, on_conflict="resolve"),
+    "resolve-nofiles": Variant(
+        name="resolve, no files", declare_files=False, on_conflict="resolve"
+    ),
 }
 DEFAULT_VARIANTS = ("redo-nofiles", "redo-files", "resolve-files")
 
