@@ -186,34 +186,32 @@ def summarize(
 ) -> RunSummary:
     """The summary, read from the ledger alone: each ticket is counted once, by its phase."""
     landed = tuple(ledger.ids(Phase.LANDED))
-    deferred = {r.ticket_id: r.reason for r in ledger if r.phase == Phase.DEFERRED}
-    totals = ledger.totals()
+    deferred = {r.ticket_id: r.reason for r in ledger.runs(Phase.DEFERRED)}
     return RunSummary(
-        run_id=run_id,
-        workers=workers,
-        completed=landed,
-        deferred=deferred,
+        run_id=run_id, workers=workers, completed=landed, deferred=deferred,
         deferred_earlier=tuple(t for t in deferred if ledger[t].earlier),
-        blocked={r.ticket_id: r.blocked_by for r in ledger if r.phase == Phase.BLOCKED},
+        blocked={r.ticket_id: r.blocked_by for r in ledger.runs(Phase.BLOCKED)},
         waiting_to_land=tuple(sorted(ledger.ids(Phase.LANDING))),
         skipped=tuple(ledger.ids(Phase.SKIPPED)),
         not_started=tuple(sorted(ledger.ids(*NOT_STARTED))),
-        wall_seconds=wall,
-        worker_seconds=totals["worker_seconds"],
-        wasted_seconds=totals["wasted_seconds"],
-        wasted_by=ledger.wasted_by(),
-        landing_attempts=counts.get("landings", 0),
-        setup_seconds=totals["setup_seconds"],
-        tokens=int(totals["tokens"]),
-        cost_usd=totals["cost_usd"],
-        wasted_tokens=int(totals["wasted_tokens"]),
-        wasted_cost_usd=totals["wasted_cost_usd"],
-        commits_landed=len(landed),
-        conflicts=counts.get("conflicts", 0),
-        retries=counts.get("retries", 0),
-        throttled=counts.get("throttled", 0),
-        stopped_early=stop_reason is not None and not interrupted,
-        stop_reason=stop_reason,
-        unusable=unusable,
-        interrupted=interrupted,
-    )
+        wall_seconds=wall, commits_landed=len(landed),
+        landing_attempts=counts.get("landings", 0), conflicts=counts.get("conflicts", 0),
+        retries=counts.get("retries", 0), throttled=counts.get("throttled", 0),
+        stopped_early=stop_reason is not None and not interrupted, stop_reason=stop_reason,
+        unusable=unusable, interrupted=interrupted, **_spent(ledger),
+    )  # fmt: skip
+
+
+def _spent(ledger: Ledger) -> dict[str, Any]:
+    """Worker time and the agents' tokens and cost: spent, and not landed."""
+    totals = ledger.totals()
+    return {
+        "worker_seconds": totals["worker_seconds"],
+        "wasted_seconds": totals["wasted_seconds"],
+        "wasted_by": ledger.wasted_by(),
+        "setup_seconds": totals["setup_seconds"],
+        "tokens": int(totals["tokens"]),
+        "cost_usd": totals["cost_usd"],
+        "wasted_tokens": int(totals["wasted_tokens"]),
+        "wasted_cost_usd": totals["wasted_cost_usd"],
+    }
