@@ -285,11 +285,6 @@ def supports_parallel_mode() -> tuple[bool, str]:
     return False, f"git {text} is too old: parallel mode needs 2.38 (merge-tree --write-tree)"
 
 
-def commits_between(repo: Path, base: str, head: str) -> list[tuple[str, str]]:
-    """(sha, subject) of each commit in base..head, oldest first."""
-    return history(repo, base, head)[0]
-
-
 def history(repo: Path, base: str, head: str) -> tuple[list[tuple[str, str]], bool]:
     """(sha, subject) of each commit in base..head, oldest first, and whether `head` descends
     from `base`: some commit of the range has `base` as a parent (or head is base)."""

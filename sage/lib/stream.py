@@ -124,6 +124,7 @@ class Stream:
         )  # fmt: skip
         self.interrupted = self.lander_failed = False
         self._told_apart = 0
+        self._spent_usd = 0.0
         self._last_pass = 0.0
 
     @property
@@ -301,7 +302,7 @@ class Stream:
         usage = result.usage
         if usage is not None:
             record.spent(usage.input_tokens + usage.output_tokens, usage.cost_usd or 0.0)
-            self._check_cost()
+            self._check_cost(usage.cost_usd or 0.0)
         self.journal.emit("finished", tid, outcome=str(result.outcome), slot=record.slot,
                           seconds=round(result.seconds, 3), returncode=result.returncode,
                           detail=result.detail, setup_seconds=round(result.setup_seconds, 3),
@@ -332,10 +333,10 @@ class Stream:
                 self.journal.emit("may-conflict", record.ticket_id, landed=landed,
                                   files=sorted(shared))  # fmt: skip
 
-    def _check_cost(self) -> None:
+    def _check_cost(self, cost: float) -> None:
         """`--max-cost`: once the agents' reported cost reaches it, nothing new starts."""
-        limit = self.options.max_cost
-        spent = self.ledger.totals()["cost_usd"]
+        self._spent_usd += cost  # kept as it goes: not a pass over every ticket per attempt
+        limit, spent = self.options.max_cost, self._spent_usd
         if limit and spent >= limit:
             self.books.stop(f"the cost limit is reached: ${spent:.2f} spent of ${limit:.2f}")
 

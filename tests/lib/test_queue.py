@@ -420,3 +420,6 @@ def test_the_target_rewritten_outside_the_queue_stops_landings(repo: Path) -> No
     assert isinstance(second, Rejected) and second.kind == "blocked"
     assert "no longer contains" in second.detail and "W-1" in second.detail
     assert landed_ids(repo) == []
+    git(repo, "update-ref", "refs/sage/accepted/main", "main")  # the rewrite was meant
+    (third,) = make_queue(project, store).process()
+    assert isinstance(third, Landed) and landed_ids(repo) == ["W-2"]

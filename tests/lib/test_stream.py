@@ -383,8 +383,8 @@ def test_learned_files_from_a_conflict_keep_the_pair_apart_afterwards(tmp_path: 
 
 def test_a_failure_while_an_overlapping_ticket_lands_retries_once_it_landed(tmp_path: Path) -> None:
     tickets = [ticket("A", priority="P0"), ticket("B")]
-    script = {"A": [Attempt(seconds=1.0)], "B": [FAIL.__class__(outcome=Outcome.FAILED,
-              seconds=2.0, detail="needs A's work"), Attempt(seconds=1.0)]}  # fmt: skip
+    needs_a = Attempt(outcome=Outcome.FAILED, seconds=2.0, detail="needs A's work")
+    script = {"A": [Attempt(seconds=1.0)], "B": [needs_a, Attempt(seconds=1.0)]}
     h = harness(tmp_path, tickets, script, workers=2, backoff=0.1)
     h.queue.hold_passes = True  # A waits to land until t=10
     h.clock.at.append((0.5, lambda: h.stream.dispatcher.learn("A", "B", ["shared.txt"])))

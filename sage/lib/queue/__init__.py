@@ -85,7 +85,7 @@ class CommitQueue:
         entry = new_entry(
             ticket_id=ticket_id, title=title, branch=branch, base=base, head=head,
             worker=worker, run_id=self.run_id, attempts=attempts, verify=self.verify,
-            commits=tuple(sha for sha, _ in pairs), from_base=descends,
+            commits=tuple(sha for sha, _ in pairs), from_base=descends, target=self.target,
             message=squash_message(ticket_id, title, [subject for _, subject in pairs]),
         )  # fmt: skip
         return self.entries.add(entry)

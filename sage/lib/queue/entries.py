@@ -65,6 +65,7 @@ class QueueEntry:
     message: str = ""
     verify: tuple[str, ...] = ()  # the verify command it was queued under: whoever lands applies it
     from_base: bool = False  # its head descends from its base (a worker may reset below it)
+    target: str = ""  # the branch it lands on
 
     @property
     def filename(self) -> str:
@@ -193,23 +194,15 @@ class Entries:
                 self.archive(replace(entry, status=Status.DISCARDED, reason=why))
         return sorted(latest.values(), key=lambda e: e.seq)
 
-    @property
-    def _last_landed_file(self) -> Path:
-        return self.done_dir / "last-landed.json"
-
-    def last_landed(self) -> dict[str, str] | None:
-        """The commit the queue last moved the target to, and for which tickets."""
-        try:
-            data = json.loads(self._last_landed_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise _unreadable(self._last_landed_file, str(exc)) from None
-        return data if isinstance(data, dict) and isinstance(data.get("commit"), str) else None
-
-    def record_landed(self, target: str, commit: str, tickets: Sequence[str]) -> None:
-        record = {"target": target, "commit": commit, "tickets": list(tickets), "at": now()}
-        files.write_json(self._last_landed_file, record)
+    def last_landed(self, target: str) -> QueueEntry | None:
+        """The newest entry landed on `target`: the top of the queue's last landing there.
+        Read from the archive, newest first (usually the first file read is it)."""
+        names = sorted(self.done_dir.glob("[0-9]*.json"), key=lambda p: p.name, reverse=True)
+        for path in names:
+            entry = read_entry(path)
+            if entry and entry.status == Status.LANDED and entry.target == target:
+                return entry
+        return None
 
     def requeue(self, entries: Sequence[QueueEntry], reason: str | None = None) -> list[QueueEntry]:
         return [

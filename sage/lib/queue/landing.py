@@ -24,6 +24,7 @@ from sage.lib.queue.verify import Verifier
 from sage.lib.tickets import StateChange, TicketStore, now
 
 SLOTS_DIR = "_slots"  # worker slots' worktrees, under the worktrees folder (see executors)
+ACCEPTED = "refs/sage/accepted/"  # a target head the user says to land on, rewritten or not
 PREVIOUS = "refs/sage/previous/"  # a conflicting attempt, kept for its resolve attempt
 MAX_RACES = 8  # the target moved between computing and landing this many times in a row
 
@@ -131,17 +132,18 @@ class Landing:
         """Why nothing may land: the target no longer holds what the queue landed last (it was
         reset or rewritten outside the queue), or None. Landing on it would build on a history
         that dropped landed work."""
-        last = self.entries.last_landed()
-        if last is None or last.get("target") != self.target or last["commit"] == head:
+        last = self.entries.last_landed(self.target)
+        commit = last.landed_commit if last else None
+        if last is None or not commit or commit == head:
             return None
-        if git.is_ancestor(self.root, last["commit"], head):
+        accepted = f"{ACCEPTED}{self.target}"
+        if git.is_ancestor(self.root, commit, head) or git.rev_parse(self.root, accepted) == head:
             return None
-        tickets = ", ".join(last.get("tickets", [])) or "earlier tickets"
         return (
-            f"{self.target} no longer contains {last['commit'][:12]}, which sage landed for "
-            f"{tickets}: it was reset or rewritten outside the queue. Restore it (`git branch -f "
-            f"{self.target} {last['commit'][:12]}` or a merge), or, if the rewrite was meant, "
-            f"delete {self.entries.done_dir / 'last-landed.json'}; then `sage queue process`"
+            f"{self.target} no longer contains {commit[:12]}, which sage landed for "
+            f"{last.ticket_id}: it was reset or rewritten outside the queue. Restore it (`git "
+            f"branch -f {self.target} {commit[:12]}` or a merge), or, if the rewrite was meant, "
+            f"`git update-ref {accepted} {self.target}`; then `sage queue process`"
         )
 
     def _command(self, stack: Sequence[_Candidate]) -> tuple[str, ...]:
@@ -268,10 +270,6 @@ class Landing:
             for e in entries
         ]  # fmt: skip
         self.store.record([self._completed(e) for e in landed])
-        top = landed[-1]
-        self.entries.record_landed(
-            self.target, str(top.landed_commit), [e.ticket_id for e in landed]
-        )
         step("completed")
         for entry in landed:
             self.entries.archive(entry)
