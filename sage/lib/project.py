@@ -32,6 +32,11 @@ class Project:
         return self.root / ".sage"
 
     @property
+    def state_dir(self) -> Path:
+        """Where sage keeps its run state (runs, queue, worktrees, locks, logs, ticket states)."""
+        return self.sage_dir
+
+    @property
     def index_path(self) -> Path:
         path = Path(self.config.index)
         return path if path.is_absolute() else self.root / path
