@@ -10,7 +10,6 @@ import typer
 from sage.commands._common import IndexOpt, JsonOpt, emit_json, open_project
 from sage.lib import lazy
 from sage.lib.project import Project
-from sage.lib.tickets import TicketStore
 
 if TYPE_CHECKING:
     from sage.lib import policy, runs
@@ -52,7 +51,7 @@ def _open(
     cfg = project.config
     queue = commit_queue.CommitQueue(
         project,
-        TicketStore(project.index_path, lock_timeout=cfg.lock_timeout),
+        project.ticket_store(),
         target_branch=runs.target_branch(project, cfg.target_branch),
         verify=cfg.verify,
         verify_batch=cfg.verify_batch,

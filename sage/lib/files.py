@@ -53,7 +53,12 @@ def _umask() -> int:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(path, json_text(data))
+
+
+def json_text(data: Any) -> str:
+    """JSON as sage writes every file: indented, UTF-8 as is, a final newline."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def _fsync_dir(directory: Path) -> None:

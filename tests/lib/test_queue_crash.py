@@ -13,6 +13,7 @@ from sage.lib import git as sgit
 from sage.lib.queue import Landed, Rejected
 from tests.conftest import git
 from tests.lib.test_queue import conflicting_pair, landed_ids, queued, states, user_changes
+from tests.reliability.conftest import committed_state
 
 STEPS = ("stacked", "verified", "recorded", "moved", "checkout", "completed", "archived", "cleaned")
 AFTER_ARCHIVE = ("archived", "cleaned")  # landed and recorded; a stream sweeps what is left
@@ -32,7 +33,7 @@ def hook(step):
 
 queue.step_hook = hook
 project = open_project(repo)
-q = queue.CommitQueue(project, TicketStore(project.index_path), target_branch="main",
+q = queue.CommitQueue(project, project.ticket_store(), target_branch="main",
                       verify=("true",), run_id="crashed")
 q.process()
 """
@@ -62,7 +63,9 @@ def test_crash_between_steps_then_recover_lands_each_ticket_once(repo: Path, ste
         completions = [h for h in raw["state_history"] if h["to"] == "COMPLETED"]
         assert len(completions) == 1, raw["state_history"]
         grep = f"--grep=Sage-Ticket: {raw['id']}"
-        assert raw["commits"] == [git(repo, "log", "-1", "--format=%H", grep, "main")]
+        commit = git(repo, "log", "-1", "--format=%H", grep, "main")
+        assert committed_state(repo, commit, raw["id"]) == "COMPLETED"  # with its landing
+    assert user_changes(repo) == []
     assert q.pending() == []
     assert sorted(e.status for e in q.archived()) == ["landed", "landed"]
     if step not in AFTER_ARCHIVE:

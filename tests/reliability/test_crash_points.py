@@ -36,7 +36,6 @@ import pytest
 
 from sage.lib.project import open_project
 from sage.lib.queue import CommitQueue
-from sage.lib.tickets import TicketStore
 from tests.conftest import git, ticket
 from tests.reliability.conftest import (
     STREAM,
@@ -280,7 +279,7 @@ def queue_dead_runs_work(repo: Path, tid: str, changes: dict[str, str]) -> None:
         (tree / name).write_text(text)
     git(tree, "add", "-A")
     git(tree, "commit", "-q", "-m", f"{tid}: work\n\nSage-Ticket: {tid}")
-    q = CommitQueue(project, TicketStore(project.index_path), target_branch="main", run_id="dead")
+    q = CommitQueue(project, project.ticket_store(), target_branch="main", run_id="dead")
     q.enqueue(ticket_id=tid, title=tid, branch=f"sage/{tid}", base=base)
 
 

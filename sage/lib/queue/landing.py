@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sage.lib import git
+from sage.lib import files, git, objects
 from sage.lib.errors import GitError, RefRefused, SageError
 from sage.lib.queue import checkout
 from sage.lib.queue.entries import Entries, QueueEntry, Status, step
 from sage.lib.queue.verify import Verifier
-from sage.lib.tickets import StateChange, TicketStore, now
+from sage.lib.tickets import StateChange, TicketStore, now, parse_document, record_changes
 
 SLOTS_DIR = "_slots"  # worker slots' worktrees, under the worktrees folder (see executors)
 ACCEPTED = "refs/sage/accepted/"  # a target head the user says to land on, rewritten or not
@@ -80,6 +80,8 @@ class Landing:
         self.worktrees_dir, self.verify, self.run_id = worktrees_dir, tuple(verify), run_id
         self.notify: Callable[[Landed], None] | None = None
         self._head: str | None = None  # where this process last moved the target
+        self.index_in_repo = _inside(store.path, root) if store.states is not None else None
+        self._index_tracked: bool | None = None  # is the index in the target's tree
 
     def target_head(self) -> str:
         head = git.rev_parse(self.root, self.ref)
@@ -178,9 +180,24 @@ class Landing:
             if not merged.clean:
                 return self._collision(entry, onto, merged.conflicts)
             tree = merged.tree
+        tree = self._completed_in(tree, entry)
         env = git.identity_env(self.root)
         commit = git.commit_tree(self.root, tree, [onto], entry.message, env=env)
         return _Candidate(entry=entry, commit=commit)
+
+    def _completed_in(self, tree: str, entry: QueueEntry) -> str:
+        """The tree with the ticket COMPLETED in the index it carries: the landing commit says
+        the ticket is done, so the index in the user's checkout does once it follows."""
+        if self.index_in_repo is None:
+            return tree
+        change = self._completed(entry, committed=True)
+        edited = objects.edit_file(
+            self.root, tree.removesuffix("^{tree}"), self.index_in_repo,
+            lambda blob: completed_blob(blob, change),
+        )  # fmt: skip
+        if edited is not None:
+            self._index_tracked = True
+        return edited or tree
 
     def _collision(self, entry: QueueEntry, onto: str, paths: tuple[str, ...]) -> Rejected:
         touched = git.tickets_touching(self.root, entry.base, onto, paths)
@@ -269,7 +286,8 @@ class Landing:
                     landed_at=e.landed_at or now())
             for e in entries
         ]  # fmt: skip
-        self.store.record([self._completed(e) for e in landed])
+        committed = self._tracked(landed[-1].new_target) if landed else False
+        self.store.record([self._completed(e, committed=committed) for e in landed])
         step("completed")
         for entry in landed:
             self.entries.archive(entry)
@@ -283,13 +301,24 @@ class Landing:
         step("cleaned")
         return outcomes
 
-    def _completed(self, entry: QueueEntry) -> StateChange:
+    def _completed(self, entry: QueueEntry, *, committed: bool) -> StateChange:
+        """In the landing commit (`committed`): no commit id, which the commit cannot hold."""
         commit = str(entry.landed_commit)
+        where = f"landed on {self.target}" + ("" if committed else f" as {commit[:12]}")
+        fields = {} if committed else {"commits": [entry.landed_commit]}
         return StateChange(
-            ticket_id=entry.ticket_id, state="COMPLETED",
-            reason=f"landed on {self.target} as {commit[:12]}", run_id=entry.run_id or self.run_id,
-            fields={"commits": [entry.landed_commit], "landed_at": entry.landed_at},
+            ticket_id=entry.ticket_id, state="COMPLETED", reason=where, committed=committed,
+            run_id=entry.run_id or self.run_id, fields=fields,
         )  # fmt: skip
+
+    def _tracked(self, commit: str | None) -> bool:
+        """Whether landing commits carry the index (it is in the target's tree)."""
+        if self.index_in_repo is None or not commit:
+            return False
+        if self._index_tracked is None:
+            spec = f"{commit}:{self.index_in_repo}"
+            self._index_tracked = objects.read(self.root, [spec])[0] is not None
+        return self._index_tracked
 
     def cleanup(self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]) -> None:
         """Remove the tickets' worktrees and branches, unless a branch moved on since it was
@@ -345,6 +374,23 @@ class Landing:
 
     def _reached(self, commit: str, head: str) -> bool:
         return commit == head or git.is_ancestor(self.root, commit, head)
+
+
+def completed_blob(blob: bytes, change: StateChange) -> bytes | None:
+    """The index file's content with `change` recorded; None if it is not an index."""
+    try:
+        raw = parse_document(blob.decode("utf-8"))
+    except (UnicodeDecodeError, SageError):
+        return None  # not valid (a conflict, a hand edit): the run's state says COMPLETED
+    record_changes(raw, [change])
+    return files.json_text(raw).encode("utf-8")
+
+
+def _inside(path: Path, root: Path) -> str | None:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None
 
 
 def _detail(outcomes: Sequence[Outcome]) -> str:
