@@ -611,7 +611,10 @@ class RunStates:
     ) -> None:
         try:
             with self.lock.acquire(poll_interval=LOCK_POLL):
-                kept = self.read()
+                kept = {  # what the index has spoken over since is forgotten
+                    tid: mine for tid, mine in self.read().items()
+                    if tid in index and mine.get("over") == index[tid].get("state", "UNPROCESSED")
+                }  # fmt: skip
                 for change in changes:
                     self._apply(kept, index, change, path)
                 files.write_json(self.path, {"tickets": kept})
@@ -638,8 +641,6 @@ class RunStates:
             return
         said = entry.get("state", "UNPROCESSED")
         mine = kept.get(change.ticket_id)
-        if mine is not None and mine.get("over") != said:
-            mine = None  # the index has spoken since: what was kept no longer applies
         now_state = mine.get("state") if mine else said
         now_fields = {**entry, **(mine.get("fields", {}) if mine else {})}
         if (
@@ -711,3 +712,61 @@ def record_state(
     if run_id:
         change["run"] = run_id
     entry.setdefault("state_history", []).append(change)
+
+
+def merge_index(user: bytes, old: bytes, new: bytes) -> bytes | None:
+    """Three-way merge of an index, ticket by ticket: the user's uncommitted copy (`user`)
+    and a landing's change from `old` to `new` (a ticket COMPLETED, tickets a worker added).
+    What only one side changed is taken from it; where both changed one ticket, the user's
+    fields stay but the landing's `state` wins and both histories are kept. None when a side
+    is not a valid index (then it is not sage's to merge)."""
+    try:
+        mine, base, theirs = (parse_document(b.decode("utf-8")) for b in (user, old, new))
+    except (UnicodeDecodeError, SageError):
+        return None
+    merged = {k: v for k, v in _merge_fields(mine, base, theirs).items() if k != "tickets"}
+    merged["tickets"] = _merge_tickets(mine["tickets"], base["tickets"], theirs["tickets"])
+    ordered = {k: merged[k] for k in mine if k in merged}  # the user's key order first
+    ordered.update((k, v) for k, v in merged.items() if k not in ordered)
+    return files.json_text(ordered).encode("utf-8")
+
+
+def _merge_fields(
+    mine: Mapping[str, Any], base: Mapping[str, Any], theirs: Mapping[str, Any]
+) -> dict[str, Any]:
+    missing = object()
+    merged = dict(mine)
+    for key in base.keys() | theirs.keys():
+        was, now = base.get(key, missing), theirs.get(key, missing)
+        if was == now:
+            continue
+        if mine.get(key, missing) == was or key == "state":
+            if now is missing:
+                merged.pop(key, None)
+            else:
+                merged[key] = now
+        elif key == "state_history" and isinstance(now, list):
+            kept: list[Any] = mine[key] if isinstance(mine.get(key), list) else []
+            seen: list[Any] = was if isinstance(was, list) else []
+            merged[key] = [*kept, *(h for h in now if h not in seen and h not in kept)]
+    return merged
+
+
+def _merge_tickets(mine: list[Any], base: list[Any], theirs: list[Any]) -> list[Any]:
+    """In the user's order; a ticket the user removed stays removed."""
+    was, now = _by_id({"tickets": base}), _by_id({"tickets": theirs})
+    merged: list[Any] = []
+    for entry in mine:
+        tid = entry.get("id") if isinstance(entry, dict) else None
+        if tid not in was or tid not in now:  # the user's own, or one side added/removed it
+            if tid not in was or entry != was[tid]:  # drop only what they removed unchanged
+                merged.append(entry)
+        elif was[tid] == now[tid]:
+            merged.append(entry)
+        elif entry == was[tid]:
+            merged.append(now[tid])
+        else:
+            merged.append(_merge_fields(entry, was[tid], now[tid]))
+    have = {e.get("id") for e in mine if isinstance(e, dict)}
+    merged += [e for tid, e in now.items() if tid not in have and tid not in was]
+    return merged
