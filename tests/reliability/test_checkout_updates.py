@@ -99,15 +99,15 @@ def assert_is_landed_version(repo: Path, name: str) -> None:
 
 
 def kill_while_written(proc: subprocess.Popen[str], path: Path, size: int) -> int:
-    """SIGKILL the process group (sage and the git writing `path`) the moment `path` exists
-    but is not whole yet; how much of it was written."""
+    """SIGKILL the process group (sage and the git writing `path`) once a first megabyte of
+    `path` is written, before it is whole; how much was written then."""
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         try:
             written = path.stat().st_size
         except FileNotFoundError:
             continue
-        if 0 < written < size:
+        if MB <= written < size:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate(timeout=30)
             return written
@@ -116,6 +116,7 @@ def kill_while_written(proc: subprocess.Popen[str], path: Path, size: int) -> in
     pytest.fail(f"{path} was never seen half written: {out[-2000:]}{err}")
 
 
+@pytest.mark.slow
 def test_kill_9_while_the_checkout_update_writes_a_large_file_then_rerun(tmp_path: Path) -> None:
     size = 200 * MB
     tickets = [ticket(tid, state="IN_PROGRESS", command=writer("x")) for tid in ("K-1", "K-2")]

@@ -138,16 +138,22 @@ def warnings(carried: Sequence[Carried]) -> tuple[str, ...]:
     merge of an ordinary file (a registered merge that went cleanly is routine)."""
     lines = []
     for c in carried:
-        copy = f"{c.saved[:12]}:{c.path}" if c.mine else f"{c.saved[:12]}^:{c.path}"
+        copy = _saved_as(c)
         if not c.clean:
             lines.append(
                 f"{c.path}: your uncommitted edit and the landing conflict; the file now holds "
-                f"both (text: between <<<<<<< and >>>>>>>), yours as it was is saved: "
-                f"`git show {copy}`"
+                f"both (text: between <<<<<<< and >>>>>>>), yours as it was is saved: {copy}"
             )
         elif not c.own_merge:
             lines.append(
                 f"{c.path}: your uncommitted edit was merged onto the landed version (yours "
-                f"as it was: `git show {copy}`)"
+                f"as it was: {copy})"
             )
     return tuple(lines)
+
+
+def _saved_as(c: Carried) -> str:
+    """How to see the saved versions: the file in the saved commit, a staged one below it."""
+    file = f"`git show {c.saved[:12]}:{c.path}`" if c.mine else ""
+    staged = f"`git show {c.saved[:12]}^:{c.path}` (staged)" if c.staged != c.mine else ""
+    return " and ".join(part for part in (file, staged if c.staged else "") if part)

@@ -165,7 +165,7 @@ def _finish(record: Path, update: Update, merges: Mapping[str, Merge]) -> Follow
     checkout = Path(update.checkout)
     held = _free_lock(checkout, record)
     if held:
-        return _cannot(checkout, held, hint="wait for it (or remove a lock nobody holds)")
+        return _cannot(checkout, held, hint="see to that lock")
     if not update.changes:
         update = replace(update, changes=_changes(checkout, update.old, update.new))
     seen = _look(checkout, update.changes)
@@ -438,7 +438,7 @@ def _free_lock(checkout: Path, record: Path) -> str | None:
     if _stale(lock, checkout) and _mtime(lock) >= _mtime(record):
         lock.unlink(missing_ok=True)
         return None
-    return _locked(checkout, str(lock)) if lock.exists() else None
+    return _locked(checkout, str(lock), then="the update waits") if lock.exists() else None
 
 
 def _stale(lock: Path, checkout: Path) -> bool:
@@ -466,13 +466,14 @@ def _why(checkout: Path, stderr: str) -> str:
     return _edits_in_the_way(checkout, paths or [_last_line(stderr)])
 
 
-def _locked(checkout: Path, lock: str) -> str:
+def _locked(checkout: Path, lock: str, *, then: str = "the landing waits in the queue") -> str:
+    """Whose `lock` is in the way, and (`then`) what waits for it."""
     if not _stale(Path(lock), checkout):  # a live process holds it: never delete it
         running = git.gits_in(checkout)
         who = f"a git running there (pid {running[0]})" if running else "another process"
         return (
-            f"{lock} was held by {who} for over {LOCK_WAIT:.0f}s; the landing waits in the "
-            "queue: run `sage queue process` once it is done"
+            f"{lock} was held by {who} for over {LOCK_WAIT:.0f}s; {then}: run `sage queue "
+            "process` once it is done"
         )
     return (  # a git killed in the checkout: not the user's edits
         f"{lock} exists but no git is running in {checkout}: one died there; remove that "
