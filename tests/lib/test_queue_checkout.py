@@ -183,7 +183,7 @@ from sage.lib.tickets import TicketStore
 repo, name, text = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 
 def hook(step):
-    if step == "moved":
+    if step == "moved" and name:
         (repo / name).write_text(text)
 
 queue.step_hook = hook
@@ -216,6 +216,27 @@ def test_a_carry_over_killed_halfway_is_finished_by_the_next_pass(
     assert git(repo, "show", saved_copy(outcome.warnings[0])) == mine.strip()
     assert user_changes(repo) == [" M notes.txt"]
     assert not q.landing.record.exists() and landed_ids(repo) == ["T-1"]
+
+
+def test_a_kill_right_after_the_update_leaves_a_record_the_next_pass_just_drops(
+    repo: Path, git_wrapper: GitWrapper
+) -> None:
+    project, store = setup(repo, "T-1")
+    q = make_queue(project, store)
+    enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    git_wrapper.arm("read-tree", "kill-caller-after", nth=2)  # the dry run, then the update
+    done = subprocess.run([sys.executable, "-c", CRASHER, str(repo), "", ""],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == -9 and q.landing.record.exists(), done.stderr
+    git_wrapper.disarm()
+    written = (repo / "a.txt").stat().st_mtime_ns
+
+    [outcome] = q.recover()
+
+    assert isinstance(outcome, Landed) and outcome.warnings == ()
+    assert (repo / "a.txt").stat().st_mtime_ns == written  # not written again
+    assert not q.landing.record.exists() and user_changes(repo) == []
+    assert "checkout" not in git_wrapper.calls  # nothing was set again
 
 
 @contextmanager
