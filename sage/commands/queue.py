@@ -114,7 +114,13 @@ def process(
 def _land(queue: commit_queue.CommitQueue, limits: policy.Limits) -> list[dict[str, str]]:
     """Process the queue, then settle every rejected entry: this run's, and any a dead stream
     left behind."""
-    rows = [_outcome(o) for o in queue.process() if not _rejected_for_retry(o)]
+    rows = []
+    for outcome in queue.process():
+        if not _rejected_for_retry(outcome):
+            rows.append(_outcome(outcome))
+        if isinstance(outcome, commit_queue.Landed):  # about the user's checkout
+            tid = outcome.entry.ticket_id
+            rows += [{"ticket": tid, "outcome": "warning", "detail": w} for w in outcome.warnings]
     for entry in queue.pending():
         if entry.status in commit_queue.REJECTED:
             step = queue.settle(entry, limits=limits)
