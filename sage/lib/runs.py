@@ -238,6 +238,8 @@ class Recovery:
         """The states recovery changed, by ticket id."""
         worktrees.repair(self.project.root)
         landed = self.queue.recover()
+        for warning in (w for outcome in landed for w in outcome.warnings):
+            self.journal.emit("warning", reason=warning)
         killed = executors.kill_stale(self.project.locks_dir / "workers")
         queued = {e.ticket_id for e in self.queue.pending()}
         states = {e.entry.ticket_id: "COMPLETED" for e in landed}

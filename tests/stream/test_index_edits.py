@@ -49,6 +49,6 @@ def test_editing_the_index_during_a_run_blocks_nothing_and_loses_no_edit(
     assert states(repo)["E-9"] == "UNPROCESSED"
     head = git(repo, "rev-parse", "main")
     assert committed_state(repo, head, "E-9") is None  # the user's edit stays theirs to commit
-    changed = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"],
+    changed = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "-uno"],
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert changed.splitlines() == [" M .sage/tickets/index.json"], changed
