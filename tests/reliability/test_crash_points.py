@@ -92,7 +92,11 @@ PER_TICKET_CAP = 0.08  # seconds: an idle machine's pace with two workers, ticke
 
 
 def left_to_do(repo: Path) -> int:
-    return sum(t["state"] != "COMPLETED" for t in index_data(repo)["tickets"])
+    """Tickets not landed yet, from the target's last commit: a kill while the checkout
+    followed a landing may leave the index in the checkout cut short (the next run finishes
+    that update before it reads it; `landed_exactly_once` checks the file at the end)."""
+    data = json.loads(git(repo, "show", "main:.sage/tickets/index.json"))
+    return sum(t["state"] != "COMPLETED" for t in data["tickets"])
 
 
 @dataclass(frozen=True)
