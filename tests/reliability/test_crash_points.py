@@ -40,7 +40,6 @@ from tests.conftest import git, ticket
 from tests.reliability.conftest import (
     STREAM,
     finish,
-    index_data,
     landed_exactly_once,
     new_repo,
     worktree_paths,
