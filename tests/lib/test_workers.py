@@ -12,7 +12,7 @@ import pytest
 from sage.lib import workers
 from sage.lib.tickets import Ticket
 from sage.lib.workers import Outcome, WorkerJob, WorkerResult
-from tests.conftest import git
+from tests.conftest import git, worktrees_dir
 
 GIT = "import subprocess\ndef git(*a): subprocess.run(['git', *a], check=True)\n"
 
@@ -33,7 +33,7 @@ def run(repo: Path, code: str, tid: str = "W-1", **fields: Any) -> WorkerResult:
         log=runs / f"{tid}.log",
         context_file=runs / f"{tid}.context.md",
     )
-    return workers.run(repo, repo / ".sage" / "worktrees" / tid, job)
+    return workers.run(repo, worktrees_dir(repo) / tid, job)
 
 
 def landed(repo: Path, result: WorkerResult) -> list[str]:

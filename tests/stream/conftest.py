@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import git, ticket, write_index
+from tests.conftest import git, state_dir, ticket, write_index
 
 
 def py(code: str) -> list[str]:
@@ -40,7 +40,7 @@ def index_data(repo: Path) -> dict[str, Any]:
 
 
 def events(repo: Path) -> list[dict[str, Any]]:
-    found = sorted((repo / ".sage/runs").glob("*/events.jsonl"))
+    found = sorted((state_dir(repo) / "runs").glob("*/events.jsonl"))
     return [json.loads(line) for path in found for line in path.read_text().splitlines()]
 
 
