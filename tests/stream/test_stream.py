@@ -327,6 +327,37 @@ def test_run_state_stays_out_of_the_checkout_even_without_sage_init(tmp_path, sa
     assert (state_dir(repo) / "runs").is_dir() and (worktrees_dir(repo) / "_slots").is_dir()
 
 
+def test_a_projects_own_files_under_sage_land(tmp_path, sage):
+    """The bash tool sage grew from keeps `.sage/config.json` and `.sage/lib/…`: what a worker
+    changes there lands, `sage init`'s `.gitignore` committed or not; only the index lock stays
+    ignored."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / ".sage/lib").mkdir(parents=True)
+    (repo / ".sage/config.json").write_text("{}\n")
+    (repo / ".sage/lib/a.sh").write_text("echo a\n")
+    assert sage("init", cwd=repo).returncode == 0
+    names = [".sage/config.json", ".sage/lib/x.sh", ".sage/lib/logs/y.sh", ".sage/runs/notes.md"]
+    code = "import pathlib\n" + "".join(
+        f"p = pathlib.Path({name!r}); p.parent.mkdir(parents=True, exist_ok=True); "
+        f"p.write_text('from S-1')\n"
+        for name in names
+    )
+    index = repo / ".sage/tickets/index.json"
+    index.write_text(json.dumps({"tickets": [ticket("S-1", command=py(code))]}))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tickets")
+    done = sage(*AUTO, cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    changed = git(repo, "show", "--name-only", "--format=", "HEAD").splitlines()
+    assert sorted(set(changed) - {".sage/tickets/index.json"}) == sorted(names)
+    assert all((repo / name).read_text() == "from S-1" for name in names)
+    assert (
+        git(repo, "status", "--porcelain", "-uall", "--", ".", ":!.sage/tickets/index.json") == ""
+    )
+
+
 def test_retry_deferred_runs_a_deferred_ticket_and_its_dependents_again(repo, sage, tickets_repo):
     flaky = py(
         f"import pathlib,sys; p=pathlib.Path({str(repo.parent / 'flaky-once')!r}); "
