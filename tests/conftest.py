@@ -70,7 +70,8 @@ def worktrees_dir(repo: Path) -> Path:
     state = state_dir(repo)
     main = state.parent.parent if state.parent.name == ".git" else repo
     digest = hashlib.sha256(str(state).encode()).hexdigest()[:12]
-    return Path(os.environ["XDG_CACHE_HOME"]) / "sage" / "worktrees" / f"{main.name}-{digest}"
+    cache = Path(os.environ["XDG_CACHE_HOME"]).resolve()
+    return cache / "sage" / "worktrees" / f"{main.name}-{digest}"
 
 
 def write_index(

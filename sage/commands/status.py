@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_project
+from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_state
 from sage.lib import lazy
 from sage.lib.history import History, parse_time
 
@@ -24,7 +24,7 @@ def command(json: JsonOpt = False, index: IndexOpt = None) -> int:
 
     Read-only: safe to run from another terminal while a stream runs.
     """
-    project = open_project(index)
+    project = open_state(index)
     idx, graph = checked(project)
     found = statuses.read(project, idx, graph)
     if json:

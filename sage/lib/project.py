@@ -141,10 +141,11 @@ def state_dir(root: Path, *, is_git: bool) -> Path:
 
 
 def worktrees_dir(root: Path, state: Path) -> Path:
-    """The user's cache, one folder per repository: not inside the git dir, whose paths the
-    agents protect (claude refuses to edit a file with a `.git` folder in its path, and tools
-    like jest skip them), and not inside the project, whose tools would walk into them."""
-    return _cache() / "worktrees" / _named(root, state)
+    """The user's cache, one folder per repository: not inside the git dir (claude refuses to
+    edit a file with a `.git` folder in its path, and file watchers and test finders may skip
+    such paths), and not inside the project, whose own tools would walk into the checkouts.
+    Resolved, as git reports worktree paths (a symlinked `~/.cache` is common)."""
+    return (_cache() / "worktrees" / _named(root, state)).resolve()
 
 
 def _cache() -> Path:
