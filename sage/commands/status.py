@@ -22,7 +22,8 @@ def command(json: JsonOpt = False, index: IndexOpt = None) -> int:
     commit queue, the tickets ready, waiting on dependencies or blocked (and by what), and about
     how long the open tickets take.
 
-    Read-only: safe to run from another terminal while a stream runs.
+    Read-only: safe to run from another terminal while a stream runs. (Only the first command
+    after upgrading from a sage that kept its run state in .sage/ moves that state.)
     """
     project = open_state(index)
     idx, graph = checked(project)

@@ -98,6 +98,9 @@ def command(
 ) -> int:
     """Run ready tickets, each in its own git worktree, and land them one commit at a time.
 
+    Logs, events and the commit queue go to the repository's git dir (.git/sage/), the workers'
+    worktrees to the user's cache (~/.cache/sage/worktrees/); .sage/ holds only your files.
+
     Exit 0 when every ticket it took on landed; 1 when any was deferred or blocked; 3 when it
     stopped early (--on-error fail, or a "no" at the prompt); 130 on Ctrl+C. Without --auto it
     asks before each ticket, which needs a terminal: exit 2 when stdin is not one.

@@ -107,7 +107,9 @@ def test_done_tickets_need_no_worker(tmp_path: Path) -> None:
     write_index(tmp_path, [ticket("A-1", state="COMPLETED", command=["no-such-tool-xyz"])])
     found = project.open_project(tmp_path)
     checks = validation.validate(tickets.load(found.index_path), found).checks
-    assert [c.name for c in checks] == ["git", "repository", "queue dir", "lock dir"]
+    assert [c.name for c in checks] == [
+        "git", "repository", "queue dir", "lock dir", "worktrees dir"
+    ]  # fmt: skip
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
