@@ -11,6 +11,8 @@ project's, and is left alone.
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -63,8 +65,8 @@ def _quiet(project: Project, found: list[str]) -> Iterator[None]:
     hint = "wait for it to finish (or stop it): this sage then moves its state out of .sage/"
     held = [(project.locks_dir / "queue.lock", "the commit queue")]
     if "locks" in found:
-        held += [(old / "stream.lock", "a stream of an older sage"),
-                 (old / "queue.lock", "an older sage's commit queue")]  # fmt: skip
+        held += [(old / "stream.lock", "the stream lock of an older sage"),
+                 (old / "queue.lock", "the queue lock of an older sage")]  # fmt: skip
     with ExitStack() as stack:
         for path, what in held:
             stack.enter_context(locks.hold(path, timeout=0, what=what, hint=hint))
@@ -94,10 +96,32 @@ def _entries(old: Path) -> list[Path]:
 
 
 def _move_file(source: Path, target: Path) -> None:
-    """Written in full at the target before the source goes: a crash leaves two copies."""
-    if not target.exists():
-        files.write_atomic(target, source.read_text(encoding="utf-8"))
-    source.unlink()
+    if target.exists():  # the same entry (checked): a crash left both copies
+        source.unlink()
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _move(source, target)
+
+
+def _move(source: Path, target: Path) -> None:
+    """A rename; onto another file system, a copy under a scratch name renamed into place before
+    the source goes: a crash never leaves half a file or folder under the target's name."""
+    try:
+        os.rename(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    scratch = target.with_name(f".{target.name}.moving")
+    shutil.rmtree(scratch, ignore_errors=True)
+    if source.is_dir():
+        shutil.copytree(source, scratch, symlinks=True)
+        os.replace(scratch, target)
+        shutil.rmtree(source)
+    else:
+        shutil.copy2(source, scratch)
+        os.replace(scratch, target)
+        source.unlink()
 
 
 def _runs(project: Project, old: Path) -> list[str]:
@@ -123,7 +147,7 @@ def _move_all(paths: list[Path], folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     fresh = [p for p in paths if not (folder / p.name).exists()]
     for path in fresh:
-        shutil.move(path, folder / path.name)
+        _move(path, folder / path.name)
     return len(fresh)
 
 

@@ -3,6 +3,7 @@ running older sage is refused; what the project tracks there is the project's.""
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -77,6 +78,24 @@ def test_an_older_sages_state_moves_and_its_queued_commit_lands(repo: Path) -> N
     assert legacy.adopt(project) == []
 
 
+def test_onto_another_file_system_it_is_copied_then_renamed(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`.git` may be a gitfile pointing elsewhere: no rename across file systems (EXDEV)."""
+    project, store = older_sage_was_here(repo)
+
+    def cross_device(source: object, target: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(legacy.os, "rename", cross_device)
+    legacy.adopt(project)
+
+    assert (project.runs_dir / RUN_ID / "Q-1.log").read_text() == "the older sage's log of Q-1\n"
+    assert [e.ticket_id for e in make_queue(project, store).pending()] == ["Q-1"]
+    assert not list(project.runs_dir.glob(".*")) and not list(project.queue_dir.glob(".*"))
+    assert sorted(p.name for p in project.sage_dir.iterdir()) == [".gitignore", "tickets"]
+
+
 def test_the_first_command_after_an_upgrade_moves_it_and_says_so(repo: Path) -> None:
     older_sage_was_here(repo)
 
@@ -100,7 +119,7 @@ def test_a_running_older_sage_is_refused_and_nothing_moves(repo: Path) -> None:
 
     assert done.returncode == 1 and "Traceback" not in done.stderr
     error, hint = done.stderr.splitlines()
-    assert error.startswith("error: a stream of an older sage is held by PID "), error
+    assert error.startswith("error: the stream lock of an older sage is held by PID "), error
     assert hint.startswith("hint: wait for it to finish"), hint
     assert [p.name for p in (repo / ".sage/queue").glob("*.json")] == [ENTRY]
     assert (repo / ".sage/runs" / RUN_ID / "Q-1.log").exists()
