@@ -2,8 +2,9 @@
 
 `.sage/` holds what the user owns (the index, `config.toml`, ticket notes, and anything else the
 project keeps there, which lands like any file). sage's run state (runs and logs, the queue,
-locks, worker pids, worktrees) lives in `<git common dir>/sage/`: no project file can collide
-with it, no `git add -A` picks it up, and every worktree of the repository finds the same one.
+locks, worker pids) lives in `<git common dir>/sage/`: no project file can collide with it, no
+`git add -A` picks it up, and every worktree of the repository finds the same one. The workers'
+worktrees live in the user's cache (`worktrees_dir` says why).
 """
 
 from __future__ import annotations
