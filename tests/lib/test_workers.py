@@ -12,7 +12,7 @@ import pytest
 from sage.lib import workers
 from sage.lib.tickets import Ticket
 from sage.lib.workers import Outcome, WorkerJob, WorkerResult
-from tests.conftest import git
+from tests.conftest import git, worktrees_dir
 
 GIT = "import subprocess\ndef git(*a): subprocess.run(['git', *a], check=True)\n"
 
@@ -33,7 +33,7 @@ def run(repo: Path, code: str, tid: str = "W-1", **fields: Any) -> WorkerResult:
         log=runs / f"{tid}.log",
         context_file=runs / f"{tid}.context.md",
     )
-    return workers.run(repo, repo / ".sage" / "worktrees" / tid, job)
+    return workers.run(repo, worktrees_dir(repo) / tid, job)
 
 
 def landed(repo: Path, result: WorkerResult) -> list[str]:
@@ -215,6 +215,34 @@ def test_project_files_under_sage_land_and_what_does_not_is_said(repo: Path) -> 
     assert sorted(landed(repo, result)) == [".sage/config.toml", ".sage/tickets/W-1.md", "real.txt"]
     assert "not landed: .sage/tickets/index.json" in result.detail
     assert "not landed: .sage/tickets/index.json" in result.log.read_text()
+
+
+def test_files_named_like_sage_state_under_sage_are_the_projects_and_land(repo: Path) -> None:
+    """Run state lives outside every worktree now: `.sage/runs/`, `.sage/lib/…` (the bash tool
+    sage grew from keeps its scripts there) are the project's files like any other."""
+    (repo / ".sage/lib").mkdir(parents=True)
+    (repo / ".sage/config.json").write_text("{}\n")
+    (repo / ".sage/lib/a.sh").write_text("echo a\n")
+    commit_all(repo)
+    names = [
+        ".sage/config.json",
+        ".sage/lib/x.sh",
+        ".sage/lib/queue.lock.sh",
+        ".sage/runs/r.md",
+        ".sage/logs/l.txt",
+        ".sage/worktrees/w.txt",
+        ".sage/locks/k.txt",
+        ".sage/queue/1.json",
+    ]
+    code = "import pathlib\n" + "".join(
+        f"pathlib.Path({name!r}).parent.mkdir(parents=True, exist_ok=True)\n"
+        f"pathlib.Path({name!r}).write_text('x')\n"
+        for name in names
+    )
+    result = run(repo, code)
+    assert result.outcome == Outcome.OK, result.detail
+    assert sorted(landed(repo, result)) == sorted(names)
+    assert "not landed" not in result.detail + result.log.read_text()
 
 
 def test_a_committed_change_to_the_index_is_taken_out_and_said(repo: Path) -> None:

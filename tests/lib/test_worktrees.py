@@ -12,10 +12,10 @@ import pytest
 from sage.lib import config, worktrees
 from sage.lib.errors import SageError
 from sage.lib.worktrees import SlotSetup
-from tests.conftest import git
+from tests.conftest import git, worktrees_dir
 
 NOTHING = SlotSetup()
-IGNORES = ".sage/\n*.lock\nnode_modules/\n.env\nout/\n*.log\n"
+IGNORES = "*.lock\nnode_modules/\n.env\nout/\n*.log\n"
 # A setup that makes an ignored folder and counts its runs in a file outside the repository.
 SETUP_CODE = (
     "import os, pathlib, sys\n"
@@ -51,8 +51,9 @@ def commit_on_main(repo: Path, name: str, text: str) -> str:
 def prepare(
     repo: Path, tid: str, base: str = "main", slot: int = 0, setup: SlotSetup = NOTHING
 ) -> worktrees.Slot:
-    slots = repo / ".sage" / "worktrees"
-    return worktrees.prepare_slot(repo, slots, slot, tid, git(repo, "rev-parse", base), setup)
+    return worktrees.prepare_slot(
+        repo, worktrees_dir(repo), slot, tid, git(repo, "rev-parse", base), setup
+    )
 
 
 def everything(path: Path) -> str:
@@ -73,7 +74,7 @@ def setup_runs(tmp_path: Path) -> list[str]:
 def test_first_ticket_creates_the_slot_then_the_next_reuses_it(project: Path) -> None:
     first = prepare(project, "A-1")
     assert first.created and not first.recovered
-    assert first.path == project / ".sage" / "worktrees" / "slot-0"
+    assert first.path == worktrees_dir(project) / "slot-0"
     second = prepare(project, "A-2")
     assert not second.created and second.path == first.path
     assert git(second.path, "symbolic-ref", "HEAD") == "refs/heads/sage/A-2"
@@ -299,9 +300,9 @@ def test_a_reused_slot_costs_three_git_calls(
 
     prepare(project, "A-1")
     prepare(project, "A-2")  # and the repository's common dir, read once per process
-    base = git(project, "rev-parse", "main")
+    base, slots = git(project, "rev-parse", "main"), worktrees_dir(project)
     bin_dir, log = logging_git(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    worktrees.prepare_slot(project, project / ".sage" / "worktrees", 0, "A-3", base)
+    worktrees.prepare_slot(project, slots, 0, "A-3", base)
     subcommands = [line.split("\t")[3] for line in log.read_text().splitlines()]
     assert subcommands == ["ls-files", "checkout", "clean"]  # vs worktree add + remove + prune
