@@ -430,3 +430,23 @@ def test_the_target_rewritten_outside_the_queue_stops_landings(repo: Path) -> No
     git(repo, "update-ref", "refs/sage/accepted/main", "main")  # the rewrite was meant
     (third,) = make_queue(project, store).process()
     assert isinstance(third, Landed) and landed_ids(repo) == ["W-2"]
+
+
+def test_a_user_commit_after_a_landing_makes_no_false_conflict(repo: Path) -> None:
+    """Found by the queue's state machine: the head remembered from the last landing was
+    stacked on after the user committed to main, and a ticket that touches its own file only
+    was rejected for a conflict (an attempt used) before the swap noticed the move."""
+    project, store = setup(repo, "T-0", "T-1", "T-2")
+    q = make_queue(project, store)
+    enqueue(q, "T-0", work(project, "T-0", {"shared.txt": "T-0\n"}))
+    [first] = q.process()
+    (repo / "shared.txt").write_text("the user's\n")
+    git(repo, "commit", "-qam", "the user's work")
+    enqueue(q, "T-1", work(project, "T-1", {"shared.txt": "T-1\n"}))
+    enqueue(q, "T-2", work(project, "T-2", {"own.txt": "T-2\n"}))
+
+    outcomes = q.process()
+
+    assert isinstance(first, Landed)
+    assert [(type(o).__name__, o.entry.attempts) for o in outcomes] == [("Landed", 0)] * 2
+    assert landed_ids(repo) == ["T-0", "T-1", "T-2"]

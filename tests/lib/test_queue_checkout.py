@@ -20,7 +20,6 @@ import pytest
 
 from sage.lib import queue as commit_queue
 from sage.lib.queue import CheckoutBehind, CommitQueue, Landed, Merged, Rejected, checkout
-from sage.lib.tickets import TicketStore
 from tests.conftest import git
 from tests.lib.test_queue import enqueue, landed_ids, make_queue, setup, states, user_changes, work
 from tests.reliability.conftest import moves_chain, reflog
@@ -188,7 +187,7 @@ def hook(step):
 
 queue.step_hook = hook
 project = open_project(repo)
-queue.CommitQueue(project, TicketStore(project.index_path), target_branch="main").process()
+queue.CommitQueue(project, project.ticket_store(), target_branch="main").process()
 """
 
 
@@ -326,4 +325,4 @@ def test_a_directory_of_the_users_where_the_landing_puts_a_file_is_kept(
     (repo / "new.txt").rename(repo / "moved-away")
     [outcome] = q.process()
     assert isinstance(outcome, Landed) and (repo / "new.txt").read_text() == "landed\n"
-    assert TicketStore(project.index_path).load().tickets[0].state == "COMPLETED"
+    assert project.ticket_store().load().tickets[0].state == "COMPLETED"

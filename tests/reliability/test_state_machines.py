@@ -157,7 +157,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.folder = Path(tempfile.mkdtemp(prefix="sage-queue-"))
         self.repo = new_repo(self.folder / "repo", [ticket(t, state="IN_PROGRESS") for t in IDS])
         project = open_project(self.repo)
-        self.store = TicketStore(project.index_path)
+        self.store = project.ticket_store()
         self.queue = CommitQueue(project, self.store, target_branch="main", run_id="machine")
         self.trees = project.worktrees_dir
         self.idle = set(IDS)
