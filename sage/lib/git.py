@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import threading
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -288,6 +290,9 @@ def supports_parallel_mode() -> tuple[bool, str]:
 def history(repo: Path, base: str, head: str) -> tuple[list[tuple[str, str]], bool]:
     """(sha, subject) of each commit in base..head, oldest first, and whether `head` descends
     from `base`: some commit of the range has `base` as a parent (or head is base)."""
+    known = _linear_history(repo, base, head)
+    if known is not None:
+        return known, True
     out = git(repo, "log", "--reverse", "--format=%H %P%x00%s", f"{base}..{head}")
     rows, descends = [], head == base
     for line in out.splitlines():
@@ -296,3 +301,80 @@ def history(repo: Path, base: str, head: str) -> tuple[list[tuple[str, str]], bo
         rows.append((sha, subject))
         descends = descends or base in parents
     return rows, descends
+
+
+_LINE_MOST = 16  # commits read from files before asking git
+_HEX = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+
+
+def _linear_history(repo: Path, base: str, head: str) -> list[tuple[str, str]] | None:
+    """base..head read from loose commit objects, without a git process, when it is a short
+    line of single-parent commits down to `base`: what a worker's branch is after sage commits
+    its work on the base. None for anything else (a merge, a longer line, packed objects, replace
+    refs, grafts, a shallow clone, a message in another encoding): then git answers."""
+    objects = _plain_objects(repo)
+    if objects is None or not _HEX.fullmatch(head) or not _HEX.fullmatch(base):
+        return None
+    rows: list[tuple[str, str]] = []
+    sha = head
+    while sha != base:
+        commit = _loose_commit(objects, sha) if len(rows) < _LINE_MOST else None
+        if commit is None or len(commit[0]) != 1:
+            return None
+        rows.append((sha, commit[1]))
+        sha = commit[0][0]
+    return rows[::-1]
+
+
+def _plain_objects(repo: Path) -> Path | None:
+    """The object folder, if nothing makes git see commits other than as they are stored."""
+    common = _common_dir_cached(str(repo))
+    if os.environ.get("GIT_REPLACE_REF_BASE") or any(
+        (common / name).exists() for name in ("shallow", "info/grafts")
+    ):
+        return None
+    replace = common / "refs" / "replace"
+    if (replace.is_dir() and any(replace.iterdir())) or _packs_replace_refs(common):
+        return None
+    return common / "objects"
+
+
+def _packs_replace_refs(common: Path) -> bool:
+    try:
+        found = (common / "packed-refs").stat()
+    except OSError:
+        return False
+    return _mentions_replace(common / "packed-refs", found.st_mtime_ns, found.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _mentions_replace(path: Path, mtime_ns: int, size: int) -> bool:
+    return b" refs/replace/" in path.read_bytes()
+
+
+def _loose_commit(objects: Path, sha: str) -> tuple[list[str], str] | None:
+    """A loose commit object's parents and subject (`%s`), or None if it is not one."""
+    try:
+        data = zlib.decompress((objects / sha[:2] / sha[2:]).read_bytes())
+    except (OSError, zlib.error):
+        return None
+    header, _, body = data.partition(b"\0")
+    headers, _, message = body.partition(b"\n\n")
+    if not header.startswith(b"commit "):
+        return None
+    parents = []
+    for line in headers.split(b"\n"):
+        if line.startswith(b"encoding "):
+            return None
+        if line.startswith(b"parent "):
+            parents.append(line[7:].decode("ascii"))
+    return parents, _subject(message)
+
+
+def _subject(message: bytes) -> str:
+    """git's `%s`: the first paragraph after any blank lines, its lines joined by spaces, each
+    without trailing whitespace (git's whitespace: space, tab, CR, LF)."""
+    lines = [line.rstrip(b" \t\r") for line in message.split(b"\n")]
+    first = next((i for i, line in enumerate(lines) if line), len(lines))
+    end = next((i for i in range(first, len(lines)) if not lines[i]), len(lines))
+    return b" ".join(lines[first:end]).decode("utf-8", errors="replace")

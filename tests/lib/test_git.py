@@ -1,0 +1,60 @@
+"""git.py against real repositories: what is read from git's files agrees with git itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sage.lib import git as sage_git
+from tests.conftest import git
+
+MESSAGES = [
+    "simple",
+    "\n\n  leading blank lines, then  \nmore subject\t \n\nbody",
+    "ünïcode ✓ \r\n\r\nbody",
+    "a\n \nb",
+]
+
+
+def commit(repo: Path, message: str) -> str:
+    git(repo, "commit", "-q", "--allow-empty", "--cleanup=verbatim", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def asked_of_git(repo: Path, base: str, head: str) -> tuple[list[tuple[str, str]], bool]:
+    out = git(repo, "log", "--reverse", "--format=%H %P%x00%s", f"{base}..{head}")
+    rows = [(line.split()[0], line.partition("\0")[2]) for line in out.splitlines()]
+    return rows, True
+
+
+def test_a_line_of_loose_commits_is_read_as_git_log_shows_it(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = [commit(repo, message) for message in MESSAGES][-1]
+    assert sage_git._linear_history(repo, base, head) is not None  # no git process
+    assert sage_git.history(repo, base, head) == asked_of_git(repo, base, head)
+    assert sage_git.history(repo, head, head) == ([], True)
+
+
+@pytest.mark.parametrize("why", ["packed", "replaced", "merge", "not below base"])
+def test_what_the_files_cannot_tell_is_asked_of_git(repo: Path, why: str) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, "one")
+    if why == "packed":
+        git(repo, "gc", "-q", "--prune=now")
+    elif why == "replaced":
+        tree = git(repo, "rev-parse", "HEAD^{tree}")
+        git(repo, "replace", head, git(repo, "commit-tree", tree, "-m", "replaced"))
+    elif why == "merge":
+        git(repo, "checkout", "-q", "-b", "side", base)
+        side = commit(repo, "side")
+        git(repo, "checkout", "-q", "main")
+        git(repo, "merge", "-q", "--no-edit", side)
+        head = git(repo, "rev-parse", "HEAD")
+    else:
+        git(repo, "checkout", "-q", "--orphan", "other")
+        head, base = commit(repo, "unrelated"), head
+    assert sage_git._linear_history(repo, base, head) is None
+    rows, descends = sage_git.history(repo, base, head)
+    assert rows == asked_of_git(repo, base, head)[0]
+    assert descends == (why in ("packed", "merge"))
