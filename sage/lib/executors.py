@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from sage.lib import proc, workers, worktrees
+from sage.lib import git, proc, workers, worktrees
 from sage.lib.queue.landing import SLOTS_DIR  # ticket IDs cannot start with "_": no clash
 from sage.lib.workers import WorkerJob, WorkerResult
 
@@ -47,6 +47,7 @@ class LocalExecutor:
         self._pool = ThreadPoolExecutor(max_workers=2 * slots, thread_name_prefix="sage-worker")
         self._groups: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._ran = False
 
     def submit(self, job: WorkerJob, done: Done, released: Released | None = None) -> None:
         self._pool.submit(self._run, job, done, released)
@@ -57,6 +58,7 @@ class LocalExecutor:
 
     def _run(self, job: WorkerJob, done: Done, released: Released | None) -> None:
         tid = job.ticket.id
+        self._ran = True
         worktree = self.worktrees_dir / tid
 
         def on_exit() -> None:
@@ -105,7 +107,12 @@ class LocalExecutor:
         return sum(proc.kill_group(g) for g in groups)
 
     def shutdown(self) -> None:
+        """Wait for the workers; then git's housekeeping, once for the run's commits (sage's
+        own commits skip the `git maintenance run --auto` each `git commit` would start)."""
         self._pool.shutdown(wait=True)
+        if self._ran:
+            self._ran = False
+            git.run(self.repo, "maintenance", "run", "--auto", "--quiet")
 
 
 def kill_stale(pids_dir: Path) -> list[str]:

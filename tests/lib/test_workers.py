@@ -3,6 +3,7 @@ outcome naming the cause. Never COMPLETED with nothing landed, never a silent dr
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,14 +89,37 @@ def test_a_background_process_the_worker_left_is_killed_and_named(repo: Path) ->
     assert "killed what the worker left running" in result.detail and "sleep" in result.detail
 
 
+def test_staged_work_is_committed_as_it_is_in_two_git_calls(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `git apply --index` leaves: every change staged, nothing untracked."""
+    from tests.reliability.test_process_count import logging_git
+
+    (repo / "old.txt").write_text("old\n")
+    commit_all(repo)
+    code = "open('README.md', 'w').write('2'); git('mv', 'old.txt', 'new.txt'); git('add', '.')"
+    bin_dir, log = logging_git(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    result = run(repo, code)
+    assert result.outcome == Outcome.OK, result.detail
+    assert sorted(landed(repo, result)) == ["README.md", "new.txt", "old.txt"]
+    mine = [line.split("\t") for line in log.read_text().splitlines()]
+    inside = [a[a.index("-C") + 2 :] for a in mine if "-C" in a and "/.sage/worktrees/" in a[2]]
+    subcommands = [a[2] if a[0] == "-c" else a[0] for a in inside]
+    assert subcommands == ["status", "commit"]  # no add, no diff: status says it all
+
+
 # ---- nothing to land ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "code",
     ["pass", "open('a.txt', 'w').write('a'); git('add', 'a.txt'); git('commit', '-qm', 'a');"
-     "git('rm', '-q', 'a.txt'); git('commit', '-qm', 'undo')"],
-    ids=["nothing", "undone"],
+     "git('rm', '-q', 'a.txt'); git('commit', '-qm', 'undo')",
+     # what `git status` lists but cancels out once everything is staged
+     "open('README.md', 'w').write('x'); git('add', '.'); open('README.md', 'w').write('hello\\n')",
+     "git('rm', '-q', '--cached', 'README.md')"],
+    ids=["nothing", "undone", "staged then reverted", "unstaged as it was"],
 )  # fmt: skip
 def test_a_worker_that_leaves_nothing_is_no_changes(repo: Path, code: str) -> None:
     result = run(repo, code)
