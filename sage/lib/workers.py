@@ -394,8 +394,10 @@ def collect(worktree: Path, job: WorkerJob, *, repo: Path | None = None) -> str:
         raise NotLanded(Outcome.NO_CHANGES, _nothing_to_land(kept_out))
     if head == job.base or git.run(worktree, "diff", "--cached", "--quiet", "HEAD").returncode:
         _commit(worktree, job, repo or worktree)
-    # nothing untracked or ignored: the next ticket in this slot needs no `git clean`
-    worktrees.note_tidy(worktree, tidy=not any(e.kind in "?!" for e in entries))
+    # Nothing ignored, and every untracked file now committed: the next ticket in this slot
+    # needs no `git clean`.
+    left = any(e.kind == "!" or (e.kind == "?" and _is_kept_out(e.path, job)) for e in entries)
+    worktrees.note_tidy(worktree, tidy=not left and not restored)
     return _head(worktree)
 
 

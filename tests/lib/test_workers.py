@@ -10,17 +10,20 @@ from typing import Any
 
 import pytest
 
-from sage.lib import workers
+from sage.lib import workers, worktrees
 from sage.lib.tickets import Ticket
 from sage.lib.workers import Outcome, WorkerJob, WorkerResult
+from sage.lib.worktrees import SlotSetup
 from tests.conftest import git
 
 GIT = "import subprocess\ndef git(*a): subprocess.run(['git', *a], check=True)\n"
 
 
-def run(repo: Path, code: str, tid: str = "W-1", **fields: Any) -> WorkerResult:
+def run(
+    repo: Path, code: str, tid: str = "W-1", *, slot: bool = False, **fields: Any
+) -> WorkerResult:
     """Run `code` (Python, with a `git(...)` helper) as ticket `tid`'s worker in a fresh
-    worktree of `repo`, the way the stream does."""
+    worktree of `repo` (or in worker slot 0), the way the stream does."""
     ticket = Ticket(id=tid, title=fields.pop("title", f"Ticket {tid}"), **fields)
     runs = repo.parent / "runs"
     runs.mkdir(exist_ok=True)
@@ -34,7 +37,8 @@ def run(repo: Path, code: str, tid: str = "W-1", **fields: Any) -> WorkerResult:
         log=runs / f"{tid}.log",
         context_file=runs / f"{tid}.context.md",
     )
-    return workers.run(repo, repo / ".sage" / "worktrees" / tid, job)
+    slots = (repo / ".sage" / "worktrees" / "_slots", SlotSetup()) if slot else None
+    return workers.run(repo, repo / ".sage" / "worktrees" / tid, job, slots=slots)
 
 
 def landed(repo: Path, result: WorkerResult) -> list[str]:
@@ -107,6 +111,26 @@ def test_staged_work_is_committed_as_it_is_in_two_git_calls(
     inside = [a[a.index("-C") + 2 :] for a in mine if "-C" in a and "/.sage/worktrees/" in a[2]]
     subcommands = [a[2] if a[0] == "-c" else a[0] for a in inside]
     assert subcommands == ["status", "commit"]  # no add, no diff: status says it all
+
+
+@pytest.mark.parametrize(
+    ("code", "tidy"),
+    [("open('new.txt', 'w').write('n'); open('README.md', 'w').write('r')", True),
+     ("open('new.txt', 'w').write('n'); open('x.lock', 'w').write('ignored')", False)],
+    ids=["all landed", "an ignored file left"],
+)  # fmt: skip
+def test_a_slot_is_known_tidy_only_when_nothing_is_left_behind(
+    repo: Path, code: str, tidy: bool
+) -> None:
+    """A tidy slot's next switch skips `git clean`: only when its collect saw nothing ignored
+    and committed every untracked file."""
+    result = run(repo, code, slot=True)
+    assert result.outcome == Outcome.OK, result.detail
+    slot = repo / ".sage" / "worktrees" / "_slots" / "slot-0"
+    assert (str(slot) in worktrees._TIDY) is tidy
+    worktrees.prepare_slot(repo, slot.parent, 0, "W-2", git(repo, "rev-parse", "HEAD"))
+    assert git(slot, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
+    assert not (slot / "new.txt").exists()
 
 
 # ---- nothing to land ----------------------------------------------------------------------------
