@@ -43,7 +43,7 @@ def git(
     """Run `git -C repo args…` and return stdout without its trailing newline."""
     argv = ["git", "-C", str(repo), *args]
     with _turns(args):
-        done = proc.run(argv, check=check, input=input, env=proc.clean_env(env))
+        done = proc.run(argv, check=check, input=input, env=proc.clean_env(env) if env else None)
     return done.stdout.rstrip("\n")
 
 
@@ -53,7 +53,7 @@ def run(
     """Like `git` but never raises: for commands whose exit code is the answer."""
     with _turns(args):
         argv = ["git", "-C", str(repo), *args]
-        return proc.run(argv, check=False, input=input, env=proc.clean_env(env))
+        return proc.run(argv, check=False, input=input, env=proc.clean_env(env) if env else None)
 
 
 _WORKTREE_TURNS = threading.Lock()

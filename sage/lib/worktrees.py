@@ -165,12 +165,19 @@ def slot_problem(repo: Path, path: Path) -> str:
     admin = _admin_dir(path)
     if admin is None:
         return "no .git file"
-    if admin.parent != (_common(repo) / "worktrees").resolve():
+    if not _same(admin.parent, _common(repo) / "worktrees"):
         return "its .git file points elsewhere"
-    if _registered_at(admin) != (path / ".git").resolve():
+    registered = _registered_at(admin)
+    if registered is None or not _same(registered, path / ".git"):
         return "not registered with the repository"
     stuck = [name for name in _STUCK if (admin / name).exists()]
     return f"left mid-operation ({stuck[0]})" if stuck else ""
+
+
+def _same(one: Path, other: Path) -> bool:
+    """The same place: the same path (as git writes them: absolute, resolved), else the same
+    once both are resolved (a resolve is a few lstat calls per component)."""
+    return one == other or one.resolve() == other.resolve()
 
 
 def _admin_dir(path: Path) -> Path | None:
@@ -180,7 +187,7 @@ def _admin_dir(path: Path) -> Path | None:
         return None
     if not text.startswith("gitdir: "):
         return None
-    return (path / text[len("gitdir: ") :]).resolve()
+    return _absolute(path, text[len("gitdir: ") :])
 
 
 def _registered_at(admin: Path) -> Path | None:
@@ -188,7 +195,12 @@ def _registered_at(admin: Path) -> Path | None:
         text = (admin / "gitdir").read_text(encoding="utf-8").strip()
     except OSError:
         return None
-    return (admin / text).resolve()
+    return _absolute(admin, text)
+
+
+def _absolute(folder: Path, text: str) -> Path:
+    link = Path(text)
+    return link if link.is_absolute() else (folder / link).resolve()
 
 
 @functools.lru_cache(maxsize=16)
