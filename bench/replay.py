@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run import Options, Row, row
+from bench.run import ROOT, Options, Row, row
 
 SECTION = "replay"
 BUNDLE = Path(os.environ.get("SAGE_BENCH_BUNDLE", "/work/shared/data/cachetools.bundle"))
@@ -30,6 +30,7 @@ IDENTITY = {
     "GIT_COMMITTER_EMAIL": "bench@example.invalid",
 }
 WORKERS = (1, 2, 4)
+GOAL_WALL, GOAL_CPU = 1.5, 3.0  # issue 15: sage / the loop, with 4 workers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,8 +52,11 @@ class History:
 
 
 def env() -> dict[str, str]:
+    """No GIT_ or SAGE_ variable from outside; this checkout's sage first on the path (else
+    `python -m sage`, run in the replay's repository, imports whichever sage is installed)."""
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SAGE_"))}
-    return {**keep, **IDENTITY}
+    path = os.pathsep.join(p for p in (str(ROOT), keep.get("PYTHONPATH")) if p)
+    return {**keep, **IDENTITY, "PYTHONPATH": path}
 
 
 def git(repo: Path, *args: str, raw: bool = False) -> str:
@@ -195,11 +199,12 @@ def rows(count: int, best: dict[str, tuple[float, float]], dag: str) -> list[Row
         case = f"{count} real commits, --parallel {n}"
         sage_wall, sage_cpu = best[str(n)]
         per = (sage_wall - wall) / count * 1000
+        goals = (GOAL_WALL, GOAL_CPU) if n == 4 else (None, None)
         out.append(row(SECTION, case, "wall: sage / git apply+commit loop", sage_wall, floor=wall,
-                       note=f"{per:.0f} ms per ticket over the loop"))  # fmt: skip
+                       goal=goals[0], note=f"{per:.0f} ms per ticket over the loop"))  # fmt: skip
         out.append(row(SECTION, case, "CPU: sage / loop (children's rusage)", sage_cpu, floor=cpu,
-                       note=f"{sage_cpu / count * 1000:.0f} ms CPU per ticket; loop "
-                       f"{cpu / count * 1000:.1f}"))  # fmt: skip
+                       goal=goals[1], note=f"{sage_cpu / count * 1000:.0f} ms CPU per ticket; "
+                       f"loop {cpu / count * 1000:.1f}"))  # fmt: skip
     out.append(row(SECTION, f"{count} real commits", "wall: --parallel 4 / --parallel 1",
                    best["4"][0], floor=best["1"][0],
                    note=dag))  # fmt: skip

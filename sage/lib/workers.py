@@ -403,12 +403,13 @@ def collect(worktree: Path, job: WorkerJob, *, repo: Path | None = None) -> str:
 
 def _commit(worktree: Path, job: WorkerJob, repo: Path) -> None:
     """sage's commit of what the worker left. No auto-maintenance after it (a `git maintenance`
-    process per ticket): the executor runs it once per run instead."""
+    process per ticket): the executor runs it once per run instead. No reflog for the branch
+    (see `worktrees.NO_REFLOG`)."""
     title = printable(job.ticket.title)
     subject = f"{job.ticket.id}: {title}" if title else job.ticket.id
     message = f"{subject}\n\nSage-Ticket: {job.ticket.id}\n"
-    args = ("-c", "maintenance.auto=false", "commit", "--quiet", "--allow-empty", "--no-verify",
-            "-F", "-")  # fmt: skip
+    args = (*worktrees.NO_REFLOG, "-c", "maintenance.auto=false", "commit", "--quiet",
+            "--allow-empty", "--no-verify", "-F", "-")  # fmt: skip
     git.git(worktree, *args, input=message, env=git.identity_env(repo))
 
 
@@ -455,8 +456,9 @@ def _status(worktree: Path) -> tuple[str, list[_Entry]]:
     """HEAD and every changed path, untracked and ignored ones too (an ignored folder as one
     entry), in one call. A rename's old path is a NUL field of its own (whatever it starts
     with, it is no record)."""
-    out = git.git(worktree, "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all",
-                  "--ignored=matching")  # fmt: skip
+    # --no-optional-locks: the commit after it refreshes and writes the index anyway
+    out = git.git(worktree, "--no-optional-locks", "status", "--porcelain=v2", "--branch", "-z",
+                  "--untracked-files=all", "--ignored=matching")  # fmt: skip
     fields = iter(out.split("\0"))
     head, entries = "", []
     for record in fields:

@@ -227,10 +227,17 @@ def _switched(path: Path, branch: str, base: str, setup: SlotSetup, *, tidy: boo
     return ""
 
 
+# For sage's own moves of a slot's branch: a `sage/<ID>` branch lives until its ticket lands, and
+# a reflog for it is two more files to create and delete per ticket. The slot's HEAD reflog,
+# which already exists, is still written (see `head_log`).
+NO_REFLOG = ("-c", "core.logAllRefUpdates=false")
+
+
 def _switch(path: Path, branch: str, base: str, excludes: list[str] | None) -> None:
     """Checkout, then `git clean` unless `excludes` is None (the slot is known to be tidy)."""
     _clear_flags(path, base)
-    args = ("checkout", "--quiet", "--force", "--ignore-other-worktrees", "-B", branch, base)
+    args = (*NO_REFLOG, "checkout", "--quiet", "--force", "--ignore-other-worktrees", "-B",
+            branch, base)  # fmt: skip
     git.git(path, *args)
     if excludes is not None:
         git.git(path, "clean", "-ffdxq", *(f"--exclude={e}" for e in excludes))

@@ -97,7 +97,7 @@ def test_staged_work_is_committed_as_it_is_in_two_git_calls(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What `git apply --index` leaves: every change staged, nothing untracked."""
-    from tests.reliability.test_process_count import logging_git
+    from tests.reliability.test_process_count import classify, logging_git
 
     (repo / "old.txt").write_text("old\n")
     commit_all(repo)
@@ -107,10 +107,9 @@ def test_staged_work_is_committed_as_it_is_in_two_git_calls(
     result = run(repo, code)
     assert result.outcome == Outcome.OK, result.detail
     assert sorted(landed(repo, result)) == ["README.md", "new.txt", "old.txt"]
-    mine = [line.split("\t") for line in log.read_text().splitlines()]
-    inside = [a[a.index("-C") + 2 :] for a in mine if "-C" in a and "/.sage/worktrees/" in a[2]]
-    subcommands = [a[2] if a[0] == "-c" else a[0] for a in inside]
-    assert subcommands == ["status", "commit"]  # no add, no diff: status says it all
+    calls = [classify(line) for line in log.read_text().splitlines() if "\t-C\t" in line]
+    in_worktree = [sub for side, sub in calls if side == "worker" and sub != "worktree add"]
+    assert in_worktree == ["status", "commit"]  # no add, no diff: status says it all
 
 
 @pytest.mark.parametrize(

@@ -295,7 +295,7 @@ def test_setup_output_git_would_see_is_refused(project: Path, code: str, seen: s
 def test_a_reused_slot_costs_two_git_calls_and_one_when_it_was_left_tidy(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.reliability.test_process_count import logging_git
+    from tests.reliability.test_process_count import classify, logging_git
 
     prepare(project, "A-1")
     prepare(project, "A-2")  # and the repository's common dir, read once per process
@@ -308,7 +308,7 @@ def test_a_reused_slot_costs_two_git_calls_and_one_when_it_was_left_tidy(
     def calls(tid: str) -> list[str]:
         log.unlink(missing_ok=True)
         worktrees.prepare_slot(project, project / ".sage" / "worktrees", 0, tid, base)
-        return [line.split("\t")[3] for line in log.read_text().splitlines()]
+        return [classify(line)[1] for line in log.read_text().splitlines()]
 
     assert calls("A-5") == ["checkout", "clean"]  # index flags read from the index file
     worktrees.note_tidy(project / ".sage" / "worktrees" / "slot-0", tidy=True)
@@ -344,3 +344,14 @@ def test_index_flags_are_read_from_the_index_file(tmp_path: Path, kind: str) -> 
     assert flagged == worktrees._listed_flags(repo)
     (repo / ".git" / "index").write_bytes(b"DIRC\0\0\0\x09")
     assert worktrees.index_flags(repo / ".git" / "index", size) is None  # ls-files, then
+
+
+def test_sage_branches_get_no_reflog_but_the_slots_head_keeps_its_own(project: Path) -> None:
+    """Two files fewer to create and delete per ticket; the HEAD reflog is how a worker's own
+    checkout of another branch is found (workers._moved_users_branch)."""
+    path = prepare(project, "A-1").path
+    prepare(project, "A-2")
+    common = Path(git(path, "rev-parse", "--git-common-dir"))
+    assert not (common / "logs" / "refs" / "heads" / "sage" / "A-2").exists()
+    head_log = Path(git(path, "rev-parse", "--git-dir")) / "logs" / "HEAD"
+    assert "moving from sage/A-1 to sage/A-2" in head_log.read_text()

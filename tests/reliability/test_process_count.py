@@ -93,8 +93,8 @@ def classify(line: str) -> tuple[str, str]:
     cwd, *argv = line.split("\t")
     where = argv[argv.index("-C") + 1] if "-C" in argv else cwd
     args = argv[argv.index("-C") + 2 :] if "-C" in argv else argv
-    while args and args[0] == "-c":  # `git -c key=value sub…`
-        args = args[2:]
+    while args and args[0].startswith("-"):  # `git -c key=value --no-optional-locks sub…`
+        args = args[2:] if args[0] == "-c" else args[1:]
     sub = args[0] if args else "?"
     if sub == "worktree" and len(args) > 1:
         sub = f"worktree {args[1]}"
