@@ -321,7 +321,7 @@ def _linear_history(repo: Path, base: str, head: str) -> list[tuple[str, str]] |
         commit = _loose_commit(objects, sha) if len(rows) < _LINE_MOST else None
         if commit is None or len(commit[0]) != 1:
             return None
-        rows.append((sha, commit[1]))
+        rows.append((sha, _subject(commit[1])))
         sha = commit[0][0]
     return rows[::-1]
 
@@ -352,8 +352,20 @@ def _mentions_replace(path: Path, mtime_ns: int, size: int) -> bool:
     return b" refs/replace/" in path.read_bytes()
 
 
-def _loose_commit(objects: Path, sha: str) -> tuple[list[str], str] | None:
-    """A loose commit object's parents and subject (`%s`), or None if it is not one."""
+def loose_commit(repo: Path, sha: str) -> tuple[tuple[str, ...], str] | None:
+    """A commit's parents and raw message (as `git cat-file commit` shows it) read from its loose
+    object file, without a git process; None when that cannot be told so (packed, replaced,
+    grafted, in another encoding, not a commit). A commit sage just made (`git commit`,
+    `commit-tree`) is loose until git packs it."""
+    objects = _plain_objects(repo)
+    commit = _loose_commit(objects, sha) if objects and _HEX.fullmatch(sha) else None
+    if commit is None:
+        return None
+    return tuple(commit[0]), commit[1].decode("utf-8", errors="replace")
+
+
+def _loose_commit(objects: Path, sha: str) -> tuple[list[str], bytes] | None:
+    """A loose commit object's parents and message, or None if it is not one."""
     try:
         data = zlib.decompress((objects / sha[:2] / sha[2:]).read_bytes())
     except (OSError, zlib.error):
@@ -368,7 +380,7 @@ def _loose_commit(objects: Path, sha: str) -> tuple[list[str], str] | None:
             return None
         if line.startswith(b"parent "):
             parents.append(line[7:].decode("ascii"))
-    return parents, _subject(message)
+    return parents, message
 
 
 def _subject(message: bytes) -> str:

@@ -34,6 +34,8 @@ def test_a_line_of_loose_commits_is_read_as_git_log_shows_it(repo: Path) -> None
     assert sage_git._linear_history(repo, base, head) is not None  # no git process
     assert sage_git.history(repo, base, head) == asked_of_git(repo, base, head)
     assert sage_git.history(repo, head, head) == ([], True)
+    one = git(repo, "rev-parse", "HEAD~3")
+    assert sage_git.loose_commit(repo, one) == ((base,), "simple\n")
 
 
 @pytest.mark.parametrize("why", ["packed", "replaced", "merge", "not below base"])
@@ -55,6 +57,7 @@ def test_what_the_files_cannot_tell_is_asked_of_git(repo: Path, why: str) -> Non
         git(repo, "checkout", "-q", "--orphan", "other")
         head, base = commit(repo, "unrelated"), head
     assert sage_git._linear_history(repo, base, head) is None
+    assert (sage_git.loose_commit(repo, head) is None) == (why in ("packed", "replaced"))
     rows, descends = sage_git.history(repo, base, head)
     assert rows == asked_of_git(repo, base, head)[0]
     assert descends == (why in ("packed", "merge"))
