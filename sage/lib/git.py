@@ -93,8 +93,43 @@ def common_dir(repo: Path) -> Path:
 
 
 def rev_parse(repo: Path, rev: str) -> str | None:
+    """The commit `rev` names, or None. A branch (or any shared `refs/…`) whose loose ref file
+    holds a loose commit is read from the files (no git process, on every landing)."""
+    known = _ref_tip(repo, rev)
+    if known is not None:
+        return known
     done = run(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     return done.stdout.strip() if done.returncode == 0 else None
+
+
+_PER_WORKTREE = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")
+
+
+def _ref_tip(repo: Path, ref: str) -> str | None:
+    """The commit a full ref points to, from its loose file in the common dir; None when the
+    files cannot tell for sure (not a shared ref, reftable, packed or missing, symbolic, or not
+    a loose commit object): then git answers."""
+    if not ref.startswith("refs/") or ref.startswith(_PER_WORKTREE) or ref.endswith(".lock"):
+        return None
+    if "/." in ref or ".." in ref:
+        return None
+    common = _common_dir_cached(str(repo))
+    try:
+        sha = (common / ref).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return None
+    if not _HEX.fullmatch(sha) or (common / "reftable").exists():
+        return None
+    return sha if _is_loose_commit(common / "objects", sha) else None
+
+
+def _is_loose_commit(objects: Path, sha: str) -> bool:
+    try:
+        with open(objects / sha[:2] / sha[2:], "rb") as handle:
+            start = zlib.decompressobj().decompress(handle.read(64), 16)
+    except (OSError, zlib.error):
+        return False
+    return start.startswith(b"commit ")
 
 
 def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,19 @@ def test_what_the_files_cannot_tell_is_asked_of_git(repo: Path, why: str) -> Non
     rows, descends = sage_git.history(repo, base, head)
     assert rows == asked_of_git(repo, base, head)[0]
     assert descends == (why in ("packed", "merge"))
+
+
+def test_a_ref_is_read_from_its_file_when_git_would_say_the_same(repo: Path) -> None:
+    tip = commit(repo, "tip")
+    git(repo, "tag", "-a", "-m", "annotated", "v1")
+    git(repo, "symbolic-ref", "refs/heads/alias", "refs/heads/main")
+    git(repo, "branch", "packed")
+    git(repo, "pack-refs", "--all")
+    git(repo, "branch", "loose")
+    for ref in ("refs/heads/loose", "refs/heads/main", "refs/heads/packed", "refs/tags/v1",
+                "refs/heads/alias", "refs/heads/missing", "HEAD"):  # fmt: skip
+        done = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet",
+                               f"{ref}^{{commit}}"], capture_output=True, text=True)  # fmt: skip
+        assert sage_git.rev_parse(repo, ref) == (done.stdout.strip() or None), ref
+    assert sage_git._ref_tip(repo, "refs/heads/loose") == tip  # from the file
+    assert sage_git._ref_tip(repo, "refs/tags/v1") is None  # a tag object: git peels it
