@@ -34,7 +34,7 @@ def open_project(index: str | None, **overrides: Any) -> projects.Project:
 
 def load_index(index: str | None) -> tuple[projects.Project, tickets.Index]:
     project = open_project(index)
-    return project, tickets.load(project.index_path)
+    return project, project.ticket_store().load()
 
 
 def relative(path: Path) -> str:
@@ -66,7 +66,7 @@ def checked(project: projects.Project) -> tuple[tickets.Index, nx.DiGraph]:
     the check built (large indexes: build it once)."""
     from sage.lib import validation
 
-    idx = tickets.load(project.index_path)
+    idx = project.ticket_store().load()
     report = validation.validate(idx, analysis=False)
     validation.require_no_errors(report)
     assert report.graph is not None  # validate always builds it

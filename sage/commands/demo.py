@@ -10,7 +10,6 @@ import typer
 
 from sage.lib import lazy
 from sage.lib import project as projects
-from sage.lib.tickets import TicketStore
 
 if TYPE_CHECKING:
     from sage.commands import stream as stream_command
@@ -58,7 +57,7 @@ def command(
 
 
 def _verdict(project: projects.Project, code: int, json: bool) -> int:
-    states = {t.id: t.state for t in TicketStore(project.index_path).load().tickets}
+    states = {t.id: t.state for t in project.ticket_store().load().tickets}
     deferred = sorted(t for t, s in states.items() if s == "DEFERRED")
     landed = sorted(t for t, s in states.items() if s == "COMPLETED")
     expected = sorted(t for t in states if t not in demo.EXPECTED_DEFERRED + demo.EXPECTED_BLOCKED)

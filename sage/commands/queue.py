@@ -10,7 +10,6 @@ import typer
 from sage.commands._common import IndexOpt, JsonOpt, emit_json, open_project
 from sage.lib import lazy
 from sage.lib.project import Project
-from sage.lib.tickets import TicketStore
 
 if TYPE_CHECKING:
     from sage.lib import policy, runs
@@ -52,7 +51,7 @@ def _open(
     cfg = project.config
     queue = commit_queue.CommitQueue(
         project,
-        TicketStore(project.index_path, lock_timeout=cfg.lock_timeout),
+        project.ticket_store(),
         target_branch=runs.target_branch(project, cfg.target_branch),
         verify=cfg.verify,
         verify_batch=cfg.verify_batch,
@@ -115,7 +114,13 @@ def process(
 def _land(queue: commit_queue.CommitQueue, limits: policy.Limits) -> list[dict[str, str]]:
     """Process the queue, then settle every rejected entry: this run's, and any a dead stream
     left behind."""
-    rows = [_outcome(o) for o in queue.process() if not _rejected_for_retry(o)]
+    rows = []
+    for outcome in queue.process():
+        if not _rejected_for_retry(outcome):
+            rows.append(_outcome(outcome))
+        if isinstance(outcome, commit_queue.Landed):  # about the user's checkout
+            tid = outcome.entry.ticket_id
+            rows += [{"ticket": tid, "outcome": "warning", "detail": w} for w in outcome.warnings]
     for entry in queue.pending():
         if entry.status in commit_queue.REJECTED:
             step = queue.settle(entry, limits=limits)

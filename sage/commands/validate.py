@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sage.commands._common import IndexOpt, JsonOpt, emit_json, minutes, open_project, relative
-from sage.lib import tickets, validation
+from sage.lib import validation
 from sage.lib.errors import IndexFileError
 from sage.lib.tickets import Problem
 
@@ -24,7 +24,7 @@ def command(
     """
     project = open_project(index)
     try:
-        idx = tickets.load(project.index_path)
+        idx = project.ticket_store().load()
     except IndexFileError as exc:
         if not json:
             raise

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """`text` (str: UTF-8) in `path` whole or not at all, with the mode of the file it replaces."""
     mode = _mode_for(path)
     fd, tmp = _temp_beside(path)
     try:
         os.fchmod(fd, mode)  # mkstemp makes 0600: the index and config are the user's files
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode() if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -62,7 +63,12 @@ def _umask() -> int:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, dumps(data) + "\n")
+    write_atomic(path, json_text(data))
+
+
+def json_text(data: Any) -> str:
+    """JSON as sage writes every file: indented, UTF-8 as is, a final newline."""
+    return dumps(data) + "\n"
 
 
 def dumps(data: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import tempfile
 import threading
 import time
 import zlib
@@ -54,6 +55,57 @@ def run(
     with _turns(args):
         argv = ["git", "-C", str(repo), *args]
         return proc.run(argv, check=False, input=input, env=proc.clean_env(env) if env else None)
+
+
+def run_bytes(repo: Path, *args: str, input: bytes | None = None) -> proc.Output:
+    """Like `run`, for commands whose input or output is file content (bytes)."""
+    return proc.run_bytes(["git", "-C", str(repo), *args], input=input)
+
+
+def read_blob(repo: Path, blob: str, *, path: str | None = None) -> bytes:
+    """A blob's content; with `path`, as git writes it there (its filters and line endings)."""
+    how = ("--filters", f"--path={path}") if path is not None else ("blob",)
+    done = run_bytes(repo, "cat-file", *how, blob)
+    if done.returncode != 0:
+        raise GitError(["git", "cat-file", *how, blob], done.returncode, "", done.stderr)
+    return done.stdout
+
+
+def write_blob(repo: Path, data: bytes, *, path: str | None = None) -> str:
+    """Store `data` as a blob, as `git add` would store it at `path` (as is without one)."""
+    how = (f"--path={path}",) if path is not None else ("--no-filters",)
+    done = run_bytes(repo, "hash-object", "-w", "--stdin", *how, input=data)
+    if done.returncode != 0:
+        raise GitError(["git", "hash-object", "-w", *how], done.returncode, "", done.stderr)
+    return done.stdout.decode().strip()
+
+
+def starts_blob(repo: Path, blob: str, path: str, file: Path) -> bool:
+    """Whether `file` holds the beginning of `blob` as git writes it at `path`, but not all of
+    it: a write that was cut short. Read piece by piece: the blob may be large."""
+    argv = ["git", "-C", str(repo), "cat-file", "--filters", f"--path={path}", blob]
+    with proc.stdout_of(argv) as theirs, open(file, "rb") as mine:
+        while chunk := mine.read(1 << 20):
+            if theirs.read(len(chunk)) != chunk:
+                return False
+        return bool(theirs.read(1))
+
+
+def merge_file(
+    mine: bytes, base: bytes, theirs: bytes, *, labels: tuple[str, str, str]
+) -> tuple[bytes, int]:
+    """`git merge-file`: the three-way merge of three contents and how many conflicts it left
+    marked in it; -1 when git cannot merge them (binary files), with `mine` as the result."""
+    with tempfile.TemporaryDirectory(prefix="sage-merge-") as tmp:
+        names = []
+        for name, data in zip(("mine", "base", "theirs"), (mine, base, theirs), strict=True):
+            (Path(tmp) / name).write_bytes(data)
+            names.append(str(Path(tmp) / name))
+        flags = [flag for label in labels for flag in ("-L", label)]
+        done = proc.run_bytes(["git", "merge-file", "-p", *flags, *names])
+    if not 0 <= done.returncode <= 127:
+        return mine, -1
+    return done.stdout, done.returncode
 
 
 _WORKTREE_TURNS = threading.Lock()
@@ -292,6 +344,11 @@ def checkouts(repo: Path) -> dict[Path, str | None]:
 @functools.lru_cache(maxsize=16)
 def _common_dir_cached(repo: str) -> Path:
     return common_dir(Path(repo))
+
+
+def cached_common_dir(repo: Path) -> Path:
+    """`common_dir`, asked of git once per repository and process."""
+    return _common_dir_cached(str(repo))
 
 
 def _head_branch(head: Path) -> str | None:

@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -89,6 +89,49 @@ def run(
     if check and done.returncode != 0:
         raise GitError(argv, done.returncode, out, err)
     return Result(returncode=done.returncode, stdout=out, stderr=err)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Output:
+    """A finished process whose output is bytes: file contents, which need not be text."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+def run_bytes(
+    argv: Sequence[str], *, input: bytes | None = None, env: Mapping[str, str] | None = None
+) -> Output:
+    """Like `run(check=False)`, stdout kept as the bytes the process wrote."""
+    try:
+        done = subprocess.run(
+            list(argv), env=dict(env) if env is not None else clean_env(), input=input,
+            capture_output=True,
+        )  # fmt: skip
+    except FileNotFoundError as exc:
+        raise SageError(f"command not found: {argv[0]}", hint="install it") from exc
+    return Output(returncode=done.returncode, stdout=done.stdout,
+                  stderr=done.stderr.decode(errors="replace"))  # fmt: skip
+
+
+@contextlib.contextmanager
+def stdout_of(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Iterator[IO[bytes]]:
+    """A process's stdout to read as it comes (a large blob, compared piece by piece); the
+    process is killed if the reader stops early."""
+    child = subprocess.Popen(
+        list(argv), env=dict(env) if env is not None else clean_env(),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        yield child.stdout
+    finally:
+        if child.poll() is None:
+            child.kill()
+        if child.stdout is not None:
+            child.stdout.close()
+        child.wait()
 
 
 def run_logged(
@@ -239,6 +282,30 @@ def _command(path: str) -> str:
     except OSError:
         return "?"
     return b" ".join(w for w in words if w).decode(errors="replace")[:120] or "?"
+
+
+def holders(path: Path) -> list[int]:
+    """PIDs of the processes that have `path` open, where /proc tells (a lock file a live
+    process holds, whatever its name)."""
+    target, found = str(path), []
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = os.scandir(f"{entry.path}/fd")
+        except OSError:
+            continue
+        with fds:
+            if any(_link(fd.path) == target for fd in fds):
+                found.append(int(entry.name))
+    return found
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
 
 
 def _wait_gone(pids: Mapping[int, str], timeout: float = 2.0) -> None:

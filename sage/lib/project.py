@@ -9,6 +9,7 @@ from pathlib import Path
 from sage.lib import config as configuration
 from sage.lib import files, git
 from sage.lib.errors import NotARepository, SageError
+from sage.lib.tickets import TicketStore
 
 GITIGNORE = """\
 # sage's runtime state: never committed. The ticket index and config.toml are yours to commit.
@@ -17,6 +18,7 @@ queue/
 worktrees/
 locks/
 logs/
+tickets.json
 *.lock
 """
 
@@ -35,6 +37,18 @@ class Project:
     def state_dir(self) -> Path:
         """Where sage keeps its run state (runs, queue, worktrees, locks, logs, ticket states)."""
         return self.sage_dir
+
+    @property
+    def states_path(self) -> Path:
+        """Ticket states that only mean something to sage (IN_PROGRESS, DEFERRED): see
+        `TicketStore`."""
+        if self.is_git:  # MERGE: state_dir moves to the git common dir
+            return git.cached_common_dir(self.root) / "sage" / "tickets.json"
+        return self.state_dir / "tickets.json"
+
+    def ticket_store(self, lock_timeout: float | None = None) -> TicketStore:
+        timeout = self.config.lock_timeout if lock_timeout is None else lock_timeout
+        return TicketStore(self.index_path, lock_timeout=timeout, states=self.states_path)
 
     @property
     def index_path(self) -> Path:

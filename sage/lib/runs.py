@@ -98,7 +98,7 @@ class Loaded:
 
 
 def load(project: Project) -> Loaded:
-    index = TicketStore(project.index_path).load()
+    index = project.ticket_store().load()
     report = validate(index, analysis=False)
     require_no_errors(report)
     assert report.graph is not None  # validate always builds it
@@ -153,7 +153,7 @@ def execute(
     interrupts: Interrupts | None = None,
 ) -> RunSummary:
     """Recover, plan and run; the caller holds `exclusive(project)`."""
-    store = TicketStore(project.index_path, lock_timeout=options.lock_timeout)
+    store = project.ticket_store(options.lock_timeout)
     queue = make_queue(project, store, options, run_id)
     plan = prepare(project, options, loaded, journal, run_id=run_id, queue=queue, store=store)
     pids = project.locks_dir / "workers"
@@ -238,6 +238,8 @@ class Recovery:
         """The states recovery changed, by ticket id."""
         worktrees.repair(self.project.root)
         landed = self.queue.recover()
+        for warning in (w for outcome in landed for w in outcome.warnings):
+            self.journal.emit("warning", reason=warning)
         killed = executors.kill_stale(self.project.locks_dir / "workers")
         queued = {e.ticket_id for e in self.queue.pending()}
         states = {e.entry.ticket_id: "COMPLETED" for e in landed}

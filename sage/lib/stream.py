@@ -272,6 +272,8 @@ class Stream:
                 self._finished(result, entry)
             case LandedMsg(outcome=landed):
                 books.landed(landed.entry.ticket_id, landed.commit)
+                for warning in landed.warnings:  # the user's edits carried over the update
+                    self.journal.emit("warning", landed.entry.ticket_id, reason=warning)
                 self._warn_running(landed.entry.ticket_id, landed.commit)
             case RejectedMsg(outcome=rejected):
                 books.rejected(rejected)

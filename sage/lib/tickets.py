@@ -149,7 +149,16 @@ def now() -> str:
 def parse(text: str, path: Path) -> Index:
     """Parse index text; JSON syntax errors raise, everything else becomes a Problem."""
     with quiet_gc():
-        raw = _decode(text, path)
+        return parse_raw(_decode(text, path), path)
+
+
+def parse_document(text: str) -> dict[str, Any]:
+    """An index's raw document, checked as `load` checks it (duplicate keys refused)."""
+    return _decode(text, Path("index.json"))
+
+
+def parse_raw(raw: dict[str, Any], path: Path) -> Index:
+    with quiet_gc():
         problems: list[Problem] = []
         tickets = [t for i, e in enumerate(raw["tickets"]) if (t := _ticket(e, i, problems))]
     _check_duplicates(tickets, problems)
@@ -470,14 +479,30 @@ LOCK_POLL = 0.005  # as sage.lib.locks.POLL (which imports this module): 50 ms l
 
 
 class TicketStore:
-    """The index on disk. Every write re-reads under a lock, keeps unknown fields, and is atomic."""
+    """The index on disk and the ticket states sage keeps beside it.
 
-    def __init__(self, path: Path, *, lock_timeout: float = 30.0) -> None:
+    The index (`index.json`, tracked by the project) is the user's: tickets, their fields, and
+    COMPLETED, which a landing writes in the commit that lands the ticket (see
+    `completed_in`). States that only mean something while sage works (IN_PROGRESS,
+    DEFERRED, UNPROCESSED again after a stop) go to `states`, a file in sage's run state,
+    which `load` lays over the index. Every write re-reads under a lock, keeps unknown fields,
+    and is atomic. Without `states` (an index outside any project) every state goes to the
+    index, as for an index git does not track."""
+
+    def __init__(
+        self, path: Path, *, lock_timeout: float = 30.0, states: Path | None = None
+    ) -> None:
         self.path = path
         self.lock = FileLock(str(path) + ".lock", timeout=lock_timeout)
+        self.states = RunStates(states, lock_timeout=lock_timeout) if states else None
 
     def load(self) -> Index:
-        return load(self.path)
+        if self.states is None:
+            return load(self.path)
+        with quiet_gc():
+            raw = _decode(_read(self.path), self.path)
+            self.states.overlay(raw)
+        return parse_raw(raw, self.path)
 
     def update(self, change: Callable[[dict[str, Any]], T]) -> T:
         """Apply `change` to the raw document and write it back, all under the lock."""
@@ -506,23 +531,145 @@ class TicketStore:
         run_id: str | None = None,
         fields: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        """Move tickets to new states (id, state), recording each change in state_history."""
-
-        def apply(raw: dict[str, Any]) -> None:
-            entries = {e.get("id"): e for e in raw["tickets"] if isinstance(e, dict)}
-            for tid, state in changes:
-                entry = entries.get(tid)
-                if entry is None:
-                    raise SageError(f"ticket {tid} is no longer in {self.path}")
-                record_state(entry, state, reason=reason, run_id=run_id)
-                entry.update((fields or {}).get(tid, {}))
-
-        self.update(apply)
+        """Move tickets to new states (id, state), recording each change in their history."""
+        self.record([
+            StateChange(ticket_id=tid, state=state, reason=reason or "", run_id=run_id,
+                        fields=(fields or {}).get(tid, {}), strict=True)
+            for tid, state in changes
+        ])  # fmt: skip
 
     def record(self, changes: Sequence[StateChange]) -> None:
-        """Several tickets' states in one write, idempotently (see `record_changes`)."""
-        if changes:
+        """Several tickets' states in one write, idempotently (see `record_changes`). With
+        run states, a COMPLETED that the landing commit carried is in the index once the
+        checkout followed: only what the index does not say is kept beside it. A COMPLETED
+        no commit carried (the index is not in the repository) is written into the index."""
+        if self.states is None:
             self.update(lambda raw: record_changes(raw, changes))
+            return
+        direct = [c for c in changes if c.state == "COMPLETED" and not c.committed]
+        if direct:
+            self.update(lambda raw: record_changes(raw, direct))
+        kept = [c for c in changes if c.state != "COMPLETED" or c.committed]
+        if kept:
+            index = _decode(_read(self.path), self.path)
+            self.states.record(_by_id(index), kept, self.path)
+
+
+class RunStates:
+    """Ticket states sage keeps outside the index: `{"tickets": {ID: {"state", "over",
+    "fields", "history"}}}`. A state applies while the index still says `over`, the state it
+    laid itself over: once the user changes the ticket's state in the index, or a landing
+    commit makes it COMPLETED there, the index speaks again (the newer word wins)."""
+
+    def __init__(self, path: Path, *, lock_timeout: float) -> None:
+        self.path = path
+        self.lock = FileLock(str(path) + ".lock", timeout=lock_timeout)
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IndexFileError(f"cannot read {self.path}: {exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise IndexFileError(
+                f"{self.path} is not valid JSON (line {exc.lineno}, column {exc.colno})",
+                hint="it holds sage's ticket states between runs (IN_PROGRESS, DEFERRED): "
+                "delete it to forget them; the index is untouched",
+            ) from None
+        found = data.get("tickets") if isinstance(data, dict) else None
+        if not isinstance(found, dict):
+            raise IndexFileError(
+                f'{self.path}: expected an object with a "tickets" object',
+                hint="delete it to forget sage's ticket states; the index is untouched",
+            )
+        return {k: v for k, v in found.items() if isinstance(v, dict)}
+
+    def overlay(self, raw: dict[str, Any]) -> None:
+        """Lay the kept states over a raw index (in place)."""
+        kept = self.read()
+        if not kept:
+            return
+        for entry in raw["tickets"]:
+            mine = kept.get(str(entry.get("id"))) if isinstance(entry, dict) else None
+            if mine is not None and entry.get("state", "UNPROCESSED") == mine.get("over"):
+                entry["state"] = mine.get("state")
+                fields = mine.get("fields")
+                entry.update(fields if isinstance(fields, dict) else {})
+                history = entry.get("state_history")
+                added = mine.get("history")
+                if isinstance(history, list) and isinstance(added, list):
+                    entry["state_history"] = history + added
+                elif isinstance(added, list):
+                    entry["state_history"] = list(added)
+
+    def record(
+        self, index: Mapping[Any, dict[str, Any]], changes: Sequence[StateChange], path: Path
+    ) -> None:
+        try:
+            with self.lock.acquire(poll_interval=LOCK_POLL):
+                kept = {  # what the index has spoken over since is forgotten
+                    tid: mine for tid, mine in self.read().items()
+                    if tid in index and mine.get("over") == index[tid].get("state", "UNPROCESSED")
+                }  # fmt: skip
+                for change in changes:
+                    self._apply(kept, index, change, path)
+                files.write_json(self.path, {"tickets": kept})
+        except Timeout as exc:
+            raise LockHeld(
+                f"sage's ticket states are locked: {self.lock.lock_file}",
+                hint="another sage process is writing them; try again",
+            ) from exc
+        except OSError as exc:
+            raise SageError(
+                f"cannot write {self.path}: {exc.strerror or exc}",
+                hint="nothing was changed; make it writable or free some space",
+            ) from exc
+
+    @staticmethod
+    def _apply(
+        kept: dict[str, dict[str, Any]], index: Mapping[Any, dict[str, Any]],
+        change: StateChange, path: Path,
+    ) -> None:  # fmt: skip
+        entry = index.get(change.ticket_id)
+        if entry is None:
+            if change.strict:
+                raise SageError(f"ticket {change.ticket_id} is no longer in {path}")
+            return
+        said = entry.get("state", "UNPROCESSED")
+        mine = kept.get(change.ticket_id)
+        now_state = mine.get("state") if mine else said
+        now_fields = {**entry, **(mine.get("fields", {}) if mine else {})}
+        if (
+            not change.strict
+            and now_state == change.state
+            and all(now_fields.get(k) == v for k, v in change.fields.items())
+        ):
+            return  # a recovery doing it again
+        if said == change.state and change.state == "COMPLETED":
+            kept.pop(change.ticket_id, None)  # the landing commit said it in the index
+            return
+        step: dict[str, Any] = {"from": now_state, "to": change.state, "at": now()}
+        if change.reason:
+            step["reason"] = change.reason
+        if change.run_id:
+            step["run"] = change.run_id
+        history = list(mine.get("history", [])) if mine else []
+        fields = dict(mine.get("fields", {})) if mine else {}
+        if change.state == said and not change.fields and said != "COMPLETED":
+            kept.pop(change.ticket_id, None)  # back to what the index says: nothing to keep
+            return
+        fields.update(change.fields)
+        kept[change.ticket_id] = {
+            "state": change.state, "over": said, "fields": fields, "history": [*history, step],
+        }  # fmt: skip
+
+
+def _by_id(raw: Mapping[str, Any]) -> dict[Any, dict[str, Any]]:
+    return {t.get("id"): t for t in raw["tickets"] if isinstance(t, dict)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -532,16 +679,21 @@ class StateChange:
     reason: str
     run_id: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    strict: bool = False  # a ticket gone from the index is an error (else: left alone)
+    committed: bool = False  # COMPLETED: the landing commit wrote it into the index
 
 
 def record_changes(raw: dict[str, Any], changes: Sequence[StateChange]) -> None:
     """Apply state changes to a raw index. A ticket already in that state with those fields (a
     recovery doing it again) or gone from the index is left alone: landing must not stall."""
-    by_id = {t.get("id"): t for t in raw["tickets"] if isinstance(t, dict)}
+    by_id = _by_id(raw)
     for change in changes:
         ticket = by_id.get(change.ticket_id)
+        if ticket is None and change.strict:
+            raise SageError(f"ticket {change.ticket_id} is no longer in the index")
         if ticket is None or (
-            ticket.get("state") == change.state
+            not change.strict  # a transition is always recorded
+            and ticket.get("state") == change.state
             and all(ticket.get(k) == v for k, v in change.fields.items())
         ):
             continue
@@ -560,3 +712,61 @@ def record_state(
     if run_id:
         change["run"] = run_id
     entry.setdefault("state_history", []).append(change)
+
+
+def merge_index(user: bytes, old: bytes, new: bytes) -> bytes | None:
+    """Three-way merge of an index, ticket by ticket: the user's uncommitted copy (`user`)
+    and a landing's change from `old` to `new` (a ticket COMPLETED, tickets a worker added).
+    What only one side changed is taken from it; where both changed one ticket, the user's
+    fields stay but the landing's `state` wins and both histories are kept. None when a side
+    is not a valid index (then it is not sage's to merge)."""
+    try:
+        mine, base, theirs = (parse_document(b.decode("utf-8")) for b in (user, old, new))
+    except (UnicodeDecodeError, SageError):
+        return None
+    merged = {k: v for k, v in _merge_fields(mine, base, theirs).items() if k != "tickets"}
+    merged["tickets"] = _merge_tickets(mine["tickets"], base["tickets"], theirs["tickets"])
+    ordered = {k: merged[k] for k in mine if k in merged}  # the user's key order first
+    ordered.update((k, v) for k, v in merged.items() if k not in ordered)
+    return files.json_text(ordered).encode("utf-8")
+
+
+def _merge_fields(
+    mine: Mapping[str, Any], base: Mapping[str, Any], theirs: Mapping[str, Any]
+) -> dict[str, Any]:
+    missing = object()
+    merged = dict(mine)
+    for key in base.keys() | theirs.keys():
+        was, now = base.get(key, missing), theirs.get(key, missing)
+        if was == now:
+            continue
+        if mine.get(key, missing) == was or key == "state":
+            if now is missing:
+                merged.pop(key, None)
+            else:
+                merged[key] = now
+        elif key == "state_history" and isinstance(now, list):
+            kept: list[Any] = mine[key] if isinstance(mine.get(key), list) else []
+            seen: list[Any] = was if isinstance(was, list) else []
+            merged[key] = [*kept, *(h for h in now if h not in seen and h not in kept)]
+    return merged
+
+
+def _merge_tickets(mine: list[Any], base: list[Any], theirs: list[Any]) -> list[Any]:
+    """In the user's order; a ticket the user removed stays removed."""
+    was, now = _by_id({"tickets": base}), _by_id({"tickets": theirs})
+    merged: list[Any] = []
+    for entry in mine:
+        tid = entry.get("id") if isinstance(entry, dict) else None
+        if tid not in was or tid not in now:  # the user's own, or one side added/removed it
+            if tid not in was or entry != was[tid]:  # drop only what they removed unchanged
+                merged.append(entry)
+        elif was[tid] == now[tid]:
+            merged.append(entry)
+        elif entry == was[tid]:
+            merged.append(now[tid])
+        else:
+            merged.append(_merge_fields(entry, was[tid], now[tid]))
+    have = {e.get("id") for e in mine if isinstance(e, dict)}
+    merged += [e for tid, e in now.items() if tid not in have and tid not in was]
+    return merged

@@ -43,14 +43,14 @@ def test_process_lands_what_is_queued(repo: Path, sage: Sage) -> None:
 def test_conflict_below_the_limit_sends_the_ticket_back_to_run_again(
     repo: Path, sage: Sage
 ) -> None:
-    index = conflicting_pair(repo)[0].index_path
+    store = conflicting_pair(repo)[1]
 
     done = sage("queue", "process", "--json", cwd=repo)
 
     assert done.returncode == 0, done.stderr
     rows = {r["ticket"]: r for r in json.loads(done.stdout)["outcomes"]}
     assert rows["T-1"]["outcome"] == "landed" and rows["T-2"]["outcome"] == "requeued"
-    t2 = json.loads(index.read_text())["tickets"][1]
+    t2 = store.load().raw["tickets"][1]
     assert t2["state"] == "UNPROCESSED" and t2["queue_attempts"] == 1
     assert "conflict in README.md with T-1" in t2["state_history"][-1]["reason"]
     assert json.loads(sage("queue", "status", "--json", cwd=repo).stdout)["pending"] == []
@@ -59,14 +59,13 @@ def test_conflict_below_the_limit_sends_the_ticket_back_to_run_again(
 def test_conflict_at_the_limit_defers_and_retry_lands_the_fixed_branch(
     repo: Path, sage: Sage
 ) -> None:
-    project, store, _ = conflicting_pair(repo)
-    index = project.index_path
+    _, store, _ = conflicting_pair(repo)
 
     done = sage("queue", "process", cwd=repo, env={"SAGE_MAX_ATTEMPTS": "1"})
 
     assert done.returncode == 1
     assert "deferred  T-2" in done.stdout
-    t2 = json.loads(index.read_text())["tickets"][1]
+    t2 = store.load().raw["tickets"][1]
     assert t2["state"] == "DEFERRED"
     assert "README.md" in t2["deferred_reason"] and "T-1" in t2["deferred_reason"]
     assert sgit.rev_parse(repo, "refs/heads/sage/T-2") is not None  # kept for a retry

@@ -26,11 +26,13 @@ FORBID = ("sh", "-c", "test ! -e forbidden.txt")
 
 def setup(repo: Path, *ids: str) -> tuple[Project, TicketStore]:
     """Tickets in a committed (tracked) index, as in a real project."""
-    write_index(repo, [ticket(tid, state="IN_PROGRESS") for tid in ids])
+    write_index(repo, [ticket(tid) for tid in ids])
     git(repo, "add", ".sage/tickets/index.json")
     git(repo, "commit", "-q", "-m", "tickets")
     project = open_project(repo)
-    return project, TicketStore(project.index_path)
+    store = project.ticket_store()
+    store.transition([(tid, "IN_PROGRESS") for tid in ids], reason="a stream started it")
+    return project, store
 
 
 def work(project: Project, tid: str, changes: dict[str, str], *, commits: int = 1) -> str:
@@ -67,9 +69,10 @@ def states(store: TicketStore) -> dict[str, str]:
 
 
 def user_changes(repo: Path) -> list[str]:
-    """`git status` of the user's checkout, without the index file sage itself writes."""
-    out = git(repo, "status", "--porcelain")
-    return [line for line in out.splitlines() if not line.endswith(".sage/tickets/index.json")]
+    """`git status` of the user's checkout (the index sage writes comes with the landings)."""
+    out = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return out.splitlines()
 
 
 # ---- landing -----------------------------------------------------------------------------------
@@ -93,8 +96,13 @@ def test_lands_one_squash_commit_with_trailer_and_cleans_up(repo: Path) -> None:
     assert "- T-1 step 1" in message and "- T-1 step 2" in message
     assert message.splitlines()[-1] == "Sage-Ticket: T-1"
     raw = json.loads(project.index_path.read_text())["tickets"][0]
-    assert raw["state"] == "COMPLETED" and raw["commits"] == [outcome.commit]
-    assert raw["state_history"][-1]["run"] == "test-run"
+    assert raw["state"] == "COMPLETED" and raw["state_history"][-1]["run"] == "test-run"
+    committed = json.loads(git(repo, "show", "main:.sage/tickets/index.json"))["tickets"][0]
+    assert committed == raw  # it came with the landing commit
+    assert json.loads(git(repo, "show", "main^:.sage/tickets/index.json"))["tickets"][0] == {
+        **ticket("T-1")
+    }
+    assert git(repo, "status", "--porcelain", "-uno") == ""
     assert q.pending() == []
     assert [e.status for e in q.archived()] == ["landed"]
     assert sgit.rev_parse(repo, "refs/heads/sage/T-1") is None
@@ -255,7 +263,7 @@ def test_defer_keeps_the_branch_and_records_the_reason(repo: Path) -> None:
     q = make_queue(project, store)
     entry = enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
     q.defer(entry, "conflict in a.txt with T-0")
-    raw = json.loads(project.index_path.read_text())["tickets"][0]
+    raw = store.load().raw["tickets"][0]
     assert raw["state"] == "DEFERRED" and raw["deferred_reason"] == "conflict in a.txt with T-0"
     assert sgit.rev_parse(repo, "refs/heads/sage/T-1") == entry.head
     assert q.pending() == [] and q.archived()[0].status == "deferred"
@@ -346,11 +354,10 @@ import sys
 from pathlib import Path
 from sage.lib.project import open_project
 from sage.lib.queue import CommitQueue, Landed
-from sage.lib.tickets import TicketStore
 
 repo, ids = Path(sys.argv[1]), sys.argv[2:]
 project = open_project(repo)
-q = CommitQueue(project, TicketStore(project.index_path), target_branch="main", lock_timeout=30)
+q = CommitQueue(project, project.ticket_store(), target_branch="main", lock_timeout=30)
 base = {tid: sys.stdin.readline().strip() for tid in ids}
 for tid in ids:
     q.enqueue(ticket_id=tid, title=tid, branch=f"sage/{tid}", base=base[tid])

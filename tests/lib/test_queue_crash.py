@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from sage.lib import git as sgit
 from sage.lib.queue import Landed, Rejected
 from tests.conftest import git
 from tests.lib.test_queue import conflicting_pair, landed_ids, queued, states, user_changes
+from tests.reliability.conftest import committed_state
 
 STEPS = ("stacked", "verified", "recorded", "moved", "checkout", "completed", "archived", "cleaned")
 AFTER_ARCHIVE = ("archived", "cleaned")  # landed and recorded; a stream sweeps what is left
@@ -32,7 +34,7 @@ def hook(step):
 
 queue.step_hook = hook
 project = open_project(repo)
-q = queue.CommitQueue(project, TicketStore(project.index_path), target_branch="main",
+q = queue.CommitQueue(project, project.ticket_store(), target_branch="main",
                       verify=("true",), run_id="crashed")
 q.process()
 """
@@ -62,7 +64,9 @@ def test_crash_between_steps_then_recover_lands_each_ticket_once(repo: Path, ste
         completions = [h for h in raw["state_history"] if h["to"] == "COMPLETED"]
         assert len(completions) == 1, raw["state_history"]
         grep = f"--grep=Sage-Ticket: {raw['id']}"
-        assert raw["commits"] == [git(repo, "log", "-1", "--format=%H", grep, "main")]
+        commit = git(repo, "log", "-1", "--format=%H", grep, "main")
+        assert committed_state(repo, commit, raw["id"]) == "COMPLETED"  # with its landing
+    assert user_changes(repo) == []
     assert q.pending() == []
     assert sorted(e.status for e in q.archived()) == ["landed", "landed"]
     if step not in AFTER_ARCHIVE:
@@ -72,20 +76,27 @@ def test_crash_between_steps_then_recover_lands_each_ticket_once(repo: Path, ste
     assert (repo / "T-1.txt").exists() and (repo / "T-2.txt").exists()
 
 
-def test_recovery_puts_the_ref_back_when_user_edits_got_in_the_way(repo: Path) -> None:
+def test_recovery_keeps_the_landing_and_carries_a_users_edit_in_the_way_over(repo: Path) -> None:
+    """The target never moves back: an edit the user made while the checkout was behind is
+    merged with the landed version (here they conflict), and their version is kept in git."""
     _, store, q = queued(repo, {"T-1": {"README.md": "theirs\n"}})
-    before = git(repo, "rev-parse", "main")
 
     crash_at(repo, "moved")  # the ref moved; the checkout did not follow
+    landed = git(repo, "rev-parse", "main")
     git(repo, "checkout", "-q", "--", "README.md")  # `git status` showed a revert; user "fixes" it
     (repo / "README.md").write_text("mine\n")
-    assert q.recover() == []
+    [outcome] = q.recover()
 
-    assert git(repo, "rev-parse", "main") == before
-    assert (repo / "README.md").read_text() == "mine\n"
-    [entry] = q.pending()
-    assert entry.status == "queued" and entry.reason and "README.md" in entry.reason
-    assert states(store) == {"T-1": "IN_PROGRESS"}
+    assert isinstance(outcome, Landed) and outcome.commit == landed
+    assert git(repo, "rev-parse", "main") == landed
+    text = (repo / "README.md").read_text()
+    assert "<<<<<<<" in text and "mine\n" in text and "theirs\n" in text
+    [warning] = outcome.warnings
+    saved = re.search(r"`git show (\S+)`", warning)
+    assert "README.md" in warning and saved
+    assert git(repo, "show", saved.group(1)) == "mine"
+    assert states(store) == {"T-1": "COMPLETED"}
+    assert q.pending() == []
 
 
 def test_an_entry_archived_before_its_queue_copy_was_removed_counts_as_archived(

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sage.lib import files, tickets
 from sage.lib.errors import IndexFileError, LockHeld, SageError
@@ -487,3 +489,115 @@ def test_notes_that_are_not_utf8_are_read_without_a_crash(tmp_path: Path) -> Non
     (tmp_path / "C-1.md").mkdir()
     with pytest.raises(IndexFileError, match=r"C-1\.md"):
         tickets.read_notes(tmp_path / "index.json", "C-1")
+
+
+# ---- merging the user's uncommitted index with a landing's -------------------------------------
+
+_IDS = st.lists(st.sampled_from([f"M-{n}" for n in range(8)]), unique=True, min_size=1)
+
+
+def _doc(entries: list[dict[str, Any]]) -> bytes:
+    return files.json_text({"tickets": entries}).encode()
+
+
+@given(ids=_IDS, data=st.data())
+def test_merge_index_keeps_the_users_edits_and_the_landings(ids: list[str], data: Any) -> None:
+    base = [ticket(tid) for tid in ids]
+    landed = data.draw(st.lists(st.sampled_from(ids), unique=True))
+    retitled = data.draw(st.lists(st.sampled_from(ids), unique=True))
+    added = data.draw(st.lists(st.sampled_from(["U-1", "U-2"]), unique=True))
+    theirs = json.loads(_doc(base))
+    tickets.record_changes(theirs, [
+        tickets.StateChange(ticket_id=t, state="COMPLETED", reason="landed") for t in landed
+    ])  # fmt: skip
+    mine = json.loads(_doc(base))
+    for entry in mine["tickets"]:
+        if entry["id"] in retitled:
+            entry["title"] = "the user's title"
+    mine["tickets"] += [ticket(tid) for tid in added]
+
+    merged = tickets.merge_index(_doc(mine["tickets"]), _doc(base), _doc(theirs["tickets"]))
+
+    assert merged is not None
+    got = {t["id"]: t for t in json.loads(merged)["tickets"]}
+    assert list(got) == [*ids, *added]  # the user's order, their tickets kept
+    for tid in ids:
+        assert got[tid]["state"] == ("COMPLETED" if tid in landed else "UNPROCESSED")
+        assert got[tid]["title"] == ("the user's title" if tid in retitled else f"Ticket {tid}")
+        assert len(got[tid].get("state_history", [])) == (tid in landed)
+    if not retitled and not added:
+        assert merged == _doc(theirs["tickets"])  # nothing of the user's: the landing's file
+
+
+def test_merge_index_adds_tickets_a_worker_added_and_keeps_a_removal_by_the_user() -> None:
+    base = [ticket("A-1"), ticket("A-2")]
+    theirs = [ticket("A-1", state="COMPLETED"), ticket("A-2"), ticket("W-1")]
+    mine = [ticket("A-1")]  # the user removed A-2
+
+    merged = tickets.merge_index(_doc(mine), _doc(base), _doc(theirs))
+
+    assert merged is not None
+    assert [(t["id"], t["state"]) for t in json.loads(merged)["tickets"]] == [
+        ("A-1", "COMPLETED"), ("W-1", "UNPROCESSED"),
+    ]  # fmt: skip
+
+
+def test_merge_index_declines_what_is_not_an_index() -> None:
+    good = _doc([ticket("A-1")])
+    assert tickets.merge_index(b'{"tickets": [', good, good) is None
+    assert tickets.merge_index(b'{"tickets": [], "tickets": []}', good, good) is None
+
+
+# ---- ticket states kept beside the index ----------------------------------------------------
+
+
+def test_run_states_lay_over_the_index_until_the_index_says_otherwise(tmp_path: Path) -> None:
+    path = write_index(tmp_path, [ticket("R-1"), ticket("R-2")])
+    before = path.read_bytes()
+    store = tickets.TicketStore(path, states=tmp_path / "state" / "tickets.json")
+    store.transition([("R-1", "IN_PROGRESS")], reason="started", run_id="r1")
+    store.transition(
+        [("R-1", "DEFERRED")], reason="failed", fields={"R-1": {"deferred_reason": "x"}}
+    )
+
+    assert path.read_bytes() == before  # the index is the user's: nothing transient in it
+    raw = store.load().raw["tickets"][0]
+    assert (raw["state"], raw["deferred_reason"]) == ("DEFERRED", "x")
+    assert [h["to"] for h in raw["state_history"]] == ["IN_PROGRESS", "DEFERRED"]
+
+    data = json.loads(path.read_text())  # the user sets the state in the index: theirs wins
+    data["tickets"][0]["state"] = "COMPLETED"
+    path.write_text(json.dumps(data))
+    assert {t.id: t.state for t in store.load().tickets} == {
+        "R-1": "COMPLETED",
+        "R-2": "UNPROCESSED",
+    }
+
+
+def test_a_landing_commits_completed_so_nothing_is_kept_beside_the_index(tmp_path: Path) -> None:
+    path = write_index(tmp_path, [ticket("R-1")])
+    states = tmp_path / "tickets.json"
+    store = tickets.TicketStore(path, states=states)
+    store.transition([("R-1", "IN_PROGRESS")])
+    data = json.loads(path.read_text())  # as the checkout brought it with the landing
+    data["tickets"][0]["state"] = "COMPLETED"
+    path.write_text(json.dumps(data))
+    landed = tickets.StateChange(ticket_id="R-1", state="COMPLETED", reason="landed",
+                                 committed=True)  # fmt: skip
+    store.record([landed])
+    assert json.loads(states.read_text()) == {"tickets": {}}
+
+    untracked = write_index(tmp_path / "u", [ticket("U-1")])  # no commit carried it
+    store = tickets.TicketStore(untracked, states=tmp_path / "u.json")
+    store.record([tickets.StateChange(ticket_id="U-1", state="COMPLETED", reason="landed")])
+    assert json.loads(untracked.read_text())["tickets"][0]["state"] == "COMPLETED"
+
+
+def test_corrupt_run_states_are_one_clear_error(tmp_path: Path) -> None:
+    path = write_index(tmp_path, [ticket("R-1")])
+    states = tmp_path / "tickets.json"
+    for text in ("{", "[]", '{"tickets": []}'):
+        states.write_text(text)
+        with pytest.raises(IndexFileError, match=r"tickets\.json") as caught:
+            tickets.TicketStore(path, states=states).load()
+        assert caught.value.hint and "delete it" in caught.value.hint

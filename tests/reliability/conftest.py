@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sage.lib.project import open_project
 from tests.conftest import git, write_index
 from tests.stream.conftest import trailers
 from tests.support.git_wrapper import git_wrapper
@@ -78,9 +79,16 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, 
 
 
 def index_data(repo: Path) -> dict[str, Any]:
-    """The index, which must always be valid JSON."""
-    data: dict[str, Any] = json.loads((repo / ".sage/tickets/index.json").read_text())
-    return data
+    """The index as sage sees it (the run's ticket states laid over it); the file itself must
+    always be valid JSON."""
+    json.loads((repo / ".sage/tickets/index.json").read_text())
+    return open_project(repo).ticket_store().load().raw
+
+
+def committed_state(repo: Path, commit: str, tid: str) -> str | None:
+    """A ticket's state in the index as committed in `commit`."""
+    data = json.loads(git(repo, "show", f"{commit}:.sage/tickets/index.json"))
+    return next((t.get("state") for t in data["tickets"] if t["id"] == tid), None)
 
 
 def worktree_paths(repo: Path) -> list[Path]:
@@ -123,7 +131,9 @@ def landed_exactly_once(repo: Path, ids: list[str], *, scratch_ok: bool = False)
     for raw in index_data(repo)["tickets"]:
         assert raw["state"] == "COMPLETED", (raw["id"], raw["state_history"][-3:])
         grep = f"--grep=^Sage-Ticket: {raw['id']}$"
-        assert raw["commits"] == [git(repo, "log", "-1", "--format=%H", grep, "main")]
+        commit = git(repo, "log", "-1", "--format=%H", grep, "main")
+        assert committed_state(repo, commit, raw["id"]) == "COMPLETED"  # with its landing
+        assert committed_state(repo, f"{commit}^", raw["id"]) != "COMPLETED"
     assert not list((repo / ".sage/queue").glob("*.json")), "entries left in the queue"
     extra = [p for p in worktree_paths(repo)[1:] if not (scratch_ok and p.name == "_verify")]
     assert extra == [], f"worktrees left: {extra}"

@@ -15,7 +15,6 @@ from sage.lib import git as sgit
 from sage.lib import worktrees
 from sage.lib.project import open_project
 from sage.lib.queue import CommitQueue
-from sage.lib.tickets import TicketStore
 from tests.conftest import CliResult, git
 from tests.lib.test_queue import landed_ids, setup, states, user_changes, work
 from tests.reliability.conftest import SAGE, moves_chain, reflog
@@ -27,11 +26,10 @@ from sage.lib import git as sgit
 from sage.lib import worktrees
 from sage.lib.project import open_project
 from sage.lib.queue import CommitQueue
-from sage.lib.tickets import TicketStore
 
 repo, gun = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 project = open_project(repo)
-q = CommitQueue(project, TicketStore(project.index_path), target_branch="main", lock_timeout=60)
+q = CommitQueue(project, project.ticket_store(), target_branch="main", lock_timeout=60)
 while not gun.exists():
     time.sleep(0.002)
 for job in sys.argv[3:]:
@@ -62,7 +60,7 @@ sys.exit(main(["queue", "process", "--json"]))
 
 def queue_of(repo: Path) -> CommitQueue:
     project = open_project(repo)
-    return CommitQueue(project, TicketStore(project.index_path), target_branch="main")
+    return CommitQueue(project, project.ticket_store(), target_branch="main")
 
 
 def landings_match_the_reflog(repo: Path, moves: list[tuple[str, str, str]]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sage.lib.project import open_project
 from tests.conftest import git, ticket, write_index
 
 
@@ -31,11 +32,16 @@ def writer(name: str, text: str = "x", sleep: float = 0.0, need: str | None = No
 
 
 def states(repo: Path) -> dict[str, str]:
-    data = json.loads((repo / ".sage/tickets/index.json").read_text())
-    return {t["id"]: t["state"] for t in data["tickets"]}
+    """Each ticket's state as sage sees it: the index, with the run's states laid over it."""
+    return {t.id: t.state for t in open_project(repo).ticket_store().load().tickets}
 
 
 def index_data(repo: Path) -> dict[str, Any]:
+    """The index as sage sees it (see `states`); `index_file` for the file alone."""
+    return open_project(repo).ticket_store().load().raw
+
+
+def index_file(repo: Path) -> dict[str, Any]:
     return json.loads((repo / ".sage/tickets/index.json").read_text())
 
 
@@ -63,4 +69,4 @@ def tickets_repo(repo: Path):
     return make
 
 
-__all__ = ["events", "index_data", "py", "states", "ticket", "trailers", "writer"]
+__all__ = ["events", "index_data", "index_file", "py", "states", "ticket", "trailers", "writer"]

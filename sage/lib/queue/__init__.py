@@ -2,14 +2,19 @@
 
 A file lock serializes every application, across processes. The parts, each in its module:
 entries on disk (`entries`), landing by merge, squash and compare-and-swap (`landing`), the
-`--verify` gate with bisection (`verify`), the user's checkout (`checkout`); recovery of what a
-crash left is `Landing.recover`. `CommitQueue` is the facade the stream and `sage queue` use.
-Only the ticket store writes the index: the queue hands it state changes.
+`--verify` gate with bisection (`verify`), the user's checkout (`checkout`, and `carry` for the
+user's edits in the way of its update); recovery of what a crash left is `Landing.recover`.
+`CommitQueue` is the facade the stream and `sage queue` use. Only the ticket store writes the
+index: the queue hands it state changes.
+
+`merges` (path → `Merge`) registers a merge for a path of the user's checkout: their uncommitted
+edit there never stops a landing, it is merged with the landed version (see `checkout`). A pass
+whose checkout update cannot finish (a full disk) raises `CheckoutBehind` after what it landed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +22,7 @@ from pathlib import Path
 from sage.lib import git, locks, policy, worktrees
 from sage.lib.errors import SageError
 from sage.lib.project import Project
+from sage.lib.queue.checkout import CheckoutBehind, Merge, Merged, merge_text
 from sage.lib.queue.entries import (
     REJECTED,
     RETRYABLE,
@@ -33,8 +39,9 @@ from sage.lib.queue.verify import VERIFY_DIR, Verifier
 from sage.lib.tickets import StateChange, TicketStore, now
 
 __all__ = [
-    "MAX_RACES", "REJECTED", "RETRYABLE", "TRAILER", "VERIFY_DIR", "CommitQueue", "Landed",
-    "Outcome", "QueueEntry", "Rejected", "Status", "read_entry", "squash_message", "step_hook",
+    "MAX_RACES", "REJECTED", "RETRYABLE", "TRAILER", "VERIFY_DIR", "CheckoutBehind", "CommitQueue",
+    "Landed", "Merge", "Merged", "Outcome", "QueueEntry", "Rejected", "Status", "merge_text",
+    "read_entry", "squash_message", "step_hook",
 ]  # fmt: skip
 
 # Crash-safety tests set this to kill the process between the steps of an application.
@@ -47,7 +54,7 @@ class CommitQueue:
     def __init__(
         self, project: Project, store: TicketStore, *, target_branch: str,
         verify: Sequence[str] = (), verify_batch: bool = True, lock_timeout: float = 60.0,
-        verify_timeout: float = 0.0, run_id: str = "",
+        verify_timeout: float = 0.0, run_id: str = "", merges: Mapping[str, Merge] | None = None,
     ) -> None:  # fmt: skip
         self.project, self.store, self.root = project, store, project.root
         self.target = target_branch.removeprefix("refs/heads/")
@@ -58,7 +65,7 @@ class CommitQueue:
                                  batch=verify_batch, timeout=verify_timeout)  # fmt: skip
         self.landing = Landing(
             project.root, self.target, self.entries, store, self.verifier,
-            worktrees_dir=project.worktrees_dir, verify=verify, run_id=run_id,
+            worktrees_dir=project.worktrees_dir, verify=verify, run_id=run_id, merges=merges,
         )  # fmt: skip
 
     @property
@@ -108,17 +115,24 @@ class CommitQueue:
 
         `notify` hears of each landing as soon as it is recorded, before its worktree and branch
         are cleaned up, so a stream can start the dependents that much earlier.
+
+        CheckoutBehind: the user's checkout could not follow a landing (this pass's, or one
+        before it); what landed was recorded (and told to `notify`), nothing more lands.
         """
-        self.landing.notify = notify
+        self.landing.notify, self.landing.behind = notify, None
         with self._lock():
             recovered: list[Outcome] = list(self.landing.recover())
             outcomes = self.landing.run(self.entries.queued())
+            if self.landing.behind is not None:
+                raise self.landing.behind
             return recovered + sorted(outcomes, key=lambda o: o.entry.seq)
 
     def recover(self) -> list[Landed]:
         """At the start of a run: finish applications whose ref moved before a crash and queue
         the others again. A rejection nobody settled (the run died first) is queued again too,
-        its attempt uncounted, so that the next `process()` reports it once more."""
+        its attempt uncounted, so that the next `process()` reports it once more. CheckoutBehind
+        when the user's checkout still cannot follow a landing."""
+        self.landing.behind = None
         with self._lock():
             landed = self.landing.recover()
             for entry in self.entries.active():

@@ -4,6 +4,9 @@ A pass stacks the waiting entries' squash commits on the target's head (`merge-t
 --write-tree`, `commit-tree`: no working tree is touched), verifies the stack, records the
 entries as "applying" with the old and new heads, and only then moves the ref from the head it
 was computed on. If the ref moved meanwhile, everything is computed again on the new head.
+Then the user's checkout of the target follows (`checkout`); the target never moves back. A
+checkout that cannot follow yet keeps the entries "applying" and stops the queue (`behind`)
+until a pass finishes its update.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ import random
 import shlex
 import shutil
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sage.lib import git
+from sage.lib import files, git, objects, tickets
 from sage.lib.errors import GitError, RefRefused, SageError
 from sage.lib.queue import checkout
 from sage.lib.queue.entries import Entries, QueueEntry, Status, step
 from sage.lib.queue.verify import Verifier
-from sage.lib.tickets import StateChange, TicketStore, now
+from sage.lib.tickets import StateChange, TicketStore, now, parse_document, record_changes
 
 SLOTS_DIR = "_slots"  # worker slots' worktrees, under the worktrees folder (see executors)
 ACCEPTED = "refs/sage/accepted/"  # a target head the user says to land on, rewritten or not
@@ -42,6 +47,7 @@ class Landed:
 
     entry: QueueEntry
     commit: str
+    warnings: tuple[str, ...] = ()  # about the user's checkout: their edits carried over
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,12 +80,21 @@ class Landing:
     def __init__(
         self, root: Path, target: str, entries: Entries, store: TicketStore, verifier: Verifier,
         *, worktrees_dir: Path, verify: Sequence[str] = (), run_id: str = "",
+        merges: Mapping[str, checkout.Merge] | None = None,
     ) -> None:  # fmt: skip
         self.root, self.target, self.ref = root, target, f"refs/heads/{target}"
         self.entries, self.store, self.verifier = entries, store, verifier
         self.worktrees_dir, self.verify, self.run_id = worktrees_dir, tuple(verify), run_id
+        self.merges: dict[str, checkout.Merge] = dict(merges or {})
         self.notify: Callable[[Landed], None] | None = None
+        self.behind: checkout.CheckoutBehind | None = None  # the checkout could not follow
         self._head: str | None = None  # where this process last moved the target
+        self.index_in_repo = _inside(store.path, root) if store.states is not None else None
+        self._index_tracked: bool | None = None  # is the index in the target's tree
+        if self.index_in_repo is not None:  # the user may edit the index while sage lands
+            self.merges.setdefault(self.index_in_repo, merge_index)
+        # The checkout update under way, recorded beside the entries (see `checkout.follow`).
+        self.record = entries.queue_dir / f"checkout-{urllib.parse.quote(target, safe='')}.json"
 
     def target_head(self) -> str:
         head = git.rev_parse(self.root, self.ref)
@@ -108,6 +123,8 @@ class Landing:
                 self._command(stack), [(c.entry.ticket_id, c.commit) for c in stack]
             )
             landed = self._land(onto, stack[:passed])
+            if self.behind is not None:  # landed, but the checkout is behind: nothing more
+                return outcomes
             if landed is None:  # the target moved meanwhile: compute everything again on it
                 self._head = None
                 races += 1
@@ -178,9 +195,24 @@ class Landing:
             if not merged.clean:
                 return self._collision(entry, onto, merged.conflicts)
             tree = merged.tree
+        tree = self._completed_in(tree, entry)
         env = git.identity_env(self.root)
         commit = git.commit_tree(self.root, tree, [onto], entry.message, env=env)
         return _Candidate(entry=entry, commit=commit)
+
+    def _completed_in(self, tree: str, entry: QueueEntry) -> str:
+        """The tree with the ticket COMPLETED in the index it carries: the landing commit says
+        the ticket is done, so the index in the user's checkout does once it follows."""
+        if self.index_in_repo is None:
+            return tree
+        change = self._completed(entry, committed=True)
+        edited = objects.edit_file(
+            self.root, tree.removesuffix("^{tree}"), self.index_in_repo,
+            lambda blob: completed_blob(blob, change),
+        )  # fmt: skip
+        if edited is not None:
+            self._index_tracked = True
+        return edited or tree
 
     def _collision(self, entry: QueueEntry, onto: str, paths: tuple[str, ...]) -> Rejected:
         touched = git.tickets_touching(self.root, entry.base, onto, paths)
@@ -220,7 +252,7 @@ class Landing:
         if not stack:
             return []
         new, trees = stack[-1].commit, git.checkouts(self.root)
-        blocker = checkout.follow(self.checkout(trees), onto, new, dry_run=True)
+        blocker = checkout.check(self.checkout(trees), onto, new, merges=self.merges)
         if blocker:
             return [self._blocked(c.entry, blocker) for c in stack]
         stamp = now()
@@ -245,36 +277,57 @@ class Landing:
         return self.after_move(entries, onto, new, trees)
 
     def after_move(
-        self, entries: Sequence[QueueEntry], old: str, new: str, trees: Mapping[Path, str | None]
-    ) -> list[Outcome]:
-        """Bring the user's checkout of the target along; if their changes got in the way since
-        the dry run, put the ref back (unless something was built on it already)."""
-        blocker = checkout.follow(self.checkout(trees), old, new, dry_run=False)
-        if blocker and git.update_ref(self.root, self.ref, old, new):
-            back = self.entries.requeue(entries, reason=f"blocked: {blocker}")
-            return [Rejected(entry=e, kind="blocked", detail=blocker) for e in back]
+        self, entries: Sequence[QueueEntry], old: str, new: str, trees: Mapping[Path, str | None],
+        warnings: Sequence[str] = (),
+    ) -> list[Outcome]:  # fmt: skip
+        """Bring the user's checkout of the target along; the target stays where it is. If the
+        checkout cannot follow now (a full disk, a lock held too long), its update stays recorded,
+        the entries stay "applying", and `behind` says why: the next pass finishes both."""
+        with self._index_held():
+            followed = checkout.follow(self.record, self.checkout(trees), self.ref, old, new,
+                                       merges=self.merges)  # fmt: skip
+        if followed.behind:
+            self.behind = self._behind(entries, followed)
+            return []
         step("checkout")
-        return list(self.finish(entries, trees))
+        return list(self.finish(entries, trees, (*warnings, *followed.warnings)))
+
+    def _behind(
+        self, entries: Sequence[QueueEntry], followed: checkout.Followed
+    ) -> checkout.CheckoutBehind:
+        landed = ", ".join(f"{e.ticket_id} ({str(e.new_target)[:12]})" for e in entries)
+        what = f"{landed} landed on {self.target}, but " if landed else ""
+        return checkout.CheckoutBehind(f"{what}{followed.behind}", hint=followed.hint)
+
+    def _index_held(self) -> AbstractContextManager[object]:
+        """The index's lock while the checkout follows: `sage add` never writes the index
+        between the update reading and writing it."""
+        return self.store.lock if self.index_in_repo is not None else nullcontext()
 
     def checkout(self, trees: Mapping[Path, str | None]) -> Path | None:
         return next((path for path, branch in trees.items() if branch == self.ref), None)
 
     def finish(
-        self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]
-    ) -> list[Landed]:
+        self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None],
+        warnings: Sequence[str] = (),
+    ) -> list[Landed]:  # fmt: skip
         """The ref has moved: tickets COMPLETED, branches and worktrees gone, entries archived.
-        A recovery may run every step again, so each is idempotent."""
+        A recovery may run every step again, so each is idempotent. `warnings` (about the user's
+        checkout) go with the top entry's outcome."""
         landed = [
             replace(e, status=Status.LANDED, landed_commit=e.new_target,
                     landed_at=e.landed_at or now())
             for e in entries
         ]  # fmt: skip
-        self.store.record([self._completed(e) for e in landed])
+        committed = self._tracked(landed[-1].new_target) if landed else False
+        self.store.record([self._completed(e, committed=committed) for e in landed])
         step("completed")
         for entry in landed:
             self.entries.archive(entry)
         step("archived")
         outcomes = [Landed(entry=e, commit=str(e.landed_commit)) for e in landed]
+        if outcomes and warnings:
+            outcomes[-1] = replace(outcomes[-1], warnings=tuple(warnings))
         if self.notify is not None:
             for outcome in outcomes:
                 self.notify(outcome)
@@ -283,13 +336,24 @@ class Landing:
         step("cleaned")
         return outcomes
 
-    def _completed(self, entry: QueueEntry) -> StateChange:
+    def _completed(self, entry: QueueEntry, *, committed: bool) -> StateChange:
+        """In the landing commit (`committed`): no commit id, which the commit cannot hold."""
         commit = str(entry.landed_commit)
+        where = f"landed on {self.target}" + ("" if committed else f" as {commit[:12]}")
+        fields = {} if committed else {"commits": [entry.landed_commit]}
         return StateChange(
-            ticket_id=entry.ticket_id, state="COMPLETED",
-            reason=f"landed on {self.target} as {commit[:12]}", run_id=entry.run_id or self.run_id,
-            fields={"commits": [entry.landed_commit], "landed_at": entry.landed_at},
+            ticket_id=entry.ticket_id, state="COMPLETED", reason=where, committed=committed,
+            run_id=entry.run_id or self.run_id, fields=fields,
         )  # fmt: skip
+
+    def _tracked(self, commit: str | None) -> bool:
+        """Whether landing commits carry the index (it is in the target's tree)."""
+        if self.index_in_repo is None or not commit:
+            return False
+        if self._index_tracked is None:
+            spec = f"{commit}:{self.index_in_repo}"
+            self._index_tracked = objects.read(self.root, [spec])[0] is not None
+        return self._index_tracked
 
     def cleanup(self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]) -> None:
         """Remove the tickets' worktrees and branches, unless a branch moved on since it was
@@ -326,7 +390,10 @@ class Landing:
             git.run(self.root, "worktree", "prune")
 
     def recover(self) -> list[Landed]:
-        """Entries left "applying" by a crash: finish those whose ref moved, queue the rest."""
+        """What a crash left: first the checkout update under way, finished (or CheckoutBehind
+        raised: nothing lands on a checkout that is behind); then the entries left "applying":
+        those whose ref moved are finished, the rest queued again."""
+        warnings = self.catch_up(git.checkouts(self.root))
         applying = [e for e in self.entries.active() if e.status == Status.APPLYING]
         if not applying:
             return []
@@ -338,13 +405,53 @@ class Landing:
         trees = git.checkouts(self.root)
         top = next((e for e in moved if e.new_target == head), None)
         if top is None or top.old_target is None:  # built upon since: the checkout followed
-            return self.finish(moved, trees)
+            return self.finish(moved, trees, warnings)
         # Nothing moved the ref since: the crash may have come before the checkout followed.
-        outcomes = self.after_move(moved, top.old_target, head, trees)
+        outcomes = self.after_move(moved, top.old_target, head, trees, warnings)
+        if self.behind is not None:
+            raise self.behind
         return [o for o in outcomes if isinstance(o, Landed)]
+
+    def catch_up(self, trees: Mapping[Path, str | None]) -> tuple[str, ...]:
+        """Finish a checkout update a pass left unfinished; its warnings. CheckoutBehind if it
+        still cannot be finished."""
+        with self._index_held():
+            followed = checkout.resume(self.record, trees, merges=self.merges)
+        if followed is None:
+            return ()
+        if followed.behind:
+            applying = [e for e in self.entries.active() if e.status == Status.APPLYING]
+            raise self._behind(applying, followed)
+        return followed.warnings
 
     def _reached(self, commit: str, head: str) -> bool:
         return commit == head or git.is_ancestor(self.root, commit, head)
+
+
+def completed_blob(blob: bytes, change: StateChange) -> bytes | None:
+    """The index file's content with `change` recorded; None if it is not an index."""
+    try:
+        raw = parse_document(blob.decode("utf-8"))
+    except (UnicodeDecodeError, SageError):
+        return None  # not valid (a conflict, a hand edit): the run's state says COMPLETED
+    record_changes(raw, [change])
+    return files.json_text(raw).encode("utf-8")
+
+
+def merge_index(mine: bytes, base: bytes, theirs: bytes) -> checkout.Merged:
+    """The user's uncommitted index and a landing's (`tickets.merge_index`); one that is not
+    valid JSON is merged as text instead."""
+    merged = tickets.merge_index(mine, base, theirs)
+    if merged is None:
+        raise ValueError("not a valid index: merged as text")
+    return checkout.Merged(merged)
+
+
+def _inside(path: Path, root: Path) -> str | None:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None
 
 
 def _detail(outcomes: Sequence[Outcome]) -> str:

@@ -1,0 +1,54 @@
+"""The index is the user's while a stream runs: their uncommitted edits (a new ticket, a
+retitled one) and the landings' COMPLETED both survive, and nothing is blocked by them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+from tests.conftest import git, ticket, wait_for
+from tests.reliability.conftest import SAGE, committed_state
+from tests.stream.conftest import index_file, py, states, trailers
+
+
+def test_editing_the_index_during_a_run_blocks_nothing_and_loses_no_edit(
+    repo: Path, tickets_repo
+) -> None:
+    gate = repo.parent / "gate"
+    waits = py(
+        f"import pathlib,time\nwhile not pathlib.Path({str(gate)!r}).exists(): time.sleep(0.01)\n"
+        "pathlib.Path('b.txt').write_text('b')"
+    )
+    first = py("import pathlib; pathlib.Path('a.txt').write_text('a')")
+    tickets_repo([ticket("E-1", command=first), ticket("E-2", command=waits),
+                  ticket("E-3", "E-1", command=py("open('c.txt', 'w').write('c')"))])  # fmt: skip
+    run = subprocess.Popen([*SAGE, "stream", "--auto", "--parallel", "2"], cwd=repo,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(run.communicate(timeout=120)))
+    reader.start()
+    wait_for(lambda: "E-1" in trailers(repo), timeout=60)
+
+    # The user, mid-run: a new ticket and a better title, not committed.
+    index = repo / ".sage/tickets/index.json"
+    data = json.loads(index.read_text())
+    data["tickets"][1]["title"] = "Wait for the gate, then write b"
+    data["tickets"].append(ticket("E-9", title="Later, by hand"))
+    index.write_text(json.dumps(data, indent=2) + "\n")
+    gate.write_text("")
+    reader.join(timeout=120)
+
+    assert run.returncode == 0, out
+    assert sorted(trailers(repo)) == ["E-1", "E-2", "E-3"]  # nothing blocked by the edit
+    mine = {t["id"]: t for t in index_file(repo)["tickets"]}
+    assert mine["E-2"]["title"] == "Wait for the gate, then write b"  # the user's edits…
+    assert mine["E-9"]["title"] == "Later, by hand"
+    assert [mine[t]["state"] for t in ("E-1", "E-2", "E-3")] == ["COMPLETED"] * 3  # …and sage's
+    assert states(repo)["E-9"] == "UNPROCESSED"
+    head = git(repo, "rev-parse", "main")
+    assert committed_state(repo, head, "E-9") is None  # the user's edit stays theirs to commit
+    changed = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "-uno"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert changed.splitlines() == [" M .sage/tickets/index.json"], changed
