@@ -34,6 +34,7 @@ from typing import Any
 
 from bench.run import Options, Row, row
 from bench.stream import git
+from sage.lib.project import state_dir
 
 SECTION = "conflicts"
 SHARED = ("REGISTRY.md", "CHANGELOG.md", "docs/index.md")
@@ -158,7 +159,7 @@ def _summary(stdout: str) -> dict[str, Any] | None:
 
 
 def _events(repo: Path, run_id: str) -> list[dict[str, Any]]:
-    path = repo / ".sage" / "runs" / run_id / "events.jsonl"
+    path = state_dir(repo, is_git=True) / "runs" / run_id / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.run import Options, Row, best_of, row
 from sage.lib import dask_executor, executors, git
+from sage.lib import project as projects
 from sage.lib.tickets import Ticket
 from sage.lib.workers import WorkerJob, WorkerResult
 
@@ -30,13 +31,14 @@ STARTUP_LIMIT = 10.0  # seconds for a 1-worker LocalCluster
 def run(options: Options) -> list[Row]:
     repeat = 5 if options.quick else 20
     repo = _repo(options.workdir / "dask-overhead")
-    local = executors.LocalExecutor(repo, repo / ".sage/worktrees", repo / ".sage/locks", 1)
+    where = projects.open_project(repo)
+    local = executors.LocalExecutor(repo, where.worktrees_dir, where.locks_dir / "workers", 1)
     started = time.perf_counter()
     client, cluster = dask_executor.connect("local", workers=1)
     startup = time.perf_counter() - started
     dask = dask_executor.DaskExecutor(repo, client, slots=1, cluster=cluster)
     try:
-        runs = {"local": _ticket(local, repo, "L"), "dask": _ticket(dask, repo, "D")}
+        runs = {"local": _ticket(local, where, "L"), "dask": _ticket(dask, where, "D")}
         best = best_of(runs, repeat)
     finally:
         local.shutdown()
@@ -52,14 +54,14 @@ def run(options: Options) -> list[Row]:
     ]  # fmt: skip
 
 
-def _ticket(executor: Any, repo: Path, prefix: str) -> Callable[[], None]:
+def _ticket(executor: Any, where: projects.Project, prefix: str) -> Callable[[], None]:
     """One fresh ticket through `executor`, waited for; a new ID per call."""
     numbers = itertools.count(1)
     submit: Callable[[WorkerJob, Callable[[WorkerResult], None]], None] = executor.submit
 
     def one() -> None:
         results: queue.Queue[WorkerResult] = queue.Queue()
-        submit(_job(repo, f"{prefix}-{next(numbers)}"), results.put)
+        submit(_job(where, f"{prefix}-{next(numbers)}"), results.put)
         result = results.get(timeout=120)
         if not result.ok:
             raise RuntimeError(f"bench ticket {result.ticket_id} failed: {result.detail}")
@@ -67,19 +69,20 @@ def _ticket(executor: Any, repo: Path, prefix: str) -> Callable[[], None]:
     return one
 
 
-def _job(repo: Path, tid: str) -> WorkerJob:
-    run_dir = repo / ".sage/runs/bench"
+def _job(where: projects.Project, tid: str) -> WorkerJob:
+    run_dir = where.runs_dir / "bench"
+    run_dir.mkdir(parents=True, exist_ok=True)
     context = run_dir / f"{tid}.context.md"
     context.write_text(f"# {tid}\n", encoding="utf-8")
     return WorkerJob(
         ticket=Ticket(id=tid, title=f"bench {tid}", allow_empty=True), run_id="bench", attempt=1,
-        base=git.git(repo, "rev-parse", "HEAD"), argv=("true",), timeout=60.0,
+        base=git.git(where.root, "rev-parse", "HEAD"), argv=("true",), timeout=60.0,
         log=run_dir / f"{tid}.log", context_file=context,
     )  # fmt: skip
 
 
 def _repo(repo: Path) -> Path:
-    (repo / ".sage/runs/bench").mkdir(parents=True)
+    repo.mkdir(parents=True)
     (repo / ".gitignore").write_text(".sage/\n", encoding="utf-8")
     git.git(repo, "init", "-q", "-b", "main")
     git.git(repo, "config", "user.name", "bench")

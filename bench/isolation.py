@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.run import Options, Row, row
-from sage.lib import worktrees
+from sage.lib import project, worktrees
 
 SECTION = "isolation"
 IDENTITY = {
@@ -67,7 +67,7 @@ Ticket = Callable[[int], None]
 
 def fresh_worktrees(repo: Path, base: str) -> Ticket:
     def ticket(i: int) -> None:
-        path = repo / ".sage" / "worktrees" / f"T-{i}"
+        path = project.open_project(repo).worktrees_dir / f"T-{i}"
         worktrees.create(repo, path, f"sage/T-{i}", base)
         commit(path, i)
         worktrees.remove(repo, path)
@@ -76,10 +76,11 @@ def fresh_worktrees(repo: Path, base: str) -> Ticket:
 
 
 def slots(repo: Path, base: str) -> Ticket:
-    worktrees.prepare_slot(repo, repo / ".sage" / "slots", 0, "warm", base)  # created once
+    folder = project.open_project(repo).worktrees_dir / "_slots"
+    worktrees.prepare_slot(repo, folder, 0, "warm", base)  # created once
 
     def ticket(i: int) -> None:
-        slot = worktrees.prepare_slot(repo, repo / ".sage" / "slots", 0, f"S-{i}", base)
+        slot = worktrees.prepare_slot(repo, folder, 0, f"S-{i}", base)
         commit(slot.path, i)
 
     return ticket

@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="sage-bench-") as tmp:
+        os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")  # the worktrees: scratch too
         options = Options(
             quick=args.quick, workdir=Path(tmp), conflict_variants=tuple(args.conflict_variants)
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -30,6 +31,8 @@ from sage.commands import (
     stream,
     validate,
 )
+from sage.lib import files
+from sage.lib import project as projects
 from sage.lib.errors import SageError
 
 EXIT_CODES = """\
@@ -85,15 +88,22 @@ def report_error(exc: SageError) -> None:
 
 def _save_traceback() -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    folder = Path(".sage/logs") if Path(".sage").is_dir() else Path.home() / ".cache" / "sage"
+    path = _crash_folder() / f"crash-{stamp}.log"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"crash-{stamp}.log"
-        path.write_text(traceback.format_exc(), encoding="utf-8")
+        files.write_atomic(path, traceback.format_exc())
     except OSError:
         path = Path("/dev/stderr")
         traceback.print_exc()
     return path
+
+
+def _crash_folder() -> Path:
+    """The run state's `logs/` in a repository (`<git common dir>/sage/logs`), else the cache."""
+    with contextlib.suppress(Exception):  # what crashed may be git itself
+        root, is_git = projects.find_root(Path.cwd())
+        if is_git:
+            return projects.state_dir(root, is_git=True) / "logs"
+    return Path.home() / ".cache" / "sage"
 
 
 def _usage_error(exc: Exception) -> int | None:

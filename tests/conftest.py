@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -42,6 +43,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(key)
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig-global"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    # worktrees go to the user's cache: this test's own, beside (not in) tmp_path, which is
+    # often a repository itself
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path.with_name(f"{tmp_path.name}-cache")))
     for key, value in GIT_IDENTITY.items():
         monkeypatch.setenv(key, value)
 
@@ -51,6 +55,23 @@ def git(repo: Path, *args: str) -> str:
         ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
     )
     return done.stdout.strip()
+
+
+def state_dir(repo: Path) -> Path:
+    """Where sage keeps a repository's run state (runs, queue, locks, logs): `<git common
+    dir>/sage/`, the rule `Project.state_dir` follows."""
+    common = git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")
+    return Path(common) / "sage"
+
+
+def worktrees_dir(repo: Path) -> Path:
+    """Where sage puts a repository's worktrees: `$XDG_CACHE_HOME/sage/worktrees/<name>-<hash of
+    the state dir>`, the rule `Project.worktrees_dir` follows."""
+    state = state_dir(repo)
+    main = state.parent.parent if state.parent.name == ".git" else repo
+    digest = hashlib.sha256(str(state).encode()).hexdigest()[:12]
+    cache = Path(os.environ["XDG_CACHE_HOME"]).resolve()
+    return cache / "sage" / "worktrees" / f"{main.name}-{digest}"
 
 
 def write_index(
@@ -78,14 +99,12 @@ def ticket(tid: str, *deps: str, **fields: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A git repository on branch main with one commit and `.sage/` ignored."""
+    """A git repository on branch main with one commit (lock files ignored)."""
     path = tmp_path / "repo"
     path.mkdir()
     git(path, "init", "-q", "-b", "main")
     (path / "README.md").write_text("hello\n")
-    (path / ".gitignore").write_text(
-        ".sage/runs/\n.sage/queue/\n.sage/worktrees/\n.sage/locks/\n.sage/logs/\n*.lock\n"
-    )
+    (path / ".gitignore").write_text("*.lock\n")
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "initial")
     return path

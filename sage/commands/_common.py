@@ -9,12 +9,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sage.lib import lazy, tickets
 from sage.lib import project as projects
-from sage.lib import tickets
 from sage.lib.errors import ValidationFailed
 
 if TYPE_CHECKING:
     import networkx as nx
+
+    from sage.lib import legacy
+else:  # imported on first use: every command (and git hook) starts faster
+    legacy = lazy.module("sage.lib.legacy")
 
 IndexOpt = Annotated[
     str | None,
@@ -30,6 +34,19 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 
 def open_project(index: str | None, **overrides: Any) -> projects.Project:
     return projects.open_project(Path.cwd(), index=index, overrides=overrides)
+
+
+def open_state(index: str | None, **overrides: Any) -> projects.Project:
+    """The project, for a command that uses run state: what an older sage kept in `.sage/`
+    moves to where this one keeps it first (`sage.lib.legacy`), and is said so on stderr."""
+    project = open_project(index, **overrides)
+    adopt(project)
+    return project
+
+
+def adopt(project: projects.Project) -> None:
+    for note in legacy.adopt(project):
+        typer.echo(f"note: {note}", err=True)
 
 
 def load_index(index: str | None) -> tuple[projects.Project, tickets.Index]:

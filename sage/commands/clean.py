@@ -7,14 +7,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sage.commands._common import IndexOpt, open_project, relative
+from sage.commands._common import IndexOpt, adopt, open_project, relative
 from sage.lib import lazy
 
 if TYPE_CHECKING:
-    from sage.lib import clean, runs
+    from sage.lib import clean, legacy, runs
     from sage.lib.clean import Item
+    from sage.lib.project import Project
 else:  # imported on first use: every command (and git hook) starts faster
     clean = lazy.module("sage.lib.clean")
+    legacy = lazy.module("sage.lib.legacy")
     runs = lazy.module("sage.lib.runs")
 
 
@@ -44,12 +46,23 @@ def command(
     project.require_git()
     branch = runs.target_branch(project, project.config.target_branch)
     if dry_run:
+        _say_leftovers(project)
         return _report(clean.survey(project, branch, keep_runs=keep_runs), dry_run=True)
+    adopt(project)
     with clean.quiet(project):
         items = clean.survey(project, branch, keep_runs=keep_runs)
         for item in items:
             clean.remove(project, item)
     return _report(items, dry_run=False)
+
+
+def _say_leftovers(project: Project) -> None:
+    found = legacy.leftovers(project)
+    if found:
+        folders = ", ".join(f".sage/{name}/" for name in found)
+        typer.echo(f"note: {folders}: an older sage's run state, which `sage clean` (or any "
+                   f"command that uses run state) moves to {project.shown(project.state_dir)}",
+                   err=True)  # fmt: skip
 
 
 def _report(items: list[Item], *, dry_run: bool) -> int:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sage.commands._common import IndexOpt, open_project
+from sage.commands._common import IndexOpt, open_state
 from sage.lib import logs
 
 Follow = Annotated[
@@ -29,7 +29,7 @@ def command(
     With --follow, keep printing what the worker writes until its attempt ends (or the stream
     stops); Ctrl+C stops following and leaves the worker alone.
     """
-    project = open_project(index)
+    project = open_state(index)
     path = logs.find(project, ticket_id, run)
     if not follow:
         sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sage.commands._common import IndexOpt, JsonOpt, emit_json, open_project
+from sage.commands._common import IndexOpt, JsonOpt, emit_json, open_state
 from sage.lib import lazy
 from sage.lib.project import Project
 
@@ -46,7 +46,7 @@ TargetOpt = Annotated[
 def _open(
     index: str | None, target: str | None, verify: str | None = None
 ) -> tuple[commit_queue.CommitQueue, Project]:
-    project = open_project(index, verify=verify, target_branch=target)
+    project = open_state(index, verify=verify, target_branch=target)
     project.require_git()
     cfg = project.config
     queue = commit_queue.CommitQueue(

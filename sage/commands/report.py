@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sage.commands._common import IndexOpt, checked, open_project, relative
+from sage.commands._common import IndexOpt, checked, open_state, relative
 from sage.lib import lazy
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ Run = Annotated[
 Output = Annotated[
     Path | None,
     typer.Option("--output", "-o", metavar="FILE", help="Where to write it "
-                 "(default: .sage/runs/<run-id>/report.html)."),
+                 "(default: report.html in the run's folder, .git/sage/runs/<run-id>/)."),
 ]  # fmt: skip
 
 
@@ -34,7 +34,7 @@ def command(run: Run = None, output: Output = None, index: IndexOpt = None) -> i
     The page is self-contained (inline CSS and SVG, no script, nothing fetched): open it in any
     browser, attach it to a ticket, archive it.
     """
-    project = open_project(index)
+    project = open_state(index)
     folder = history.find_run(project, run)
     idx, _ = checked(project)
     live = history.stream_holder(project) is not None and folder == history.run_dirs(project)[0]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_project
+from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_state
 from sage.lib import lazy
 from sage.lib.history import History, parse_time
 
@@ -22,9 +22,10 @@ def command(json: JsonOpt = False, index: IndexOpt = None) -> int:
     commit queue, the tickets ready, waiting on dependencies or blocked (and by what), and about
     how long the open tickets take.
 
-    Read-only: safe to run from another terminal while a stream runs.
+    Read-only: safe to run from another terminal while a stream runs. (Only the first command
+    after upgrading from a sage that kept its run state in .sage/ moves that state.)
     """
-    project = open_project(index)
+    project = open_state(index)
     idx, graph = checked(project)
     found = statuses.read(project, idx, graph)
     if json:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sage.commands import _progress
-from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_project
+from sage.commands._common import IndexOpt, JsonOpt, adopt, checked, emit_json, open_project
 from sage.commands.plan import render as render_plan
 from sage.lib import config as configuration
 from sage.lib import graph as dag
@@ -98,6 +98,9 @@ def command(
 ) -> int:
     """Run ready tickets, each in its own git worktree, and land them one commit at a time.
 
+    Logs, events and the commit queue go to the repository's git dir (.git/sage/), the workers'
+    worktrees to the user's cache (~/.cache/sage/worktrees/); .sage/ holds only your files.
+
     Exit 0 when every ticket it took on landed; 1 when any was deferred or blocked; 3 when it
     stopped early (--on-error fail, or a "no" at the prompt); 130 on Ctrl+C. Without --auto it
     asks before each ticket, which needs a terminal: exit 2 when stdin is not one.
@@ -108,6 +111,7 @@ def command(
     if dry_run:
         return _dry_run(project, parallel or cfg.workers, json)
     project.require_git()
+    adopt(project)
     project.require_writable()
     with runs.exclusive(project):
         loaded = runs.load(project)
@@ -185,9 +189,12 @@ def _options(project: Project, cfg: configuration.Config, workers: int) -> strea
 
 
 def _dry_run(project: Project, parallel: str, json: bool) -> int:
+    from sage.lib.queue.landing import SLOTS_DIR
+
     idx, graph = checked(project)
     plan = scheduler.plan(idx.tickets, graph, parallel)
-    starts = [(t.id, _argv(t, project.config)) for t in dag.ready(idx.tickets, graph)]
+    slots = project.shown(project.worktrees_dir / SLOTS_DIR / "slot-<k>")
+    starts = [(t.id, _argv(t, project.config, slots)) for t in dag.ready(idx.tickets, graph)]
     if json:
         would = [{"ticket": tid, "argv": argv if isinstance(argv, list) else None,
                   "error": argv if isinstance(argv, str) else None} for tid, argv in starts]  # fmt: skip
@@ -201,13 +208,12 @@ def _dry_run(project: Project, parallel: str, json: bool) -> int:
     return 0
 
 
-def _argv(ticket: Ticket, cfg: configuration.Config) -> list[str] | str:
+def _argv(ticket: Ticket, cfg: configuration.Config, where: str) -> list[str] | str:
     """The argv the ticket would run, or why it cannot (no worker configured)."""
     try:
         argv = workers.argv_for(ticket, cfg.worker, cfg.agents)
     except SageError as exc:
         return exc.message
-    where = ".sage/worktrees/_slots/slot-<k>"
     return workers.fill(argv, ticket, worktree=where, context_file="<context file>")
 
 

@@ -47,7 +47,7 @@ PROMPT = (
     "ticket and its context. Make the change in the current directory (a git worktree of the "
     "project) and run the project's tests or checks if it has any. Do not commit: sage commits "
     "whatever you leave in the worktree as '{ticket_id}: {title}'. Change only what the ticket "
-    "needs (no ignore rules, nothing under .sage/). If the context file starts with a "
+    "needs (no ignore rules; leave the ticket index alone). If the context file starts with a "
     "'Resolve' section, your previous attempt is already merged in with conflict markers: "
     "resolve them keeping both intents instead of starting over. Nobody will answer "
     "questions: decide yourself."

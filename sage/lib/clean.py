@@ -9,6 +9,9 @@ remove; anything holding work the target branch does not have is kept, and said 
 - worker slots' worktrees (`_slots/slot-<k>`), kept between runs: made and set up again when
   needed (the branch a slot has checked out is judged as a branch, like any other);
 - run folders (events and logs) older than the newest few.
+
+All of it is where `Project` keeps run state (`<git common dir>/sage/`, the worktrees in the
+user's cache); what an older sage left in `.sage/` is moved there first (`sage.lib.legacy`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def survey(project: Project, target: str, *, keep_runs: int = KEEP_RUNS) -> list
 
 
 def ticket_worktrees(project: Project, target: str) -> list[Item]:
-    """Ticket worktrees a run left (`.sage/worktrees/<ID>`; not the slots', which runs reuse)."""
+    """Ticket worktrees a run left (`<worktrees dir>/<ID>`; not the slots', which runs reuse)."""
     items = []
     for path, ref in git.worktrees(project.root).items():
         if path.parent != project.worktrees_dir or path.name == VERIFY_DIR:

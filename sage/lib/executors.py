@@ -27,7 +27,7 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs each job in its worker slot's worktree (`.sage/worktrees/_slots/slot-<k>`, kept and
+    """Runs each job in its worker slot's worktree (`<worktrees dir>/_slots/slot-<k>`, kept and
     reused across tickets and runs) on this machine; remembers process groups to kill."""
 
     def __init__(

@@ -346,11 +346,6 @@ def _common_dir_cached(repo: str) -> Path:
     return common_dir(Path(repo))
 
 
-def cached_common_dir(repo: Path) -> Path:
-    """`common_dir`, asked of git once per repository and process."""
-    return _common_dir_cached(str(repo))
-
-
 def _head_branch(head: Path) -> str | None:
     try:
         text = head.read_text(encoding="utf-8").strip()

@@ -1,8 +1,8 @@
 """A run read back from its `events.jsonl`: each attempt's spans, each ticket's last phase, the
 summary. `sage status`, `sage log` and `sage report` read runs through this module only.
 
-Runs live in `.sage/runs/<run-id>/`; run ids start with the time they began, so sorting by name
-is sorting by age.
+Runs live in `<git common dir>/sage/runs/<run-id>/` (`Project.runs_dir`); run ids start with the
+time they began, so sorting by name is sorting by age.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def find_run(project: Project, run: str | None = None) -> Path:
     dirs = run_dirs(project)
     if not dirs:
         raise SageError(
-            "no run yet: nothing under .sage/runs/", hint="start one: sage stream --auto"
+            f"no run yet: nothing in {project.shown(project.runs_dir)}",
+            hint="start one: sage stream --auto",
         )
     if run is None:
         return dirs[0]

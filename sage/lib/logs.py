@@ -21,7 +21,7 @@ def find(project: Project, ticket_id: str, run: str | None = None) -> Path:
         path = folder / f"{ticket_id}.log"
         if path.is_file():
             return path
-    where = f"run {dirs[0].name}" if run else "any run under .sage/runs/"
+    where = f"run {dirs[0].name}" if run else f"any run in {project.shown(project.runs_dir)}"
     raise SageError(
         f"no log for {ticket_id} in {where}",
         hint="a ticket has a log once a stream has started it (sage status shows what runs)",

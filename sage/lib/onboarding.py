@@ -17,14 +17,16 @@ def first_run_note(project: Project, workers: int) -> list[str]:
     each = 0.05 + files / FILES_PER_SECOND
     slots = f"each of the {workers} workers" if workers > 1 else "the worker"
     lines = [
-        f"first run in this repository: {slots} gets its own git worktree under "
-        f".sage/worktrees/ (a checkout of {files} files, about {each:.1f} s each)",
+        f"first run in this repository: {slots} gets its own git worktree in "
+        f"{project.shown(project.worktrees_dir)}/ (a checkout of {files} files, "
+        f"about {each:.1f} s each)",
     ]
     setup = project.config.setup
     if setup:
         lines.append(f"  then `[worktree] setup` ({' '.join(setup)}) runs once in each worktree")
     lines += [
-        "  each ticket's worker output goes to .sage/runs/<run-id>/<ID>.log; from another "
-        "terminal: `sage status`, `sage log ID --follow`; afterwards: `sage report`",
+        f"  each ticket's worker output goes to {project.shown(project.runs_dir)}/<run-id>/"
+        "<ID>.log; from another terminal: `sage status`, `sage log ID --follow`; afterwards: "
+        "`sage report`",
     ]
     return lines

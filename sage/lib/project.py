@@ -1,7 +1,16 @@
-"""Where things live: the repository root and the `.sage/` layout under it."""
+"""Where things live: the repository root, the user's `.sage/` and sage's own run state.
+
+`.sage/` holds what the user owns (the index, `config.toml`, ticket notes, and anything else the
+project keeps there, which lands like any file). sage's run state (runs and logs, the queue,
+locks, worker pids) lives in `<git common dir>/sage/`: no project file can collide with it, no
+`git add -A` picks it up, and every worktree of the repository finds the same one. The workers'
+worktrees live in the user's cache (`worktrees_dir` says why).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +20,12 @@ from sage.lib import files, git
 from sage.lib.errors import NotARepository, SageError
 from sage.lib.tickets import TicketStore
 
-GITIGNORE = """\
-# sage's runtime state: never committed. The ticket index and config.toml are yours to commit.
-runs/
-queue/
-worktrees/
-locks/
-logs/
-tickets.json
-*.lock
+STATE = "sage"  # <git common dir>/sage/
+DEFAULT_LOCK = "/tickets/index.json.lock"
+GITIGNORE = f"""\
+# The lock sage takes on the ticket index while it writes it. Everything else in .sage/ is
+# yours to commit; sage's run state lives in the repository's git dir (.git/sage/).
+{DEFAULT_LOCK}
 """
 
 
@@ -28,22 +34,17 @@ class Project:
     root: Path
     config: configuration.Config
     is_git: bool
+    state_dir: Path  # sage's run state (runs, queue, locks, logs): `state_dir()`
+    worktrees_dir: Path  # ticket and slot worktrees: `worktrees_dir()`
 
     @property
     def sage_dir(self) -> Path:
         return self.root / ".sage"
 
     @property
-    def state_dir(self) -> Path:
-        """Where sage keeps its run state (runs, queue, worktrees, locks, logs, ticket states)."""
-        return self.sage_dir
-
-    @property
     def states_path(self) -> Path:
         """Ticket states that only mean something to sage (IN_PROGRESS, DEFERRED): see
         `TicketStore`."""
-        if self.is_git:  # MERGE: state_dir moves to the git common dir
-            return git.cached_common_dir(self.root) / "sage" / "tickets.json"
         return self.state_dir / "tickets.json"
 
     def ticket_store(self, lock_timeout: float | None = None) -> TicketStore:
@@ -57,23 +58,19 @@ class Project:
 
     @property
     def queue_dir(self) -> Path:
-        return self.sage_dir / "queue"
+        return self.state_dir / "queue"
 
     @property
     def runs_dir(self) -> Path:
-        return self.sage_dir / "runs"
-
-    @property
-    def worktrees_dir(self) -> Path:
-        return self.sage_dir / "worktrees"
+        return self.state_dir / "runs"
 
     @property
     def locks_dir(self) -> Path:
-        return self.sage_dir / "locks"
+        return self.state_dir / "locks"
 
     @property
     def logs_dir(self) -> Path:
-        return self.sage_dir / "logs"
+        return self.state_dir / "logs"
 
     def require_git(self) -> Path:
         if not self.is_git:
@@ -84,8 +81,8 @@ class Project:
         return self.root
 
     def require_writable(self) -> None:
-        """Every state dir a run writes takes a new file: refuse a read-only or clobbered
-        `.sage/` up front, not halfway through a run."""
+        """Every state dir a run writes takes a new file: refuse a read-only or clobbered one
+        up front, not halfway through a run."""
         state = (self.runs_dir, self.queue_dir, self.locks_dir, self.worktrees_dir, self.logs_dir)
         for folder in (self.index_path.parent, *state):
             try:
@@ -94,20 +91,46 @@ class Project:
             except OSError as exc:
                 clobbered = folder.exists() and not folder.is_dir()
                 raise SageError(
-                    f"{folder} is not a directory"
+                    f"{self.shown(folder)} is not a directory"
                     if clobbered
-                    else f"cannot write in {folder}: {exc.strerror}",
-                    hint="sage keeps its run state under .sage/: make it writable "
-                    "(and check that the disk is not full)",
+                    else f"cannot write in {self.shown(folder)}: {exc.strerror}",
+                    hint=_WRITABLE_HINT,
                 ) from None
-        self._ignore_state()
+        self._ignore_lock()
 
-    def _ignore_state(self) -> None:
-        """Run state (worktrees, logs, the queue) must never show up in `git status` or be
-        added by `git add -A`: write `.sage/.gitignore` if `sage init` never did."""
+    def _ignore_lock(self) -> None:
+        """The index's lock file must not show up in `git status` or be added by `git add -A`:
+        write `.sage/.gitignore` if `sage init` never did."""
         ignore = self.sage_dir / ".gitignore"
-        if not ignore.exists():
-            files.write_atomic(ignore, GITIGNORE)
+        text = gitignore(self.root, self.index_path)
+        if text and not ignore.exists():
+            files.write_atomic(ignore, text)
+
+    def shown(self, path: Path) -> str:
+        """`path` for a message: relative to the repository when inside it, else from `~`."""
+        for base, prefix in ((self.root, ""), (Path.home(), "~/")):
+            try:
+                return prefix + str(path.relative_to(base))
+            except ValueError:
+                continue
+        return str(path)
+
+
+_WRITABLE_HINT = (
+    "sage keeps its run state in the repository's git dir (.git/sage/) and the workers' "
+    "worktrees in ~/.cache/sage/ (XDG_CACHE_HOME): make them writable "
+    "(and check that the disk is not full)"
+)
+
+
+def gitignore(root: Path, index: Path) -> str:
+    """`.sage/.gitignore`: the index's lock when the index is in `.sage/`, else nothing."""
+    try:
+        inside = index.relative_to(root / ".sage")
+    except ValueError:
+        return ""
+    escaped = "".join(f"\\{c}" if c in "*?[]\\!#" else c for c in f"{inside.as_posix()}.lock")
+    return GITIGNORE.replace(DEFAULT_LOCK, f"/{escaped}")
 
 
 def find_root(start: Path) -> tuple[Path, bool]:
@@ -121,6 +144,31 @@ def find_root(start: Path) -> tuple[Path, bool]:
     return (main if (main / ".git").exists() else top), True
 
 
+def state_dir(root: Path, *, is_git: bool) -> Path:
+    """`<git common dir>/sage/`; outside git (where only validate, plan and the like run) a
+    folder in the user's cache, so that nothing is ever written into the project."""
+    if is_git:
+        return git.common_dir(root) / STATE
+    return _cache() / "state" / _named(root, root)
+
+
+def worktrees_dir(root: Path, state: Path) -> Path:
+    """The user's cache, one folder per repository: not inside the git dir (claude refuses to
+    edit a file with a `.git` folder in its path, and file watchers and test finders may skip
+    such paths), and not inside the project, whose own tools would walk into the checkouts.
+    Resolved, as git reports worktree paths (a symlinked `~/.cache` is common)."""
+    return (_cache() / "worktrees" / _named(root, state)).resolve()
+
+
+def _cache() -> Path:
+    home = os.environ.get("XDG_CACHE_HOME") or ""
+    return (Path(home) if Path(home).is_absolute() else Path.home() / ".cache") / "sage"
+
+
+def _named(root: Path, key: Path) -> str:
+    return f"{root.name}-{hashlib.sha256(str(key).encode()).hexdigest()[:12]}"
+
+
 def open_project(
     start: Path, *, index: str | None = None, overrides: dict[str, object] | None = None
 ) -> Project:
@@ -128,7 +176,11 @@ def open_project(
     flags = dict(overrides or {})
     if index is not None:
         flags["index"] = str(Path(index).resolve()) if not Path(index).is_absolute() else index
-    return Project(root=root, config=configuration.load(root, overrides=flags), is_git=is_git)
+    state = state_dir(root, is_git=is_git)
+    return Project(
+        root=root, config=configuration.load(root, overrides=flags), is_git=is_git,
+        state_dir=state, worktrees_dir=worktrees_dir(root, state),
+    )  # fmt: skip
 
 
 def init(root: Path, *, force: bool = False) -> list[Path]:

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 from sage.lib import agents as agent_presets
 from sage.lib import executors, git, locks, worktrees
 from sage.lib import queue as commit_queue
-from sage.lib.errors import SageError
+from sage.lib.errors import IndexFileError, SageError
 from sage.lib.events import Journal, RunSummary
 from sage.lib.ledger import Ledger, Phase
 from sage.lib.project import Project
+from sage.lib.queue.landing import recorded_targets
 from sage.lib.scheduler import Dispatcher
 from sage.lib.stream import Confirm, Interrupts, Stream, StreamOptions
 from sage.lib.tickets import DEFAULT_INDEX, Index, Ticket, TicketStore, read_notes
@@ -98,11 +99,27 @@ class Loaded:
 
 
 def load(project: Project) -> Loaded:
-    index = project.ticket_store().load()
+    store = project.ticket_store()
+    try:
+        index = store.load()
+    except IndexFileError:
+        # A run killed while the checkout followed a landing can leave the index half written:
+        # finish that update (it is recorded) before calling the index broken.
+        if not finish_checkout_updates(project, store):
+            raise
+        index = store.load()
     report = validate(index, analysis=False)
     require_no_errors(report)
     assert report.graph is not None  # validate always builds it
     return Loaded(index=index, graph=report.graph)
+
+
+def finish_checkout_updates(project: Project, store: TicketStore) -> bool:
+    """Finish the checkout updates a dead run left recorded; whether there were any."""
+    targets = recorded_targets(project.queue_dir)
+    for target in targets:
+        commit_queue.CommitQueue(project, store, target_branch=target).recover()
+    return bool(targets)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

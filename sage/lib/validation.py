@@ -214,7 +214,9 @@ def prerequisites(project: Project, index: Index) -> tuple[Check, ...]:
             level="warning",
         )
     )  # fmt: skip
-    for name, path in (("queue dir", project.queue_dir), ("lock dir", project.locks_dir)):
+    state = (("queue dir", project.queue_dir), ("lock dir", project.locks_dir),
+             ("worktrees dir", project.worktrees_dir))  # fmt: skip
+    for name, path in state:
         found.append(_writable(name, path))
     found += _worker_checks(project, index)
     found += agent_checks(project.config.worker, project.config.agents)

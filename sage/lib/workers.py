@@ -538,14 +538,11 @@ def _admin_dir(worktree: Path) -> Path:
     return Path(link.removeprefix("gitdir:").strip())
 
 
-# sage's run state, wherever a project keeps it: never landed, whatever the project tracks
-SAGE_STATE = (".sage/runs", ".sage/queue", ".sage/worktrees", ".sage/locks", ".sage/logs")
-
-
 def _own(job: WorkerJob) -> tuple[str, ...]:
-    """Paths sage writes itself and so never lands: the index (and its lock), the run state,
-    the early-warning file it writes into the worktree."""
-    return (job.index_path, f"{job.index_path}.lock", *SAGE_STATE, WARNINGS_FILE)
+    """Paths in the worktree sage writes itself and so never lands: the index (and its lock),
+    the early-warning file. The run state is outside every worktree (`Project.state_dir`), and
+    the rest of `.sage/` is the project's: it lands like any file."""
+    return (job.index_path, f"{job.index_path}.lock", WARNINGS_FILE)
 
 
 def _is_kept_out(path: str, job: WorkerJob) -> bool:
@@ -568,7 +565,7 @@ def _keep_out(
         git.run(worktree, *restore, f":(literal){path}")
     kept = sorted(({e.path for e in mine} | set(tracked)) - {WARNINGS_FILE})
     if kept:
-        note = f"not landed: {_listed(kept)} (sage writes its index and run state itself)"
+        note = f"not landed: {_listed(kept)} (sage writes its index itself)"
         _log(job.log, f"sage: {note}\n")
         notes = _NOTES.get()
         if notes is not None:

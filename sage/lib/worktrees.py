@@ -1,4 +1,4 @@
-"""Ticket worktrees: `.sage/worktrees/<ID>` on branch `sage/<ID>`, made fresh from a base commit;
+"""Ticket worktrees: `<worktrees dir>/<ID>` on branch `sage/<ID>`, made fresh from a base commit;
 and worker slots, which keep one worktree each across tickets."""
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from sage.lib.outcomes import Outcome
 from sage.lib.tickets import Ticket
 from tests.agents.conftest import MARKER, AgentEnv
 from tests.agents.server import ModelServer, Script
-from tests.conftest import CliResult, git
+from tests.conftest import CliResult, git, state_dir
 
 Sage = Callable[..., CliResult]
 NAMES = ("claude", "codex", "aider")
@@ -81,7 +81,7 @@ def test_a_ticket_lands_as_one_commit_with_its_trailer(
 
 
 def _log(repo: Path) -> str:
-    return "".join(p.read_text() for p in (repo / ".sage/runs").glob("*/A-1.log"))
+    return "".join(p.read_text() for p in (state_dir(repo) / "runs").glob("*/A-1.log"))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sage.lib import git as sgit
-from tests.conftest import CliResult, git
+from tests.conftest import CliResult, git, worktrees_dir
 from tests.lib.test_queue import conflicting_pair, landed_ids, queued, setup, states, user_changes
 
 Sage = Callable[..., CliResult]
@@ -71,7 +71,7 @@ def test_conflict_at_the_limit_defers_and_retry_lands_the_fixed_branch(
     assert sgit.rev_parse(repo, "refs/heads/sage/T-2") is not None  # kept for a retry
 
     # The user resolves the conflict on the branch, then retries.
-    fix = repo / ".sage" / "worktrees" / "T-2"
+    fix = worktrees_dir(repo) / "T-2"
     git(repo, "worktree", "add", "-q", str(fix), "sage/T-2")
     git(fix, "merge", "-q", "-X", "ours", "-m", "merge main", "main")
     retried = sage("queue", "retry", "T-2", cwd=repo)

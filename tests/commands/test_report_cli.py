@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import state_dir
 from tests.png import colours
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,7 +41,7 @@ def test_report_of_the_demo_run_is_self_contained(demo: Path) -> None:
     done = sage("report", cwd=demo)
     assert done.returncode == 0, done.stderr
     path = demo / done.stdout.strip()
-    assert path.name == "report.html" and path.parent.parent == demo / ".sage/runs"
+    assert path.name == "report.html" and path.parent.parent == state_dir(demo) / "runs"
     page = path.read_text()
     assert page.count("<svg") == 2 and 'class="timeline"' in page and 'class="dag"' in page
     assert not re.search(r"<script|<link|https?://(?!www\.w3\.org/2000/svg)", page)
@@ -70,7 +71,7 @@ def test_report_renders_in_a_headless_browser(demo: Path, tmp_path: Path) -> Non
 
 
 def test_report_names_a_run_and_refuses_an_unknown_one(demo: Path, tmp_path: Path) -> None:
-    run_id = next((demo / ".sage/runs").iterdir()).name
+    run_id = next((state_dir(demo) / "runs").iterdir()).name
     out = tmp_path / "out" / "r.html"
     done = sage("report", run_id[:15], "--output", str(out), cwd=demo)
     assert done.returncode == 0 and out.is_file(), done.stderr

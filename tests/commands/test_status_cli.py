@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, wait_for, write_index
+from tests.conftest import git, state_dir, wait_for, write_index
 from tests.stream.conftest import py, ticket, writer
 
 
@@ -88,8 +88,9 @@ def test_status_and_log_follow_while_a_stream_runs(repo, sage, tickets_repo, tmp
 
 
 def next_log(repo: Path, tid: str) -> Path:
-    runs = sorted((repo / ".sage/runs").glob("*")) if (repo / ".sage/runs").is_dir() else []
-    return (runs[-1] if runs else repo / ".sage/runs/none") / f"{tid}.log"
+    folder = state_dir(repo) / "runs"
+    runs = sorted(folder.glob("*")) if folder.is_dir() else []
+    return (runs[-1] if runs else folder / "none") / f"{tid}.log"
 
 
 def test_log_prints_the_newest_and_refuses_unknown(repo, sage, tickets_repo):
@@ -124,7 +125,7 @@ def test_status_shows_what_waits_to_land(repo, sage, tickets_repo):
 
     tickets_repo([ticket("Q-1", command=writer("q"))])
     entry = new_entry(ticket_id="Q-1", title="q", branch="sage/Q-1", base="b", head="h")
-    Entries(repo / ".sage/queue", repo / ".sage/locks", 5).add(entry)
+    Entries(state_dir(repo) / "queue", state_dir(repo) / "locks", 5).add(entry)
     out = sage("status", cwd=repo).stdout
     assert "queue: 1 waiting to land: #1 Q-1 (queued since " in out, out
     data = json.loads(sage("status", "--json", cwd=repo).stdout)

@@ -22,13 +22,20 @@ from sage.lib.errors import SageError  # noqa: E402
 from sage.lib.tickets import Ticket  # noqa: E402
 from sage.lib.workers import WorkerJob, WorkerResult  # noqa: E402
 from tests import conftest as shared  # noqa: E402
-from tests.conftest import dask_worker, git, scheduler, sleeper, wait_for_file  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    dask_worker,
+    git,
+    scheduler,
+    sleeper,
+    state_dir,
+    wait_for_file,
+)
 
 pytestmark = pytest.mark.dask
 
 
 def make_job(repo: Path, tid: str, code: str, *, timeout: float = 0.0) -> WorkerJob:
-    run_dir = repo / ".sage" / "runs" / "r1"
+    run_dir = state_dir(repo) / "runs" / "r1"
     run_dir.mkdir(parents=True, exist_ok=True)
     context = run_dir / f"{tid}.context.md"
     context.write_text(f"# {tid}: do it\n")

@@ -11,6 +11,7 @@ import pytest
 from sage.lib import history
 from sage.lib.errors import SageError
 from sage.lib.project import open_project
+from tests.conftest import git, state_dir
 
 
 def at(seconds: float) -> str:
@@ -22,8 +23,8 @@ def ev(kind: str, seconds: float, ticket: str | None = None, **data: Any) -> dic
     return {"event": kind, "ticket": ticket, "at": at(seconds), **data}
 
 
-def write_run(root: Path, run_id: str, events: list[dict[str, Any]], tail: str = "") -> Path:
-    folder = root / ".sage" / "runs" / run_id
+def write_run(runs: Path, run_id: str, events: list[dict[str, Any]], tail: str = "") -> Path:
+    folder = runs / run_id
     folder.mkdir(parents=True)
     text = "".join(json.dumps(e) + "\n" for e in events) + tail
     (folder / "events.jsonl").write_text(text)
@@ -74,9 +75,9 @@ def test_a_live_run_has_running_attempts_and_open_spans(tmp_path: Path) -> None:
 
 
 def test_runs_newest_first_and_found_by_prefix(tmp_path: Path) -> None:
-    (tmp_path / ".git").mkdir()
+    git(tmp_path, "init", "-q")
     for run_id in ("20261130-090000-aaaaaa", "20261201-090000-bbbbbb", "20261201-100000-cccccc"):
-        write_run(tmp_path, run_id, RUN[:1])
+        write_run(state_dir(tmp_path) / "runs", run_id, RUN[:1])
     project = open_project(tmp_path)
     assert history.find_run(project).name == "20261201-100000-cccccc"
     assert history.find_run(project, "20261130").name == "20261130-090000-aaaaaa"
@@ -85,8 +86,9 @@ def test_runs_newest_first_and_found_by_prefix(tmp_path: Path) -> None:
 
 
 def test_two_runs_in_the_same_second_are_ordered_by_their_first_event(tmp_path: Path) -> None:
-    (tmp_path / ".git").mkdir()
-    write_run(tmp_path, "20261201-100000-zzzzzz", [ev("run-started", 0.1)])
-    write_run(tmp_path, "20261201-100000-aaaaaa", [ev("run-started", 0.5)])
+    git(tmp_path, "init", "-q")
+    runs = state_dir(tmp_path) / "runs"
+    write_run(runs, "20261201-100000-zzzzzz", [ev("run-started", 0.1)])
+    write_run(runs, "20261201-100000-aaaaaa", [ev("run-started", 0.5)])
     newest = history.find_run(open_project(tmp_path))
     assert newest.name == "20261201-100000-aaaaaa"

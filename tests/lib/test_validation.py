@@ -11,7 +11,7 @@ import pytest
 
 from sage.lib import project, tickets, validation
 from sage.lib.errors import SageError
-from tests.conftest import FIXTURE, ticket, write_index
+from tests.conftest import FIXTURE, git, state_dir, ticket, write_index
 
 
 def load(tmp_path: Path, entries: list[dict[str, object]]) -> tickets.Index:
@@ -107,14 +107,18 @@ def test_done_tickets_need_no_worker(tmp_path: Path) -> None:
     write_index(tmp_path, [ticket("A-1", state="COMPLETED", command=["no-such-tool-xyz"])])
     found = project.open_project(tmp_path)
     checks = validation.validate(tickets.load(found.index_path), found).checks
-    assert [c.name for c in checks] == ["git", "repository", "queue dir", "lock dir"]
+    assert [c.name for c in checks] == [
+        "git", "repository", "queue dir", "lock dir", "worktrees dir"
+    ]  # fmt: skip
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_an_unwritable_state_dir_is_an_error(tmp_path: Path) -> None:
     write_index(tmp_path, [ticket("A-1")])
-    sage_dir = tmp_path / ".sage"
-    sage_dir.chmod(0o555)
+    git(tmp_path, "init", "-q")
+    state = state_dir(tmp_path)
+    state.mkdir()
+    state.chmod(0o555)
     try:
         found = project.open_project(tmp_path)
         checks = {
@@ -122,7 +126,7 @@ def test_an_unwritable_state_dir_is_an_error(tmp_path: Path) -> None:
         }
         assert not checks["queue dir"].ok and "not writable" in checks["queue dir"].detail
     finally:
-        sage_dir.chmod(0o755)
+        state.chmod(0o755)
 
 
 def test_a_worker_preset_is_checked_by_its_program(

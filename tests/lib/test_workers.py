@@ -14,7 +14,7 @@ from sage.lib import workers, worktrees
 from sage.lib.tickets import Ticket
 from sage.lib.workers import Outcome, WorkerJob, WorkerResult
 from sage.lib.worktrees import SlotSetup
-from tests.conftest import git
+from tests.conftest import git, worktrees_dir
 
 GIT = "import subprocess\ndef git(*a): subprocess.run(['git', *a], check=True)\n"
 
@@ -37,8 +37,8 @@ def run(
         log=runs / f"{tid}.log",
         context_file=runs / f"{tid}.context.md",
     )
-    slots = (repo / ".sage" / "worktrees" / "_slots", SlotSetup()) if slot else None
-    return workers.run(repo, repo / ".sage" / "worktrees" / tid, job, slots=slots)
+    slots = (worktrees_dir(repo) / "_slots", SlotSetup()) if slot else None
+    return workers.run(repo, worktrees_dir(repo) / tid, job, slots=slots)
 
 
 def landed(repo: Path, result: WorkerResult) -> list[str]:
@@ -125,7 +125,7 @@ def test_a_slot_is_known_tidy_only_when_nothing_is_left_behind(
     and committed every untracked file."""
     result = run(repo, code, slot=True)
     assert result.outcome == Outcome.OK, result.detail
-    slot = repo / ".sage" / "worktrees" / "_slots" / "slot-0"
+    slot = worktrees_dir(repo) / "_slots" / "slot-0"
     assert (str(slot) in worktrees._TIDY) is tidy
     worktrees.prepare_slot(repo, slot.parent, 0, "W-2", git(repo, "rev-parse", "HEAD"))
     assert git(slot, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
@@ -262,6 +262,34 @@ def test_project_files_under_sage_land_and_what_does_not_is_said(repo: Path) -> 
     assert sorted(landed(repo, result)) == [".sage/config.toml", ".sage/tickets/W-1.md", "real.txt"]
     assert "not landed: .sage/tickets/index.json" in result.detail
     assert "not landed: .sage/tickets/index.json" in result.log.read_text()
+
+
+def test_files_named_like_sage_state_under_sage_are_the_projects_and_land(repo: Path) -> None:
+    """Run state lives outside every worktree now: `.sage/runs/`, `.sage/lib/…` (the bash tool
+    sage grew from keeps its scripts there) are the project's files like any other."""
+    (repo / ".sage/lib").mkdir(parents=True)
+    (repo / ".sage/config.json").write_text("{}\n")
+    (repo / ".sage/lib/a.sh").write_text("echo a\n")
+    commit_all(repo)
+    names = [
+        ".sage/config.json",
+        ".sage/lib/x.sh",
+        ".sage/lib/queue.lock.sh",
+        ".sage/runs/r.md",
+        ".sage/logs/l.txt",
+        ".sage/worktrees/w.txt",
+        ".sage/locks/k.txt",
+        ".sage/queue/1.json",
+    ]
+    code = "import pathlib\n" + "".join(
+        f"pathlib.Path({name!r}).parent.mkdir(parents=True, exist_ok=True)\n"
+        f"pathlib.Path({name!r}).write_text('x')\n"
+        for name in names
+    )
+    result = run(repo, code)
+    assert result.outcome == Outcome.OK, result.detail
+    assert sorted(landed(repo, result)) == sorted(names)
+    assert "not landed" not in result.detail + result.log.read_text()
 
 
 def test_a_committed_change_to_the_index_is_taken_out_and_said(repo: Path) -> None:

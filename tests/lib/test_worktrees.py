@@ -12,10 +12,10 @@ import pytest
 from sage.lib import config, worktrees
 from sage.lib.errors import SageError
 from sage.lib.worktrees import SlotSetup
-from tests.conftest import git
+from tests.conftest import git, worktrees_dir
 
 NOTHING = SlotSetup()
-IGNORES = ".sage/\n*.lock\nnode_modules/\n.env\nout/\n*.log\n"
+IGNORES = "*.lock\nnode_modules/\n.env\nout/\n*.log\n"
 # A setup that makes an ignored folder and counts its runs in a file outside the repository.
 SETUP_CODE = (
     "import os, pathlib, sys\n"
@@ -51,8 +51,9 @@ def commit_on_main(repo: Path, name: str, text: str) -> str:
 def prepare(
     repo: Path, tid: str, base: str = "main", slot: int = 0, setup: SlotSetup = NOTHING
 ) -> worktrees.Slot:
-    slots = repo / ".sage" / "worktrees"
-    return worktrees.prepare_slot(repo, slots, slot, tid, git(repo, "rev-parse", base), setup)
+    return worktrees.prepare_slot(
+        repo, worktrees_dir(repo), slot, tid, git(repo, "rev-parse", base), setup
+    )
 
 
 def everything(path: Path) -> str:
@@ -73,7 +74,7 @@ def setup_runs(tmp_path: Path) -> list[str]:
 def test_first_ticket_creates_the_slot_then_the_next_reuses_it(project: Path) -> None:
     first = prepare(project, "A-1")
     assert first.created and not first.recovered
-    assert first.path == project / ".sage" / "worktrees" / "slot-0"
+    assert first.path == worktrees_dir(project) / "slot-0"
     second = prepare(project, "A-2")
     assert not second.created and second.path == first.path
     assert git(second.path, "symbolic-ref", "HEAD") == "refs/heads/sage/A-2"
@@ -301,17 +302,17 @@ def test_a_reused_slot_costs_two_git_calls_and_one_when_it_was_left_tidy(
     prepare(project, "A-2")  # and the repository's common dir, read once per process
     worktrees.note_tidy(prepare(project, "A-3").path, tidy=True)
     prepare(project, "A-4")  # where the slot's hooks are, asked once per process
-    base = git(project, "rev-parse", "main")
+    base, slots = git(project, "rev-parse", "main"), worktrees_dir(project)
     bin_dir, log = logging_git(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
 
     def calls(tid: str) -> list[str]:
         log.unlink(missing_ok=True)
-        worktrees.prepare_slot(project, project / ".sage" / "worktrees", 0, tid, base)
+        worktrees.prepare_slot(project, slots, 0, tid, base)
         return [classify(line)[1] for line in log.read_text().splitlines()]
 
     assert calls("A-5") == ["checkout", "clean"]  # index flags read from the index file
-    worktrees.note_tidy(project / ".sage" / "worktrees" / "slot-0", tidy=True)
+    worktrees.note_tidy(slots / "slot-0", tidy=True)
     assert calls("A-6") == ["checkout"]  # vs worktree add + remove + prune
     assert calls("A-7") == ["checkout", "clean"]  # a note is good for one switch
 

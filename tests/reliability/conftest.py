@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sage.lib.project import open_project
-from tests.conftest import git, write_index
+from tests.conftest import git, state_dir, write_index
 from tests.stream.conftest import trailers
 from tests.support.git_wrapper import git_wrapper
 
@@ -21,7 +21,7 @@ __all__ = ["git_wrapper"]  # a fixture: `git` on PATH failing or killing at a ch
 
 SAGE = (sys.executable, "-m", "sage")
 STREAM = ("stream", "--auto", "--parallel", "2", "--backoff", "0.05")
-GITIGNORE = ".sage/runs/\n.sage/queue/\n.sage/worktrees/\n.sage/locks/\n.sage/logs/\n*.lock\n"
+GITIGNORE = "*.lock\n"
 
 # Runs the real CLI with the commit queue's crash hook armed: SIGKILL (no cleanup at all) the
 # CRASH_NTH time the queue reaches step CRASH_STEP.
@@ -134,7 +134,7 @@ def landed_exactly_once(repo: Path, ids: list[str], *, scratch_ok: bool = False)
         commit = git(repo, "log", "-1", "--format=%H", grep, "main")
         assert committed_state(repo, commit, raw["id"]) == "COMPLETED"  # with its landing
         assert committed_state(repo, f"{commit}^", raw["id"]) != "COMPLETED"
-    assert not list((repo / ".sage/queue").glob("*.json")), "entries left in the queue"
+    assert not list((state_dir(repo) / "queue").glob("*.json")), "entries left in the queue"
     extra = [p for p in worktree_paths(repo)[1:] if not (scratch_ok and p.name == "_verify")]
     assert extra == [], f"worktrees left: {extra}"
     assert git(repo, "rev-list", "--merges", "main") == "", "main is not linear"

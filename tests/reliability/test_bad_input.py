@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CliResult, git, ticket
+from tests.conftest import CliResult, git, state_dir, ticket
 from tests.reliability.conftest import (
     SAGE,
     branches,
@@ -377,7 +377,7 @@ def test_misbehaving_workers_are_deferred_with_reasons_and_lose_nothing(
     assert "deleted its worktree" in summary["deferred"]["D-1"]
     reasons = {t["id"]: t.get("deferred_reason", "") for t in index_data(repo)["tickets"]}
     assert "timed out" in reasons["N-1"] and "deleted its worktree" in reasons["D-1"]
-    [log] = (repo / ".sage/runs").glob("*/M-1.log")
+    [log] = (state_dir(repo) / "runs").glob("*/M-1.log")
     assert log.stat().st_size > 8_000_000 and "0079999" + "y" * 92 in log.read_text()
     assert sorted(trailers(repo)) == ["M-1", "OK-1"]
     assert worktree_paths(repo) == [repo] and not workers_alive(repo)
@@ -401,27 +401,30 @@ def workers_alive(repo: Path) -> list[int]:
 # ---- sage's own state dir unwritable ----------------------------------------------------------
 
 
-def read_only(sage_dir: Path) -> list[str]:
-    """An argv prefix running a command with `sage_dir` read-only. Not root: chmod is enough.
+def read_only(folder: Path) -> list[str]:
+    """An argv prefix running a command with `folder` read-only. Not root: chmod is enough.
     Root ignores file modes, so: a read-only bind mount in a private mount namespace."""
     if os.geteuid() != 0:
-        for path in [sage_dir, *sage_dir.rglob("*")]:
+        for path in [folder, *folder.rglob("*")]:
             if path.is_dir():
                 path.chmod(0o555)
         return []
     script = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
-    prefix = ["unshare", "--mount", "sh", "-c", script, "sh", str(sage_dir)]
+    prefix = ["unshare", "--mount", "sh", "-c", script, "sh", str(folder)]
     probe = subprocess.run([*prefix, "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"no read-only bind mount here: {probe.stderr.decode().strip()}")
     return prefix
 
 
-def test_a_read_only_sage_dir_is_refused_before_any_work(tmp_path: Path, sage: Sage) -> None:
-    """A full or read-only disk under `.sage/`: the stream says so and starts nothing."""
-    repo, before = setup_index(tmp_path, tickets=[ticket("R-1", command=writer("../../../ran"))])
-    (repo / ".sage/runs").mkdir()
-    prefix = read_only(repo / ".sage")
+def test_a_read_only_state_dir_is_refused_before_any_work(tmp_path: Path, sage: Sage) -> None:
+    """A full or read-only disk where sage keeps its run state: the stream says so and starts
+    nothing."""
+    ran = tmp_path / "ran"
+    repo, before = setup_index(tmp_path, tickets=[ticket("R-1", command=writer(str(ran)))])
+    state = state_dir(repo)
+    (state / "runs").mkdir(parents=True)
+    prefix = read_only(state)
     try:
         run = subprocess.run(
             [*prefix, *SAGE, *AUTO], cwd=repo, capture_output=True, text=True, timeout=60
@@ -430,25 +433,25 @@ def test_a_read_only_sage_dir_is_refused_before_any_work(tmp_path: Path, sage: S
             [*prefix, *SAGE, "validate"], cwd=repo, capture_output=True, text=True, timeout=60
         )
     finally:
-        for path in [repo / ".sage", *(repo / ".sage").rglob("*")]:
+        for path in [state, *state.rglob("*")]:
             if path.is_dir():
                 path.chmod(0o755)
 
-    refused(CliResult(run.returncode, run.stdout, run.stderr), ".sage")
+    refused(CliResult(run.returncode, run.stdout, run.stderr), ".git/sage")
     assert checked.returncode == 1 and "is not writable" in checked.stdout
     untouched(repo, before)
-    assert not (repo / ".sage/ran").exists() and index_data(repo)["tickets"][0]["state"] == (
-        "UNPROCESSED"
-    )
+    assert not ran.exists() and index_data(repo)["tickets"][0]["state"] == "UNPROCESSED"
 
 
 def test_a_file_where_the_queue_dir_belongs_is_refused_and_kept(tmp_path: Path, sage: Sage) -> None:
-    """The chmod-free stand-in for an unwritable dir: `.sage/queue` is a regular file."""
+    """The chmod-free stand-in for an unwritable dir: a file where the queue dir belongs."""
     repo, before = setup_index(tmp_path, tickets=[ticket("F-1", command=writer("f.txt"))])
-    (repo / ".sage/queue").write_text("the user's file\n")
+    queue = state_dir(repo) / "queue"
+    queue.parent.mkdir()
+    queue.write_text("in the way\n")
 
-    refused(sage(*AUTO, cwd=repo), ".sage/queue", "not a directory")
-    assert (repo / ".sage/queue").read_text() == "the user's file\n"
+    refused(sage(*AUTO, cwd=repo), ".git/sage/queue", "not a directory")
+    assert queue.read_text() == "in the way\n"
     untouched(repo, before)
 
 
@@ -462,7 +465,7 @@ def test_a_write_failing_in_the_lander_stops_the_run_instead_of_hanging(
         "import subprocess\n"
         "common = subprocess.run(['git', 'rev-parse', '--git-common-dir'], text=True,\n"
         "                        capture_output=True).stdout.strip()\n"
-        "done = pathlib.Path(common).resolve().parent / '.sage/queue/done'\n"
+        "done = pathlib.Path(common).resolve() / 'sage/queue/done'\n"
         "shutil.rmtree(done, ignore_errors=True); done.write_text('in the way')\n"
         "pathlib.Path('c.txt').write_text('c')\n"
     )
@@ -472,7 +475,7 @@ def test_a_write_failing_in_the_lander_stops_the_run_instead_of_hanging(
 
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert "queue/done" in done.stdout + done.stderr
-    (repo / ".sage/queue/done").unlink()  # the user clears the way; the rerun finishes the job
+    (state_dir(repo) / "queue/done").unlink()  # the user clears the way; the rerun finishes the job
     rerun = sage(*AUTO, cwd=repo)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr
     assert trailers(repo) == ["C-1"] and index_data(repo)["tickets"][0]["state"] == "COMPLETED"

@@ -24,7 +24,6 @@ import pytest
 
 from sage.lib.project import open_project
 from sage.lib.queue import CommitQueue
-from sage.lib.tickets import TicketStore
 from tests.conftest import git, ticket
 from tests.reliability.conftest import (
     SAGE,
@@ -71,7 +70,7 @@ def work(repo: Path, tid: str, files: dict[str, int | str]) -> str:
 
 def enqueue(repo: Path, tid: str, base: str) -> None:
     project = open_project(repo)
-    q = CommitQueue(project, TicketStore(project.index_path), target_branch="main", run_id="dead")
+    q = CommitQueue(project, project.ticket_store(), target_branch="main", run_id="dead")
     q.enqueue(ticket_id=tid, title=tid, branch=f"sage/{tid}", base=base)
 
 
@@ -143,6 +142,32 @@ def test_kill_9_while_the_checkout_update_writes_a_large_file_then_rerun(tmp_pat
     landed_exactly_once(repo, ["K-1", "K-2"])
     assert_users_changes_kept(repo)
     assert not record_of(repo).exists()
+
+
+@pytest.mark.slow
+def test_kill_9_while_the_checkout_update_writes_the_index_then_rerun(tmp_path: Path) -> None:
+    """The landing commit carries the ticket's COMPLETED, so the checkout update rewrites the
+    index: killed halfway, it leaves the index cut short (not JSON). The rerun must finish that
+    update before it reads the index, not call the index broken."""
+    notes = "n" * (60 * MB)  # a large index: its rewrite takes long enough to be killed in
+    tickets = [ticket("I-1", command=writer("x")), ticket("I-2", command=writer("j.txt"),
+                                                       notes=notes)]  # fmt: skip
+    repo = new_repo(tmp_path / "repo", tickets)
+    index = repo / ".sage" / "tickets" / "index.json"
+    size = index.stat().st_size
+    users_changes(repo)
+    queued_work(repo, "I-1", {"i.txt": "i\n"})
+
+    written = kill_while_written(start(repo, "queue", "process"), index, size)
+
+    assert written <= index.stat().st_size < size and record_of(repo).exists()
+    code, out, err = finish(start(repo, *STREAM))
+
+    assert code == 0 and "Traceback" not in err, out[-3000:] + err
+    assert "invalid JSON" not in out + err and "commit or stash" not in out + err
+    landed_exactly_once(repo, ["I-1", "I-2"])
+    assert_users_changes_kept(repo)
+    assert_is_landed_version(repo, ".sage/tickets/index.json")
 
 
 @dataclass

@@ -36,11 +36,10 @@ import pytest
 
 from sage.lib.project import open_project
 from sage.lib.queue import CommitQueue
-from tests.conftest import git, ticket
+from tests.conftest import git, state_dir, ticket, worktrees_dir
 from tests.reliability.conftest import (
     STREAM,
     finish,
-    index_data,
     landed_exactly_once,
     new_repo,
     worktree_paths,
@@ -92,7 +91,11 @@ PER_TICKET_CAP = 0.08  # seconds: an idle machine's pace with two workers, ticke
 
 
 def left_to_do(repo: Path) -> int:
-    return sum(t["state"] != "COMPLETED" for t in index_data(repo)["tickets"])
+    """Tickets not landed yet, from the target's last commit: a kill while the checkout
+    followed a landing may leave the index in the checkout cut short (the next run finishes
+    that update before it reads it; `landed_exactly_once` checks the file at the end)."""
+    data = json.loads(git(repo, "show", "main:.sage/tickets/index.json"))
+    return sum(t["state"] != "COMPLETED" for t in data["tickets"])
 
 
 @dataclass(frozen=True)
@@ -157,9 +160,12 @@ def clear_git_locks(repo: Path) -> int:
     """A git process killed with the group leaves its lock file, and git refuses that ref or
     index until someone removes it ("remove the file manually to continue"): do what git tells
     the user, once the orphaned workers (not in the group) are done. Locks inside a ticket's
-    worktree admin folder are left to sage: its recovery removes those worktrees."""
+    worktree admin folder are left to sage: its recovery removes those worktrees; sage's own
+    (filelock: free once their holder is dead) are not git's."""
     time.sleep(0.2)
-    stale = [p for p in (repo / ".git").rglob("*.lock") if "worktrees" not in p.parts]
+    ours = state_dir(repo)
+    stale = [p for p in (repo / ".git").rglob("*.lock")
+             if "worktrees" not in p.parts and ours not in p.parents]  # fmt: skip
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
@@ -272,10 +278,11 @@ def test_a_worktree_add_killed_halfway_does_not_wedge_the_next_run(tmp_path: Pat
     admin = repo / ".git/worktrees/W-1"
     admin.mkdir(parents=True)
     (admin / "locked").write_text("initializing\n")
-    (admin / "gitdir").write_text(f"{repo}/.sage/worktrees/W-1/.git\n")
+    tree = worktrees_dir(repo) / "W-1"
+    (admin / "gitdir").write_text(f"{tree}/.git\n")
     (admin / "commondir").write_text("")
-    (repo / ".sage/worktrees/W-1").mkdir(parents=True)
-    (repo / ".sage/worktrees/W-1/.git").write_text(f"gitdir: {admin}\n")
+    tree.mkdir(parents=True)
+    (tree / ".git").write_text(f"gitdir: {admin}\n")
 
     code, out, err = finish(start_sage(repo, *STREAM))
 
@@ -291,7 +298,7 @@ def test_a_landed_tickets_worktree_left_on_a_deleted_branch_is_swept(
     its worktree left the worktree registered for good (the sweep looked at branches only);
     `git worktree remove` killed after deleting the folder leaves just the registration."""
     repo = new_repo(tmp_path / "repo", [ticket("L-1", state="COMPLETED", command=writer("l"))])
-    tree = repo / ".sage/worktrees/L-1"
+    tree = worktrees_dir(repo) / "L-1"
     git(repo, "worktree", "add", "-q", "-b", "sage/L-1", str(tree), "main")
     git(repo, "update-ref", "-d", "refs/heads/sage/L-1")
     if folder == "gone":
@@ -324,7 +331,7 @@ def test_an_empty_worker_pid_file_a_kill_left_does_not_wedge_the_next_run(
     """Found by the kill test: killed between creating a worker's pid file and writing it, the
     next run failed on the empty file ("unexpected error: IndexError"), and every run after."""
     repo = new_repo(tmp_path / "repo", [ticket("P-1", state="IN_PROGRESS", command=writer("p"))])
-    pids = repo / ".sage/locks/workers"
+    pids = state_dir(repo) / "locks/workers"
     pids.mkdir(parents=True)
     (pids / "P-1.pid").write_text("")
 

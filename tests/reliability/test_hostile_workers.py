@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import CliResult, git, ticket
+from tests.conftest import CliResult, git, state_dir, ticket
 from tests.reliability.conftest import fsck_clean, index_data, new_repo, worktree_paths
 from tests.stream.conftest import py, trailers, writer
 from tests.support.git_wrapper import GitWrapper
@@ -126,7 +126,7 @@ def test_a_background_process_never_writes_after_the_run(tmp_path: Path, sage: S
     assert done.returncode == 0 and summary["completed"] == ["B-1"], summary
     time.sleep(3)
     assert not late.exists()
-    [log] = (repo / ".sage/runs").glob("*/B-1.log")
+    [log] = (state_dir(repo) / "runs").glob("*/B-1.log")
     assert "killed what the worker left running" in log.read_text()
 
 

@@ -15,7 +15,7 @@ from sage.lib import git as sgit
 from sage.lib import worktrees
 from sage.lib.project import open_project
 from sage.lib.queue import CommitQueue
-from tests.conftest import CliResult, git
+from tests.conftest import CliResult, git, worktrees_dir
 from tests.lib.test_queue import landed_ids, setup, states, user_changes, work
 from tests.reliability.conftest import SAGE, moves_chain, reflog
 
@@ -217,7 +217,7 @@ def test_worker_threads_making_and_removing_worktrees_at_once_never_trip_on_each
     """Found by the corpus: `git worktree add` writes its admin files one by one, and a
     concurrent `git worktree` command reading them fails ("failed to read …/commondir"), so
     parallel workers were deferred for nothing. Sage's own worktree commands take turns."""
-    base, trees = git(repo, "rev-parse", "main"), repo / ".sage/worktrees"
+    base, trees = git(repo, "rev-parse", "main"), worktrees_dir(repo)
 
     def churn(slot: int) -> None:
         for n in range(12):

@@ -98,7 +98,7 @@ def classify(line: str) -> tuple[str, str]:
     sub = args[0] if args else "?"
     if sub == "worktree" and len(args) > 1:
         sub = f"worktree {args[1]}"
-    in_worktree = "/.sage/worktrees/" in where or sub.startswith("worktree")
+    in_worktree = "/sage/worktrees/" in where or sub.startswith("worktree")
     return ("worker" if in_worktree else "landing", sub)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sage.lib.project import open_project
-from tests.conftest import git, ticket, write_index
+from tests.conftest import git, state_dir, ticket, write_index
 
 
 def py(code: str) -> list[str]:
@@ -46,7 +46,7 @@ def index_file(repo: Path) -> dict[str, Any]:
 
 
 def events(repo: Path) -> list[dict[str, Any]]:
-    found = sorted((repo / ".sage/runs").glob("*/events.jsonl"))
+    found = sorted((state_dir(repo) / "runs").glob("*/events.jsonl"))
     return [json.loads(line) for path in found for line in path.read_text().splitlines()]
 
 

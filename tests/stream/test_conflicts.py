@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.conftest import git, ticket
+from tests.conftest import git, ticket, worktrees_dir
 from tests.stream.conftest import events, states, trailers
 
 AUTO = ("stream", "--auto", "--parallel", "2", "--backoff", "0.05", "--json")
@@ -67,7 +67,7 @@ def test_a_conflict_is_resolved_from_the_previous_attempt_without_a_redo(repo, s
     starts = [(e["ticket"], e["mode"]) for e in events(repo) if e["event"] == "started"]
     assert starts.count(("B-1", "resolve")) == 1 and ("B-1", "run") in starts
     # written beside the worktree: in the worker slots' folder
-    told = json.loads(next((repo / ".sage/worktrees").rglob("told-B-1.json")).read_text())
+    told = json.loads(next(worktrees_dir(repo).rglob("told-B-1.json")).read_text())
     assert told["SAGE_CONFLICT_FILES"] == "shared.txt" and told["context_says_resolve"]
     assert told["SAGE_COLLIDED_WITH"].startswith("A-1@")
     landed_a = git(repo, "log", "--format=%H", "--grep=^Sage-Ticket: A-1$", "main")
@@ -140,6 +140,6 @@ def test_a_running_ticket_is_warned_when_what_it_touches_lands(repo, sage):
     assert [(e["ticket"], e["landed"], e["files"]) for e in warned] == [
         ("B-1", "A-1", ["shared.txt"])
     ]
-    seen = next((repo / ".sage/worktrees").rglob("seen.txt")).read_text()
+    seen = next(worktrees_dir(repo).rglob("seen.txt")).read_text()
     assert '"landed": "A-1"' in seen and "may conflict" in seen
     assert ".sage-warnings" not in git(repo, "log", "--name-only", "--format=", "main")

@@ -15,7 +15,7 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from tests import conftest as shared  # noqa: E402
-from tests.conftest import git, ticket, wait_for, wait_for_file  # noqa: E402
+from tests.conftest import git, state_dir, ticket, wait_for, wait_for_file  # noqa: E402
 from tests.stream.conftest import events, py, states, trailers, writer  # noqa: E402
 
 pytestmark = pytest.mark.dask
@@ -38,7 +38,7 @@ def test_a_chain_lands_once_each_in_dependency_order_on_a_local_cluster(repo, sa
     assert sorted(landed) == ["C-1", "C-2", "C-3", "I-1"], "every ticket exactly once"
     assert [t for t in landed if t.startswith("C-")] == ["C-1", "C-2", "C-3"]
     assert all((repo / name).exists() for name in ("c1.txt", "c2.txt", "c3.txt", "i1.txt"))
-    logs = sorted((repo / ".sage/runs").glob("*/C-*.log"))
+    logs = sorted((state_dir(repo) / "runs").glob("*/C-*.log"))
     assert all("ran on Dask worker tcp://" in log.read_text() for log in logs)
     assert git(repo, "for-each-ref", "refs/sage/") == ""
 
@@ -76,7 +76,7 @@ pathlib.Path('k.txt').write_text('second run')
     assert states(repo) == {"K-1": "COMPLETED", "K-2": "COMPLETED"}
     assert trailers(repo)[::-1] == ["K-1", "K-2"]
     assert (repo / "k.txt").read_text() == "second run"
-    log = next((repo / ".sage/runs").glob("*/K-1.log")).read_text()
+    log = next((state_dir(repo) / "runs").glob("*/K-1.log")).read_text()
     assert "ran on Dask worker tcp://" in log and addresses[victim] not in log
     summary = json.loads(out.splitlines()[-1])
     assert summary["retries"] == 0, "Dask rescheduled it: the stream never saw a failure"

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.conftest import git, ticket, write_index
+from tests.conftest import git, ticket, worktrees_dir, write_index
 from tests.reliability.conftest import worktree_paths
 from tests.stream.conftest import events, py, states
 
@@ -65,7 +65,7 @@ def test_a_slot_broken_between_runs_is_recreated(repo, sage):
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "tickets")
     assert sage("stream", "--auto", cwd=repo).returncode == 0
-    slot = next((repo / ".sage/worktrees/_slots").iterdir())
+    slot = next((worktrees_dir(repo) / "_slots").iterdir())
     admin = Path(git(slot, "rev-parse", "--git-dir"))
     (admin / "index.lock").write_text("")  # a git killed mid-switch
     write_index(repo, [ticket("R-2", command=py("open('r2', 'w').write('2')"))])

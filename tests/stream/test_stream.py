@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, ticket, wait_for
+from tests.conftest import git, state_dir, ticket, wait_for, worktrees_dir
 from tests.reliability.conftest import worktree_paths
 from tests.stream.conftest import events, index_data, index_file, py, states, trailers, writer
 
@@ -95,7 +95,7 @@ def test_sequential_runs_in_dispatch_order(repo, sage, tickets_repo):
 
 def test_exit_75_retries_without_using_an_attempt(repo, sage, tickets_repo):
     code = (
-        f"import pathlib,sys; p=pathlib.Path({str(repo / '.sage/runs/count-T')!r}); "
+        f"import pathlib,sys; p=pathlib.Path({str(repo.parent / 'count-T')!r}); "
         "n=int(p.read_text()) if p.exists() else 0; p.write_text(str(n+1)); "
         "sys.exit(75 if n < 2 else 0)"
     )
@@ -276,11 +276,12 @@ def test_a_worker_missing_from_the_worktree_is_a_clear_deferral(repo, sage, tick
 
 def test_a_landed_tickets_leftover_worktree_and_branch_are_swept(repo, sage, tickets_repo):
     tickets_repo([ticket("L-1", state="COMPLETED"), ticket("L-2", command=writer("l2"))])
-    git(repo, "worktree", "add", "-q", "-b", "sage/L-1", str(repo / ".sage/worktrees/L-1"))
+    tree = worktrees_dir(repo) / "L-1"
+    git(repo, "worktree", "add", "-q", "-b", "sage/L-1", str(tree))
     done = sage(*AUTO, cwd=repo)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sage/L-1" not in git(repo, "branch", "--list", "sage/*")
-    assert not (repo / ".sage/worktrees/L-1").exists()
+    assert not tree.exists()
 
 
 @pytest.mark.slow
@@ -308,7 +309,7 @@ def test_sixty_tickets_in_six_chains_survive_kill_9_two_seconds_in(repo, sage, t
     assert worktree_paths(repo) == [repo]
 
 
-def test_run_state_is_ignored_by_git_even_without_sage_init(tmp_path, sage):
+def test_run_state_stays_out_of_the_checkout_even_without_sage_init(tmp_path, sage):
     repo = tmp_path / "bare-project"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -322,11 +323,44 @@ def test_run_state_is_ignored_by_git_even_without_sage_init(tmp_path, sage):
     assert done.returncode == 0, done.stdout + done.stderr
     untracked = git(repo, "status", "--porcelain", "-uall").splitlines()
     assert sorted(untracked) == ["?? .sage/.gitignore", "?? .sage/tickets/index.json"]
+    assert (repo / ".sage/.gitignore").read_text().splitlines()[-1] == "/tickets/index.json.lock"
+    assert (state_dir(repo) / "runs").is_dir() and (worktrees_dir(repo) / "_slots").is_dir()
+
+
+def test_a_projects_own_files_under_sage_land(tmp_path, sage):
+    """The bash tool sage grew from keeps `.sage/config.json` and `.sage/lib/…`: what a worker
+    changes there lands, `sage init`'s `.gitignore` committed or not; only the index lock stays
+    ignored."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / ".sage/lib").mkdir(parents=True)
+    (repo / ".sage/config.json").write_text("{}\n")
+    (repo / ".sage/lib/a.sh").write_text("echo a\n")
+    assert sage("init", cwd=repo).returncode == 0
+    names = [".sage/config.json", ".sage/lib/x.sh", ".sage/lib/logs/y.sh", ".sage/runs/notes.md"]
+    code = "import pathlib\n" + "".join(
+        f"p = pathlib.Path({name!r}); p.parent.mkdir(parents=True, exist_ok=True); "
+        f"p.write_text('from S-1')\n"
+        for name in names
+    )
+    index = repo / ".sage/tickets/index.json"
+    index.write_text(json.dumps({"tickets": [ticket("S-1", command=py(code))]}))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tickets")
+    done = sage(*AUTO, cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    changed = git(repo, "show", "--name-only", "--format=", "HEAD").splitlines()
+    assert sorted(set(changed) - {".sage/tickets/index.json"}) == sorted(names)
+    assert all((repo / name).read_text() == "from S-1" for name in names)
+    assert (
+        git(repo, "status", "--porcelain", "-uall", "--", ".", ":!.sage/tickets/index.json") == ""
+    )
 
 
 def test_retry_deferred_runs_a_deferred_ticket_and_its_dependents_again(repo, sage, tickets_repo):
     flaky = py(
-        f"import pathlib,sys; p=pathlib.Path({str(repo / '.sage/runs/flaky-once')!r}); "
+        f"import pathlib,sys; p=pathlib.Path({str(repo.parent / 'flaky-once')!r}); "
         "first = not p.exists(); p.write_text('x'); "
         "sys.exit(1) if first else pathlib.Path('fixed.txt').write_text('ok')"
     )
@@ -390,7 +424,7 @@ def test_a_hand_run_queue_process_lands_while_a_stream_runs(repo, tickets_repo):
             e["event"] == "warning" and "held by" in e.get("reason", "") for e in events(repo)
         )
 
-    with FileLock(str(repo / ".sage/locks/queue.lock")):  # H-1 waits to land meanwhile
+    with FileLock(str(state_dir(repo) / "locks/queue.lock")):  # H-1 waits to land meanwhile
         wait_for(busy)
         by_hand = subprocess.Popen(
             [sys.executable, "-m", "sage", "queue", "process"],

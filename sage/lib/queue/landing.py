@@ -94,7 +94,7 @@ class Landing:
         if self.index_in_repo is not None:  # the user may edit the index while sage lands
             self.merges.setdefault(self.index_in_repo, merge_index)
         # The checkout update under way, recorded beside the entries (see `checkout.follow`).
-        self.record = entries.queue_dir / f"checkout-{urllib.parse.quote(target, safe='')}.json"
+        self.record = checkout_record(entries.queue_dir, target)
 
     def target_head(self) -> str:
         head = git.rev_parse(self.root, self.ref)
@@ -436,6 +436,17 @@ def completed_blob(blob: bytes, change: StateChange) -> bytes | None:
         return None  # not valid (a conflict, a hand edit): the run's state says COMPLETED
     record_changes(raw, [change])
     return files.json_text(raw).encode("utf-8")
+
+
+def checkout_record(queue_dir: Path, target: str) -> Path:
+    """Where the checkout update of `target` under way is recorded."""
+    return queue_dir / f"checkout-{urllib.parse.quote(target, safe='')}.json"
+
+
+def recorded_targets(queue_dir: Path) -> list[str]:
+    """The targets whose checkout update a dead process left recorded."""
+    found = sorted(queue_dir.glob("checkout-*.json"))
+    return [urllib.parse.unquote(p.stem.removeprefix("checkout-")) for p in found]
 
 
 def merge_index(mine: bytes, base: bytes, theirs: bytes) -> checkout.Merged:
