@@ -75,10 +75,14 @@ def dumps(data: Any) -> str:
     """`json.dumps(data, indent=2, ensure_ascii=False)`, the same text, faster for a document
     rewritten whole for each small change (the ticket index): the values two levels down (each
     ticket) are indented once and reused while their content is the same. json's indenting
-    encoder is pure Python, several times slower than its compact one."""
-    return _indented(data, 0)
+    encoder is pure Python, several times slower than its compact one. A small document is
+    written by json directly (the reuse costs more than it saves there)."""
+    if type(data) is dict and any(type(v) is list and len(v) >= _MANY for v in data.values()):
+        return _indented(data, 0)
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
+_MANY = 16  # items in a top-level list that make reusing their text worth it
 _REUSED_AT = 2  # depth of the values whose indented text is kept: {"tickets": [<here>, …]}
 _KEPT: dict[str, str] = {}  # compact JSON of such a value -> its indented text at that depth
 _KEEP_MOST = 50_000

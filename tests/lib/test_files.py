@@ -47,5 +47,6 @@ json_values = st.recursive(
 @given(json_values, json_values)
 def test_dumps_writes_what_json_writes(first: object, second: object) -> None:
     """Even when a value's indented text is reused from an earlier write."""
-    for data in ({"tickets": [first, second]}, {"tickets": [second, first]}, first):
+    many = [first, second] * 9
+    for data in ({"tickets": many}, {"tickets": many[::-1]}, {"tickets": [first]}, first):
         assert files.dumps(data) == json.dumps(data, indent=2, ensure_ascii=False)
