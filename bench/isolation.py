@@ -2,8 +2,11 @@
 
 Every case does the same ticket, one new file committed on the ticket's branch from the same base;
 only the isolation differs:
-- sage today: a fresh worktree per ticket (`worktrees.create`, then `worktrees.remove`);
-- worker slots: `worktrees.prepare_slot` reusing one worktree (not wired into the stream yet);
+- a fresh worktree per ticket (`worktrees.create`, then `worktrees.remove`), as sage did before
+  worker slots;
+- worker slots, as the stream uses them: `worktrees.prepare_slot` reusing one worktree; the
+  ticket leaves nothing untracked or ignored, so (as the stream's collect notes) its slot's next
+  switch needs no `git clean`;
 - the floor, measured in the same run: a plain git loop in one reused worktree (switch to the
   base, apply, commit).
 The repositories are made with `git fast-import`, so only the isolation writes a checkout.
@@ -82,6 +85,7 @@ def slots(repo: Path, base: str) -> Ticket:
     def ticket(i: int) -> None:
         slot = worktrees.prepare_slot(repo, folder, 0, f"S-{i}", base)
         commit(slot.path, i)
+        worktrees.note_tidy(slot.path, tidy=True)  # what workers.collect notes after this one
 
     return ticket
 
@@ -122,9 +126,9 @@ def case(options: Options, files: int, count: int) -> list[Row]:
     name = f"{files // 1000}k files, {count} tickets"
     return [
         row(SECTION, name, "fresh worktree per ticket / reused worktree", cost["today"],
-            floor=cost["plain"], note="sage today; floor: checkout -f -B base, apply, commit"),
+            floor=cost["plain"], note="before slots; floor: checkout -f -B base, apply, commit"),
         row(SECTION, name, "worker slot (prepare_slot) / reused worktree", cost["slot"],
-            floor=cost["plain"], goal=1.5, note="slots are not wired into the stream yet"),
+            floor=cost["plain"], goal=1.5, note="as the stream runs tickets"),
         row(SECTION, name, "creating a slot (once per slot)", created,
             note="git worktree add: O(files), paid once per worker instead of per ticket"),
     ]  # fmt: skip

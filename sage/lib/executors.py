@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from sage.lib import proc, workers, worktrees
+from sage.lib import git, proc, workers, worktrees
 from sage.lib.queue.landing import SLOTS_DIR  # ticket IDs cannot start with "_": no clash
 from sage.lib.workers import WorkerJob, WorkerResult
 
@@ -47,6 +47,9 @@ class LocalExecutor:
         self._pool = ThreadPoolExecutor(max_workers=2 * slots, thread_name_prefix="sage-worker")
         self._groups: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._files_lock = threading.Lock()  # the pid files, written and deleted by workers
+        self._pid_files: dict[str, tuple[int, int]] = {}  # ticket -> (pgid, thread that wrote)
+        self._ran = False
 
     def submit(self, job: WorkerJob, done: Done, released: Released | None = None) -> None:
         self._pool.submit(self._run, job, done, released)
@@ -57,6 +60,7 @@ class LocalExecutor:
 
     def _run(self, job: WorkerJob, done: Done, released: Released | None) -> None:
         tid = job.ticket.id
+        self._ran = True
         worktree = self.worktrees_dir / tid
 
         def on_exit() -> None:
@@ -84,20 +88,31 @@ class LocalExecutor:
                 worker_name=job.worker_name,
             )
         finally:
-            self._untrack(tid)
-        done(result)  # a slot is cleaned when it takes its next ticket, not now
+            with self._lock:
+                self._groups.pop(tid, None)
+        try:
+            done(result)  # a slot is cleaned when it takes its next ticket, not now
+        finally:
+            self._forget_pid_file(tid)
 
     def _track(self, tid: str, pgid: int) -> None:
         with self._lock:
             self._groups[tid] = pgid
-        self.pids_dir.mkdir(parents=True, exist_ok=True)
-        (self.pids_dir / f"{tid}.pid").write_text(f"{pgid}\n", encoding="utf-8")
+        with self._files_lock:
+            self.pids_dir.mkdir(parents=True, exist_ok=True)
+            (self.pids_dir / f"{tid}.pid").write_text(f"{pgid}\n", encoding="utf-8")
+            self._pid_files[tid] = (pgid, id(threading.current_thread()))
 
-    def _untrack(self, tid: str) -> None:
-        with self._lock:
-            self._groups.pop(tid, None)
-        with contextlib.suppress(FileNotFoundError):
-            (self.pids_dir / f"{tid}.pid").unlink()
+    def _forget_pid_file(self, tid: str) -> None:
+        """The attempt's processes are gone (see proc.run_logged); its pid file goes after its
+        result is out (deleting a file can take a millisecond), unless the ticket's next attempt
+        has written its own since."""
+        with self._files_lock:
+            mine = self._pid_files.get(tid, (0, 0))[1] == id(threading.current_thread())
+            if mine:
+                del self._pid_files[tid]
+                with contextlib.suppress(FileNotFoundError):
+                    (self.pids_dir / f"{tid}.pid").unlink()
 
     def kill_all(self) -> int:
         with self._lock:
@@ -105,7 +120,12 @@ class LocalExecutor:
         return sum(proc.kill_group(g) for g in groups)
 
     def shutdown(self) -> None:
+        """Wait for the workers; then git's housekeeping, once for the run's commits (sage's
+        own commits skip the `git maintenance run --auto` each `git commit` would start)."""
         self._pool.shutdown(wait=True)
+        if self._ran:
+            self._ran = False
+            git.run(self.repo, "maintenance", "run", "--auto", "--quiet")
 
 
 def kill_stale(pids_dir: Path) -> list[str]:

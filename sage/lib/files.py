@@ -13,9 +13,8 @@ from typing import Any
 
 def write_atomic(path: Path, text: str | bytes) -> None:
     """`text` (str: UTF-8) in `path` whole or not at all, with the mode of the file it replaces."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     try:
         os.fchmod(fd, mode)  # mkstemp makes 0600: the index and config are the user's files
         with os.fdopen(fd, "wb") as handle:
@@ -28,6 +27,16 @@ def write_atomic(path: Path, text: str | bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in `path`'s folder, made first if missing (a mkdir per write costs
+    more than the write on some disks)."""
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
 
 
 def _mode_for(path: Path) -> int:
@@ -59,7 +68,56 @@ def write_json(path: Path, data: Any) -> None:
 
 def json_text(data: Any) -> str:
     """JSON as sage writes every file: indented, UTF-8 as is, a final newline."""
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return dumps(data) + "\n"
+
+
+def dumps(data: Any) -> str:
+    """`json.dumps(data, indent=2, ensure_ascii=False)`, the same text, faster for a document
+    rewritten whole for each small change (the ticket index): the values two levels down (each
+    ticket) are indented once and reused while their content is the same. json's indenting
+    encoder is pure Python, several times slower than its compact one. A small document is
+    written by json directly (the reuse costs more than it saves there)."""
+    if type(data) is dict and any(type(v) is list and len(v) >= _MANY for v in data.values()):
+        return _indented(data, 0)
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+_MANY = 16  # items in a top-level list that make reusing their text worth it
+_REUSED_AT = 2  # depth of the values whose indented text is kept: {"tickets": [<here>, …]}
+_KEPT: dict[str, str] = {}  # compact JSON of such a value -> its indented text at that depth
+_KEEP_MOST = 50_000
+
+
+def _indented(value: Any, depth: int) -> str:
+    if depth == _REUSED_AT and isinstance(value, dict | list):
+        return _reused(value, depth)
+    pad = "\n" + "  " * (depth + 1)
+    if type(value) is dict and value and all(type(key) is str for key in value):
+        items = (f"{_encode_key(key)}: {_indented(item, depth + 1)}" for key, item in value.items())
+        return "{" + pad + ("," + pad).join(items) + pad[:-2] + "}"
+    if type(value) is list and value:
+        items = (_indented(item, depth + 1) for item in value)
+        return "[" + pad + ("," + pad).join(items) + pad[:-2] + "]"
+    return _plain(value, depth)
+
+
+def _reused(value: dict[Any, Any] | list[Any], depth: int) -> str:
+    key = _COMPACT.encode(value)
+    text = _KEPT.get(key)
+    if text is None:
+        if len(_KEPT) >= _KEEP_MOST:
+            _KEPT.clear()
+        text = _KEPT[key] = _plain(value, depth)
+    return text
+
+
+def _plain(value: Any, depth: int) -> str:
+    """What json writes for `value` at `depth` (its text has no raw newline but its own)."""
+    return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + "  " * depth)
+
+
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json's C encoder
+_encode_key = json.encoder.encode_basestring  # a str as JSON, as ensure_ascii=False writes it
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ def git(
     """Run `git -C repo args…` and return stdout without its trailing newline."""
     argv = ["git", "-C", str(repo), *args]
     with _turns(args):
-        done = proc.run(argv, check=check, input=input, env=proc.clean_env(env))
+        done = proc.run(argv, check=check, input=input, env=proc.clean_env(env) if env else None)
     return done.stdout.rstrip("\n")
 
 
@@ -52,7 +54,7 @@ def run(
     """Like `git` but never raises: for commands whose exit code is the answer."""
     with _turns(args):
         argv = ["git", "-C", str(repo), *args]
-        return proc.run(argv, check=False, input=input, env=proc.clean_env(env))
+        return proc.run(argv, check=False, input=input, env=proc.clean_env(env) if env else None)
 
 
 def run_bytes(repo: Path, *args: str, input: bytes | None = None) -> proc.Output:
@@ -143,8 +145,43 @@ def common_dir(repo: Path) -> Path:
 
 
 def rev_parse(repo: Path, rev: str) -> str | None:
+    """The commit `rev` names, or None. A branch (or any shared `refs/…`) whose loose ref file
+    holds a loose commit is read from the files (no git process, on every landing)."""
+    known = _ref_tip(repo, rev)
+    if known is not None:
+        return known
     done = run(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     return done.stdout.strip() if done.returncode == 0 else None
+
+
+_PER_WORKTREE = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")
+
+
+def _ref_tip(repo: Path, ref: str) -> str | None:
+    """The commit a full ref points to, from its loose file in the common dir; None when the
+    files cannot tell for sure (not a shared ref, reftable, packed or missing, symbolic, or not
+    a loose commit object): then git answers."""
+    if not ref.startswith("refs/") or ref.startswith(_PER_WORKTREE) or ref.endswith(".lock"):
+        return None
+    if "/." in ref or ".." in ref:
+        return None
+    common = _common_dir_cached(str(repo))
+    try:
+        sha = (common / ref).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return None
+    if not _HEX.fullmatch(sha) or (common / "reftable").exists():
+        return None
+    return sha if _is_loose_commit(common / "objects", sha) else None
+
+
+def _is_loose_commit(objects: Path, sha: str) -> bool:
+    try:
+        with open(objects / sha[:2] / sha[2:], "rb") as handle:
+            start = zlib.decompressobj().decompress(handle.read(64), 16)
+    except (OSError, zlib.error):
+        return False
+    return start.startswith(b"commit ")
 
 
 def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
@@ -340,6 +377,9 @@ def supports_parallel_mode() -> tuple[bool, str]:
 def history(repo: Path, base: str, head: str) -> tuple[list[tuple[str, str]], bool]:
     """(sha, subject) of each commit in base..head, oldest first, and whether `head` descends
     from `base`: some commit of the range has `base` as a parent (or head is base)."""
+    known = _linear_history(repo, base, head)
+    if known is not None:
+        return known, True
     out = git(repo, "log", "--reverse", "--format=%H %P%x00%s", f"{base}..{head}")
     rows, descends = [], head == base
     for line in out.splitlines():
@@ -348,3 +388,92 @@ def history(repo: Path, base: str, head: str) -> tuple[list[tuple[str, str]], bo
         rows.append((sha, subject))
         descends = descends or base in parents
     return rows, descends
+
+
+_LINE_MOST = 16  # commits read from files before asking git
+_HEX = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+
+
+def _linear_history(repo: Path, base: str, head: str) -> list[tuple[str, str]] | None:
+    """base..head read from loose commit objects, without a git process, when it is a short
+    line of single-parent commits down to `base`: what a worker's branch is after sage commits
+    its work on the base. None for anything else (a merge, a longer line, packed objects, replace
+    refs, grafts, a shallow clone, a message in another encoding): then git answers."""
+    objects = _plain_objects(repo)
+    if objects is None or not _HEX.fullmatch(head) or not _HEX.fullmatch(base):
+        return None
+    rows: list[tuple[str, str]] = []
+    sha = head
+    while sha != base:
+        commit = _loose_commit(objects, sha) if len(rows) < _LINE_MOST else None
+        if commit is None or len(commit[0]) != 1:
+            return None
+        rows.append((sha, _subject(commit[1])))
+        sha = commit[0][0]
+    return rows[::-1]
+
+
+def _plain_objects(repo: Path) -> Path | None:
+    """The object folder, if nothing makes git see commits other than as they are stored."""
+    common = _common_dir_cached(str(repo))
+    if os.environ.get("GIT_REPLACE_REF_BASE") or any(
+        (common / name).exists() for name in ("shallow", "info/grafts")
+    ):
+        return None
+    replace = common / "refs" / "replace"
+    if (replace.is_dir() and any(replace.iterdir())) or _packs_replace_refs(common):
+        return None
+    return common / "objects"
+
+
+def _packs_replace_refs(common: Path) -> bool:
+    try:
+        found = (common / "packed-refs").stat()
+    except OSError:
+        return False
+    return _mentions_replace(common / "packed-refs", found.st_mtime_ns, found.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _mentions_replace(path: Path, mtime_ns: int, size: int) -> bool:
+    return b" refs/replace/" in path.read_bytes()
+
+
+def loose_commit(repo: Path, sha: str) -> tuple[tuple[str, ...], str] | None:
+    """A commit's parents and raw message (as `git cat-file commit` shows it) read from its loose
+    object file, without a git process; None when that cannot be told so (packed, replaced,
+    grafted, in another encoding, not a commit). A commit sage just made (`git commit`,
+    `commit-tree`) is loose until git packs it."""
+    objects = _plain_objects(repo)
+    commit = _loose_commit(objects, sha) if objects and _HEX.fullmatch(sha) else None
+    if commit is None:
+        return None
+    return tuple(commit[0]), commit[1].decode("utf-8", errors="replace")
+
+
+def _loose_commit(objects: Path, sha: str) -> tuple[list[str], bytes] | None:
+    """A loose commit object's parents and message, or None if it is not one."""
+    try:
+        data = zlib.decompress((objects / sha[:2] / sha[2:]).read_bytes())
+    except (OSError, zlib.error):
+        return None
+    header, _, body = data.partition(b"\0")
+    headers, _, message = body.partition(b"\n\n")
+    if not header.startswith(b"commit "):
+        return None
+    parents = []
+    for line in headers.split(b"\n"):
+        if line.startswith(b"encoding "):
+            return None
+        if line.startswith(b"parent "):
+            parents.append(line[7:].decode("ascii"))
+    return parents, message
+
+
+def _subject(message: bytes) -> str:
+    """git's `%s`: the first paragraph after any blank lines, its lines joined by spaces, each
+    without trailing whitespace (git's whitespace: space, tab, CR, LF)."""
+    lines = [line.rstrip(b" \t\r") for line in message.split(b"\n")]
+    first = next((i for i, line in enumerate(lines) if line), len(lines))
+    end = next((i for i in range(first, len(lines)) if not lines[i]), len(lines))
+    return b" ".join(lines[first:end]).decode("utf-8", errors="replace")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -52,6 +53,12 @@ def clean_env(extra: Mapping[str, str] | None = None, *, keep_git: bool = False)
     return env
 
 
+def _inherited() -> dict[str, str] | None:
+    """The environment for a child with nothing added: None (inherit it as it is, no copy to
+    build per process) unless a variable must be taken out."""
+    return clean_env() if any(name in os.environ for name in _GIT_LEAKS) else None
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -67,7 +74,7 @@ def run(
         done = subprocess.run(
             list(argv),
             cwd=cwd,
-            env=dict(env) if env is not None else clean_env(),
+            env=dict(env) if env is not None else _inherited(),
             input=input,
             capture_output=True,
             text=text,
@@ -150,6 +157,7 @@ def run_logged(
         except OSError as exc:
             sink.write(f"sage: cannot start {argv[0]}: {exc}\n".encode())
             return Finished(returncode=127, seconds=time.monotonic() - start)
+        forks = _forks()
         if on_start:
             on_start(child.pid)
         expired = threading.Event()
@@ -157,7 +165,7 @@ def run_logged(
         code = child.wait()
         if timer:
             timer.cancel()
-        left = kill_leftovers(child.pid, tag)
+        left = kill_leftovers(child.pid, tag, lowest=_lowest_pid(child.pid, forks))
         if left:
             sink.write(f"sage: killed what the worker left running: {'; '.join(left)}\n".encode())
         seconds = time.monotonic() - start
@@ -183,12 +191,13 @@ def _start(
 TAG = "SAGE_PROCESS_TAG"  # in a worker's environment: finds its processes wherever they went
 
 
-def kill_leftovers(pgid: int, tag: str, rounds: int = 5) -> tuple[str, ...]:
+def kill_leftovers(pgid: int, tag: str, rounds: int = 5, *, lowest: int = 0) -> tuple[str, ...]:
     """SIGKILL every process in group `pgid` or carrying `tag`, until none is left (a process
-    may fork while we look); wait until they are gone, so none writes after this returns."""
+    may fork while we look); wait until they are gone, so none writes after this returns.
+    Processes numbered below `lowest` are not looked at (see `_lowest_pid`)."""
     killed: dict[int, str] = {}
     for _ in range(rounds):
-        found = {pid: name for pid, name in _processes(pgid, tag) if pid not in killed}
+        found = {pid: name for pid, name in _processes(pgid, tag, lowest) if pid not in killed}
         if not found:
             break
         for pid in found:
@@ -199,17 +208,53 @@ def kill_leftovers(pgid: int, tag: str, rounds: int = 5) -> tuple[str, ...]:
     return tuple(f"{pid} {name}" for pid, name in killed.items())
 
 
-def _processes(pgid: int, tag: str) -> list[tuple[int, str]]:
-    """(pid, command) of the live processes in group `pgid` or with `tag` in their environment."""
+def _processes(pgid: int, tag: str, lowest: int = 0) -> list[tuple[int, str]]:
+    """(pid, command) of the live processes in group `pgid` or with `tag` in their environment,
+    numbered `lowest` or above."""
     marker = f"{TAG}={tag}".encode()
-    found = []
+    found, me = [], os.getpid()
     for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) < lowest or int(entry.name) == me:
             continue
         state = _stat(entry.path)
         if state and state[0] not in "ZX" and (state[1] == pgid or marker in _environ(entry.path)):
             found.append((int(entry.name), _command(entry.path)))
     return found
+
+
+def _forks() -> int | None:
+    """Processes (and threads) the kernel has started since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat", "rb") as stat:
+            for line in stat:
+                if line.startswith(b"processes "):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@functools.cache
+def _pid_max() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _lowest_pid(first: int, forks: int | None) -> int:
+    """The lowest number a process started after process `first` (and `forks` counted) can
+    have. Linux numbers new processes upwards from the last one, skipping numbers in use, and
+    wraps around at pid_max: if no wrap could have happened since (fewer starts, plus numbers
+    in use, than the numbers left above `first`), every process started since is numbered above
+    `first`, and the older ones below need no look (reading each /proc/PID is most of the
+    cost). Else 0: look at every process."""
+    now, most = _forks(), _pid_max()
+    if forks is None or now is None or not most:
+        return 0
+    started = now - forks
+    in_use = sum(1 for name in os.listdir("/proc") if name.isdigit())
+    return first if first + 2 * started + in_use < most else 0
 
 
 def _stat(path: str) -> tuple[str, int] | None:

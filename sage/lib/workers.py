@@ -274,11 +274,14 @@ def _moved_users_branch(repo: Path, worktree: Path, job: WorkerJob, made: Made) 
         moved = _CHECKOUT.search(line)
         if moved and f"refs/heads/{moved.group(1)}" in before:
             return f"the worker switched its worktree to {moved.group(1)} during the run"
-    after = _branches_now(repo)
-    changed = [ref for ref, tip in before.items() if after.get(ref, tip) != tip]
-    tip = _head(worktree) if changed else None
-    if not tip or tip == job.base:
+    try:
+        tip = _head(worktree)
+    except (OSError, SageError):
+        return None  # HEAD unreadable: collecting says so
+    if tip == job.base:  # no commit of the worker's own: no branch can hold one
         return None
+    after = _branches_now(repo)
+    changed = [ref for ref, old in before.items() if after.get(ref, old) != old]
     for ref in changed:
         if ref in after and git.is_ancestor(repo, tip, after[ref]):
             return f"the worker moved {ref} onto its own commits (to {after[ref][:12]})"
@@ -379,20 +382,35 @@ def collect(worktree: Path, job: WorkerJob, *, repo: Path | None = None) -> str:
     """
     head, entries = _status(worktree)
     _refuse_unfinished(worktree, entries)
-    kept_out = _keep_out(worktree, job, head, entries)
-    if any(not _is_kept_out(e.path, job) for e in entries):
+    kept_out, restored = _keep_out(worktree, job, head, entries)
+    landing = [e for e in entries if e.kind != "!" and not _is_kept_out(e.path, job)]
+    if any(e.kind == "?" or e.xy[1] != "." for e in landing):
         git.git(worktree, "add", "-A", "--", ".", *(f":(exclude,literal){p}" for p in _own(job)))
-    changes = _staged(worktree, job.base)
+    known = head == job.base and not restored
+    changes = _known_changes(landing) if known else None
+    changes = _staged(worktree, job.base) if changes is None else changes
     _refuse_unlandable(worktree, job.base, changes)
     if not changes and not job.ticket.allow_empty:
         raise NotLanded(Outcome.NO_CHANGES, _nothing_to_land(kept_out))
     if head == job.base or git.run(worktree, "diff", "--cached", "--quiet", "HEAD").returncode:
-        title = printable(job.ticket.title)
-        subject = f"{job.ticket.id}: {title}" if title else job.ticket.id
-        message = f"{subject}\n\nSage-Ticket: {job.ticket.id}\n"
-        args = ("commit", "--quiet", "--allow-empty", "--no-verify", "-F", "-")
-        git.git(worktree, *args, input=message, env=git.identity_env(repo or worktree))
+        _commit(worktree, job, repo or worktree)
+    # Nothing ignored, and every untracked file now committed: the next ticket in this slot
+    # needs no `git clean`.
+    left = any(e.kind == "!" or (e.kind == "?" and _is_kept_out(e.path, job)) for e in entries)
+    worktrees.note_tidy(worktree, tidy=not left and not restored)
     return _head(worktree)
+
+
+def _commit(worktree: Path, job: WorkerJob, repo: Path) -> None:
+    """sage's commit of what the worker left. No auto-maintenance after it (a `git maintenance`
+    process per ticket): the executor runs it once per run instead. No reflog for the branch
+    (see `worktrees.NO_REFLOG`)."""
+    title = printable(job.ticket.title)
+    subject = f"{job.ticket.id}: {title}" if title else job.ticket.id
+    message = f"{subject}\n\nSage-Ticket: {job.ticket.id}\n"
+    args = (*worktrees.NO_REFLOG, "-c", "maintenance.auto=false", "commit", "--quiet",
+            "--allow-empty", "--no-verify", "-F", "-")  # fmt: skip
+    git.git(worktree, *args, input=message, env=git.identity_env(repo))
 
 
 def _head(worktree: Path) -> str:
@@ -426,15 +444,21 @@ class _Entry:
     kind: str  # "1" changed, "2" renamed, "u" unmerged, "?" untracked, "!" ignored
     path: str
     submodule: str = "N..."  # "S<commit><modified><untracked>" for a submodule
+    xy: str = ".."  # staged (index against HEAD), unstaged (worktree against the index)
+    mode: str = ""  # what `add -A` would stage: the worktree's mode if unstaged, else the index's
+    old: str = ""  # a rename's old path
 
 
 _FIELDS_BEFORE_PATH = {"1": 8, "2": 9, "u": 10}
 
 
 def _status(worktree: Path) -> tuple[str, list[_Entry]]:
-    """HEAD and every changed path, in one call. A rename's old path is a NUL field of its own
-    (whatever it starts with, it is no record)."""
-    out = git.git(worktree, "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all")
+    """HEAD and every changed path, untracked and ignored ones too (an ignored folder as one
+    entry), in one call. A rename's old path is a NUL field of its own (whatever it starts
+    with, it is no record)."""
+    # --no-optional-locks: the commit after it refreshes and writes the index anyway
+    out = git.git(worktree, "--no-optional-locks", "status", "--porcelain=v2", "--branch", "-z",
+                  "--untracked-files=all", "--ignored=matching")  # fmt: skip
     fields = iter(out.split("\0"))
     head, entries = "", []
     for record in fields:
@@ -443,9 +467,11 @@ def _status(worktree: Path) -> tuple[str, list[_Entry]]:
             head = record.split()[2]
         elif kind in _FIELDS_BEFORE_PATH:
             parts = record.split(" ", _FIELDS_BEFORE_PATH[kind])
-            entries.append(_Entry(kind=kind, path=parts[-1], submodule=parts[2]))
-            if kind == "2":
-                next(fields, None)
+            xy, modes = parts[1], parts[3:6]
+            mode = modes[2] if xy[1:] != "." else modes[1]
+            old = next(fields, "") if kind == "2" else ""
+            entries.append(_Entry(kind=kind, path=parts[-1], submodule=parts[2], xy=xy,
+                                  mode=mode, old=old))  # fmt: skip
         elif kind in ("?", "!"):
             entries.append(_Entry(kind=kind, path=record[2:]))
     return head, entries
@@ -523,9 +549,12 @@ def _is_kept_out(path: str, job: WorkerJob) -> bool:
     return any(path == own or path.startswith(own.rstrip("/") + "/") for own in _own(job))
 
 
-def _keep_out(worktree: Path, job: WorkerJob, head: str, entries: list[_Entry]) -> list[str]:
-    """Take sage's own files out of what lands (the worker's commits too); say which."""
-    mine = [e for e in entries if _is_kept_out(e.path, job)]
+def _keep_out(
+    worktree: Path, job: WorkerJob, head: str, entries: list[_Entry]
+) -> tuple[list[str], bool]:
+    """Take sage's own files out of what lands (the worker's commits too); say which, and
+    whether any tracked one was put back as it was in the base."""
+    mine = [e for e in entries if e.kind != "!" and _is_kept_out(e.path, job)]
     tracked = [e.path for e in mine if e.kind in _FIELDS_BEFORE_PATH]  # staged, maybe
     if head != job.base:
         own = (f":(literal){path}" for path in _own(job))
@@ -541,7 +570,7 @@ def _keep_out(worktree: Path, job: WorkerJob, head: str, entries: list[_Entry]) 
         notes = _NOTES.get()
         if notes is not None:
             notes.append(note)
-    return kept
+    return kept, bool(tracked)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -559,6 +588,18 @@ def _staged(worktree: Path, base: str) -> list[_Change]:
         for meta, path in zip(fields[0::2], fields[1::2], strict=False)
         if meta.startswith(":")
     ]
+
+
+def _known_changes(landing: list[_Entry]) -> list[_Change] | None:
+    """What would land, read from `git status` alone when HEAD is the base: after `add -A`
+    every listed path differs from the base, unless a path both staged and changed again may
+    be back to the base's content (or an untracked file stands where a deletion is staged).
+    Then None: ask git."""
+    deleted = {e.path for e in landing if e.xy[:1] == "D"}
+    if any("." not in e.xy or (e.kind == "?" and e.path in deleted) for e in landing):
+        return None
+    changes = [_Change(path=e.path, mode=e.mode) for e in landing]  # untracked: no mode, no link
+    return changes + [_Change(path=e.old, mode="000000") for e in landing if e.old]
 
 
 def _marked_files(worktree: Path, base: str) -> list[str]:

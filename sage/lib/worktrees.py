@@ -6,6 +6,7 @@ from __future__ import annotations
 import filecmp
 import functools
 import json
+import os
 import shlex
 import shutil
 import time
@@ -127,12 +128,13 @@ def prepare_slot(
     worker set (assume-unchanged, skip-worktree) are cleared, `git checkout --force -B sage/<ID>
     <base>` rewrites only the files that differ, and `git clean -ffdx` removes everything
     untracked or ignored except what setup produced (the ignored paths it left), the copies and
-    `setup.keep`. Copies are refreshed where they differ from the user's; setup runs again when a
-    `setup.setup_when` file's blob differs from the last setup's. A slot that cannot be reused
-    (no `.git` file, one pointing elsewhere, a stale `index.lock`, a merge or rebase left half
-    done), or one git refuses to switch, is removed and created again. The previous ticket's
-    branch is left as it is (the queue lands from it); the slot keeps `sage/<ID>` checked out
-    until its next ticket.
+    `setup.keep` (no clean when the collect of the slot's last ticket saw nothing untracked or
+    ignored, see `note_tidy`, and no hook could have written there since). Copies are refreshed
+    where they differ from the user's; setup runs again when a `setup.setup_when` file's blob
+    differs from the last setup's. A slot that cannot be reused (no `.git` file, one pointing
+    elsewhere, a stale `index.lock`, a merge or rebase left half done), or one git refuses to
+    switch, is removed and created again. The previous ticket's branch is left as it is (the
+    queue lands from it); the slot keeps `sage/<ID>` checked out until its next ticket.
 
     One caller per slot at a time (a slot is one worker). Raises SageError when setup fails or
     leaves anything git sees (the slot is kept and sets up again next time), or a copied path is
@@ -140,7 +142,10 @@ def prepare_slot(
     """
     started = time.monotonic()
     path, branch = slot_path(slots_dir, slot), branch_for(ticket_id)
-    problem = slot_problem(repo, path) or _switched(path, branch, base, setup)
+    noted = _noted_tidy(path)
+    problem = slot_problem(repo, path) or _switched(
+        path, branch, base, setup, tidy=noted and not _hooks_may_write(path)
+    )
     if problem:
         _recreate(repo, path, branch, base)
         _check_copies_ignored(repo, path, setup.copy)
@@ -160,12 +165,19 @@ def slot_problem(repo: Path, path: Path) -> str:
     admin = _admin_dir(path)
     if admin is None:
         return "no .git file"
-    if admin.parent != (_common(repo) / "worktrees").resolve():
+    if not _same(admin.parent, _common(repo) / "worktrees"):
         return "its .git file points elsewhere"
-    if _registered_at(admin) != (path / ".git").resolve():
+    registered = _registered_at(admin)
+    if registered is None or not _same(registered, path / ".git"):
         return "not registered with the repository"
     stuck = [name for name in _STUCK if (admin / name).exists()]
     return f"left mid-operation ({stuck[0]})" if stuck else ""
+
+
+def _same(one: Path, other: Path) -> bool:
+    """The same place: the same path (as git writes them: absolute, resolved), else the same
+    once both are resolved (a resolve is a few lstat calls per component)."""
+    return one == other or one.resolve() == other.resolve()
 
 
 def _admin_dir(path: Path) -> Path | None:
@@ -175,7 +187,7 @@ def _admin_dir(path: Path) -> Path | None:
         return None
     if not text.startswith("gitdir: "):
         return None
-    return (path / text[len("gitdir: ") :]).resolve()
+    return _absolute(path, text[len("gitdir: ") :])
 
 
 def _registered_at(admin: Path) -> Path | None:
@@ -183,7 +195,12 @@ def _registered_at(admin: Path) -> Path | None:
         text = (admin / "gitdir").read_text(encoding="utf-8").strip()
     except OSError:
         return None
-    return (admin / text).resolve()
+    return _absolute(admin, text)
+
+
+def _absolute(folder: Path, text: str) -> Path:
+    link = Path(text)
+    return link if link.is_absolute() else (folder / link).resolve()
 
 
 @functools.lru_cache(maxsize=16)
@@ -200,34 +217,165 @@ def _recreate(repo: Path, path: Path, branch: str, base: str) -> None:
     git.git(path, "checkout", "--quiet", "--ignore-other-worktrees", "-B", branch, base)
 
 
-def _switched(path: Path, branch: str, base: str, setup: SlotSetup) -> str:
+def _switched(path: Path, branch: str, base: str, setup: SlotSetup, *, tidy: bool) -> str:
     """Switch a healthy-looking slot; "" when done, else why it must be recreated (a damaged
     index, a ref lock a killed git left: whatever git refuses, a fresh worktree cures)."""
     try:
-        _switch(path, branch, base, _excludes(path, setup))
+        _switch(path, branch, base, None if tidy else _excludes(path, setup))
     except GitError as exc:
         return f"could not switch: {exc.message}"
     return ""
 
 
-def _switch(path: Path, branch: str, base: str, excludes: list[str]) -> None:
-    _clear_flags(path)
-    args = ("checkout", "--quiet", "--force", "--ignore-other-worktrees", "-B", branch, base)
+# For sage's own moves of a slot's branch: a `sage/<ID>` branch lives until its ticket lands, and
+# a reflog for it is two more files to create and delete per ticket. The slot's HEAD reflog,
+# which already exists, is still written (see `head_log`).
+NO_REFLOG = ("-c", "core.logAllRefUpdates=false")
+
+
+def _switch(path: Path, branch: str, base: str, excludes: list[str] | None) -> None:
+    """Checkout, then `git clean` unless `excludes` is None (the slot is known to be tidy)."""
+    _clear_flags(path, base)
+    args = (*NO_REFLOG, "checkout", "--quiet", "--force", "--ignore-other-worktrees", "-B",
+            branch, base)  # fmt: skip
     git.git(path, *args)
-    git.git(path, "clean", "-ffdxq", *(f"--exclude={e}" for e in excludes))
+    if excludes is not None:
+        git.git(path, "clean", "-ffdxq", *(f"--exclude={e}" for e in excludes))
 
 
-def _clear_flags(path: Path) -> None:
-    """Index entries a worker marked assume-unchanged (a lowercase tag) or skip-worktree (`S`,
-    `s`): checkout would leave them as they are and hide the next ticket's edits from status.
-    update-index applies one such option per path, hence one call per flag."""
-    out = git.git(path, "ls-files", "-v", "-z")
-    tags = [(e[0], e[2:]) for e in out.split("\0") if e]
-    assumed = [name for tag, name in tags if tag.islower()]
-    skipped = [name for tag, name in tags if tag in "Ss"]
+# Slots whose last ticket's collect saw nothing untracked or ignored (`note_tidy`): switching
+# one rewrites every tracked file that differs, so no `git clean` is needed after it. Known to
+# this process only (a new run cleans each slot once), and used once.
+_TIDY: set[str] = set()
+# Hooks that sage's own git calls in a slot (status, add, commit, checkout) may run, which
+# could leave files after the collect looked (`--no-verify` skips pre-commit and commit-msg).
+_HOOKS_IN_SLOT = ("post-checkout", "post-commit", "prepare-commit-msg", "reference-transaction",
+                  "post-index-change")  # fmt: skip
+
+
+def note_tidy(path: Path, *, tidy: bool) -> None:
+    """The collect of the ticket in the slot at `path` found nothing untracked or ignored
+    (`tidy`), or did not look."""
+    if tidy:
+        _TIDY.add(str(path))
+    else:
+        _TIDY.discard(str(path))
+
+
+def _noted_tidy(path: Path) -> bool:
+    """Whether the last collect in the slot at `path` found it tidy; asked once per note."""
+    noted = str(path) in _TIDY
+    _TIDY.discard(str(path))
+    return noted
+
+
+def _hooks_may_write(path: Path) -> bool:
+    """Whether a hook sage's own git calls in the slot may run is installed."""
+    hooks = _hooks_dir(str(path))
+    return any(os.access(hooks / name, os.X_OK) for name in _HOOKS_IN_SLOT)
+
+
+@functools.lru_cache(maxsize=64)
+def _hooks_dir(path: str) -> Path:
+    """Where git looks for hooks when run in the worktree at `path` (core.hooksPath, relative
+    to the worktree, or the common dir's hooks)."""
+    return Path(path) / git.git(Path(path), "rev-parse", "--git-path", "hooks")
+
+
+def _clear_flags(path: Path, base: str) -> None:
+    """Index entries a worker marked assume-unchanged or skip-worktree: checkout would leave
+    them as they are and hide the next ticket's edits from status. Read from the index file
+    (`ls-files -v` when it is a kind this does not read); update-index applies one such option
+    per path, hence one call per flag."""
+    admin = _admin_dir(path)
+    flagged = index_flags(admin / "index", len(base) // 2) if admin else None
+    assumed, skipped = flagged if flagged is not None else _listed_flags(path)
     for option, paths in (("--no-assume-unchanged", assumed), ("--no-skip-worktree", skipped)):
         if paths:
             git.git(path, "update-index", option, "-z", "--stdin", input="\0".join(paths))
+
+
+def _listed_flags(path: Path) -> tuple[list[str], list[str]]:
+    """Assume-unchanged (a lowercase tag) and skip-worktree (`S`, `s`) paths, asked of git."""
+    out = git.git(path, "ls-files", "-v", "-z")
+    tags = [(e[0], e[2:]) for e in out.split("\0") if e]
+    return [n for t, n in tags if t.islower()], [n for t, n in tags if t in "Ss"]
+
+
+def index_flags(index: Path, hash_size: int) -> tuple[list[str], list[str]] | None:
+    """The assume-unchanged and the skip-worktree paths of a git index file (versions 2 to 4,
+    objects of `hash_size` bytes), or None when it cannot tell: no such file, another format,
+    or a split or sparse index (whose entries are not all in this file)."""
+    try:
+        data = index.read_bytes()
+    except OSError:
+        return None
+    if data[:4] != b"DIRC" or hash_size not in (20, 32) or len(data) < 12:
+        return None
+    version, count = int.from_bytes(data[4:8], "big"), int.from_bytes(data[8:12], "big")
+    if version not in (2, 3, 4):
+        return None
+    try:
+        found, end = _flagged_entries(data, version, count, hash_size)
+    except (IndexError, ValueError):
+        return None
+    return None if _split_or_sparse(data, end, hash_size) else found
+
+
+def _flagged_entries(
+    data: bytes, version: int, count: int, hash_size: int
+) -> tuple[tuple[list[str], list[str]], int]:
+    """Walk the entries (see git's gitformat-index): 40 bytes of stat data, the object id, 16
+    bits of flags (assume-valid 0x8000, extended 0x4000, name length), 16 more if extended
+    (skip-worktree 0x4000), then the name: padded with NULs to 8 bytes (v2, v3), or the length
+    to drop from the previous name and a NUL-terminated suffix (v4)."""
+    assumed: list[str] = []
+    skipped: list[str] = []
+    at, flags_at, name = 12, 40 + hash_size, b""
+    for _ in range(count):
+        flags = int.from_bytes(data[at + flags_at : at + flags_at + 2], "big")
+        start = at + flags_at + (4 if flags & 0x4000 else 2)
+        skip = bool(flags & 0x4000) and bool(data[at + flags_at + 2] & 0x40)
+        if version == 4:
+            drop, start = _varint(data, start)
+            end = data.index(b"\0", start)
+            name = name[: len(name) - drop] + data[start:end]
+            at = end + 1
+        else:
+            length = flags & 0xFFF
+            end = data.index(b"\0", start) if length == 0xFFF else start + length
+            name = data[start:end]
+            at += (end - at + 8) & ~7
+        if flags & 0x8000 or skip:
+            text = os.fsdecode(name)
+            if flags & 0x8000:
+                assumed.append(text)
+            if skip:
+                skipped.append(text)
+    return (assumed, skipped), at
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """git's offset encoding (varint.c): 7 bits a byte, high bit set on all but the last."""
+    byte = data[at]
+    value = byte & 0x7F
+    while byte & 0x80:
+        at += 1
+        byte = data[at]
+        value = ((value + 1) << 7) | (byte & 0x7F)
+    return value, at + 1
+
+
+def _split_or_sparse(data: bytes, at: int, hash_size: int) -> bool:
+    """Whether the extensions after the entries include a link to a shared index or sparse
+    directory entries; a malformed extension list counts as such (cannot tell)."""
+    stop = len(data) - hash_size
+    while at + 8 <= stop:
+        signature, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "big")
+        if signature in (b"link", b"sdir"):
+            return True
+        at += 8 + size
+    return at != stop
 
 
 def _excludes(path: Path, setup: SlotSetup) -> list[str]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sage.lib import files
 
@@ -32,3 +35,18 @@ def test_a_replaced_file_keeps_its_mode(tmp_path: Path) -> None:
     files.write_json(path, {"tickets": []})
     assert mode(path) == 0o640 and path.read_text() == '{\n  "tickets": []\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["index.json"]  # no temp file left
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(json_values, json_values)
+def test_dumps_writes_what_json_writes(first: object, second: object) -> None:
+    """Even when a value's indented text is reused from an earlier write."""
+    many = [first, second] * 9
+    for data in ({"tickets": many}, {"tickets": many[::-1]}, {"tickets": [first]}, first):
+        assert files.dumps(data) == json.dumps(data, indent=2, ensure_ascii=False)

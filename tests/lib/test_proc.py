@@ -77,3 +77,11 @@ def test_processes_of_other_runs_are_left_alone(tmp_path: Path) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_only_processes_started_since_are_looked_at_unless_numbers_may_have_wrapped() -> None:
+    forks = proc._forks()
+    assert forks is not None and proc._pid_max() > 300
+    assert proc._lowest_pid(300, forks) == 300  # nothing numbered below 300 started since
+    assert proc._lowest_pid(proc._pid_max() - 5, forks) == 0  # near the end: may wrap
+    assert proc._lowest_pid(300, None) == 0  # cannot tell: every process

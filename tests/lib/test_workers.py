@@ -3,23 +3,27 @@ outcome naming the cause. Never COMPLETED with nothing landed, never a silent dr
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sage.lib import workers
+from sage.lib import workers, worktrees
 from sage.lib.tickets import Ticket
 from sage.lib.workers import Outcome, WorkerJob, WorkerResult
+from sage.lib.worktrees import SlotSetup
 from tests.conftest import git, worktrees_dir
 
 GIT = "import subprocess\ndef git(*a): subprocess.run(['git', *a], check=True)\n"
 
 
-def run(repo: Path, code: str, tid: str = "W-1", **fields: Any) -> WorkerResult:
+def run(
+    repo: Path, code: str, tid: str = "W-1", *, slot: bool = False, **fields: Any
+) -> WorkerResult:
     """Run `code` (Python, with a `git(...)` helper) as ticket `tid`'s worker in a fresh
-    worktree of `repo`, the way the stream does."""
+    worktree of `repo` (or in worker slot 0), the way the stream does."""
     ticket = Ticket(id=tid, title=fields.pop("title", f"Ticket {tid}"), **fields)
     runs = repo.parent / "runs"
     runs.mkdir(exist_ok=True)
@@ -33,7 +37,8 @@ def run(repo: Path, code: str, tid: str = "W-1", **fields: Any) -> WorkerResult:
         log=runs / f"{tid}.log",
         context_file=runs / f"{tid}.context.md",
     )
-    return workers.run(repo, worktrees_dir(repo) / tid, job)
+    slots = (worktrees_dir(repo) / "_slots", SlotSetup()) if slot else None
+    return workers.run(repo, worktrees_dir(repo) / tid, job, slots=slots)
 
 
 def landed(repo: Path, result: WorkerResult) -> list[str]:
@@ -88,14 +93,56 @@ def test_a_background_process_the_worker_left_is_killed_and_named(repo: Path) ->
     assert "killed what the worker left running" in result.detail and "sleep" in result.detail
 
 
+def test_staged_work_is_committed_as_it_is_in_two_git_calls(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `git apply --index` leaves: every change staged, nothing untracked."""
+    from tests.reliability.test_process_count import classify, logging_git
+
+    (repo / "old.txt").write_text("old\n")
+    commit_all(repo)
+    code = "open('README.md', 'w').write('2'); git('mv', 'old.txt', 'new.txt'); git('add', '.')"
+    bin_dir, log = logging_git(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    result = run(repo, code)
+    assert result.outcome == Outcome.OK, result.detail
+    assert sorted(landed(repo, result)) == ["README.md", "new.txt", "old.txt"]
+    calls = [classify(line) for line in log.read_text().splitlines() if "\t-C\t" in line]
+    in_worktree = [sub for side, sub in calls if side == "worker" and sub != "worktree add"]
+    assert in_worktree == ["status", "commit"]  # no add, no diff: status says it all
+
+
+@pytest.mark.parametrize(
+    ("code", "tidy"),
+    [("open('new.txt', 'w').write('n'); open('README.md', 'w').write('r')", True),
+     ("open('new.txt', 'w').write('n'); open('x.lock', 'w').write('ignored')", False)],
+    ids=["all landed", "an ignored file left"],
+)  # fmt: skip
+def test_a_slot_is_known_tidy_only_when_nothing_is_left_behind(
+    repo: Path, code: str, tidy: bool
+) -> None:
+    """A tidy slot's next switch skips `git clean`: only when its collect saw nothing ignored
+    and committed every untracked file."""
+    result = run(repo, code, slot=True)
+    assert result.outcome == Outcome.OK, result.detail
+    slot = worktrees_dir(repo) / "_slots" / "slot-0"
+    assert (str(slot) in worktrees._TIDY) is tidy
+    worktrees.prepare_slot(repo, slot.parent, 0, "W-2", git(repo, "rev-parse", "HEAD"))
+    assert git(slot, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
+    assert not (slot / "new.txt").exists()
+
+
 # ---- nothing to land ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "code",
     ["pass", "open('a.txt', 'w').write('a'); git('add', 'a.txt'); git('commit', '-qm', 'a');"
-     "git('rm', '-q', 'a.txt'); git('commit', '-qm', 'undo')"],
-    ids=["nothing", "undone"],
+     "git('rm', '-q', 'a.txt'); git('commit', '-qm', 'undo')",
+     # what `git status` lists but cancels out once everything is staged
+     "open('README.md', 'w').write('x'); git('add', '.'); open('README.md', 'w').write('hello\\n')",
+     "git('rm', '-q', '--cached', 'README.md')"],
+    ids=["nothing", "undone", "staged then reverted", "unstaged as it was"],
 )  # fmt: skip
 def test_a_worker_that_leaves_nothing_is_no_changes(repo: Path, code: str) -> None:
     result = run(repo, code)

@@ -293,16 +293,66 @@ def test_setup_output_git_would_see_is_refused(project: Path, code: str, seen: s
         prepare(project, "A-1", setup=SlotSetup(setup=(sys.executable, "-c", code)))
 
 
-def test_a_reused_slot_costs_three_git_calls(
+def test_a_reused_slot_costs_two_git_calls_and_one_when_it_was_left_tidy(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.reliability.test_process_count import logging_git
+    from tests.reliability.test_process_count import classify, logging_git
 
     prepare(project, "A-1")
     prepare(project, "A-2")  # and the repository's common dir, read once per process
+    worktrees.note_tidy(prepare(project, "A-3").path, tidy=True)
+    prepare(project, "A-4")  # where the slot's hooks are, asked once per process
     base, slots = git(project, "rev-parse", "main"), worktrees_dir(project)
     bin_dir, log = logging_git(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    worktrees.prepare_slot(project, slots, 0, "A-3", base)
-    subcommands = [line.split("\t")[3] for line in log.read_text().splitlines()]
-    assert subcommands == ["ls-files", "checkout", "clean"]  # vs worktree add + remove + prune
+
+    def calls(tid: str) -> list[str]:
+        log.unlink(missing_ok=True)
+        worktrees.prepare_slot(project, slots, 0, tid, base)
+        return [classify(line)[1] for line in log.read_text().splitlines()]
+
+    assert calls("A-5") == ["checkout", "clean"]  # index flags read from the index file
+    worktrees.note_tidy(slots / "slot-0", tidy=True)
+    assert calls("A-6") == ["checkout"]  # vs worktree add + remove + prune
+    assert calls("A-7") == ["checkout", "clean"]  # a note is good for one switch
+
+
+def test_a_tidy_slot_is_still_cleaned_when_a_hook_may_have_written(project: Path) -> None:
+    path = prepare(project, "A-1").path
+    hook = Path(git(path, "rev-parse", "--git-common-dir")) / "hooks" / "post-checkout"
+    hook.write_text("#!/bin/sh\necho made > made-by-hook.txt\n")
+    hook.chmod(0o755)
+    worktrees.note_tidy(path, tidy=True)
+    prepare(project, "A-2")
+    assert everything(path) == ""
+
+
+@pytest.mark.parametrize("kind", ["v2", "v4", "sha256"])
+def test_index_flags_are_read_from_the_index_file(tmp_path: Path, kind: str) -> None:
+    repo = tmp_path / "repo"
+    fmt = "sha256" if kind == "sha256" else "sha1"
+    git(tmp_path, "init", "-q", f"--object-format={fmt}", str(repo))
+    for name in ("a.txt", "b.txt", "dir/c d.txt", "dir/sub/é.txt"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(name)
+    git(repo, "add", "-A")
+    git(repo, "update-index", "--index-version", "4" if kind == "v4" else "2")
+    git(repo, "update-index", "--assume-unchanged", "a.txt", "dir/c d.txt")
+    git(repo, "update-index", "--skip-worktree", "dir/sub/é.txt", "dir/c d.txt")
+    size = 32 if kind == "sha256" else 20
+    flagged = worktrees.index_flags(repo / ".git" / "index", size)
+    assert flagged == (["a.txt", "dir/c d.txt"], ["dir/c d.txt", "dir/sub/é.txt"])
+    assert flagged == worktrees._listed_flags(repo)
+    (repo / ".git" / "index").write_bytes(b"DIRC\0\0\0\x09")
+    assert worktrees.index_flags(repo / ".git" / "index", size) is None  # ls-files, then
+
+
+def test_sage_branches_get_no_reflog_but_the_slots_head_keeps_its_own(project: Path) -> None:
+    """Two files fewer to create and delete per ticket; the HEAD reflog is how a worker's own
+    checkout of another branch is found (workers._moved_users_branch)."""
+    path = prepare(project, "A-1").path
+    prepare(project, "A-2")
+    common = Path(git(path, "rev-parse", "--git-common-dir"))
+    assert not (common / "logs" / "refs" / "heads" / "sage" / "A-2").exists()
+    head_log = Path(git(path, "rev-parse", "--git-dir")) / "logs" / "HEAD"
+    assert "moving from sage/A-1 to sage/A-2" in head_log.read_text()

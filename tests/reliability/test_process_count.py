@@ -8,11 +8,14 @@ Each ticket in a chain waits for the one before it to land, so the count is the 
 Two runs of different length give the cost per ticket (their difference) apart from the run's
 fixed cost. The bounds are today's counts: they can only go down.
 
-Target (issue 15), about 10 per ticket: a worker slot reuses its worktree
-(`worktrees.prepare_slot`: ls-files -v, checkout, clean; each O(what differs), where `worktree
-add` is O(files) and starts two more git processes of its own); the identity read once per
-repository, not per worktree; one read-tree per landing instead of a dry run and a real one;
-branch deletions batched across landings.
+Issue 15 brought it from 14 calls (15 processes) to 9: a worker slot reuses its worktree
+(`worktrees.prepare_slot`: one checkout, O(what differs); the index flags read from the index
+file, no `git clean` after a collect that left nothing untracked or ignored); one status decides
+whether the leftovers need `add` and what lands (no `diff`); sage's commit starts no `git
+maintenance` (once per run instead); the user's branches are not listed when the worker made no
+commit; the queue reads the worker's one commit from its object file (no `log`). What remains on
+the landing side is the queue's (`sage/lib/queue/`): a read-tree dry run before the real one,
+and the branch deletion as an update-ref of its own.
 """
 
 from __future__ import annotations
@@ -29,19 +32,17 @@ import pytest
 from tests.reliability.conftest import SAGE, landed_exactly_once, new_repo
 
 SHORT, LONG = 3, 8
-# Counts as of 2026-12-01, from the breakdown this test prints; they may only go down. Worker
-# slots replaced `worktree add` + `prune` with `ls-files -v`, `checkout` and `clean` (which cost
-# what the change costs, not what the repository's size costs), and the worktree-ownership checks
-# added a snapshot of the user's branches; the identity cached per repository, HEAD and loose refs
-# read from files, conflict markers looked for on disk first, and the target's head remembered
-# from the last compare-and-swap paid for it: as many calls as before, fewer processes.
-MAX_PER_TICKET = 14
-# in the slot: ls-files -v, checkout, clean; then status, add, diff (what lands), commit
-MAX_WORKER_SIDE = 7
-# in the user's checkout: for-each-ref (the user's branches after the worker), log, commit-tree,
-# read-tree (dry run, then for real), update-ref (compare-and-swap, branch delete)
-MAX_LANDING_SIDE = 7
-MAX_ALL_PROCESSES = 15  # every git process, git's own children included (trace2)
+# Counts as of 2026-12-01, from the breakdown this test prints; they may only go down. Before
+# issue 15: 14 calls and 15 processes per ticket (ls-files -v, checkout, clean, status, add,
+# diff, commit, and git's own `maintenance` after it; for-each-ref, log, commit-tree, read-tree
+# ×2, update-ref ×2).
+MAX_PER_TICKET = 9
+# in the slot: checkout; then status, add (the touched file is untracked), commit
+MAX_WORKER_SIDE = 4
+# in the user's checkout: commit-tree, read-tree (dry run, then for real), update-ref
+# (compare-and-swap, branch delete)
+MAX_LANDING_SIDE = 5
+MAX_ALL_PROCESSES = 9  # every git process, git's own children included (trace2)
 
 WRAPPER = """#!/bin/sh
 line="$PWD"
@@ -92,8 +93,8 @@ def classify(line: str) -> tuple[str, str]:
     cwd, *argv = line.split("\t")
     where = argv[argv.index("-C") + 1] if "-C" in argv else cwd
     args = argv[argv.index("-C") + 2 :] if "-C" in argv else argv
-    while args and args[0] == "-c":  # `git -c key=value sub…`
-        args = args[2:]
+    while args and args[0].startswith("-"):  # `git -c key=value --no-optional-locks sub…`
+        args = args[2:] if args[0] == "-c" else args[1:]
     sub = args[0] if args else "?"
     if sub == "worktree" and len(args) > 1:
         sub = f"worktree {args[1]}"

@@ -1,0 +1,80 @@
+"""git.py against real repositories: what is read from git's files agrees with git itself."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sage.lib import git as sage_git
+from tests.conftest import git
+
+MESSAGES = [
+    "simple",
+    "\n\n  leading blank lines, then  \nmore subject\t \n\nbody",
+    "ünïcode ✓ \r\n\r\nbody",
+    "a\n \nb",
+]
+
+
+def commit(repo: Path, message: str) -> str:
+    git(repo, "commit", "-q", "--allow-empty", "--cleanup=verbatim", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def asked_of_git(repo: Path, base: str, head: str) -> tuple[list[tuple[str, str]], bool]:
+    out = git(repo, "log", "--reverse", "--format=%H %P%x00%s", f"{base}..{head}")
+    rows = [(line.split()[0], line.partition("\0")[2]) for line in out.splitlines()]
+    return rows, True
+
+
+def test_a_line_of_loose_commits_is_read_as_git_log_shows_it(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = [commit(repo, message) for message in MESSAGES][-1]
+    assert sage_git._linear_history(repo, base, head) is not None  # no git process
+    assert sage_git.history(repo, base, head) == asked_of_git(repo, base, head)
+    assert sage_git.history(repo, head, head) == ([], True)
+    one = git(repo, "rev-parse", "HEAD~3")
+    assert sage_git.loose_commit(repo, one) == ((base,), "simple\n")
+
+
+@pytest.mark.parametrize("why", ["packed", "replaced", "merge", "not below base"])
+def test_what_the_files_cannot_tell_is_asked_of_git(repo: Path, why: str) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, "one")
+    if why == "packed":
+        git(repo, "gc", "-q", "--prune=now")
+    elif why == "replaced":
+        tree = git(repo, "rev-parse", "HEAD^{tree}")
+        git(repo, "replace", head, git(repo, "commit-tree", tree, "-m", "replaced"))
+    elif why == "merge":
+        git(repo, "checkout", "-q", "-b", "side", base)
+        side = commit(repo, "side")
+        git(repo, "checkout", "-q", "main")
+        git(repo, "merge", "-q", "--no-edit", side)
+        head = git(repo, "rev-parse", "HEAD")
+    else:
+        git(repo, "checkout", "-q", "--orphan", "other")
+        head, base = commit(repo, "unrelated"), head
+    assert sage_git._linear_history(repo, base, head) is None
+    assert (sage_git.loose_commit(repo, head) is None) == (why in ("packed", "replaced"))
+    rows, descends = sage_git.history(repo, base, head)
+    assert rows == asked_of_git(repo, base, head)[0]
+    assert descends == (why in ("packed", "merge"))
+
+
+def test_a_ref_is_read_from_its_file_when_git_would_say_the_same(repo: Path) -> None:
+    tip = commit(repo, "tip")
+    git(repo, "tag", "-a", "-m", "annotated", "v1")
+    git(repo, "symbolic-ref", "refs/heads/alias", "refs/heads/main")
+    git(repo, "branch", "packed")
+    git(repo, "pack-refs", "--all")
+    git(repo, "branch", "loose")
+    for ref in ("refs/heads/loose", "refs/heads/main", "refs/heads/packed", "refs/tags/v1",
+                "refs/heads/alias", "refs/heads/missing", "HEAD"):  # fmt: skip
+        done = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet",
+                               f"{ref}^{{commit}}"], capture_output=True, text=True)  # fmt: skip
+        assert sage_git.rev_parse(repo, ref) == (done.stdout.strip() or None), ref
+    assert sage_git._ref_tip(repo, "refs/heads/loose") == tip  # from the file
+    assert sage_git._ref_tip(repo, "refs/tags/v1") is None  # a tag object: git peels it
