@@ -451,16 +451,28 @@ def loose_commit(repo: Path, sha: str) -> tuple[tuple[str, ...], str] | None:
     return tuple(commit[0]), commit[1].decode("utf-8", errors="replace")
 
 
-def _loose_commit(objects: Path, sha: str) -> tuple[list[str], bytes] | None:
-    """A loose commit object's parents and message, or None if it is not one."""
+def loose_object(repo: Path, sha: str) -> tuple[str, bytes] | None:
+    """An object's type and content read from its loose file, without a git process; None when
+    it is not loose (packed, absent) or git might see it otherwise (replaced, grafted)."""
+    objects = _plain_objects(repo)
+    return _read_loose(objects, sha) if objects and _HEX.fullmatch(sha) else None
+
+
+def _read_loose(objects: Path, sha: str) -> tuple[str, bytes] | None:
     try:
         data = zlib.decompress((objects / sha[:2] / sha[2:]).read_bytes())
     except (OSError, zlib.error):
         return None
     header, _, body = data.partition(b"\0")
-    headers, _, message = body.partition(b"\n\n")
-    if not header.startswith(b"commit "):
+    return header.split(b" ", 1)[0].decode("ascii", errors="replace"), body
+
+
+def _loose_commit(objects: Path, sha: str) -> tuple[list[str], bytes] | None:
+    """A loose commit object's parents and message, or None if it is not one."""
+    found = _read_loose(objects, sha)
+    if found is None or found[0] != "commit":
         return None
+    headers, _, message = found[1].partition(b"\n\n")
     parents = []
     for line in headers.split(b"\n"):
         if line.startswith(b"encoding "):

@@ -134,13 +134,7 @@ class _Store:
 
     def loose(self, oid: str) -> tuple[str, bytes] | None:
         """(type, content) of a loose object, None if it is not loose (packed, or absent)."""
-        try:
-            data = zlib.decompress((self.objects / oid[:2] / oid[2:]).read_bytes())
-        except (OSError, zlib.error):
-            return None
-        nul = data.index(b"\0")
-        kind = data[: data.index(b" ")].decode()
-        return kind, data[nul + 1 :]
+        return git.loose_object(self.repo, oid)
 
     def write(self, kind: str, body: bytes) -> str:
         data = b"%s %d\0%s" % (kind.encode(), len(body), body)
