@@ -14,7 +14,7 @@ from sage.lib import project as projects
 def command(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> int:
-    """Create .sage/ with an empty ticket index, a commented config.toml and a .gitignore."""
+    """Create .sage/ with an empty ticket index and a commented config.toml (nothing else)."""
     root, _ = projects.find_root(Path.cwd())
     made = projects.init(root, force=force)
     for path in made:

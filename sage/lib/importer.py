@@ -113,7 +113,7 @@ def run(project: Project, path: Path, *, dry_run: bool = False, open_all: bool =
         return Result(document=document, merge=preview, index=index, written=False)
     if not index.exists():
         files.write_json(index, {"tickets": []})
-    store = tickets.TicketStore(index, lock_timeout=project.config.lock_timeout)
+    store = project.ticket_store()
     done = store.update(lambda raw: _checked_merge(raw, document, index, path.name))
     pattern = adopt_id_pattern(project, store.load().tickets)
     return Result(document=document, merge=done, index=index, written=True, id_pattern=pattern)
@@ -185,7 +185,7 @@ def add(project: Project, entry: dict[str, Any]) -> list[str]:
     index = project.index_path
     if not index.exists():
         files.write_json(index, {"tickets": []})
-    store = tickets.TicketStore(index, lock_timeout=project.config.lock_timeout)
+    store = project.ticket_store()
     store.update(lambda raw: _append(raw, entry, index))
     pattern = project.config.id_pattern
     if re.fullmatch(pattern or tickets.ID_PATTERN, tid, re.ASCII):

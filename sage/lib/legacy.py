@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from sage.lib import files, git, locks, worktrees
+from sage.lib import git, locks, worktrees
 from sage.lib.errors import SageError
-from sage.lib.project import Project, gitignore
+from sage.lib.project import Project
 
 OLD_DIRS = ("runs", "queue", "worktrees", "locks", "logs")
 # what `sage init` and every stream wrote into .sage/.gitignore until run state moved out
@@ -168,17 +168,14 @@ MOVERS: dict[str, Callable[[Project, Path], list[str]]] = {
 
 def _gitignore(project: Project) -> list[str]:
     """The old `.gitignore` hid any `runs/`, `logs/` … and `*.lock` in `.sage/`, the
-    project's too: replaced when it is exactly what sage wrote."""
+    project's too: removed when it is exactly what sage wrote (nothing of sage's is there
+    now, not even the index's lock)."""
     path = project.sage_dir / ".gitignore"
     try:
         if path.read_text(encoding="utf-8") != OLD_GITIGNORE:
             return []
     except (OSError, UnicodeDecodeError):
         return []
-    text = gitignore(project.root, project.index_path)
-    if text:
-        files.write_atomic(path, text)
-    else:
-        path.unlink()
-    return [f"rewrote {project.shown(path)}: sage's run state is no longer in .sage/ "
+    path.unlink()
+    return [f"removed {project.shown(path)}: sage's run state is no longer in .sage/ "
             "(commit the change)"]  # fmt: skip

@@ -21,12 +21,6 @@ from sage.lib.errors import NotARepository, SageError
 from sage.lib.tickets import TicketStore
 
 STATE = "sage"  # <git common dir>/sage/
-DEFAULT_LOCK = "/tickets/index.json.lock"
-GITIGNORE = f"""\
-# The lock sage takes on the ticket index while it writes it. Everything else in .sage/ is
-# yours to commit; sage's run state lives in the repository's git dir (.git/sage/).
-{DEFAULT_LOCK}
-"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,7 +43,14 @@ class Project:
 
     def ticket_store(self, lock_timeout: float | None = None) -> TicketStore:
         timeout = self.config.lock_timeout if lock_timeout is None else lock_timeout
-        return TicketStore(self.index_path, lock_timeout=timeout, states=self.states_path)
+        return TicketStore(self.index_path, lock_timeout=timeout, states=self.states_path,
+                           lock=self.index_lock)  # fmt: skip
+
+    @property
+    def index_lock(self) -> Path:
+        """The index's lock, in sage's run state (one per index path)."""
+        key = hashlib.sha256(str(self.index_path.resolve()).encode()).hexdigest()[:12]
+        return self.locks_dir / f"index-{key}.lock"
 
     @property
     def index_path(self) -> Path:
@@ -96,15 +97,6 @@ class Project:
                     else f"cannot write in {self.shown(folder)}: {exc.strerror}",
                     hint=_WRITABLE_HINT,
                 ) from None
-        self._ignore_lock()
-
-    def _ignore_lock(self) -> None:
-        """The index's lock file must not show up in `git status` or be added by `git add -A`:
-        write `.sage/.gitignore` if `sage init` never did."""
-        ignore = self.sage_dir / ".gitignore"
-        text = gitignore(self.root, self.index_path)
-        if text and not ignore.exists():
-            files.write_atomic(ignore, text)
 
     def shown(self, path: Path) -> str:
         """`path` for a message: relative to the repository when inside it, else from `~`."""
@@ -121,16 +113,6 @@ _WRITABLE_HINT = (
     "worktrees in ~/.cache/sage/ (XDG_CACHE_HOME): make them writable "
     "(and check that the disk is not full)"
 )
-
-
-def gitignore(root: Path, index: Path) -> str:
-    """`.sage/.gitignore`: the index's lock when the index is in `.sage/`, else nothing."""
-    try:
-        inside = index.relative_to(root / ".sage")
-    except ValueError:
-        return ""
-    escaped = "".join(f"\\{c}" if c in "*?[]\\!#" else c for c in f"{inside.as_posix()}.lock")
-    return GITIGNORE.replace(DEFAULT_LOCK, f"/{escaped}")
 
 
 def find_root(start: Path) -> tuple[Path, bool]:
@@ -184,13 +166,13 @@ def open_project(
 
 
 def init(root: Path, *, force: bool = False) -> list[Path]:
-    """Create `.sage/`: an empty index, a commented config, a .gitignore; keep what exists."""
+    """Create `.sage/`: an empty index and a commented config; keep what exists. Nothing of
+    sage's own goes there (not even the index's lock), so it needs no `.gitignore`."""
     sage = root / ".sage"
     made = []
     wanted = {
         sage / "tickets" / "index.json": '{\n  "tickets": []\n}\n',
         sage / "config.toml": configuration.TEMPLATE,
-        sage / ".gitignore": GITIGNORE,
     }
     for path, text in wanted.items():
         if path.exists() and not force:

@@ -490,10 +490,13 @@ class TicketStore:
     index, as for an index git does not track."""
 
     def __init__(
-        self, path: Path, *, lock_timeout: float = 30.0, states: Path | None = None
-    ) -> None:
+        self, path: Path, *, lock_timeout: float = 30.0, states: Path | None = None,
+        lock: Path | None = None,
+    ) -> None:  # fmt: skip
+        """`lock`: the index's lock file (default: beside it; a project keeps it in its run
+        state, so that it never shows in `git status`)."""
         self.path = path
-        self.lock = FileLock(str(path) + ".lock", timeout=lock_timeout)
+        self.lock = FileLock(str(lock or f"{path}.lock"), timeout=lock_timeout)
         self.states = RunStates(states, lock_timeout=lock_timeout) if states else None
 
     def load(self) -> Index:
@@ -507,6 +510,7 @@ class TicketStore:
     def update(self, change: Callable[[dict[str, Any]], T]) -> T:
         """Apply `change` to the raw document and write it back, all under the lock."""
         try:
+            Path(self.lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
             with self.lock.acquire(poll_interval=LOCK_POLL):
                 raw = _decode(_read(self.path), self.path)  # no per-ticket parse: raw is enough
                 result = change(raw)
@@ -610,6 +614,7 @@ class RunStates:
         self, index: Mapping[Any, dict[str, Any]], changes: Sequence[StateChange], path: Path
     ) -> None:
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.lock.acquire(poll_interval=LOCK_POLL):
                 kept = {  # what the index has spoken over since is forgotten
                     tid: mine for tid, mine in self.read().items()

@@ -143,14 +143,13 @@ def test_the_project_resolves_the_index_from_config_and_flags(
 def test_init_creates_the_layout_and_keeps_what_exists(tmp_path: Path) -> None:
     made = project.init(tmp_path)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in made) == [
-        ".sage/.gitignore",
         ".sage/config.toml",
         ".sage/tickets/index.json",
     ]
     (tmp_path / ".sage" / "config.toml").write_text("[stream]\nworkers = 2\n")
     assert project.init(tmp_path) == []
     assert config.load(tmp_path, environ={}).workers == "2"
-    assert len(project.init(tmp_path, force=True)) == 3
+    assert len(project.init(tmp_path, force=True)) == 2
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 from sage.lib import git as sgit
 from sage.lib import history, legacy, locks, worktrees
 from sage.lib.errors import SageError
-from sage.lib.project import GITIGNORE, Project
+from sage.lib.project import Project
 from sage.lib.tickets import TicketStore
 from tests.conftest import git
 from tests.lib.test_queue import enqueue, landed_ids, make_queue, setup, states, work
@@ -64,10 +64,9 @@ def test_an_older_sages_state_moves_and_its_queued_commit_lands(repo: Path) -> N
         "moved 1 queued commit(s) from .sage/queue/ to .git/sage/queue",
         "removed 2 worktree(s) an older sage left in .sage/worktrees/ (their commits stay on "
         "their branches)",
-        "rewrote .sage/.gitignore: sage's run state is no longer in .sage/ (commit the change)",
+        "removed .sage/.gitignore: sage's run state is no longer in .sage/ (commit the change)",
     ]
-    assert sorted(p.name for p in project.sage_dir.iterdir()) == [".gitignore", "tickets"]
-    assert (project.sage_dir / ".gitignore").read_text() == GITIGNORE
+    assert sorted(p.name for p in project.sage_dir.iterdir()) == ["tickets"]
     assert [p.name for p in history.run_dirs(project)] == [RUN_ID]
     assert (project.locks_dir / "workers" / "R-1.pid").exists()
     assert (project.logs_dir / "crash-20261130T090000.log").exists()
@@ -93,7 +92,7 @@ def test_onto_another_file_system_it_is_copied_then_renamed(
     assert (project.runs_dir / RUN_ID / "Q-1.log").read_text() == "the older sage's log of Q-1\n"
     assert [e.ticket_id for e in make_queue(project, store).pending()] == ["Q-1"]
     assert not list(project.runs_dir.glob(".*")) and not list(project.queue_dir.glob(".*"))
-    assert sorted(p.name for p in project.sage_dir.iterdir()) == [".gitignore", "tickets"]
+    assert sorted(p.name for p in project.sage_dir.iterdir()) == ["tickets"]
 
 
 def test_the_first_command_after_an_upgrade_moves_it_and_says_so(repo: Path) -> None:
