@@ -52,3 +52,24 @@ def test_editing_the_index_during_a_run_blocks_nothing_and_loses_no_edit(
     changed = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "-uno"],
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert changed.splitlines() == [" M .sage/tickets/index.json"], changed
+
+
+def test_a_ticket_the_user_has_not_committed_lands_and_says_so_in_their_copy(
+    repo: Path, tickets_repo
+) -> None:
+    tickets_repo([ticket("E-1", command=py("open('a.txt', 'w').write('a')"))])
+    index = repo / ".sage/tickets/index.json"
+    data = json.loads(index.read_text())
+    data["tickets"].append(ticket("E-2", command=py("open('b.txt', 'w').write('b')")))
+    index.write_text(json.dumps(data, indent=2) + "\n")  # not committed
+
+    done = subprocess.run([*SAGE, "stream", "--auto"], cwd=repo, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(trailers(repo)) == ["E-1", "E-2"]
+    mine = {t["id"]: t["state"] for t in index_file(repo)["tickets"]}
+    assert mine == {"E-1": "COMPLETED", "E-2": "COMPLETED"}  # in the user's copy, uncommitted
+    head = git(repo, "rev-parse", "main")
+    assert committed_state(repo, head, "E-1") == "COMPLETED"
+    assert committed_state(repo, head, "E-2") is None

@@ -92,6 +92,7 @@ class Landing:
         self._unchecked: str | None = None  # a remembered head this pass has not confirmed
         self.index_in_repo = _inside(store.path, root) if store.states is not None else None
         self._index_tracked: bool | None = None  # is the index in the target's tree
+        self._not_carried: set[str] = set()  # tickets whose COMPLETED no landing commit holds
         if self.index_in_repo is not None:  # the user may edit the index while sage lands
             self.merges.setdefault(self.index_in_repo, merge_index)
         # The checkout update under way, recorded beside the entries (see `checkout.follow`).
@@ -219,6 +220,8 @@ class Landing:
         )  # fmt: skip
         if edited is not None:
             self._index_tracked = True
+        else:  # not in the committed index (the user added it and has not committed it yet)
+            self._not_carried.add(entry.ticket_id)
         return edited or tree
 
     def _still_there(self) -> None:
@@ -337,8 +340,11 @@ class Landing:
                     landed_at=e.landed_at or now())
             for e in entries
         ]  # fmt: skip
-        committed = self._tracked(landed[-1].new_target) if landed else False
-        self.store.record([self._completed(e, committed=committed) for e in landed])
+        tracked = self._tracked(landed[-1].new_target) if landed else False
+        self.store.record([
+            self._completed(e, committed=tracked and e.ticket_id not in self._not_carried)
+            for e in landed
+        ])  # fmt: skip
         step("completed")
         for entry in landed:
             self.entries.archive(entry)
