@@ -71,11 +71,13 @@ def _worktree_of(project: Project, where: Path) -> Path:
 def make_queue(
     project: Project, store: TicketStore, options: StreamOptions, run_id: str
 ) -> commit_queue.CommitQueue:
-    return commit_queue.CommitQueue(
+    queue = commit_queue.CommitQueue(
         project, store, target_branch=options.target_branch, verify=options.verify,
         verify_batch=options.verify_batch, lock_timeout=options.lock_timeout,
         verify_timeout=options.verify_timeout, run_id=run_id,
     )  # fmt: skip
+    queue.landing.batch_cleanup = True  # tidied once, when the stream ends
+    return queue
 
 
 @contextmanager

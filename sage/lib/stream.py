@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sage.lib import collisions, policy
 from sage.lib.books import Books
+from sage.lib.errors import SageError
 from sage.lib.events import Journal, RunSummary, summarize
 from sage.lib.inbox import (
     Finished,
@@ -373,6 +374,10 @@ class Stream:
             if isinstance(message, LandedMsg | Finished | Released):
                 self._handle(message)
         self.books.give_back_unsettled()
+        try:
+            self.queue.tidy()  # the landed tickets' branches, in one git call
+        except SageError as exc:  # the next run's sweep removes them
+            self.journal.emit("warning", reason=f"landed branches kept: {exc.message}")
 
 
 def _usage(result: WorkerResult) -> dict[str, object]:

@@ -232,6 +232,9 @@ class FakeQueue:
     def keep_previous(self, entry: QueueEntry) -> None:
         self.previous[entry.ticket_id] = entry.head
 
+    def tidy(self) -> None:
+        self.tidied = getattr(self, "tidied", 0) + 1
+
     def discard(self, entry: QueueEntry, reason: str | None = None) -> QueueEntry:
         with self.lock:
             self.entries[entry.seq] = replace(entry, status="discarded", reason=reason)

@@ -36,13 +36,14 @@ SHORT, LONG = 3, 8
 # issue 15: 14 calls and 15 processes per ticket (ls-files -v, checkout, clean, status, add,
 # diff, commit, and git's own `maintenance` after it; for-each-ref, log, commit-tree, read-tree
 # ×2, update-ref ×2).
-MAX_PER_TICKET = 9
+MAX_PER_TICKET = 8
 # in the slot: checkout; then status, add (the touched file is untracked), commit
 MAX_WORKER_SIDE = 4
-# in the user's checkout: commit-tree, read-tree (dry run, then for real), update-ref
-# (compare-and-swap, branch delete)
-MAX_LANDING_SIDE = 5
-MAX_ALL_PROCESSES = 9  # every git process, git's own children included (trace2)
+# in the user's checkout: commit-tree, read-tree (dry run, then for real), update-ref (the
+# compare-and-swap; the landed branches are deleted in one call at the run's end). The ticket's
+# COMPLETED goes into the landing commit's tree without a git process (loose objects).
+MAX_LANDING_SIDE = 4
+MAX_ALL_PROCESSES = 8  # every git process, git's own children included (trace2)
 
 WRAPPER = """#!/bin/sh
 line="$PWD"

@@ -127,6 +127,12 @@ class CommitQueue:
                 raise self.landing.behind
             return recovered + sorted(outcomes, key=lambda o: o.entry.seq)
 
+    def tidy(self) -> None:
+        """Delete the branches of what landed, in one git call: a stream asks once, at its end
+        (with `batch_cleanup`); a crash before leaves them to the next run's sweep."""
+        with self._lock():
+            self.landing.tidy()
+
     def recover(self) -> list[Landed]:
         """At the start of a run: finish applications whose ref moved before a crash and queue
         the others again. A rejection nobody settled (the run died first) is queued again too,

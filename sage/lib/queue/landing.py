@@ -93,6 +93,9 @@ class Landing:
         self.index_in_repo = _inside(store.path, root) if store.states is not None else None
         self._index_tracked: bool | None = None  # is the index in the target's tree
         self._not_carried: set[str] = set()  # tickets whose COMPLETED no landing commit holds
+        # A stream tidies once, at its end (`tidy`): one git call for every landed branch.
+        self.batch_cleanup = False
+        self._untidy: list[QueueEntry] = []
         if self.index_in_repo is not None:  # the user may edit the index while sage lands
             self.merges.setdefault(self.index_in_repo, merge_index)
         # The checkout update under way, recorded beside the entries (see `checkout.follow`).
@@ -356,7 +359,10 @@ class Landing:
             for outcome in outcomes:
                 self.notify(outcome)
         # Last: a crash before this leaves a landed ticket's worktree, which a stream sweeps.
-        self.cleanup(landed, trees)
+        if self.batch_cleanup:
+            self._untidy += landed
+        else:
+            self.cleanup(landed, trees)
         step("cleaned")
         return outcomes
 
@@ -412,6 +418,12 @@ class Landing:
                 shutil.rmtree(path, ignore_errors=True)
         if any(holders for _, holders in doomed.values()):
             git.run(self.root, "worktree", "prune")
+
+    def tidy(self) -> None:
+        """The branches and worktrees of what landed since the last tidy (`batch_cleanup`)."""
+        if self._untidy:
+            self.cleanup(self._untidy, git.checkouts(self.root))
+            self._untidy = []
 
     def recover(self) -> list[Landed]:
         """What a crash left: first the checkout update under way, finished (or CheckoutBehind
