@@ -157,6 +157,8 @@ class Books:
             if tid in pending:
                 continue
             entry = self.queue.latest(tid)
+            if entry is not None and entry.status in ("queued", "applying"):
+                continue  # queued after the pass looked: still pending, not gone
             status = entry.status if entry else "missing"
             self.journal.emit("reconciled", tid, status=status)
             if entry is not None and status == "landed":

@@ -212,6 +212,25 @@ def test_a_landing_by_another_process_is_reconciled(tmp_path: Path) -> None:
     assert [e["ticket"] for e in h.events("reconciled")] == ["A"]
 
 
+def test_an_entry_queued_after_a_pass_looked_is_not_taken_for_gone(tmp_path: Path) -> None:
+    """Found by the kill -9 soak: the lander lists what is pending at the end of its pass; an
+    entry queued just after was reconciled as gone, and its ticket ran (and landed) again."""
+    h = harness(tmp_path, [ticket("A"), ticket("B", "A")])
+    h.queue.hold_passes = True
+    listed = h.queue.pending
+    h.queue.pending = lambda: []  # type: ignore[method-assign]  # the pass looked too early
+
+    def the_pass_catches_up() -> None:
+        h.queue.pending = listed  # type: ignore[method-assign]
+        h.queue.hold_passes = False
+
+    h.clock.at.append((5.0, the_pass_catches_up))
+    summary = h.run()
+    assert sorted(summary.completed) == ["A", "B"] and summary.exit_code == 0
+    assert [j.ticket.id for j in h.executor.jobs] == ["A", "B"]  # A ran once
+    assert h.events("reconciled") == []
+
+
 def test_an_entry_discarded_elsewhere_runs_again(tmp_path: Path) -> None:
     h = harness(tmp_path, [ticket("A")])
     h.queue.hold_passes = True
