@@ -68,13 +68,17 @@ def status(json: JsonOpt = False, index: IndexOpt = None, target: TargetOpt = No
     queue, _ = _open(index, target)
     pending, archived = queue.pending(), queue.archived()
     counts = {s: sum(e.status == s for e in archived) for s in ("landed", "deferred", "discarded")}
+    update = queue.unfinished()
+    behind = {"checkout": update.checkout, "old": update.old, "new": update.new} if update else None
     if json:
-        emit_json(
-            {"target": queue.target, "pending": [_row(e) for e in pending], "archived": counts}
-        )
+        emit_json({"target": queue.target, "pending": [_row(e) for e in pending],
+                   "archived": counts, "unfinished_checkout_update": behind})  # fmt: skip
         return 0
     done = ", ".join(f"{n} {s}" for s, n in counts.items())
     typer.echo(f"commit queue for {queue.target}: {len(pending)} pending ({done})")
+    if update is not None:
+        typer.echo(f"  unfinished: the update of {update.checkout} from {update.old[:12]} to "
+                   f"{update.new[:12]} (landed); `sage queue process` finishes it")  # fmt: skip
     for e in pending:
         why = f"  {e.reason}" if e.reason else ""
         typer.echo(f"  #{e.seq}  {e.ticket_id}  {e.status}  attempts {e.attempts}  {e.branch}{why}")

@@ -22,7 +22,7 @@ from sage.lib import queue as commit_queue
 from sage.lib.queue import CheckoutBehind, CommitQueue, Landed, Merged, Rejected, checkout
 from tests.conftest import git
 from tests.lib.test_queue import enqueue, landed_ids, make_queue, setup, states, user_changes, work
-from tests.reliability.conftest import moves_chain, reflog
+from tests.reliability.conftest import SAGE, moves_chain, reflog
 from tests.support.git_wrapper import GitWrapper, git_wrapper
 
 __all__ = ["git_wrapper"]
@@ -272,6 +272,9 @@ def test_nothing_lands_on_a_checkout_that_is_behind_until_it_has_followed(
     assert git(repo, "show", "--format=%s", "-s", "main") == "T-1: Ticket T-1"
     assert not (repo / "one.txt").exists() and q.landing.record.exists()
     assert [e.status for e in q.pending()] == ["applying"]
+    told = subprocess.run([*SAGE, "queue", "status"], cwd=repo, capture_output=True, text=True)
+    assert f"unfinished: the update of {repo} from " in told.stdout, told.stdout + told.stderr
+    assert q.unfinished() is not None and q.unfinished().new == landed  # type: ignore[union-attr]
 
     enqueue(q, "T-2", base)
     with index_lock_held(repo), pytest.raises(CheckoutBehind):

@@ -22,6 +22,7 @@ from pathlib import Path
 from sage.lib import git, locks, policy, worktrees
 from sage.lib.errors import SageError
 from sage.lib.project import Project
+from sage.lib.queue import checkout
 from sage.lib.queue.checkout import CheckoutBehind, Merge, Merged, merge_text
 from sage.lib.queue.entries import (
     REJECTED,
@@ -126,6 +127,11 @@ class CommitQueue:
             if self.landing.behind is not None:
                 raise self.landing.behind
             return recovered + sorted(outcomes, key=lambda o: o.entry.seq)
+
+    def unfinished(self) -> checkout.Update | None:
+        """A checkout update of the target that a pass could not finish (or a dead process
+        left): the next `process()` finishes it before anything else lands."""
+        return checkout.recorded(self.landing.record)
 
     def tidy(self) -> None:
         """Delete the branches of what landed, in one git call: a stream asks once, at its end

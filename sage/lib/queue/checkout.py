@@ -531,6 +531,11 @@ def _last_line(stderr: str) -> str:
     return (said or ["git failed"])[-1].removeprefix("error: ").removeprefix("fatal: ")
 
 
+def recorded(record: Path) -> Update | None:
+    """The checkout update `record` holds, unfinished, or None."""
+    return _read(record)
+
+
 def _read(record: Path) -> Update | None:
     try:
         return Update.from_dict(json.loads(record.read_text(encoding="utf-8")))
