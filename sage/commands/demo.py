@@ -65,9 +65,7 @@ def _verdict(project: projects.Project, code: int, json: bool) -> int:
     if not json:
         typer.echo("")
         typer.echo("as designed: DEMO-030 fails on purpose and is deferred; DEMO-031 waits on it")
-        typer.echo(
-            f"look around: cd {project.root} && git log --oneline && cat .sage/tickets/index.json"
-        )
+        typer.echo(f"look around: cd {project.root} && git log --oneline && sage status")
         typer.echo("demo OK" if ok else "demo did NOT go as designed: see the summary above")
     return 0 if ok else 1
 
