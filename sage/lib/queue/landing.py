@@ -88,8 +88,6 @@ class Landing:
         self.merges: dict[str, checkout.Merge] = dict(merges or {})
         self.notify: Callable[[Landed], None] | None = None
         self.behind: checkout.CheckoutBehind | None = None  # the checkout could not follow
-        self._head: str | None = None  # where this process last moved the target
-        self._unchecked: str | None = None  # a remembered head this pass has not confirmed
         self.index_in_repo = _inside(store.path, root) if store.states is not None else None
         self._index_tracked: bool | None = None  # is the index in the target's tree
         self._not_carried: set[str] = set()  # tickets whose COMPLETED no landing commit holds
@@ -114,20 +112,11 @@ class Landing:
         outcomes: list[Outcome] = []
         races = 0
         while todo:
-            onto = self._head or self.target_head()  # a stale one fails the CAS: read again
+            onto = self.target_head()  # read from git's files: no cache to go stale
             rewritten = self._rewritten(onto)
-            if rewritten and self._head is not None:  # another process landed since: look
-                self._head = None
-                onto = self.target_head()
-                rewritten = self._rewritten(onto)
             if rewritten:
                 return outcomes + [self._blocked(e, rewritten) for e in todo]
-            self._unchecked = onto if self._head is not None else None
-            try:
-                stack, rejected = self._stack(onto, todo)
-            except _Moved:  # a conflict on a remembered head that is no longer the target's
-                self._head = None
-                continue
+            stack, rejected = self._stack(onto, todo)
             outcomes += rejected
             passed, culprit = self.verifier.check(
                 self._command(stack), [(c.entry.ticket_id, c.commit) for c in stack]
@@ -136,7 +125,6 @@ class Landing:
             if self.behind is not None:  # landed, but the checkout is behind: nothing more
                 return outcomes
             if landed is None:  # the target moved meanwhile: compute everything again on it
-                self._head = None
                 races += 1
                 todo = [c.entry for c in stack]
                 if races < MAX_RACES:
@@ -203,7 +191,6 @@ class Landing:
             except GitError as exc:
                 return self._conflict(entry, (), (), f"cannot merge {entry.branch}: {exc.message}")
             if not merged.clean:
-                self._still_there()
                 return self._collision(entry, onto, merged.conflicts)
             tree = merged.tree
         tree = self._completed_in(tree, entry)
@@ -226,15 +213,6 @@ class Landing:
         else:  # not in the committed index (the user added it and has not committed it yet)
             self._not_carried.add(entry.ticket_id)
         return edited or tree
-
-    def _still_there(self) -> None:
-        """Before a conflict is recorded: the head this pass remembered from its last landing
-        must still be the target's (a user's commit since would make the conflict a false one,
-        and the attempt it costs, a wasted one)."""
-        if self._unchecked is not None:
-            if self.target_head() != self._unchecked:
-                raise _Moved
-            self._unchecked = None
 
     def _collision(self, entry: QueueEntry, onto: str, paths: tuple[str, ...]) -> Rejected:
         touched = git.tickets_touching(self.root, entry.base, onto, paths)
@@ -275,8 +253,6 @@ class Landing:
             return []
         new, trees = stack[-1].commit, git.checkouts(self.root)
         blocker = checkout.check(self.checkout(trees), onto, new, merges=self.merges)
-        if blocker and self.target_head() != onto:
-            return None  # it moved since (a user's commit): that dry run compared stale trees
         if blocker:
             return [self._blocked(c.entry, blocker) for c in stack]
         stamp = now()
@@ -296,7 +272,6 @@ class Landing:
         if not moved:
             self.entries.requeue(entries)
             return None
-        self._head = new
         step("moved")
         return self.after_move(entries, onto, new, trees)
 
@@ -472,10 +447,6 @@ def completed_blob(blob: bytes, change: StateChange) -> bytes | None:
         return None  # not valid (a conflict, a hand edit): the run's state says COMPLETED
     record_changes(raw, [change])
     return files.json_text(raw).encode("utf-8")
-
-
-class _Moved(Exception):
-    """The target is no longer at the head a pass was computed on."""
 
 
 def checkout_record(queue_dir: Path, target: str) -> Path:
