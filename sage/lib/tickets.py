@@ -509,23 +509,11 @@ class TicketStore:
 
     def update(self, change: Callable[[dict[str, Any]], T]) -> T:
         """Apply `change` to the raw document and write it back, all under the lock."""
-        try:
-            Path(self.lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
-            with self.lock.acquire(poll_interval=LOCK_POLL):
-                raw = _decode(_read(self.path), self.path)  # no per-ticket parse: raw is enough
-                result = change(raw)
-                files.write_json(self.path, raw)
-                return result
-        except Timeout as exc:
-            raise LockHeld(
-                f"the ticket index is locked: {self.lock.lock_file}",
-                hint="another sage process is writing it; try again, or remove a stale lock file",
-            ) from exc
-        except OSError as exc:  # read-only, disk full: the old index is intact (atomic write)
-            raise SageError(
-                f"cannot write {self.path}: {exc.strerror or exc}",
-                hint="the index is unchanged; make .sage/ writable or free some space",
-            ) from exc
+        with _writing(self.lock, self.path, "the ticket index is", "the index is unchanged"):
+            raw = _decode(_read(self.path), self.path)  # no per-ticket parse: raw is enough
+            result = change(raw)
+            files.write_json(self.path, raw)
+            return result
 
     def transition(
         self,
@@ -613,26 +601,14 @@ class RunStates:
     def record(
         self, index: Mapping[Any, dict[str, Any]], changes: Sequence[StateChange], path: Path
     ) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.lock.acquire(poll_interval=LOCK_POLL):
-                kept = {  # what the index has spoken over since is forgotten
-                    tid: mine for tid, mine in self.read().items()
-                    if tid in index and mine.get("over") == index[tid].get("state", "UNPROCESSED")
-                }  # fmt: skip
-                for change in changes:
-                    self._apply(kept, index, change, path)
-                files.write_json(self.path, {"tickets": kept})
-        except Timeout as exc:
-            raise LockHeld(
-                f"sage's ticket states are locked: {self.lock.lock_file}",
-                hint="another sage process is writing them; try again",
-            ) from exc
-        except OSError as exc:
-            raise SageError(
-                f"cannot write {self.path}: {exc.strerror or exc}",
-                hint="nothing was changed; make it writable or free some space",
-            ) from exc
+        with _writing(self.lock, self.path, "sage's ticket states are", "nothing was changed"):
+            kept = {  # what the index has spoken over since is forgotten
+                tid: mine for tid, mine in self.read().items()
+                if tid in index and mine.get("over") == index[tid].get("state", "UNPROCESSED")
+            }  # fmt: skip
+            for change in changes:
+                self._apply(kept, index, change, path)
+            files.write_json(self.path, {"tickets": kept})
 
     @staticmethod
     def _apply(
@@ -671,6 +647,26 @@ class RunStates:
         kept[change.ticket_id] = {
             "state": change.state, "over": said, "fields": fields, "history": [*history, step],
         }  # fmt: skip
+
+
+@contextlib.contextmanager
+def _writing(lock: FileLock, path: Path, what: str, unchanged: str) -> Iterator[None]:
+    """`lock` held while `path` is rewritten; a lock held too long or a failed write (read-only,
+    disk full: the old file is intact, the write is atomic) as one clear error."""
+    try:
+        Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
+        with lock.acquire(poll_interval=LOCK_POLL):
+            yield
+    except Timeout as exc:
+        raise LockHeld(
+            f"{what} locked: {lock.lock_file}",
+            hint="another sage process is writing; try again, or remove a stale lock file",
+        ) from exc
+    except OSError as exc:
+        raise SageError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint=f"{unchanged}; make it writable or free some space",
+        ) from exc
 
 
 def _by_id(raw: Mapping[str, Any]) -> dict[Any, dict[str, Any]]:
