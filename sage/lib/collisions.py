@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sage.lib import git
+from sage.lib import git, objects
 from sage.lib.tickets import now
 
 WARNINGS_FILE = ".sage-warnings"
 
 
 def landed_files(repo: Path, commit: str) -> set[str]:
-    """What a landed (squash) commit changed."""
+    """What a landed (squash) commit changed (read from the objects, else asked of git)."""
+    parent = git.loose_commit(repo, commit)
+    if parent is not None and len(parent[0]) == 1:
+        found = objects.changed_paths(repo, parent[0][0], commit)
+        if found is not None:
+            return found
     out = git.run(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", "-z", f"{commit}^",
                   commit).stdout  # fmt: skip
     return {path for path in out.split("\0") if path}

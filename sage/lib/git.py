@@ -144,6 +144,11 @@ def common_dir(repo: Path) -> Path:
     return path if path.is_absolute() else (repo / path).resolve()
 
 
+def shared_dir(repo: Path) -> Path:
+    """`common_dir`, asked of git once per path."""
+    return _common_dir_cached(str(repo))
+
+
 def rev_parse(repo: Path, rev: str) -> str | None:
     """The commit `rev` names, or None. A branch (or any shared `refs/…`) whose loose ref file
     holds a loose commit is read from the files (no git process, on every landing)."""
@@ -221,6 +226,93 @@ def _identity(repo: str) -> tuple[tuple[str, str], ...]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What `git var -l` says: the configuration (keys as git prints them: section and name
+    lower-cased) and the author and committer git would use."""
+
+    values: Mapping[str, str]
+    idents: Mapping[str, str]  # "AUTHOR"/"COMMITTER" -> "Name <email>"
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.values.get(key, default)
+
+    def flag(self, key: str) -> bool:
+        """A boolean as git reads it (a key with no value is true)."""
+        return self.values.get(key, "false").lower() in ("", "true", "yes", "on", "1")
+
+    def ident(self, who: str, env: Mapping[str, str]) -> str:
+        """`who`'s "Name <email>", with sage's own identity variables (`identity_env`)."""
+        name, email = env.get(f"GIT_{who}_NAME"), env.get(f"GIT_{who}_EMAIL")
+        if name is None or email is None:
+            return self.idents[who]
+        return f"{name} <{email}>"
+
+
+def settings(repo: Path) -> Settings | None:
+    """git's settings for `repo`, read with one process while no config file and no GIT_
+    variable changes; None if git will not say. Every worktree of a repository shares them,
+    unless `extensions.worktreeConfig` gives each its own."""
+    stamp = _config_stamp(repo)
+    shared = _SHARED_SETTINGS.get((str(_common_dir_cached(str(repo))), stamp))
+    if shared is not None:
+        return shared
+    found = _settings(str(repo), stamp)
+    if found is not None and not found.flag("extensions.worktreeconfig"):
+        _SHARED_SETTINGS[(str(_common_dir_cached(str(repo))), stamp)] = found
+    return found
+
+
+_SHARED_SETTINGS: dict[tuple[str, tuple[object, ...]], Settings] = {}
+
+
+def hooks_dir(worktree: Path) -> Path:
+    """Where git looks for hooks when run in `worktree`: core.hooksPath (relative to the
+    worktree), else the common dir's hooks."""
+    found = settings(worktree)
+    if found is None:
+        return worktree / git(worktree, "rev-parse", "--git-path", "hooks")
+    configured = found.get("core.hookspath")
+    if configured:
+        return worktree / os.path.expanduser(configured)
+    return _common_dir_cached(str(worktree)) / "hooks"
+
+
+def _config_stamp(repo: Path) -> tuple[object, ...]:
+    home = Path(os.environ.get("HOME", "/"))
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    common = _common_dir_cached(str(repo))
+    system = Path(os.environ.get("GIT_CONFIG_SYSTEM", "/etc/gitconfig"))
+    files = (common / "config", common / "config.worktree", home / ".gitconfig",
+             xdg / "git" / "config", system)  # fmt: skip
+    stamps: list[object] = []
+    for path in files:
+        try:
+            found = path.stat()
+            stamps.append((found.st_mtime_ns, found.st_size, found.st_ino))
+        except OSError:
+            stamps.append(None)
+    return (*stamps, *sorted((k, v) for k, v in os.environ.items() if k.startswith("GIT_")))
+
+
+@functools.lru_cache(maxsize=16)
+def _settings(repo: str, stamp: tuple[object, ...]) -> Settings | None:
+    done = run(Path(repo), "var", "-l")
+    if done.returncode != 0:
+        return None
+    values: dict[str, str] = {}
+    idents: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        key, equals, value = line.partition("=")
+        if key in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
+            idents[key[4:-6]] = value.rsplit(" ", 2)[0]  # without the time and its zone
+        elif not key.startswith("GIT_"):
+            values[key] = value if equals else ""
+    if set(idents) != {"AUTHOR", "COMMITTER"}:
+        return None
+    return Settings(values=values, idents=idents)
+
+
 def merge_tree(repo: Path, ours: str, theirs: str) -> MergeResult:
     """`git merge-tree --write-tree`: the merged tree, or the conflicting paths."""
     done = run(repo, "merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs)
@@ -261,6 +353,9 @@ def update_ref(repo: Path, ref: str, new: str, old: str) -> bool:
 
     A git lock file in the way for a whole second is no race: a git process killed mid-update
     leaves it behind, and git refuses that ref until it is removed. Say so, naming it."""
+    moved = _update_loose_ref(repo, ref, new, old)
+    if moved is not None:
+        return moved
     done = run(repo, "-c", "core.filesRefLockTimeout=1000", "update-ref", ref, new, old)
     if done.returncode == 0:
         return True
@@ -282,6 +377,156 @@ def update_ref(repo: Path, ref: str, new: str, old: str) -> bool:
             "update; nothing moved, and the entries stay queued",
         )
     return False
+
+
+def _update_loose_ref(repo: Path, ref: str, new: str, old: str) -> bool | None:
+    """`git update-ref ref new old` done as git's files backend does it, without a process (see
+    `move_ref`); None when git must do it. The reflogs are those git writes: the ref's, and
+    HEAD's while HEAD names the ref, each as `core.logAllRefUpdates` says."""
+    common, settings_now = _common_dir_cached(str(repo)), settings(repo)
+    if settings_now is None or not (repo / ".git").is_dir():  # HEAD is in the repo's git dir
+        return None
+    always = settings_now.get("core.logallrefupdates", "true").lower() == "always"
+    create = always or (settings_now.flag("core.logallrefupdates") and ref.startswith(_LOGGED))
+    logs = [(common / "logs" / ref, create)]
+    try:
+        if (common / "HEAD").read_text(encoding="utf-8").strip() == f"ref: {ref}":
+            logs.append((common / "logs" / "HEAD", create))
+    except OSError:
+        return None
+    return move_ref(repo, ref, new, old, logs=logs)
+
+
+def _refs_as_files(repo: Path, ref: str, new: str, old: str) -> tuple[Path, Settings] | None:
+    """The common dir and git's settings when `ref` may be moved by writing files: a loose ref
+    holding a loose commit (or, to create it, neither a loose nor a packed one), the files
+    backend, no reference-transaction hook, no shared repository, refs git is not told to
+    fsync, no date from the environment."""
+    common, settings_now = _common_dir_cached(str(repo)), settings(repo)
+    if (
+        settings_now is None
+        or not _HEX.fullmatch(new)
+        or (_ref_tip(repo, ref) is None if old else _ref_anywhere(common, ref))
+        or settings_now.get("extensions.refstorage", "files") != "files"
+        or settings_now.get("core.sharedrepository")
+        or settings_now.flag("core.bare")
+        or any(w in settings_now.get("core.fsync") for w in ("reference", "committed", "all"))
+        or "GIT_COMMITTER_DATE" in os.environ
+        or _hook_exists(repo, "reference-transaction")
+    ):
+        return None
+    return common, settings_now
+
+
+def move_ref(
+    repo: Path, ref: str, new: str, old: str, *, logs: Sequence[tuple[Path, bool]],
+    message: str = "",
+) -> bool | None:  # fmt: skip
+    """Compare-and-swap a loose ref as git's files backend does: take `<ref>.lock`
+    (create-exclusive), compare, append a line to each reflog in `logs` (path, create it if
+    missing), rename the lock over the ref. `old` "": create it. False if the ref is not at
+    `old`; None when git must do it (`_refs_as_files` says no, or a lock is in the way: git
+    waits and explains)."""
+    found = _refs_as_files(repo, ref, new, old)
+    if found is None:
+        return None
+    common, settings_now = found
+    path = common / ref
+    lock = Path(f"{path}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            try:
+                current = path.read_text(encoding="ascii").strip()
+            except FileNotFoundError:
+                current = ""
+            if current != old:
+                lock.unlink()
+                return False if _HEX.fullmatch(current) else None
+            handle.write(f"{new}\n")
+        line = f"{old or _ZERO[: len(new)]} {new} {settings_now.idents['COMMITTER']} {stamp()}"
+        line += f"\t{message}\n" if message else "\n"
+        for log, create in logs:
+            _append_log(log, line, create=create)
+        os.replace(lock, path)
+    except OSError:
+        lock.unlink(missing_ok=True)
+        return None
+    return True
+
+
+def point_head(repo: Path, head: Path, ref: str, *, old: str, new: str, message: str) -> bool:
+    """Make the HEAD file `head` (a worktree's) name `ref`, as `git checkout` does when no file
+    changes: `HEAD.lock`, then renamed over HEAD; a line in HEAD's reflog if it has one.
+    False (nothing changed) when the lock is in the way or git's settings are unknown."""
+    found = settings(repo)
+    lock = head.with_name("HEAD.lock")
+    if found is None:
+        return False
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"ref: {ref}\n")
+        line = f"{old} {new} {found.idents['COMMITTER']} {stamp()}\t{message}\n"
+        _append_log(head.parent / "logs" / "HEAD", line, create=False)
+        os.replace(lock, head)
+    except OSError:
+        lock.unlink(missing_ok=True)
+        return False
+    return True
+
+
+_ZERO = "0" * 64
+
+
+def _ref_anywhere(common: Path, ref: str) -> bool:
+    """Whether `ref` exists as a loose file or in packed-refs (or cannot be told)."""
+    if (common / ref).exists():
+        return True
+    try:
+        packed = (common / "packed-refs").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return f" {ref}\n".encode() in packed
+
+
+_LOGGED = ("refs/heads/", "refs/remotes/", "refs/notes/")
+
+
+def _append_log(log: Path, line: str, *, create: bool) -> None:
+    """Append a reflog line; a missing log is created only when git would create it."""
+    if not create and not log.exists():
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _hook_exists(repo: Path, name: str) -> bool:
+    return os.access(hooks_dir(repo) / name, os.X_OK)
+
+
+def stamp(when: tuple[int, int] | None = None) -> str:
+    """A time as git writes it in commits and reflogs ("<seconds> +hhmm"); `when` is
+    (seconds, UTC offset in seconds), else now in the local zone."""
+    if when is None:
+        seconds = int(time.time())
+        when = seconds, time.localtime(seconds).tm_gmtoff
+    seconds, offset = when
+    sign, offset = ("-", -offset) if offset < 0 else ("+", offset)
+    return f"{seconds} {sign}{offset // 3600:02d}{offset % 3600 // 60:02d}"
 
 
 def gits_in(path: Path) -> list[int]:
@@ -394,6 +639,13 @@ _LINE_MOST = 16  # commits read from files before asking git
 _HEX = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 
 
+def linear_line(repo: Path, base: str, head: str) -> list[str] | None:
+    """The commits base..head, read from files, if they are a short line of single-parent
+    commits down to `base` (see `_linear_history`); else None."""
+    rows = _linear_history(repo, base, head)
+    return None if rows is None else [sha for sha, _ in rows]
+
+
 def _linear_history(repo: Path, base: str, head: str) -> list[tuple[str, str]] | None:
     """base..head read from loose commit objects, without a git process, when it is a short
     line of single-parent commits down to `base`: what a worker's branch is after sage commits
@@ -449,6 +701,11 @@ def loose_commit(repo: Path, sha: str) -> tuple[tuple[str, ...], str] | None:
     if commit is None:
         return None
     return tuple(commit[0]), commit[1].decode("utf-8", errors="replace")
+
+
+def plain_objects(repo: Path) -> bool:
+    """Whether objects are what they are stored as (no replace refs, grafts, shallow)."""
+    return _plain_objects(repo) is not None
 
 
 def loose_object(repo: Path, sha: str) -> tuple[str, bytes] | None:

@@ -1,9 +1,12 @@
-"""Git objects without a process per object: a tree with one file changed, for the landing.
+"""Git objects without a process per object, for the landing: a tree with one file changed
+(`edit_file`), the merge of two sides that changed different paths (`merged_tree`), a commit
+(`commit`).
 
-`edit_file` reads the tree and the trees down to the file in one `git cat-file --batch` and
-writes the changed blob and trees as loose objects, as git itself writes them (zlib, a
-temporary file renamed into place; no fsync, like git's default for loose objects). The ref
-that makes them reachable is moved later by git, under its own rules.
+Objects are read from their loose files, else from the packs (gitdb, which comes with
+GitPython), else from one `git cat-file --batch`; they are written as loose objects, as git
+itself writes them (zlib, a temporary file renamed into place; no fsync, like git's default for
+loose objects). Whatever cannot be done exactly so (replace refs, a signed commit, a merge git
+must think about) returns None, and the caller asks git.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from sage.lib import git, proc
 
 Edit = Callable[[bytes], bytes | None]  # the file's new content, or None to leave it
+TREE_MODE = b"40000"
+Entry = tuple[bytes, bytes]  # a tree entry's mode and raw id
 
 
 def edit_file(repo: Path, tree: str, path: str, edit: Edit) -> str | None:
@@ -39,6 +46,188 @@ def edit_file(repo: Path, tree: str, path: str, edit: Edit) -> str | None:
     for level in range(len(parts) - 1, -1, -1):
         new = store.write("tree", _replace_entry(found[level], parts[level], new, store.size))
     return new
+
+
+def merged_tree(repo: Path, base: str, ours: str, theirs: str) -> str | None:
+    """The tree of merging commits `ours` and `theirs`, whose merge base is `base`, when every
+    merge git could do agrees on it: no path both sides changed differently, nothing deleted
+    where the other side changed something (git would look for renames), no file turned into a
+    folder or back. Trees only one side changed are taken whole. None: git must merge."""
+    store = _Store(repo)
+    roots = [store.tree_of(sha) for sha in (base, ours, theirs)]
+    if None in roots:
+        return None
+    b, o, t = (bytes.fromhex(str(root)) for root in roots)
+    merged = _merge(store, b, o, t)
+    return None if merged is None else merged.hex()
+
+
+def edited_tree(
+    repo: Path, start: str, changes: Mapping[str, tuple[str, str] | None]
+) -> str | None:
+    """The tree of commit (or tree) `start` with each path in `changes` set to (mode, id), or
+    removed where None; folders left empty go. None if an object cannot be read in process or
+    a change runs through a file."""
+    store = _Store(repo)
+    root = store.tree_of(start)
+    if root is None:
+        return None
+    split = {tuple(path.split("/")): change for path, change in changes.items()}
+    edited = _edit(store, bytes.fromhex(root), split)
+    if edited is None:
+        return None
+    return edited.hex() if edited else store.write("tree", b"")
+
+
+def _edit(
+    store: _Store, tree: bytes | None, changes: Mapping[tuple[str, ...], tuple[str, str] | None]
+) -> bytes | None:
+    """A tree with `changes` (paths split at "/") made: its raw id, b"" when it ends up empty,
+    or None when that cannot be done here."""
+    entries = store.entries(tree) if tree is not None else {}
+    if entries is None:
+        return None
+    here: dict[bytes, Entry | None] = {}
+    below: dict[bytes, dict[tuple[str, ...], tuple[str, str] | None]] = {}
+    for parts, change in changes.items():
+        name = parts[0].encode("utf-8", errors="surrogateescape")
+        if len(parts) == 1:
+            here[name] = None if change is None else (change[0].lstrip("0").encode() or b"0",
+                                                      bytes.fromhex(change[1]))  # fmt: skip
+        else:
+            below.setdefault(name, {})[parts[1:]] = change
+    out = dict(entries)
+    for name, entry in here.items():
+        if entry is None:
+            out.pop(name, None)
+        else:
+            out[name] = entry
+    for name, sub in below.items():
+        current = out.get(name)
+        if current is not None and current[0] != TREE_MODE:
+            return None  # a change below a file (the file's removal would come with it)
+        edited = _edit(store, current[1] if current else None, sub)
+        if edited is None:
+            return None
+        if edited:
+            out[name] = (TREE_MODE, edited)
+        else:
+            out.pop(name, None)
+    if not out:
+        return b""
+    return bytes.fromhex(store.write("tree", _tree_body(out)))
+
+
+def tree_id(repo: Path, commit: str) -> str | None:
+    """The tree a commit names, read in process; None if it cannot be."""
+    return _Store(repo).tree_of(commit)
+
+
+def changed_paths(repo: Path, old: str, new: str) -> set[str] | None:
+    """The files that differ between two commits (or trees), as `git diff-tree -r --name-only
+    --no-renames` lists them; None when an object cannot be read in process."""
+    store = _Store(repo)
+    trees = [store.tree_of(sha) for sha in (old, new)]
+    if None in trees:
+        return None
+    found: set[str] = set()
+    one, other = (bytes.fromhex(str(tree)) for tree in trees)
+    return found if _diff(store, one, other, "", found) else None
+
+
+def _diff(
+    store: _Store, old: bytes | None, new: bytes | None, prefix: str, found: set[str]
+) -> bool:
+    """Add to `found` the files under two trees (either may be None: absent) that differ."""
+    if old == new:
+        return True
+    trees = [store.entries(oid) if oid is not None else {} for oid in (old, new)]
+    if None in trees:
+        return False
+    a, b = (tree or {} for tree in trees)
+    for name in a.keys() | b.keys():
+        ea, eb = a.get(name), b.get(name)
+        if ea == eb:
+            continue
+        path = prefix + name.decode("utf-8", errors="surrogateescape")
+        sub_a = ea[1] if ea and ea[0] == TREE_MODE else None
+        sub_b = eb[1] if eb and eb[0] == TREE_MODE else None
+        if (ea and sub_a is None) or (eb and sub_b is None):
+            found.add(path)  # a file on either side (that is not the same file)
+        if (sub_a or sub_b) and not _diff(store, sub_a, sub_b, path + "/", found):
+            return False
+    return True
+
+
+def _merge(store: _Store, base: bytes, ours: bytes, theirs: bytes) -> bytes | None:
+    if ours == theirs or base == theirs:
+        return ours
+    if base == ours:
+        return theirs
+    trees = [store.entries(oid) for oid in (base, ours, theirs)]
+    if None in trees:
+        return None
+    tb, to, tt = (tree or {} for tree in trees)
+    out: dict[bytes, Entry] = {}
+    for name in tb.keys() | to.keys() | tt.keys():
+        eb, eo, et = tb.get(name), to.get(name), tt.get(name)
+        if eo == et:
+            if eo is None:  # deleted on both sides: maybe renamed twice, differently
+                return None
+            entry: Entry | None = eo
+        elif eb == eo:
+            entry = et
+        elif eb == et:
+            entry = eo
+        elif eb and eo and et and eb[0] == eo[0] == et[0] == TREE_MODE:
+            sub = _merge(store, eb[1], eo[1], et[1])
+            if sub is None:
+                return None
+            entry = (TREE_MODE, sub)
+        else:  # both changed it differently, or one deleted what the other changed
+            return None
+        if entry is not None and eb is not None and (entry[0] == TREE_MODE) != (eb[0] == TREE_MODE):
+            return None  # a file became a folder, or a folder a file
+        if entry is not None:
+            out[name] = entry
+    return bytes.fromhex(store.write("tree", _tree_body(out)))
+
+
+def _tree_body(entries: dict[bytes, Entry]) -> bytes:
+    """A tree's raw content, in git's order (a folder sorts as if its name ended in "/")."""
+    order = sorted(entries, key=lambda n: n + b"/" if entries[n][0] == TREE_MODE else n)
+    return b"".join(b"%s %s\0%s" % (entries[n][0], n, entries[n][1]) for n in order)
+
+
+def commit(
+    repo: Path, tree: str, parents: Sequence[str], message: str,
+    *, env: Mapping[str, str] | None = None, when: tuple[int, int] | None = None,
+) -> str | None:  # fmt: skip
+    """A commit written as `git commit-tree` writes it (the message as given, the author and
+    committer git would use, now), or None when git must write it: the commit is to be
+    signed (`commit.gpgSign`), the messages are in another encoding (`i18n.commitEncoding`), a
+    date comes from the environment, or `tree` is a commit not stored loose. `env`: the
+    identity variables sage adds for git (`git.identity_env`). `when`: (seconds, UTC offset in
+    seconds), for tests."""
+    settings = git.settings(repo)
+    variables = {**os.environ, **(env or {})}
+    if (
+        settings is None
+        or settings.flag("commit.gpgsign")
+        or settings.get("i18n.commitencoding", "utf-8").lower().replace("-", "") != "utf8"
+        or "GIT_AUTHOR_DATE" in variables
+        or "GIT_COMMITTER_DATE" in variables
+    ):
+        return None
+    root = _Store(repo).tree_of(tree.removesuffix("^{tree}"))
+    if root is None:
+        return None
+    stamp = git.stamp(when)
+    author = settings.ident("AUTHOR", variables)
+    committer = settings.ident("COMMITTER", variables)
+    body = f"tree {root}\n" + "".join(f"parent {p}\n" for p in parents)
+    body += f"author {author} {stamp}\ncommitter {committer} {stamp}\n\n{message}"
+    return _Store(repo).write("commit", body.encode("utf-8"))
 
 
 def read(repo: Path, specs: Sequence[str]) -> list[tuple[str, str, bytes] | None]:
@@ -95,7 +284,8 @@ def _find(tree: bytes, name: str, size: int) -> int | None:
 
 
 class _Store:
-    """Loose objects read and written in process; anything packed is asked of git."""
+    """Objects read in process (loose, else packed) and written loose; None where it cannot
+    be told so (replace refs or grafts make git see other objects, a promisor's missing one)."""
 
     def __init__(self, repo: Path) -> None:
         self.repo = repo
@@ -106,9 +296,9 @@ class _Store:
     def walk(self, start: str, parts: Sequence[str]) -> list[bytes] | None:
         """The contents of the root tree, each tree down the path, and the file at its end;
         None if any is missing or of the wrong type."""
-        got = self.loose(start)
+        got = self.get(start)
         if got is not None and got[0] == "commit":  # its first line: "tree <id>"
-            got = self.loose(got[1][5 : got[1].index(b"\n")].decode())
+            got = self.get(got[1][5 : got[1].index(b"\n")].decode())
         found: list[bytes] = []
         kinds: list[str] = []
         for name in (None, *parts):
@@ -116,7 +306,7 @@ class _Store:
                 oid = _entry(found[-1], name, self.size)
                 if oid is None:
                     return None
-                got = self.loose(oid)
+                got = self.get(oid)
             if got is None:
                 return self._asked(start, parts)
             kinds.append(got[0])
@@ -132,9 +322,32 @@ class _Store:
             return None
         return [obj[2] for obj in objects if obj]
 
-    def loose(self, oid: str) -> tuple[str, bytes] | None:
-        """(type, content) of a loose object, None if it is not loose (packed, or absent)."""
-        return git.loose_object(self.repo, oid)
+    def get(self, oid: str) -> tuple[str, bytes] | None:
+        """(type, content) of an object, from its loose file, else from the packs."""
+        found = git.loose_object(self.repo, oid)
+        if found is not None or not git.plain_objects(self.repo):
+            return found
+        return _packed(str(self.objects), _packs_stamp(self.objects), oid)
+
+    def tree_of(self, oid: str) -> str | None:
+        """The tree a commit (or a tree) names."""
+        got = self.get(oid)
+        if got is None or got[0] not in ("commit", "tree"):
+            return None
+        return oid if got[0] == "tree" else got[1][5 : got[1].index(b"\n")].decode()
+
+    def entries(self, oid: bytes) -> dict[bytes, Entry] | None:
+        """A tree's entries by name."""
+        got = self.get(oid.hex())
+        if got is None or got[0] != "tree":
+            return None
+        body, at, out = got[1], 0, {}
+        while at < len(body):
+            space = body.index(b" ", at)
+            nul = body.index(b"\0", space)
+            out[body[space + 1 : nul]] = (body[at:space], body[nul + 1 : nul + 1 + self.size])
+            at = nul + 1 + self.size
+        return out
 
     def write(self, kind: str, body: bytes) -> str:
         data = b"%s %d\0%s" % (kind.encode(), len(body), body)
@@ -157,13 +370,43 @@ class _Store:
         return oid
 
 
-@functools.lru_cache(maxsize=16)
+def _packs_stamp(objects: Path) -> tuple[int, int]:
+    """Changes when a pack is added or removed (a gc, a fetch): the pack reader is made anew."""
+    try:
+        found = (objects / "pack").stat()
+    except OSError:
+        return (0, 0)
+    return found.st_mtime_ns, found.st_ino
+
+
+def _packed(objects: str, stamp: tuple[int, int], oid: str) -> tuple[str, bytes] | None:
+    try:
+        with _READING:  # gitdb's caches are not made for threads
+            info = _pack_reader(objects, stamp).stream(bytes.fromhex(oid))
+            return info.type.decode("ascii"), info.read()
+    except Exception:  # not there, or a pack gitdb cannot read: git answers
+        return None
+
+
+_READING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _pack_reader(objects: str, stamp: tuple[int, int]) -> Any:
+    from gitdb.db import GitDB  # type: ignore[import-untyped]  # comes with GitPython
+
+    return GitDB(objects)
+
+
 def _objects_dir(repo: str) -> Path:
-    return git.common_dir(Path(repo)) / "objects"
+    return git.shared_dir(Path(repo)) / "objects"
 
 
-@functools.lru_cache(maxsize=16)
 def _hash_name(repo: str) -> str:
-    done = git.run(Path(repo), "rev-parse", "--show-object-format")
-    name = done.stdout.strip() if done.returncode == 0 else "sha1"
+    found = git.settings(Path(repo))
+    if found is not None:
+        name = found.get("extensions.objectformat", "sha1").lower()
+    else:
+        done = git.run(Path(repo), "rev-parse", "--show-object-format")
+        name = done.stdout.strip() if done.returncode == 0 else "sha1"
     return name if name in ("sha1", "sha256") else "sha1"

@@ -78,3 +78,61 @@ def test_a_ref_is_read_from_its_file_when_git_would_say_the_same(repo: Path) -> 
         assert sage_git.rev_parse(repo, ref) == (done.stdout.strip() or None), ref
     assert sage_git._ref_tip(repo, "refs/heads/loose") == tip  # from the file
     assert sage_git._ref_tip(repo, "refs/tags/v1") is None  # a tag object: git peels it
+
+
+def reflog_shape(line: str) -> tuple[str, ...]:
+    """A reflog line without its time: old, new, who, and the message after a tab (if any)."""
+    head, tab, message = line.partition("\t")
+    fields = head.split(" ")
+    return (*fields[:2], " ".join(fields[2:-2]), tab, message)
+
+
+def test_a_ref_is_moved_in_process_as_git_moves_it(repo: Path) -> None:
+    """The compare-and-swap without a process: the same ref, and the same reflog lines (the
+    branch's, and HEAD's while it is checked out) as `git update-ref` writes."""
+    old = git(repo, "rev-parse", "HEAD")
+    git(repo, "branch", "twin")
+    new = commit(repo, "next")
+    git(repo, "update-ref", "refs/heads/main", old)  # back; git writes its own lines
+    git(repo, "update-ref", "refs/heads/twin", new, old)
+    assert sage_git._update_loose_ref(repo, "refs/heads/main", new, old) is True
+    assert git(repo, "rev-parse", "main") == new
+    for log in ("logs/refs/heads/main", "logs/HEAD"):
+        mine = (repo / ".git" / log).read_text().splitlines()[-1]
+        assert reflog_shape(mine) == (old, new, reflog_shape(mine)[2], "", "")
+    theirs = (repo / ".git" / "logs/refs/heads/twin").read_text().splitlines()[-1]
+    mine = (repo / ".git" / "logs/refs/heads/main").read_text().splitlines()[-1]
+    assert reflog_shape(mine) == reflog_shape(theirs)
+    assert not (repo / ".git" / "refs/heads/main.lock").exists()
+
+
+def test_a_ref_that_moved_meanwhile_is_not_swapped(repo: Path) -> None:
+    old = git(repo, "rev-parse", "HEAD")
+    new = commit(repo, "next")  # main is at `new` now, not at `old`
+    other = commit(repo, "other")
+    git(repo, "update-ref", "refs/heads/main", new)
+    assert sage_git.update_ref(repo, "refs/heads/main", other, old) is False
+    assert git(repo, "rev-parse", "main") == new
+    assert not (repo / ".git" / "refs/heads/main.lock").exists()
+
+
+@pytest.mark.parametrize("why", ["lock held", "hook", "shared repository", "symbolic"])
+def test_what_git_must_decide_leaves_the_ref_to_git(repo: Path, why: str) -> None:
+    old = git(repo, "rev-parse", "HEAD")
+    new = commit(repo, "next")
+    git(repo, "update-ref", "refs/heads/main", old)
+    ref = "refs/heads/main"
+    if why == "lock held":
+        (repo / ".git" / "refs/heads/main.lock").write_text("")
+    elif why == "hook":
+        hook = repo / ".git" / "hooks" / "reference-transaction"
+        hook.parent.mkdir(exist_ok=True)
+        hook.write_text("#!/bin/sh\nexit 0\n")
+        hook.chmod(0o755)
+    elif why == "shared repository":
+        git(repo, "config", "core.sharedRepository", "group")
+    else:
+        git(repo, "symbolic-ref", "refs/heads/alias", ref)
+        ref = "refs/heads/alias"
+    assert sage_git._update_loose_ref(repo, ref, new, old) is None
+    assert git(repo, "rev-parse", "main") == old

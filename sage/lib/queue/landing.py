@@ -186,6 +186,8 @@ class Landing:
         if onto == entry.base and entry.from_base:
             tree = f"{entry.head}^{{tree}}"
         else:
+            tree = self._merged_here(onto, entry) or ""
+        if not tree:
             try:
                 merged = git.merge_tree(self.root, onto, entry.head)
             except GitError as exc:
@@ -195,8 +197,22 @@ class Landing:
             tree = merged.tree
         tree = self._completed_in(tree, entry)
         env = git.identity_env(self.root)
-        commit = git.commit_tree(self.root, tree, [onto], entry.message, env=env)
+        commit = objects.commit(self.root, tree, [onto], entry.message, env=env)
+        if commit is None:
+            commit = git.commit_tree(self.root, tree, [onto], entry.message, env=env)
         return _Candidate(entry=entry, commit=commit)
+
+    def _merged_here(self, onto: str, entry: QueueEntry) -> str | None:
+        """The merge of the entry onto the target, in process, when the worker's base is the
+        merge base (both are short lines of commits from it, which share none) and the two
+        sides changed different paths; None: git merges."""
+        if not entry.from_base or not entry.base:
+            return None
+        landed = git.linear_line(self.root, entry.base, onto)
+        worked = git.linear_line(self.root, entry.base, entry.head)
+        if landed is None or worked is None or set(landed) & set(worked):
+            return None
+        return objects.merged_tree(self.root, entry.base, onto, entry.head)
 
     def _completed_in(self, tree: str, entry: QueueEntry) -> str:
         """The tree with the ticket COMPLETED in the index it carries: the landing commit says
