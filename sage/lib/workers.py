@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NoReturn
 
-from sage.lib import agents, git, proc, worktrees
+from sage.lib import agents, git, objects, proc, worktrees
 from sage.lib.agent_output import Verdict
 from sage.lib.collisions import WARNINGS_FILE
 from sage.lib.outcomes import Outcome, Usage
@@ -384,7 +384,8 @@ def collect(worktree: Path, job: WorkerJob, *, repo: Path | None = None) -> str:
     _refuse_unfinished(worktree, entries)
     kept_out, restored = _keep_out(worktree, job, head, entries)
     landing = [e for e in entries if e.kind != "!" and not _is_kept_out(e.path, job)]
-    if any(e.kind == "?" or e.xy[1] != "." for e in landing):
+    added = any(e.kind == "?" or e.xy[1] != "." for e in landing)
+    if added:
         git.git(worktree, "add", "-A", "--", ".", *(f":(exclude,literal){p}" for p in _own(job)))
     known = head == job.base and not restored
     changes = _known_changes(landing) if known else None
@@ -393,7 +394,10 @@ def collect(worktree: Path, job: WorkerJob, *, repo: Path | None = None) -> str:
     if not changes and not job.ticket.allow_empty:
         raise NotLanded(Outcome.NO_CHANGES, _nothing_to_land(kept_out))
     if head == job.base or git.run(worktree, "diff", "--cached", "--quiet", "HEAD").returncode:
-        _commit(worktree, job, repo or worktree)
+        index = None
+        if known:
+            index = _index_after_add(worktree, job, landing) if added else _index_changes(landing)
+        _commit(worktree, job, repo or worktree, index)
     # Nothing ignored, and every untracked file now committed: the next ticket in this slot
     # needs no `git clean`.
     left = any(e.kind == "!" or (e.kind == "?" and _is_kept_out(e.path, job)) for e in entries)
@@ -401,16 +405,80 @@ def collect(worktree: Path, job: WorkerJob, *, repo: Path | None = None) -> str:
     return _head(worktree)
 
 
-def _commit(worktree: Path, job: WorkerJob, repo: Path) -> None:
+def _commit(
+    worktree: Path, job: WorkerJob, repo: Path, index: Mapping[str, tuple[str, str] | None] | None
+) -> None:
     """sage's commit of what the worker left. No auto-maintenance after it (a `git maintenance`
     process per ticket): the executor runs it once per run instead. No reflog for the branch
-    (see `worktrees.NO_REFLOG`)."""
+    (see `worktrees.NO_REFLOG`). When HEAD is the base and `index` says what the index holds
+    for every changed path, the commit is written in process (`_commit_here`)."""
     title = printable(job.ticket.title)
     subject = f"{job.ticket.id}: {title}" if title else job.ticket.id
-    message = f"{subject}\n\nSage-Ticket: {job.ticket.id}\n"
+    message = _whitespace_cleaned(f"{subject}\n\nSage-Ticket: {job.ticket.id}\n")
+    if index is not None and _commit_here(worktree, job, repo, index, message):
+        return
     args = (*worktrees.NO_REFLOG, "-c", "maintenance.auto=false", "commit", "--quiet",
             "--allow-empty", "--no-verify", "-F", "-")  # fmt: skip
     git.git(worktree, *args, input=message, env=git.identity_env(repo))
+
+
+def _commit_here(
+    worktree: Path, job: WorkerJob, repo: Path, index: Mapping[str, tuple[str, str] | None],
+    message: str,
+) -> bool:  # fmt: skip
+    """The commit `git commit` would make on the base, without a process: the base's tree with
+    the index's version of each changed path, the commit object, the branch moved from the base
+    (its reflog left alone, HEAD's appended to as git does). False when git must do it: a hook
+    that runs on commit, signing, a ref or object that is not in plain files."""
+    if worktrees.hooks_may_write(worktree):
+        return False
+    tree = objects.edited_tree(worktree, job.base, index)
+    env = git.identity_env(repo)
+    commit = objects.commit(worktree, tree, [job.base], message, env=env) if tree else None
+    if commit is None:
+        return False
+    admin = _admin_dir(worktree)
+    head_log = admin / "logs" / "HEAD"
+    subject = message.split("\n", 1)[0]
+    ref = f"refs/heads/{worktrees.branch_for(job.ticket.id)}"
+    moved = git.move_ref(worktree, ref, commit, job.base, logs=[(head_log, False)],
+                         message=f"commit: {subject}")  # fmt: skip
+    return moved is True
+
+
+def _index_changes(landing: list[_Entry]) -> dict[str, tuple[str, str] | None] | None:
+    """What the index holds for each path that differs from HEAD (mode and object id, None
+    where it is deleted), from `git status` when everything is staged; None otherwise."""
+    changed: dict[str, tuple[str, str] | None] = {}
+    for entry in landing:
+        if entry.kind not in ("1", "2") or entry.xy[1] != "." or not entry.staged[1]:
+            return None
+        changed[entry.path] = None if entry.xy[0] == "D" else entry.staged
+        if entry.old:
+            changed[entry.old] = None
+    return changed
+
+
+def _index_after_add(
+    worktree: Path, job: WorkerJob, landing: list[_Entry]
+) -> dict[str, tuple[str, str] | None] | None:
+    """After `add -A`: what the index file holds for each path the status listed (nothing
+    else can differ from HEAD, the base); None when the file cannot tell."""
+    paths = {e.path for e in landing} | {e.old for e in landing if e.old}
+    return worktrees.index_objects(_admin_dir(worktree) / "index", len(job.base) // 2, paths)
+
+
+def _whitespace_cleaned(message: str) -> str:
+    """The message as `git commit -F` keeps it (`--cleanup=whitespace`): no trailing blanks on
+    a line, no leading or trailing empty lines, no two empty lines in a row, a final newline."""
+    lines = [line.rstrip() for line in message.split("\n")]
+    kept: list[str] = []
+    for line in lines:
+        if line or (kept and kept[-1]):
+            kept.append(line)
+    while kept and not kept[-1]:
+        kept.pop()
+    return "\n".join(kept) + "\n" if kept else ""
 
 
 def _head(worktree: Path) -> str:
@@ -447,6 +515,7 @@ class _Entry:
     xy: str = ".."  # staged (index against HEAD), unstaged (worktree against the index)
     mode: str = ""  # what `add -A` would stage: the worktree's mode if unstaged, else the index's
     old: str = ""  # a rename's old path
+    staged: tuple[str, str] = ("", "")  # the index's mode and object id
 
 
 _FIELDS_BEFORE_PATH = {"1": 8, "2": 9, "u": 10}
@@ -471,7 +540,7 @@ def _status(worktree: Path) -> tuple[str, list[_Entry]]:
             mode = modes[2] if xy[1:] != "." else modes[1]
             old = next(fields, "") if kind == "2" else ""
             entries.append(_Entry(kind=kind, path=parts[-1], submodule=parts[2], xy=xy,
-                                  mode=mode, old=old))  # fmt: skip
+                                  mode=mode, old=old, staged=(modes[1], parts[7])))  # fmt: skip
         elif kind in ("?", "!"):
             entries.append(_Entry(kind=kind, path=record[2:]))
     return head, entries

@@ -10,12 +10,12 @@ import os
 import shlex
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sage.lib import git, proc
+from sage.lib import git, objects, proc
 from sage.lib.config import Config
 from sage.lib.errors import GitError, SageError
 
@@ -144,7 +144,7 @@ def prepare_slot(
     path, branch = slot_path(slots_dir, slot), branch_for(ticket_id)
     noted = _noted_tidy(path)
     problem = slot_problem(repo, path) or _switched(
-        path, branch, base, setup, tidy=noted and not _hooks_may_write(path)
+        path, branch, base, setup, tidy=noted and not hooks_may_write(path)
     )
     if problem:
         _recreate(repo, path, branch, base)
@@ -236,11 +236,33 @@ NO_REFLOG = ("-c", "core.logAllRefUpdates=false")
 def _switch(path: Path, branch: str, base: str, excludes: list[str] | None) -> None:
     """Checkout, then `git clean` unless `excludes` is None (the slot is known to be tidy)."""
     _clear_flags(path, base)
+    if excludes is None and _switched_refs_only(path, branch, base):
+        return
     args = (*NO_REFLOG, "checkout", "--quiet", "--force", "--ignore-other-worktrees", "-B",
             branch, base)  # fmt: skip
     git.git(path, *args)
     if excludes is not None:
         git.git(path, "clean", "-ffdxq", *(f"--exclude={e}" for e in excludes))
+
+
+def _switched_refs_only(path: Path, branch: str, base: str) -> bool:
+    """A tidy slot whose HEAD has `base`'s tree already (its last ticket landed as it was, and
+    nothing else did): no file differs, so the switch is what `git checkout -B` writes then,
+    the new branch at `base` and HEAD naming it, without a process. False: git switches."""
+    admin = _admin_dir(path)
+    head = _read(admin / "HEAD") if admin else None
+    if admin is None or head is None or not head.startswith("ref: refs/heads/"):
+        return False
+    current_ref = head.removeprefix("ref: ").strip()
+    current = git.rev_parse(path, current_ref)
+    tree = objects.tree_id(path, current) if current else None
+    if current is None or tree is None or tree != objects.tree_id(path, base):
+        return False
+    ref = f"refs/heads/{branch}"
+    if git.move_ref(path, ref, base, "", logs=[]) is not True:
+        return False
+    what = f"checkout: moving from {current_ref.removeprefix('refs/heads/')} to {branch}"
+    return git.point_head(path, admin / "HEAD", ref, old=current, new=base, message=what)
 
 
 # Slots whose last ticket's collect saw nothing untracked or ignored (`note_tidy`): switching
@@ -269,17 +291,10 @@ def _noted_tidy(path: Path) -> bool:
     return noted
 
 
-def _hooks_may_write(path: Path) -> bool:
+def hooks_may_write(path: Path) -> bool:
     """Whether a hook sage's own git calls in the slot may run is installed."""
-    hooks = _hooks_dir(str(path))
+    hooks = git.hooks_dir(path)
     return any(os.access(hooks / name, os.X_OK) for name in _HOOKS_IN_SLOT)
-
-
-@functools.lru_cache(maxsize=64)
-def _hooks_dir(path: str) -> Path:
-    """Where git looks for hooks when run in the worktree at `path` (core.hooksPath, relative
-    to the worktree, or the common dir's hooks)."""
-    return Path(path) / git.git(Path(path), "rev-parse", "--git-path", "hooks")
 
 
 def _clear_flags(path: Path, base: str) -> None:
@@ -306,6 +321,50 @@ def index_flags(index: Path, hash_size: int) -> tuple[list[str], list[str]] | No
     """The assume-unchanged and the skip-worktree paths of a git index file (versions 2 to 4,
     objects of `hash_size` bytes), or None when it cannot tell: no such file, another format,
     or a split or sparse index (whose entries are not all in this file)."""
+    found = _index_entries(
+        index, hash_size, lambda name, flags: bool(flags & (_ASSUMED | _SKIPPED))
+    )
+    if found is None:
+        return None
+    assumed = [name for name, _, _, flags in found if flags & _ASSUMED]
+    skipped = [name for name, _, _, flags in found if flags & _SKIPPED]
+    return assumed, skipped
+
+
+def index_objects(
+    index: Path, hash_size: int, paths: Iterable[str], *, most: int = 1 << 20
+) -> dict[str, tuple[str, str] | None] | None:
+    """What a git index file holds for each of `paths`: (mode, object id) as `git ls-files -s`
+    shows them, None where the path is not in it. None when it cannot tell (see `index_flags`,
+    a conflict's stages, a file over `most` bytes: then git is faster)."""
+    try:
+        if index.stat().st_size > most:
+            return None
+    except OSError:
+        return None
+    wanted = set(paths)
+    named = {os.fsencode(path) for path in wanted}
+    found = _index_entries(index, hash_size, lambda name, flags: name in named)
+    if found is None:
+        return None
+    out: dict[str, tuple[str, str] | None] = dict.fromkeys(wanted)
+    for name, mode, oid, flags in found:
+        if name in wanted:
+            if flags & _STAGES:
+                return None
+            out[name] = (f"{mode:06o}", oid)
+    return out
+
+
+_ASSUMED, _SKIPPED, _STAGES = 0x8000, 0x4000_0000, 0x3000  # flags; the extended ones shifted
+
+
+Wanted = Callable[[bytes, int], bool]  # an entry's name and flags: keep it?
+
+
+def _index_entries(
+    index: Path, hash_size: int, wanted: Wanted
+) -> list[tuple[str, int, str, int]] | None:
     try:
         data = index.read_bytes()
     except OSError:
@@ -316,26 +375,28 @@ def index_flags(index: Path, hash_size: int) -> tuple[list[str], list[str]] | No
     if version not in (2, 3, 4):
         return None
     try:
-        found, end = _flagged_entries(data, version, count, hash_size)
+        found, end = _entries(data, version, count, hash_size, wanted)
     except (IndexError, ValueError):
         return None
     return None if _split_or_sparse(data, end, hash_size) else found
 
 
-def _flagged_entries(
-    data: bytes, version: int, count: int, hash_size: int
-) -> tuple[tuple[list[str], list[str]], int]:
-    """Walk the entries (see git's gitformat-index): 40 bytes of stat data, the object id, 16
-    bits of flags (assume-valid 0x8000, extended 0x4000, name length), 16 more if extended
-    (skip-worktree 0x4000), then the name: padded with NULs to 8 bytes (v2, v3), or the length
-    to drop from the previous name and a NUL-terminated suffix (v4)."""
-    assumed: list[str] = []
-    skipped: list[str] = []
+def _entries(
+    data: bytes, version: int, count: int, hash_size: int, wanted: Wanted
+) -> tuple[list[tuple[str, int, str, int]], int]:
+    """Walk the entries (see git's gitformat-index): 40 bytes of stat data (the mode at 24),
+    the object id, 16 bits of flags (assume-valid 0x8000, extended 0x4000, the stage 0x3000,
+    name length), 16 more if extended (skip-worktree 0x4000, kept here shifted by 16), then
+    the name: padded with NULs to 8 bytes (v2, v3), or the length to drop from the previous
+    name and a NUL-terminated suffix (v4). Each entry `wanted` as (name, mode, id, flags)."""
+    out: list[tuple[str, int, str, int]] = []
     at, flags_at, name = 12, 40 + hash_size, b""
     for _ in range(count):
         flags = int.from_bytes(data[at + flags_at : at + flags_at + 2], "big")
         start = at + flags_at + (4 if flags & 0x4000 else 2)
-        skip = bool(flags & 0x4000) and bool(data[at + flags_at + 2] & 0x40)
+        if flags & 0x4000:
+            flags |= int.from_bytes(data[at + flags_at + 2 : at + flags_at + 4], "big") << 16
+        entry = at
         if version == 4:
             drop, start = _varint(data, start)
             end = data.index(b"\0", start)
@@ -346,13 +407,11 @@ def _flagged_entries(
             end = data.index(b"\0", start) if length == 0xFFF else start + length
             name = data[start:end]
             at += (end - at + 8) & ~7
-        if flags & 0x8000 or skip:
-            text = os.fsdecode(name)
-            if flags & 0x8000:
-                assumed.append(text)
-            if skip:
-                skipped.append(text)
-    return (assumed, skipped), at
+        if wanted(name, flags):
+            mode = int.from_bytes(data[entry + 24 : entry + 28], "big")
+            oid = data[entry + 40 : entry + 40 + hash_size].hex()
+            out.append((os.fsdecode(name), mode, oid, flags))
+    return out, at
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:

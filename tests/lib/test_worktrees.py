@@ -293,7 +293,7 @@ def test_setup_output_git_would_see_is_refused(project: Path, code: str, seen: s
         prepare(project, "A-1", setup=SlotSetup(setup=(sys.executable, "-c", code)))
 
 
-def test_a_reused_slot_costs_two_git_calls_and_one_when_it_was_left_tidy(
+def test_a_reused_slot_costs_two_git_calls_one_when_tidy_none_when_its_tree_is_the_base(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.reliability.test_process_count import classify, logging_git
@@ -306,15 +306,27 @@ def test_a_reused_slot_costs_two_git_calls_and_one_when_it_was_left_tidy(
     bin_dir, log = logging_git(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
 
-    def calls(tid: str) -> list[str]:
-        log.unlink(missing_ok=True)
-        worktrees.prepare_slot(project, slots, 0, tid, base)
+    def calls(tid: str, at: str = base) -> list[str]:
+        log.write_text("")
+        worktrees.prepare_slot(project, slots, 0, tid, at)
         return [classify(line)[1] for line in log.read_text().splitlines()]
 
     assert calls("A-5") == ["checkout", "clean"]  # index flags read from the index file
     worktrees.note_tidy(slots / "slot-0", tidy=True)
-    assert calls("A-6") == ["checkout"]  # vs worktree add + remove + prune
+    # tidy, and HEAD has base's tree already: only refs change, written as git writes them
+    assert calls("A-6") == []
+    slot = slots / "slot-0"
+    assert git(slot, "symbolic-ref", "HEAD") == "refs/heads/sage/A-6"
+    assert git(slot, "rev-parse", "HEAD") == base
+    assert git(slot, "status", "--porcelain", "--ignored") == ""
+    assert "checkout: moving from sage/A-5 to sage/A-6" in git(slot, "reflog", "-1")
     assert calls("A-7") == ["checkout", "clean"]  # a note is good for one switch
+    (project / "other.txt").write_text("other\n")
+    git(project, "add", "other.txt")
+    git(project, "commit", "-q", "-m", "other")
+    worktrees.note_tidy(slot, tidy=True)
+    assert calls("A-8", git(project, "rev-parse", "main")) == ["checkout"]  # files differ
+    assert (slot / "other.txt").read_text() == "other\n"
 
 
 def test_a_tidy_slot_is_still_cleaned_when_a_hook_may_have_written(project: Path) -> None:

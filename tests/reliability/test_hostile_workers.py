@@ -133,13 +133,15 @@ def test_a_background_process_never_writes_after_the_run(tmp_path: Path, sage: S
 def test_a_git_failure_while_collecting_is_a_clear_deferral(
     tmp_path: Path, sage: Sage, git_wrapper: GitWrapper
 ) -> None:
+    """The worker leaves an untracked file, so collecting runs `git add` (the commit itself is
+    written without git): that call fails."""
     repo = new_repo(tmp_path / "repo", [ticket("G-1", command=writer("g.txt"))])
-    git_wrapper.arm("commit", "fail")
+    git_wrapper.arm("add", "fail")
 
     done, summary = stream(repo, sage)
 
     assert git_wrapper.fired and done.returncode == 1
-    assert "injected failure at git commit" in summary["deferred"]["G-1"]
+    assert "injected failure at git add" in summary["deferred"]["G-1"]
     assert index_data(repo)["tickets"][0]["state"] == "DEFERRED"
     assert worktree_paths(repo) == [repo]
 

@@ -8,14 +8,16 @@ Each ticket in a chain waits for the one before it to land, so the count is the 
 Two runs of different length give the cost per ticket (their difference) apart from the run's
 fixed cost. The bounds are today's counts: they can only go down.
 
-Issue 15 brought it from 14 calls (15 processes) to 9: a worker slot reuses its worktree
+Issue 15 brought it from 14 calls (15 processes) to 5: a worker slot reuses its worktree
 (`worktrees.prepare_slot`: one checkout, O(what differs); the index flags read from the index
 file, no `git clean` after a collect that left nothing untracked or ignored); one status decides
-whether the leftovers need `add` and what lands (no `diff`); sage's commit starts no `git
-maintenance` (once per run instead); the user's branches are not listed when the worker made no
-commit; the queue reads the worker's one commit from its object file (no `log`). What remains on
-the landing side is the queue's (`sage/lib/queue/`): a read-tree dry run before the real one,
-and the branch deletion as an update-ref of its own.
+whether the leftovers need `add` and what lands (no `diff`); sage's commit is written in
+process (the tree from the index file: no `git commit`, so no `git maintenance` either); the
+user's branches are not listed when the worker made no commit; the queue reads the worker's
+one commit from its object file (no `log`). The landing writes its commit, and the merge when
+the two sides changed different paths, as loose objects, and moves the target as git's files
+backend does (`objects.commit`, `objects.merged_tree`, `git.update_ref`): what remains there is
+the checkout's read-tree dry run before the real one.
 """
 
 from __future__ import annotations
@@ -36,14 +38,15 @@ SHORT, LONG = 3, 8
 # issue 15: 14 calls and 15 processes per ticket (ls-files -v, checkout, clean, status, add,
 # diff, commit, and git's own `maintenance` after it; for-each-ref, log, commit-tree, read-tree
 # ×2, update-ref ×2).
-MAX_PER_TICKET = 8
-# in the slot: checkout; then status, add (the touched file is untracked), commit
-MAX_WORKER_SIDE = 4
-# in the user's checkout: commit-tree, read-tree (dry run, then for real), update-ref (the
-# compare-and-swap; the landed branches are deleted in one call at the run's end). The ticket's
-# COMPLETED goes into the landing commit's tree without a git process (loose objects).
-MAX_LANDING_SIDE = 4
-MAX_ALL_PROCESSES = 8  # every git process, git's own children included (trace2)
+MAX_PER_TICKET = 5
+# in the slot: checkout; then status, add (the touched file is untracked); the commit is
+# written in process from what the index file then holds (`workers._commit_here`)
+MAX_WORKER_SIDE = 3
+# in the user's checkout: read-tree (dry run, then for real). The landing commit (with the
+# ticket's COMPLETED in its tree) is written as loose objects and the compare-and-swap is done
+# on the ref's file, without a process; the landed branches are deleted in one call at the end.
+MAX_LANDING_SIDE = 2
+MAX_ALL_PROCESSES = 5  # every git process, git's own children included (trace2)
 
 WRAPPER = """#!/bin/sh
 line="$PWD"
