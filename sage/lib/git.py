@@ -237,9 +237,11 @@ class Settings:
     def get(self, key: str, default: str = "") -> str:
         return self.values.get(key, default)
 
-    def flag(self, key: str) -> bool:
+    def flag(self, key: str, default: bool = False) -> bool:
         """A boolean as git reads it (a key with no value is true)."""
-        return self.values.get(key, "false").lower() in ("", "true", "yes", "on", "1")
+        if key not in self.values:
+            return default
+        return self.values[key].lower() in ("", "true", "yes", "on", "1")
 
     def ident(self, who: str, env: Mapping[str, str]) -> str:
         """`who`'s "Name <email>", with sage's own identity variables (`identity_env`)."""
@@ -266,10 +268,10 @@ def settings(repo: Path) -> Settings | None:
 _SHARED_SETTINGS: dict[tuple[str, tuple[object, ...]], Settings] = {}
 
 
-def hooks_dir(worktree: Path) -> Path:
+def hooks_dir(worktree: Path, found: Settings | None = None) -> Path:
     """Where git looks for hooks when run in `worktree`: core.hooksPath (relative to the
-    worktree), else the common dir's hooks."""
-    found = settings(worktree)
+    worktree), else the common dir's hooks. `found`: its settings, if already read."""
+    found = found or settings(worktree)
     if found is None:
         return worktree / git(worktree, "rev-parse", "--git-path", "hooks")
     configured = found.get("core.hookspath")
@@ -279,20 +281,27 @@ def hooks_dir(worktree: Path) -> Path:
 
 
 def _config_stamp(repo: Path) -> tuple[object, ...]:
-    home = Path(os.environ.get("HOME", "/"))
-    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
-    common = _common_dir_cached(str(repo))
-    system = Path(os.environ.get("GIT_CONFIG_SYSTEM", "/etc/gitconfig"))
-    files = (common / "config", common / "config.worktree", home / ".gitconfig",
-             xdg / "git" / "config", system)  # fmt: skip
-    stamps: list[object] = []
-    for path in files:
+    env = tuple((k, v) for k, v in os.environ.items() if k.startswith(("GIT_", "HOME", "XDG_")))
+    stamps: list[object] = [env]
+    for path in _config_files(str(repo), env):
         try:
-            found = path.stat()
+            found = os.stat(path)
             stamps.append((found.st_mtime_ns, found.st_size, found.st_ino))
         except OSError:
             stamps.append(None)
-    return (*stamps, *sorted((k, v) for k, v in os.environ.items() if k.startswith("GIT_")))
+    return tuple(stamps)
+
+
+@functools.lru_cache(maxsize=64)
+def _config_files(repo: str, env: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The files git reads its configuration from for `repo`, given those variables."""
+    found = dict(env)
+    home = Path(found.get("HOME", "/"))
+    xdg = Path(found.get("XDG_CONFIG_HOME") or home / ".config")
+    common = _common_dir_cached(repo)
+    system = found.get("GIT_CONFIG_SYSTEM", "/etc/gitconfig")
+    return (str(common / "config"), str(common / "config.worktree"), str(home / ".gitconfig"),
+            str(xdg / "git" / "config"), system)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)
@@ -412,7 +421,7 @@ def _refs_as_files(repo: Path, ref: str, new: str, old: str) -> tuple[Path, Sett
         or settings_now.flag("core.bare")
         or any(w in settings_now.get("core.fsync") for w in ("reference", "committed", "all"))
         or "GIT_COMMITTER_DATE" in os.environ
-        or _hook_exists(repo, "reference-transaction")
+        or os.access(hooks_dir(repo, settings_now) / "reference-transaction", os.X_OK)
     ):
         return None
     return common, settings_now
@@ -512,10 +521,6 @@ def _append_log(log: Path, line: str, *, create: bool) -> None:
         os.write(fd, line.encode("utf-8"))
     finally:
         os.close(fd)
-
-
-def _hook_exists(repo: Path, name: str) -> bool:
-    return os.access(hooks_dir(repo) / name, os.X_OK)
 
 
 def stamp(when: tuple[int, int] | None = None) -> str:
@@ -703,9 +708,14 @@ def loose_commit(repo: Path, sha: str) -> tuple[tuple[str, ...], str] | None:
     return tuple(commit[0]), commit[1].decode("utf-8", errors="replace")
 
 
-def plain_objects(repo: Path) -> bool:
-    """Whether objects are what they are stored as (no replace refs, grafts, shallow)."""
-    return _plain_objects(repo) is not None
+def objects_dir(repo: Path) -> Path | None:
+    """The object folder, if objects are what they are stored as (see `_plain_objects`)."""
+    return _plain_objects(repo)
+
+
+def read_loose(objects: Path, sha: str) -> tuple[str, bytes] | None:
+    """An object's type and content from its loose file in `objects`, or None."""
+    return _read_loose(objects, sha) if _HEX.fullmatch(sha) else None
 
 
 def loose_object(repo: Path, sha: str) -> tuple[str, bytes] | None:

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,52 @@ def _edit(
     if not out:
         return b""
     return bytes.fromhex(store.write("tree", _tree_body(out)))
+
+
+def entries_at(
+    repo: Path, commit: str, paths: Iterable[str]
+) -> dict[str, tuple[str, str] | None] | None:
+    """What commit (or tree) `commit` holds at each path: (mode, id) as `git ls-tree` shows
+    them, None where nothing (or a folder) is; None when an object cannot be read here."""
+    store = _Store(repo)
+    root = store.tree_of(commit)
+    found = store.entries(bytes.fromhex(root)) if root else None
+    if found is None:
+        return None
+    trees: dict[str, dict[bytes, Entry] | None] = {"": found}
+    out: dict[str, tuple[str, str] | None] = {}
+    try:
+        for path in paths:
+            folder, _, name = path.rpartition("/")
+            tree = _tree_at(store, trees, folder)
+            entry = tree.get(name.encode("utf-8", errors="surrogateescape")) if tree else None
+            out[path] = None if entry is None or entry[0] == TREE_MODE else (
+                entry[0].decode().rjust(6, "0"), entry[1].hex())  # fmt: skip
+    except _Unreadable:
+        return None
+    return out
+
+
+class _Unreadable(Exception):
+    """An object that cannot be read in process."""
+
+
+def _tree_at(
+    store: _Store, trees: dict[str, dict[bytes, Entry] | None], folder: str
+) -> dict[bytes, Entry] | None:
+    """The entries of the tree at `folder`, None when there is no such folder."""
+    if folder in trees:
+        return trees[folder]
+    parent, _, name = folder.rpartition("/")
+    above = _tree_at(store, trees, parent)
+    entry = above.get(name.encode("utf-8", errors="surrogateescape")) if above else None
+    found = None
+    if entry is not None and entry[0] == TREE_MODE:
+        found = store.entries(entry[1])
+        if found is None:
+            raise _Unreadable(folder)
+    trees[folder] = found
+    return found
 
 
 def tree_id(repo: Path, commit: str) -> str | None:
@@ -219,7 +265,8 @@ def commit(
         or "GIT_COMMITTER_DATE" in variables
     ):
         return None
-    root = _Store(repo).tree_of(tree.removesuffix("^{tree}"))
+    store = _Store(repo)
+    root = store.tree_of(tree.removesuffix("^{tree}"))
     if root is None:
         return None
     stamp = git.stamp(when)
@@ -227,7 +274,7 @@ def commit(
     committer = settings.ident("COMMITTER", variables)
     body = f"tree {root}\n" + "".join(f"parent {p}\n" for p in parents)
     body += f"author {author} {stamp}\ncommitter {committer} {stamp}\n\n{message}"
-    return _Store(repo).write("commit", body.encode("utf-8"))
+    return store.write("commit", body.encode("utf-8"))
 
 
 def read(repo: Path, specs: Sequence[str]) -> list[tuple[str, str, bytes] | None]:
@@ -292,6 +339,7 @@ class _Store:
         self.objects = _objects_dir(str(repo))
         self.hash = _hash_name(str(repo))
         self.size = hashlib.new(self.hash).digest_size
+        self.plain = git.objects_dir(repo) is not None  # nothing replaced or grafted
 
     def walk(self, start: str, parts: Sequence[str]) -> list[bytes] | None:
         """The contents of the root tree, each tree down the path, and the file at its end;
@@ -324,8 +372,10 @@ class _Store:
 
     def get(self, oid: str) -> tuple[str, bytes] | None:
         """(type, content) of an object, from its loose file, else from the packs."""
-        found = git.loose_object(self.repo, oid)
-        if found is not None or not git.plain_objects(self.repo):
+        if not self.plain:
+            return None
+        found = git.read_loose(self.objects, oid)
+        if found is not None:
             return found
         return _packed(str(self.objects), _packs_stamp(self.objects), oid)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NoReturn
 
-from sage.lib import agents, git, objects, proc, worktrees
+from sage.lib import agents, git, index_file, objects, proc, worktrees
 from sage.lib.agent_output import Verdict
 from sage.lib.collisions import WARNINGS_FILE
 from sage.lib.outcomes import Outcome, Usage
@@ -465,7 +465,7 @@ def _index_after_add(
     """After `add -A`: what the index file holds for each path the status listed (nothing
     else can differ from HEAD, the base); None when the file cannot tell."""
     paths = {e.path for e in landing} | {e.old for e in landing if e.old}
-    return worktrees.index_objects(_admin_dir(worktree) / "index", len(job.base) // 2, paths)
+    return index_file.objects(_admin_dir(worktree) / "index", len(job.base) // 2, paths)
 
 
 def _whitespace_cleaned(message: str) -> str:

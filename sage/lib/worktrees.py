@@ -10,12 +10,12 @@ import os
 import shlex
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sage.lib import git, objects, proc
+from sage.lib import git, index_file, objects, proc
 from sage.lib.config import Config
 from sage.lib.errors import GitError, SageError
 
@@ -303,7 +303,7 @@ def _clear_flags(path: Path, base: str) -> None:
     (`ls-files -v` when it is a kind this does not read); update-index applies one such option
     per path, hence one call per flag."""
     admin = _admin_dir(path)
-    flagged = index_flags(admin / "index", len(base) // 2) if admin else None
+    flagged = index_file.flags(admin / "index", len(base) // 2) if admin else None
     assumed, skipped = flagged if flagged is not None else _listed_flags(path)
     for option, paths in (("--no-assume-unchanged", assumed), ("--no-skip-worktree", skipped)):
         if paths:
@@ -315,126 +315,6 @@ def _listed_flags(path: Path) -> tuple[list[str], list[str]]:
     out = git.git(path, "ls-files", "-v", "-z")
     tags = [(e[0], e[2:]) for e in out.split("\0") if e]
     return [n for t, n in tags if t.islower()], [n for t, n in tags if t in "Ss"]
-
-
-def index_flags(index: Path, hash_size: int) -> tuple[list[str], list[str]] | None:
-    """The assume-unchanged and the skip-worktree paths of a git index file (versions 2 to 4,
-    objects of `hash_size` bytes), or None when it cannot tell: no such file, another format,
-    or a split or sparse index (whose entries are not all in this file)."""
-    found = _index_entries(
-        index, hash_size, lambda name, flags: bool(flags & (_ASSUMED | _SKIPPED))
-    )
-    if found is None:
-        return None
-    assumed = [name for name, _, _, flags in found if flags & _ASSUMED]
-    skipped = [name for name, _, _, flags in found if flags & _SKIPPED]
-    return assumed, skipped
-
-
-def index_objects(
-    index: Path, hash_size: int, paths: Iterable[str], *, most: int = 1 << 20
-) -> dict[str, tuple[str, str] | None] | None:
-    """What a git index file holds for each of `paths`: (mode, object id) as `git ls-files -s`
-    shows them, None where the path is not in it. None when it cannot tell (see `index_flags`,
-    a conflict's stages, a file over `most` bytes: then git is faster)."""
-    try:
-        if index.stat().st_size > most:
-            return None
-    except OSError:
-        return None
-    wanted = set(paths)
-    named = {os.fsencode(path) for path in wanted}
-    found = _index_entries(index, hash_size, lambda name, flags: name in named)
-    if found is None:
-        return None
-    out: dict[str, tuple[str, str] | None] = dict.fromkeys(wanted)
-    for name, mode, oid, flags in found:
-        if name in wanted:
-            if flags & _STAGES:
-                return None
-            out[name] = (f"{mode:06o}", oid)
-    return out
-
-
-_ASSUMED, _SKIPPED, _STAGES = 0x8000, 0x4000_0000, 0x3000  # flags; the extended ones shifted
-
-
-Wanted = Callable[[bytes, int], bool]  # an entry's name and flags: keep it?
-
-
-def _index_entries(
-    index: Path, hash_size: int, wanted: Wanted
-) -> list[tuple[str, int, str, int]] | None:
-    try:
-        data = index.read_bytes()
-    except OSError:
-        return None
-    if data[:4] != b"DIRC" or hash_size not in (20, 32) or len(data) < 12:
-        return None
-    version, count = int.from_bytes(data[4:8], "big"), int.from_bytes(data[8:12], "big")
-    if version not in (2, 3, 4):
-        return None
-    try:
-        found, end = _entries(data, version, count, hash_size, wanted)
-    except (IndexError, ValueError):
-        return None
-    return None if _split_or_sparse(data, end, hash_size) else found
-
-
-def _entries(
-    data: bytes, version: int, count: int, hash_size: int, wanted: Wanted
-) -> tuple[list[tuple[str, int, str, int]], int]:
-    """Walk the entries (see git's gitformat-index): 40 bytes of stat data (the mode at 24),
-    the object id, 16 bits of flags (assume-valid 0x8000, extended 0x4000, the stage 0x3000,
-    name length), 16 more if extended (skip-worktree 0x4000, kept here shifted by 16), then
-    the name: padded with NULs to 8 bytes (v2, v3), or the length to drop from the previous
-    name and a NUL-terminated suffix (v4). Each entry `wanted` as (name, mode, id, flags)."""
-    out: list[tuple[str, int, str, int]] = []
-    at, flags_at, name = 12, 40 + hash_size, b""
-    for _ in range(count):
-        flags = int.from_bytes(data[at + flags_at : at + flags_at + 2], "big")
-        start = at + flags_at + (4 if flags & 0x4000 else 2)
-        if flags & 0x4000:
-            flags |= int.from_bytes(data[at + flags_at + 2 : at + flags_at + 4], "big") << 16
-        entry = at
-        if version == 4:
-            drop, start = _varint(data, start)
-            end = data.index(b"\0", start)
-            name = name[: len(name) - drop] + data[start:end]
-            at = end + 1
-        else:
-            length = flags & 0xFFF
-            end = data.index(b"\0", start) if length == 0xFFF else start + length
-            name = data[start:end]
-            at += (end - at + 8) & ~7
-        if wanted(name, flags):
-            mode = int.from_bytes(data[entry + 24 : entry + 28], "big")
-            oid = data[entry + 40 : entry + 40 + hash_size].hex()
-            out.append((os.fsdecode(name), mode, oid, flags))
-    return out, at
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    """git's offset encoding (varint.c): 7 bits a byte, high bit set on all but the last."""
-    byte = data[at]
-    value = byte & 0x7F
-    while byte & 0x80:
-        at += 1
-        byte = data[at]
-        value = ((value + 1) << 7) | (byte & 0x7F)
-    return value, at + 1
-
-
-def _split_or_sparse(data: bytes, at: int, hash_size: int) -> bool:
-    """Whether the extensions after the entries include a link to a shared index or sparse
-    directory entries; a malformed extension list counts as such (cannot tell)."""
-    stop = len(data) - hash_size
-    while at + 8 <= stop:
-        signature, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "big")
-        if signature in (b"link", b"sdir"):
-            return True
-        at += 8 + size
-    return at != stop
 
 
 def _excludes(path: Path, setup: SlotSetup) -> list[str]:

@@ -223,7 +223,8 @@ def test_a_kill_right_after_the_update_leaves_a_record_the_next_pass_just_drops(
     project, store = setup(repo, "T-1")
     q = make_queue(project, store)
     enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
-    git_wrapper.arm("read-tree", "kill-caller-after", nth=2)  # the dry run, then the update
+    # the update (no dry run: the files show the checkout clean, `index_file.clean`)
+    git_wrapper.arm("read-tree", "kill-caller-after", nth=1)
     done = subprocess.run([sys.executable, "-c", CRASHER, str(repo), "", ""],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == -9 and q.landing.record.exists(), done.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sage.lib import config, worktrees
+from sage.lib import config, index_file, worktrees
 from sage.lib.errors import SageError
 from sage.lib.worktrees import SlotSetup
 from tests.conftest import git, worktrees_dir
@@ -352,11 +352,11 @@ def test_index_flags_are_read_from_the_index_file(tmp_path: Path, kind: str) -> 
     git(repo, "update-index", "--assume-unchanged", "a.txt", "dir/c d.txt")
     git(repo, "update-index", "--skip-worktree", "dir/sub/é.txt", "dir/c d.txt")
     size = 32 if kind == "sha256" else 20
-    flagged = worktrees.index_flags(repo / ".git" / "index", size)
+    flagged = index_file.flags(repo / ".git" / "index", size)
     assert flagged == (["a.txt", "dir/c d.txt"], ["dir/c d.txt", "dir/sub/é.txt"])
     assert flagged == worktrees._listed_flags(repo)
     (repo / ".git" / "index").write_bytes(b"DIRC\0\0\0\x09")
-    assert worktrees.index_flags(repo / ".git" / "index", size) is None  # ls-files, then
+    assert index_file.flags(repo / ".git" / "index", size) is None  # ls-files, then
 
 
 def test_sage_branches_get_no_reflog_but_the_slots_head_keeps_its_own(project: Path) -> None:

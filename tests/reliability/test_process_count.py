@@ -8,7 +8,7 @@ Each ticket in a chain waits for the one before it to land, so the count is the 
 Two runs of different length give the cost per ticket (their difference) apart from the run's
 fixed cost. The bounds are today's counts: they can only go down.
 
-Issue 15 brought it from 14 calls (15 processes) to 5: a worker slot reuses its worktree
+Issue 15 brought it from 14 calls (15 processes) to 4: a worker slot reuses its worktree
 (`worktrees.prepare_slot`: one checkout, O(what differs); the index flags read from the index
 file, no `git clean` after a collect that left nothing untracked or ignored); one status decides
 whether the leftovers need `add` and what lands (no `diff`); sage's commit is written in
@@ -16,8 +16,9 @@ process (the tree from the index file: no `git commit`, so no `git maintenance` 
 user's branches are not listed when the worker made no commit; the queue reads the worker's
 one commit from its object file (no `log`). The landing writes its commit, and the merge when
 the two sides changed different paths, as loose objects, and moves the target as git's files
-backend does (`objects.commit`, `objects.merged_tree`, `git.update_ref`): what remains there is
-the checkout's read-tree dry run before the real one.
+backend does (`objects.commit`, `objects.merged_tree`, `git.update_ref`), and the dry run is
+answered from the index file when the checkout is clean (`index_file.clean`): what remains
+there is the checkout's read-tree.
 """
 
 from __future__ import annotations
@@ -38,15 +39,17 @@ SHORT, LONG = 3, 8
 # issue 15: 14 calls and 15 processes per ticket (ls-files -v, checkout, clean, status, add,
 # diff, commit, and git's own `maintenance` after it; for-each-ref, log, commit-tree, read-tree
 # ×2, update-ref ×2).
-MAX_PER_TICKET = 5
+MAX_PER_TICKET = 4
 # in the slot: checkout; then status, add (the touched file is untracked); the commit is
 # written in process from what the index file then holds (`workers._commit_here`)
 MAX_WORKER_SIDE = 3
-# in the user's checkout: read-tree (dry run, then for real). The landing commit (with the
-# ticket's COMPLETED in its tree) is written as loose objects and the compare-and-swap is done
-# on the ref's file, without a process; the landed branches are deleted in one call at the end.
-MAX_LANDING_SIDE = 2
-MAX_ALL_PROCESSES = 5  # every git process, git's own children included (trace2)
+# in the user's checkout: read-tree. The dry run before it is answered from the index file and
+# the files when they show the checkout clean for the paths the landing changes (else git is
+# asked). The landing commit (with the ticket's COMPLETED in its tree) is written as loose
+# objects and the compare-and-swap is done on the ref's file, without a process; the landed
+# branches are deleted in one call at the end.
+MAX_LANDING_SIDE = 1
+MAX_ALL_PROCESSES = 4  # every git process, git's own children included (trace2)
 
 WRAPPER = """#!/bin/sh
 line="$PWD"

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sage.lib import files, git, proc
+from sage.lib import files, git, index_file, objects, proc
 from sage.lib.errors import GitError, SageError
 from sage.lib.queue import carry
 from sage.lib.queue.carry import Carried, Merge, Merged, merge_text
@@ -110,7 +110,7 @@ def check(
     checkout: Path | None, old: str, new: str, *, merges: Mapping[str, Merge] = NO_MERGES
 ) -> str | None:
     """The dry run, before the target moves: why `checkout` cannot follow, or None."""
-    if checkout is None:
+    if checkout is None or _clean_here(checkout, old, new):
         return None
     done = _read_tree(checkout, old, new, dry_run=True)
     if done.returncode == 0 or git.lock_in_the_way(done.stderr):
@@ -124,6 +124,55 @@ def check(
     if any(seen[c.path] != _Seen(c.old, *_as_old(c)) for c in changes):
         return None  # the update will set sage's own leftovers right and carry `theirs` over
     return _why(checkout, done.stderr)  # nothing recorded is in the way: something else is
+
+
+def _clean_here(checkout: Path, old: str, new: str) -> bool:
+    """The dry run's answer without a process, when it can be told from files: every path the
+    update writes or deletes is in the index and on disk as OLD has it (`index_file.clean`),
+    by stat data, or by content where nothing converts it (no attributes, no autocrlf)."""
+    found = git.settings(checkout)
+    index = _index_of(checkout)
+    paths = objects.changed_paths(checkout, old, new) if found and index else None
+    expected = objects.entries_at(checkout, old, paths) if paths is not None else None
+    if found is None or index is None or expected is None:
+        return False
+    converts = _converts(checkout, found, expected)
+    filemode = found.flag("core.filemode", default=True)
+    return index_file.clean(
+        checkout, index, len(old) // 2, expected, by_content=not converts, filemode=filemode
+    )
+
+
+def _index_of(checkout: Path) -> Path | None:
+    """The checkout's index file, if it is where git keeps it (no GIT_INDEX_FILE)."""
+    if "GIT_INDEX_FILE" in os.environ:
+        return None
+    dot = checkout / ".git"
+    if dot.is_dir():
+        return dot / "index"
+    try:
+        text = dot.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    admin = Path(text.removeprefix("gitdir: "))
+    return (admin if admin.is_absolute() else checkout / admin) / "index"
+
+
+def _converts(checkout: Path, found: git.Settings, paths: Mapping[str, object]) -> bool:
+    """Whether git may convert a file's content between the checkout and its blob: autocrlf,
+    or any attributes file that could apply (`.gitattributes` in a folder on a path, the
+    repository's, the user's)."""
+    if found.get("core.autocrlf", "false").lower() not in ("false", "no", "off", "0"):
+        return True
+    common = git.shared_dir(checkout)
+    home = Path(os.environ.get("HOME", "/"))
+    user = found.get("core.attributesfile") or str(
+        Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "git" / "attributes"
+    )
+    candidates = [common / "info" / "attributes", Path(os.path.expanduser(user))]
+    folders = {"/".join(p.split("/")[:i]) for p in paths for i in range(p.count("/") + 1)}
+    candidates += [checkout / folder / ".gitattributes" for folder in folders]
+    return any(os.path.lexists(c) for c in candidates)
 
 
 def follow(

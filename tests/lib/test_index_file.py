@@ -1,0 +1,124 @@
+"""The index file read in process against git: when sage says a checkout is clean for an update,
+git's own dry run (`read-tree -m -u -n OLD NEW`) agrees."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from sage.lib import index_file
+from sage.lib.queue import checkout
+from tests.conftest import git
+
+FILES = ("a.txt", "d/b.txt", "d/e/c.txt")
+NEW_FILES = ("n.txt", "d/n.txt", "m/n.txt")
+ACTIONS = ("none", "edit", "edit same size", "touch", "chmod", "stage", "delete",
+           "untracked in the way", "folder in the way", "intent to add",
+           "assume unchanged")  # fmt: skip
+
+
+def run(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+
+
+@pytest.fixture
+def two_commits(tmp_path: Path) -> tuple[Path, str, str]:
+    return make_two_commits(tmp_path)
+
+
+def make_two_commits(tmp_path: Path) -> tuple[Path, str, str]:
+    """A checkout at OLD; NEW changes every file of OLD and adds NEW_FILES."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    for name in FILES:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(f"old {name}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "old")
+    old = git(repo, "rev-parse", "HEAD")
+    for name in FILES:
+        (repo / name).write_text(f"new {name}\n")
+    for name in NEW_FILES:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("added\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "new")
+    new = git(repo, "rev-parse", "HEAD")
+    git(repo, "reset", "-q", "--hard", old)
+    return repo, old, new
+
+
+def act(repo: Path, action: str, path: str) -> None:
+    file = repo / path
+    if action == "edit":
+        file.write_text("the user's edit, longer\n")
+    elif action == "edit same size":
+        content = file.read_text()
+        file.write_text(content.upper())
+    elif action == "touch":
+        future = time.time() + 5
+        os.utime(file, (future, future))
+    elif action == "chmod":
+        file.chmod(0o755)
+    elif action == "stage":
+        file.write_text("staged by the user\n")
+        git(repo, "add", path)
+    elif action == "delete":
+        file.unlink()
+    elif action == "intent to add":
+        new = repo / NEW_FILES[0]
+        new.write_text("mine\n")
+        git(repo, "add", "-N", NEW_FILES[0])
+    elif action == "assume unchanged":
+        git(repo, "update-index", "--assume-unchanged", path)
+        file.write_text("hidden edit\n")
+    elif action == "untracked in the way":
+        (repo / NEW_FILES[0]).write_text("untracked, in the way\n")
+    elif action == "folder in the way":
+        (repo / NEW_FILES[0]).mkdir()
+        (repo / NEW_FILES[0] / "x").write_text("x\n")
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(action=st.sampled_from(ACTIONS), path=st.sampled_from(FILES), wait=st.booleans())
+def test_clean_is_said_only_when_gits_dry_run_passes(
+    tmp_path_factory: pytest.TempPathFactory, action: str, path: str, wait: bool
+) -> None:
+    repo, old, new = make_two_commits(tmp_path_factory.mktemp("clean"))
+    if wait:  # the checkout's files no longer racy against its index
+        time.sleep(0.02)
+        git(repo, "update-index", "-q", "--refresh")
+    act(repo, action, path)
+    said = checkout._clean_here(repo, old, new)
+    event(f"{action}: {'clean' if said else 'asked git'}")
+    if said:  # only when the user changed nothing (a touch is no change), and git agrees
+        assert action in ("none", "touch")
+        git(repo, "update-index", "-q", "--refresh")
+        dry = run(repo, "read-tree", "-m", "-u", "-n", old, new)
+        assert dry.returncode == 0, (action, dry.stderr)
+
+
+def test_a_pristine_checkout_is_clean_without_git(two_commits: tuple[Path, str, str]) -> None:
+    repo, old, new = two_commits
+    assert checkout._clean_here(repo, old, new)
+    time.sleep(0.02)
+    git(repo, "update-index", "-q", "--refresh")  # stat data now older than the index
+    assert checkout._clean_here(repo, old, new)
+
+
+def test_attributes_keep_a_racy_file_for_git(two_commits: tuple[Path, str, str]) -> None:
+    repo, old, new = two_commits
+    (repo / "d" / ".gitattributes").write_text("*.txt text eol=crlf\n")
+    found = index_file._wanted(repo / ".git" / "index", 20, {"d/b.txt"}, 1 << 20)
+    assert found is not None
+    written = found["d/b.txt"].stat[2]
+    os.utime(repo / ".git" / "index", (written - 10, written - 10))  # every entry now racy
+    assert not checkout._clean_here(repo, old, new)
