@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sage.lib import git, objects
+from sage.lib import git, index_file, objects
 from sage.lib.tickets import now
 
 WARNINGS_FILE = ".sage-warnings"
@@ -28,10 +28,34 @@ def landed_files(repo: Path, commit: str) -> set[str]:
     return {path for path in out.split("\0") if path}
 
 
-def work_so_far(worktree: Path, base: str) -> set[str]:
-    """Files a running worker changed since its base: committed, staged or not (tracked ones)."""
+def work_so_far(worktree: Path, base: str, among: set[str] | None = None) -> set[str]:
+    """Files a running worker changed since its base: committed, staged or not (tracked ones);
+    of `among` only, if given. When its HEAD is still the base and the files show each of
+    `among` as the base has it, none (no git process)."""
+    if among is not None and _untouched(worktree, base, among):
+        return set()
     done = git.run(worktree, "diff", "--name-only", "-z", base)
-    return {path for path in done.stdout.split("\0") if path} if done.returncode == 0 else set()
+    found = {path for path in done.stdout.split("\0") if path} if done.returncode == 0 else set()
+    return found if among is None else found & among
+
+
+def _untouched(worktree: Path, base: str, paths: set[str]) -> bool:
+    index = index_file.index_of(worktree)
+    return (
+        index is not None
+        and _head_commit(worktree, index.parent) == base
+        and index_file.unchanged(worktree, base, paths)
+    )
+
+
+def _head_commit(worktree: Path, admin: Path) -> str | None:
+    """The commit a worktree's HEAD names, read from its files where they tell (a branch's
+    loose ref), else asked of git."""
+    try:
+        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return git.rev_parse(worktree, head.removeprefix("ref: ") if head.startswith("ref: ") else head)
 
 
 def warn(worktree: Path, *, landed: str, commit: str, files: set[str]) -> None:

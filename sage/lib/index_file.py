@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sage.lib import git, objects
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -38,7 +40,7 @@ def flags(index: Path, hash_size: int) -> tuple[list[str], list[str]] | None:
     return assumed, skipped
 
 
-def objects(
+def staged(
     index: Path, hash_size: int, paths: Iterable[str], *, most: int = 1 << 20
 ) -> dict[str, tuple[str, str] | None] | None:
     """What a git index file holds for each of `paths`: (mode, object id) as `git ls-files -s`
@@ -49,6 +51,52 @@ def objects(
     if found is None or any(e.flags & _STAGES for e in found.values()):
         return None
     return {path: (f"{e.mode:06o}", e.oid) if (e := found.get(path)) else None for path in wanted}
+
+
+def unchanged(checkout: Path, commit: str, paths: Iterable[str]) -> bool:
+    """Whether each of `paths` is, in `checkout`'s index and files, as `commit` has it (see
+    `clean`): by stat data, or by content where nothing converts it. False when it is not so
+    or cannot be told from files."""
+    found = git.settings(checkout)
+    index = index_of(checkout)
+    expected = objects.entries_at(checkout, commit, paths) if found and index else None
+    if found is None or index is None or expected is None:
+        return False
+    by_content = not _converts(checkout, found, expected)
+    filemode = found.flag("core.filemode", default=True)
+    return clean(checkout, index, len(commit) // 2, expected, by_content=by_content,
+                 filemode=filemode)  # fmt: skip
+
+
+def index_of(checkout: Path) -> Path | None:
+    """A checkout's index file, if it is where git keeps it (no GIT_INDEX_FILE)."""
+    if "GIT_INDEX_FILE" in os.environ:
+        return None
+    dot = checkout / ".git"
+    if dot.is_dir():
+        return dot / "index"
+    try:
+        text = dot.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    admin = Path(text.removeprefix("gitdir: "))
+    return (admin if admin.is_absolute() else checkout / admin) / "index"
+
+
+def _converts(checkout: Path, found: git.Settings, paths: Iterable[str]) -> bool:
+    """Whether git may convert a file's content between the checkout and its blob: autocrlf,
+    or any attributes file that could apply (`.gitattributes` in a folder on a path, the
+    repository's, the user's)."""
+    if found.get("core.autocrlf", "false").lower() not in ("false", "no", "off", "0"):
+        return True
+    home = Path(os.environ.get("HOME", "/"))
+    user = found.get("core.attributesfile") or str(
+        Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "git" / "attributes"
+    )
+    candidates = [git.shared_dir(checkout) / "info" / "attributes", Path(os.path.expanduser(user))]
+    folders = {"/".join(p.split("/")[:i]) for p in paths for i in range(p.count("/") + 1)}
+    candidates += [checkout / folder / ".gitattributes" for folder in folders]
+    return any(os.path.lexists(c) for c in candidates)
 
 
 def clean(

@@ -330,7 +330,7 @@ class Stream:
         files = collisions.landed_files(self.plan.repo, commit)
         for record in running:
             worktree = where(record.slot)
-            shared = files & collisions.work_so_far(worktree, record.base)
+            shared = collisions.work_so_far(worktree, record.base, files)
             if shared:
                 collisions.warn(worktree, landed=landed, commit=commit, files=shared)
                 self.journal.emit("may-conflict", record.ticket_id, landed=landed,

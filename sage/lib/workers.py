@@ -465,7 +465,7 @@ def _index_after_add(
     """After `add -A`: what the index file holds for each path the status listed (nothing
     else can differ from HEAD, the base); None when the file cannot tell."""
     paths = {e.path for e in landing} | {e.old for e in landing if e.old}
-    return index_file.objects(_admin_dir(worktree) / "index", len(job.base) // 2, paths)
+    return index_file.staged(_admin_dir(worktree) / "index", len(job.base) // 2, paths)
 
 
 def _whitespace_cleaned(message: str) -> str:

@@ -128,51 +128,9 @@ def check(
 
 def _clean_here(checkout: Path, old: str, new: str) -> bool:
     """The dry run's answer without a process, when it can be told from files: every path the
-    update writes or deletes is in the index and on disk as OLD has it (`index_file.clean`),
-    by stat data, or by content where nothing converts it (no attributes, no autocrlf)."""
-    found = git.settings(checkout)
-    index = _index_of(checkout)
-    paths = objects.changed_paths(checkout, old, new) if found and index else None
-    expected = objects.entries_at(checkout, old, paths) if paths is not None else None
-    if found is None or index is None or expected is None:
-        return False
-    converts = _converts(checkout, found, expected)
-    filemode = found.flag("core.filemode", default=True)
-    return index_file.clean(
-        checkout, index, len(old) // 2, expected, by_content=not converts, filemode=filemode
-    )
-
-
-def _index_of(checkout: Path) -> Path | None:
-    """The checkout's index file, if it is where git keeps it (no GIT_INDEX_FILE)."""
-    if "GIT_INDEX_FILE" in os.environ:
-        return None
-    dot = checkout / ".git"
-    if dot.is_dir():
-        return dot / "index"
-    try:
-        text = dot.read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    admin = Path(text.removeprefix("gitdir: "))
-    return (admin if admin.is_absolute() else checkout / admin) / "index"
-
-
-def _converts(checkout: Path, found: git.Settings, paths: Mapping[str, object]) -> bool:
-    """Whether git may convert a file's content between the checkout and its blob: autocrlf,
-    or any attributes file that could apply (`.gitattributes` in a folder on a path, the
-    repository's, the user's)."""
-    if found.get("core.autocrlf", "false").lower() not in ("false", "no", "off", "0"):
-        return True
-    common = git.shared_dir(checkout)
-    home = Path(os.environ.get("HOME", "/"))
-    user = found.get("core.attributesfile") or str(
-        Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "git" / "attributes"
-    )
-    candidates = [common / "info" / "attributes", Path(os.path.expanduser(user))]
-    folders = {"/".join(p.split("/")[:i]) for p in paths for i in range(p.count("/") + 1)}
-    candidates += [checkout / folder / ".gitattributes" for folder in folders]
-    return any(os.path.lexists(c) for c in candidates)
+    update writes or deletes is in the index and on disk as OLD has it."""
+    paths = objects.changed_paths(checkout, old, new)
+    return paths is not None and index_file.unchanged(checkout, old, paths)
 
 
 def follow(
