@@ -10,7 +10,7 @@ import hashlib
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,3 +278,216 @@ def _split_or_sparse(data: bytes, at: int, hash_size: int) -> bool:
             return True
         at += 8 + size
     return at != stop
+
+
+def fast_forward(checkout: Path, old: str, new: str, paths: Iterable[str]) -> bool:
+    """Move a clean checkout (its index and files) from commit `old` to `new`, which differ in
+    `paths`, as `git read-tree -m -u old new` does then, without a process: each path's file
+    written (or removed) from the objects, then the index written under git's `index.lock`.
+    The update must be plain: nothing converts content (attributes, autocrlf), no symlink
+    setting, sparse checkout, case folding or submodule, an index of version 2 or 3 with no
+    extension git requires, and every path in the index and on disk as `old` has it.
+    False: nothing was changed (git does it). An error once files are written propagates:
+    the checkout is then half way, as when git is killed there (the caller's journal)."""
+    found, index = git.settings(checkout), index_of(checkout)
+    wanted = sorted(set(paths))
+    if found is None or index is None or not wanted or _unusual_checkout(found):
+        return False
+    hash_size = len(old) // 2
+    before = objects.entries_at(checkout, old, wanted)
+    after = objects.entries_at(checkout, new, wanted)
+    if before is None or after is None or _converts(checkout, found, wanted):
+        return False
+    if any(e and e[0] == "160000" for e in (*before.values(), *after.values())):
+        return False
+    if not clean(checkout, index, hash_size, before, by_content=True,
+                 filemode=found.flag("core.filemode", default=True)):  # fmt: skip
+        return False
+    parsed = _parse_whole(index, hash_size)
+    contents = _contents(checkout, after, _MOST_WRITTEN)
+    if parsed is None or contents is None:
+        return False
+    lock = index.with_name(index.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            version, entries, kept, written = parsed
+            changed = _write_files(checkout, before, after, contents)
+            for path, entry in changed.items():
+                if entry is None:
+                    entries.pop(os.fsencode(path), None)
+                else:
+                    entries[os.fsencode(path)] = entry
+            fresh = {os.fsencode(path) for path in changed}
+            handle.write(_serialized(version, entries, kept, written, hash_size, fresh))
+        os.replace(lock, index)
+    except BaseException:
+        lock.unlink(missing_ok=True)
+        raise
+    return True
+
+
+_MOST_WRITTEN = 8 << 20  # bytes of files an update writes in process; more: git does it
+
+
+def _unusual_checkout(found: git.Settings) -> bool:
+    return (
+        not found.flag("core.symlinks", default=True)
+        or found.flag("core.ignorecase")
+        or found.flag("core.sparsecheckout")
+        or found.flag("core.protectntfs")
+        or bool(found.get("core.fsmonitor"))
+    )
+
+
+_Raw = tuple[tuple[int, ...], bytes, int, int | None]  # stat data, object id, flags, extended
+
+
+def _parse_whole(
+    index: Path, hash_size: int
+) -> tuple[int, dict[bytes, _Raw], list[bytes], tuple[int, int]] | None:
+    """Every entry of a version 2 or 3 index (by name, stage 0 only), the extensions kept (the
+    resolve-undo record; the optional caches are dropped, git makes them again), the file's
+    mtime; None for anything else (version 4, a conflict's stages, an extension git
+    requires, a checksum that does not match)."""
+    try:
+        data = index.read_bytes()
+        seen = os.stat(index)
+    except OSError:
+        return None
+    digest = hashlib.sha1 if hash_size == 20 else hashlib.sha256
+    if data[:4] != b"DIRC" or len(data) < 12 + hash_size:
+        return None
+    if digest(data[:-hash_size]).digest() != data[-hash_size:]:
+        return None
+    version, count = struct.unpack_from(">II", data, 4)
+    if version not in (2, 3):
+        return None
+    entries: dict[bytes, _Raw] = {}
+    at = 12
+    try:
+        for _ in range(count):
+            fields = struct.unpack_from(">10I", data, at)
+            oid = data[at + 40 : at + 40 + hash_size]
+            bits = int.from_bytes(data[at + 40 + hash_size : at + 42 + hash_size], "big")
+            start = at + 42 + hash_size
+            extended = None
+            if bits & 0x4000:
+                extended = int.from_bytes(data[start : start + 2], "big")
+                start += 2
+            end = data.index(b"\0", start)
+            if bits & _STAGES:
+                return None
+            entries[data[start:end]] = (fields, oid, bits, extended)
+            at += ((start - at) + (end - start) + 8) & ~7
+    except (IndexError, ValueError, struct.error):
+        return None
+    kept: list[bytes] = []
+    stop = len(data) - hash_size
+    while at + 8 <= stop:
+        signature, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "big")
+        if not b"A" <= signature[:1] <= b"Z":
+            return None  # git must understand it: leave the index to git
+        if signature == b"REUC":
+            kept.append(data[at : at + 8 + size])
+        at += 8 + size
+    if at != stop:
+        return None
+    return version, entries, kept, divmod(seen.st_mtime_ns, 10**9)
+
+
+def _contents(
+    checkout: Path, after: Mapping[str, tuple[str, str] | None], most: int
+) -> dict[str, bytes] | None:
+    """The blobs to write, read before anything changes; None if one cannot be read in process
+    or they come to more than `most` bytes (git streams large files better)."""
+    read, out, total = objects.reader(checkout), {}, 0
+    for path, entry in after.items():
+        if entry is None:
+            continue
+        got = read(entry[1])
+        if got is None or got[0] != "blob":
+            return None
+        total += len(got[1])
+        if total > most:
+            return None
+        out[path] = got[1]
+    return out
+
+
+def _write_files(
+    checkout: Path, before: Mapping[str, tuple[str, str] | None],
+    after: Mapping[str, tuple[str, str] | None], contents: Mapping[str, bytes],
+) -> dict[str, _Raw | None]:  # fmt: skip
+    """Remove what `after` drops, then write what it has; the index entry of each path."""
+    out: dict[str, _Raw | None] = {}
+    for path in sorted(before, reverse=True):
+        if before[path] is not None and after[path] is None:
+            os.unlink(checkout / path)
+            _prune_folders(checkout, path)
+            out[path] = None
+    for path, content in contents.items():
+        mode, oid = after[path] or ("", "")
+        target = checkout / path
+        _put(target, content, mode)
+        fields = _stat_fields(os.lstat(target), int(mode, 8))
+        out[path] = (fields, bytes.fromhex(oid), min(len(os.fsencode(path)), 0xFFF), None)
+    return out
+
+
+def _put(target: Path, content: bytes, mode: str) -> None:
+    """Write a file as git's checkout does: the old one removed, the new one created (a write
+    cut short leaves the start of it, which the checkout journal knows as sage's)."""
+    if os.path.lexists(target):
+        os.unlink(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "120000":
+        os.symlink(os.fsdecode(content), target)
+        return
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if mode == "100755" else 0o666)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+
+
+def _prune_folders(checkout: Path, path: str) -> None:
+    """Remove the folders a removed file leaves empty, as git does."""
+    parent = (checkout / path).parent
+    while parent != checkout:
+        try:
+            parent.rmdir()
+        except OSError:
+            return
+        parent = parent.parent
+
+
+def _stat_fields(seen: os.stat_result, mode: int) -> tuple[int, ...]:
+    ctime, mtime, low = divmod(seen.st_ctime_ns, 10**9), divmod(seen.st_mtime_ns, 10**9), 2**32 - 1
+    return (*ctime, *mtime, seen.st_dev & low, seen.st_ino & low, mode, seen.st_uid & low,
+            seen.st_gid & low, seen.st_size & low)  # fmt: skip
+
+
+def _serialized(
+    version: int, entries: Mapping[bytes, _Raw], kept: Sequence[bytes], written: tuple[int, int],
+    hash_size: int, fresh: set[bytes],
+) -> bytes:  # fmt: skip
+    """The index file: header, entries in git's order, the kept extensions, the checksum. An
+    entry carried over that was racily clean in the old file (its file changed in the instant
+    that file was written) gets size 0, as git smudges it, so that git reads it again rather
+    than trust its stat data in a newer file; `fresh` entries were just written and stat'ed."""
+    out = [b"DIRC", struct.pack(">II", version, len(entries))]
+    for name in sorted(entries):
+        fields, oid, bits, extended = entries[name]
+        if name not in fresh and fields[2:4] >= written:
+            fields = (*fields[:9], 0)
+        body = struct.pack(">10I", *fields) + oid + bits.to_bytes(2, "big")
+        if extended is not None:
+            body += extended.to_bytes(2, "big")
+        body += name
+        out.append(body + b"\0" * (8 - len(body) % 8))
+    out += kept
+    data = b"".join(out)
+    digest = hashlib.sha1 if hash_size == 20 else hashlib.sha256
+    return data + digest(data).digest()

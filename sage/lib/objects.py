@@ -164,6 +164,11 @@ def _tree_at(
     return found
 
 
+def reader(repo: Path) -> Callable[[str], tuple[str, bytes] | None]:
+    """Read objects of `repo` in process: (type, content) by id, None where it cannot."""
+    return _Store(repo).get
+
+
 def tree_id(repo: Path, commit: str) -> str | None:
     """The tree a commit names, read in process; None if it cannot be."""
     return _Store(repo).tree_of(commit)

@@ -224,6 +224,8 @@ def _switched(path: Path, branch: str, base: str, setup: SlotSetup, *, tidy: boo
         _switch(path, branch, base, None if tidy else _excludes(path, setup))
     except GitError as exc:
         return f"could not switch: {exc.message}"
+    except OSError as exc:
+        return f"could not switch: {exc}"
     return ""
 
 
@@ -246,9 +248,11 @@ def _switch(path: Path, branch: str, base: str, excludes: list[str] | None) -> N
 
 
 def _switched_refs_only(path: Path, branch: str, base: str) -> bool:
-    """A tidy slot whose HEAD has `base`'s tree already (its last ticket landed as it was, and
-    nothing else did): no file differs, so the switch is what `git checkout -B` writes then,
-    the new branch at `base` and HEAD naming it, without a process. False: git switches."""
+    """A tidy slot switched without a process: the files that differ between its HEAD and
+    `base` (none when its last ticket landed as it was, and nothing else did) moved to `base`
+    (`index_file.fast_forward`), then what `git checkout -B` writes, the new branch at `base`
+    and HEAD naming it. False: git switches (an error once files moved propagates: the slot
+    is then made again)."""
     admin = _admin_dir(path)
     head = _read(admin / "HEAD") if admin else None
     if admin is None or head is None or not head.startswith("ref: refs/heads/"):
@@ -256,8 +260,12 @@ def _switched_refs_only(path: Path, branch: str, base: str) -> bool:
     current_ref = head.removeprefix("ref: ").strip()
     current = git.rev_parse(path, current_ref)
     tree = objects.tree_id(path, current) if current else None
-    if current is None or tree is None or tree != objects.tree_id(path, base):
+    if current is None or tree is None:
         return False
+    if tree != objects.tree_id(path, base):
+        paths = objects.changed_paths(path, current, base)
+        if paths is None or not index_file.fast_forward(path, current, base, paths):
+            return False
     ref = f"refs/heads/{branch}"
     if git.move_ref(path, ref, base, "", logs=[]) is not True:
         return False

@@ -122,3 +122,79 @@ def test_attributes_keep_a_racy_file_for_git(two_commits: tuple[Path, str, str])
     written = found["d/b.txt"].stat[2]
     os.utime(repo / ".git" / "index", (written - 10, written - 10))  # every entry now racy
     assert not checkout._clean_here(repo, old, new)
+
+
+PATHS = ("a", "b", "d/x", "d/y", "d/e/z", "e", "e/w", "f/g/h", "l")
+SIDE = st.dictionaries(
+    st.sampled_from(PATHS),
+    st.tuples(st.sampled_from(("100644", "100755", "120000")), st.sampled_from(("1\n", "2\n", ""))),
+    max_size=len(PATHS),
+).map(lambda side: {p: e for p, e in side.items() if not any(q.startswith(p + "/") for q in side)})
+
+
+def commit_side(repo: Path, side: dict[str, tuple[str, str]]) -> str:
+    for child in repo.iterdir():
+        if child.name != ".git":
+            subprocess.run(["rm", "-rf", str(child)], check=True)
+    for path, (mode, content) in side.items():
+        file = repo / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "120000":
+            os.symlink(content.strip() or "target", file)
+        else:
+            file.write_text(content)
+            file.chmod(0o755 if mode == "100755" else 0o644)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "side")
+    return git(repo, "rev-parse", "HEAD")
+
+
+def state(repo: Path) -> tuple[str, str, str]:
+    """What git sees: the index's entries, the files against the index, and against HEAD."""
+    run(repo, "update-index", "-q", "--refresh")  # stat data is per copy: only content counts
+    return (git(repo, "ls-files", "-s"), git(repo, "diff-files", "--name-status"),
+            git(repo, "status", "--porcelain", "--untracked-files=all"))  # fmt: skip
+
+
+@settings(max_examples=30, deadline=None)
+@given(old_side=SIDE, new_side=SIDE, wait=st.booleans())
+def test_a_fast_forward_leaves_the_checkout_read_tree_leaves(
+    tmp_path_factory: pytest.TempPathFactory, old_side: dict[str, tuple[str, str]],
+    new_side: dict[str, tuple[str, str]], wait: bool,
+) -> None:  # fmt: skip
+    top = tmp_path_factory.mktemp("ff")
+    mine = top / "mine"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(mine)], check=True)
+    old = commit_side(mine, old_side)
+    new = commit_side(mine, new_side)
+    git(mine, "reset", "-q", "--hard", old)
+    if wait:
+        time.sleep(0.02)
+        git(mine, "update-index", "-q", "--refresh")
+    theirs = top / "theirs"
+    subprocess.run(["cp", "-a", str(mine), str(theirs)], check=True)
+    run(theirs, "update-index", "-q", "--refresh")  # the copy's files have new inodes
+    paths = {p for p in old_side.keys() | new_side.keys() if old_side.get(p) != new_side.get(p)}
+    done = index_file.fast_forward(mine, old, new, paths)
+    event("in process" if done else "left to git")
+    if not done:
+        return
+    git(theirs, "read-tree", "-m", "-u", old, new)
+    for repo in (mine, theirs):
+        git(repo, "update-ref", "refs/heads/main", new)
+    assert state(mine) == state(theirs)
+    assert state(mine)[1:] == ("", "")  # clean: nothing changed, nothing untracked
+    listing = {p: sorted(os.listdir(mine / p)) for p in ("", "d") if (mine / p).is_dir()}
+    assert listing == {
+        p: sorted(os.listdir(theirs / p)) for p in ("", "d") if (theirs / p).is_dir()
+    }
+    git(mine, "fsck", "--no-progress")  # the index git reads back is sound
+
+
+def test_a_fast_forward_keeps_out_of_an_edited_checkout(two_commits: tuple[Path, str, str]) -> None:
+    repo, old, new = two_commits
+    (repo / "a.txt").write_text("the user's\n")
+    paths = set(FILES) | set(NEW_FILES)
+    assert not index_file.fast_forward(repo, old, new, paths)
+    assert (repo / "a.txt").read_text() == "the user's\n"
+    assert git(repo, "ls-files", "-s", "a.txt").split()[1] == git(repo, "rev-parse", f"{old}:a.txt")

@@ -173,6 +173,7 @@ def test_an_edit_to_an_ordinary_file_still_blocks_before_the_target_moves(repo: 
 
 
 CRASHER = """
+import os
 import sys
 from pathlib import Path
 from sage.lib import queue
@@ -184,6 +185,8 @@ repo, name, text = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 def hook(step):
     if step == "moved" and name:
         (repo / name).write_text(text)
+    if step in sys.argv[4:]:
+        os.kill(os.getpid(), 9)
 
 queue.step_hook = hook
 project = open_project(repo)
@@ -223,9 +226,8 @@ def test_a_kill_right_after_the_update_leaves_a_record_the_next_pass_just_drops(
     project, store = setup(repo, "T-1")
     q = make_queue(project, store)
     enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
-    # the update (no dry run: the files show the checkout clean, `index_file.clean`)
-    git_wrapper.arm("read-tree", "kill-caller-after", nth=1)
-    done = subprocess.run([sys.executable, "-c", CRASHER, str(repo), "", ""],
+    # killed once the files and the index are at NEW, before the record goes
+    done = subprocess.run([sys.executable, "-c", CRASHER, str(repo), "", "", "updated"],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == -9 and q.landing.record.exists(), done.stderr
     git_wrapper.disarm()

@@ -293,7 +293,7 @@ def test_setup_output_git_would_see_is_refused(project: Path, code: str, seen: s
         prepare(project, "A-1", setup=SlotSetup(setup=(sys.executable, "-c", code)))
 
 
-def test_a_reused_slot_costs_two_git_calls_one_when_tidy_none_when_its_tree_is_the_base(
+def test_a_reused_slot_costs_two_git_calls_and_none_when_it_was_left_tidy(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.reliability.test_process_count import classify, logging_git
@@ -325,8 +325,11 @@ def test_a_reused_slot_costs_two_git_calls_one_when_tidy_none_when_its_tree_is_t
     git(project, "add", "other.txt")
     git(project, "commit", "-q", "-m", "other")
     worktrees.note_tidy(slot, tidy=True)
-    assert calls("A-8", git(project, "rev-parse", "main")) == ["checkout"]  # files differ
+    # tidy, files differ: those files and the index moved in process, then the refs
+    assert calls("A-8", git(project, "rev-parse", "main")) == []
     assert (slot / "other.txt").read_text() == "other\n"
+    assert git(slot, "status", "--porcelain", "--ignored") == ""
+    assert git(slot, "rev-parse", "HEAD") == git(project, "rev-parse", "main")
 
 
 def test_a_tidy_slot_is_still_cleaned_when_a_hook_may_have_written(project: Path) -> None:

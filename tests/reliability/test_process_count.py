@@ -8,17 +8,18 @@ Each ticket in a chain waits for the one before it to land, so the count is the 
 Two runs of different length give the cost per ticket (their difference) apart from the run's
 fixed cost. The bounds are today's counts: they can only go down.
 
-Issue 15 brought it from 14 calls (15 processes) to 4: a worker slot reuses its worktree
-(`worktrees.prepare_slot`: one checkout, O(what differs); the index flags read from the index
-file, no `git clean` after a collect that left nothing untracked or ignored); one status decides
-whether the leftovers need `add` and what lands (no `diff`); sage's commit is written in
-process (the tree from the index file: no `git commit`, so no `git maintenance` either); the
-user's branches are not listed when the worker made no commit; the queue reads the worker's
-one commit from its object file (no `log`). The landing writes its commit, and the merge when
-the two sides changed different paths, as loose objects, and moves the target as git's files
-backend does (`objects.commit`, `objects.merged_tree`, `git.update_ref`), and the dry run is
-answered from the index file when the checkout is clean (`index_file.clean`): what remains
-there is the checkout's read-tree.
+Issue 15 brought it from 14 calls (15 processes) to 2: a worker slot reuses its worktree
+(`worktrees.prepare_slot`: a slot its last ticket left tidy is switched in process, moving the
+files that differ and the index as `git read-tree -m -u` would, `index_file.fast_forward`;
+else one checkout; the index flags read from the index file, no `git clean` after a collect
+that left nothing untracked or ignored); one status decides whether the leftovers need `add`
+and what lands (no `diff`); sage's commit is written in process (the tree from the index
+file: no `git commit`, so no `git maintenance` either); the user's branches are not listed
+when the worker made no commit; the queue reads the worker's one commit from its object file
+(no `log`). The landing writes its commit, and the merge when the two sides changed different
+paths, as loose objects, moves the target as git's files backend does (`objects.commit`,
+`objects.merged_tree`, `git.update_ref`), and brings the user's clean checkout along the same
+way as a slot's. Everything falls back to git where the files cannot tell for sure.
 """
 
 from __future__ import annotations
@@ -39,17 +40,20 @@ SHORT, LONG = 3, 8
 # issue 15: 14 calls and 15 processes per ticket (ls-files -v, checkout, clean, status, add,
 # diff, commit, and git's own `maintenance` after it; for-each-ref, log, commit-tree, read-tree
 # ×2, update-ref ×2).
-MAX_PER_TICKET = 4
-# in the slot: checkout; then status, add (the touched file is untracked); the commit is
-# written in process from what the index file then holds (`workers._commit_here`)
-MAX_WORKER_SIDE = 3
-# in the user's checkout: read-tree. The dry run before it is answered from the index file and
-# the files when they show the checkout clean for the paths the landing changes (else git is
-# asked). The landing commit (with the ticket's COMPLETED in its tree) is written as loose
-# objects and the compare-and-swap is done on the ref's file, without a process; the landed
-# branches are deleted in one call at the end.
-MAX_LANDING_SIDE = 1
-MAX_ALL_PROCESSES = 4  # every git process, git's own children included (trace2)
+MAX_PER_TICKET = 2
+# in the slot: status, add (the touched file is untracked). The switch of a slot its last
+# ticket left tidy moves the files that differ and the index in process
+# (`index_file.fast_forward`); the commit is written in process from what the index file then
+# holds (`workers._commit_here`)
+MAX_WORKER_SIDE = 2
+# in the user's checkout: nothing. Its dry run is answered from the index file and the files
+# when they show the checkout clean for the paths the landing changes, and the update itself is
+# done in process when it is plain (`index_file.clean`, `index_file.fast_forward`; else git
+# does both). The landing commit (with the ticket's COMPLETED in its tree) is written as loose
+# objects and the compare-and-swap is done on the ref's file; the landed branches are deleted
+# in one call at the end.
+MAX_LANDING_SIDE = 0
+MAX_ALL_PROCESSES = 2  # every git process, git's own children included (trace2)
 
 WRAPPER = """#!/bin/sh
 line="$PWD"

@@ -42,6 +42,7 @@ from sage.lib import files, git, index_file, objects, proc
 from sage.lib.errors import GitError, SageError
 from sage.lib.queue import carry
 from sage.lib.queue.carry import Carried, Merge, Merged, merge_text
+from sage.lib.queue.entries import step
 
 __all__ = ["CheckoutBehind", "Followed", "Merge", "Merged", "check", "follow", "merge_text",
            "resume"]  # fmt: skip
@@ -145,11 +146,24 @@ def follow(
         files.write_json(record, asdict(update))
     except OSError as exc:  # no file is written before its record is
         return _cannot(checkout, f"cannot record the update first: {_said(exc)}")
-    done = _read_tree(checkout, old, new, dry_run=False)
-    if done.returncode == 0:
+    if (
+        _forwarded_here(checkout, old, new)
+        or not _read_tree(checkout, old, new, dry_run=False).returncode
+    ):
+        step("updated")
         record.unlink(missing_ok=True)
         return Followed()
     return _finish(record, update, merges)
+
+
+def _forwarded_here(checkout: Path, old: str, new: str) -> bool:
+    """The update done in process when it is plain (`index_file.fast_forward`); False: git
+    does it. Cut short (a full disk), it is finished as a `read-tree` cut short is."""
+    paths = objects.changed_paths(checkout, old, new)
+    try:
+        return paths is not None and index_file.fast_forward(checkout, old, new, paths)
+    except OSError:
+        return False
 
 
 def resume(
