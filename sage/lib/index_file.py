@@ -10,6 +10,7 @@ import hashlib
 import os
 import stat
 import struct
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,7 +323,11 @@ def fast_forward(checkout: Path, old: str, new: str, paths: Iterable[str]) -> bo
                 else:
                     entries[os.fsencode(path)] = entry
             fresh = {os.fsencode(path) for path in changed}
-            handle.write(_serialized(version, entries, kept, written, hash_size, fresh))
+            handle.write(_serialized(version, entries, kept, hash_size))
+        if any(name not in fresh and e[0][2:4] >= written for name, e in entries.items()):
+            # an entry racily clean in the old file stays so: git reads it again, not trusting
+            # stat data from the instant that file was written (git smudges such entries)
+            os.utime(lock, ns=(time.time_ns(), written[0] * 10**9 + written[1]))
         os.replace(lock, index)
     except BaseException:
         lock.unlink(missing_ok=True)
@@ -470,18 +475,12 @@ def _stat_fields(seen: os.stat_result, mode: int) -> tuple[int, ...]:
 
 
 def _serialized(
-    version: int, entries: Mapping[bytes, _Raw], kept: Sequence[bytes], written: tuple[int, int],
-    hash_size: int, fresh: set[bytes],
-) -> bytes:  # fmt: skip
-    """The index file: header, entries in git's order, the kept extensions, the checksum. An
-    entry carried over that was racily clean in the old file (its file changed in the instant
-    that file was written) gets size 0, as git smudges it, so that git reads it again rather
-    than trust its stat data in a newer file; `fresh` entries were just written and stat'ed."""
+    version: int, entries: Mapping[bytes, _Raw], kept: Sequence[bytes], hash_size: int
+) -> bytes:
+    """The index file: header, entries in git's order, the kept extensions, the checksum."""
     out = [b"DIRC", struct.pack(">II", version, len(entries))]
     for name in sorted(entries):
         fields, oid, bits, extended = entries[name]
-        if name not in fresh and fields[2:4] >= written:
-            fields = (*fields[:9], 0)
         body = struct.pack(">10I", *fields) + oid + bits.to_bytes(2, "big")
         if extended is not None:
             body += extended.to_bytes(2, "big")
