@@ -281,9 +281,11 @@ def hooks_dir(worktree: Path, found: Settings | None = None) -> Path:
 
 
 def _config_stamp(repo: Path) -> tuple[object, ...]:
-    env = tuple((k, v) for k, v in os.environ.items() if k.startswith(("GIT_", "HOME", "XDG_")))
+    env: tuple[object, ...] = tuple(os.environ.get(name) for name in _CONFIG_VARIABLES)
+    if env[_COUNT_AT]:  # GIT_CONFIG_COUNT: GIT_CONFIG_KEY_<n> and GIT_CONFIG_VALUE_<n> too
+        env += tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("GIT_CONFIG_")))
     stamps: list[object] = [env]
-    for path in _config_files(str(repo), env):
+    for path in _config_files(str(repo), *(os.environ.get(n) for n in _CONFIG_VARIABLES[:4])):
         try:
             found = os.stat(path)
             stamps.append((found.st_mtime_ns, found.st_size, found.st_ino))
@@ -292,16 +294,26 @@ def _config_stamp(repo: Path) -> tuple[object, ...]:
     return tuple(stamps)
 
 
+# What git's settings (config and identity) depend on besides the config files' content: the
+# first ones also say where those files are.
+_CONFIG_VARIABLES = ("HOME", "XDG_CONFIG_HOME", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_GLOBAL",
+                     "GIT_CONFIG_NOSYSTEM", "GIT_CONFIG_COUNT", "GIT_CONFIG_PARAMETERS",
+                     "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME",
+                     "GIT_COMMITTER_EMAIL", "EMAIL", "GIT_DIR", "GIT_COMMON_DIR",
+                     "GIT_REPLACE_REF_BASE")  # fmt: skip
+_COUNT_AT = 5
+
+
 @functools.lru_cache(maxsize=64)
-def _config_files(repo: str, env: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
-    """The files git reads its configuration from for `repo`, given those variables."""
-    found = dict(env)
-    home = Path(found.get("HOME", "/"))
-    xdg = Path(found.get("XDG_CONFIG_HOME") or home / ".config")
-    common = _common_dir_cached(repo)
-    system = found.get("GIT_CONFIG_SYSTEM", "/etc/gitconfig")
-    return (str(common / "config"), str(common / "config.worktree"), str(home / ".gitconfig"),
-            str(xdg / "git" / "config"), system)  # fmt: skip
+def _config_files(
+    repo: str, home: str | None, xdg: str | None, system: str | None, user: str | None
+) -> tuple[str, ...]:
+    """The files git reads its configuration from for `repo`, given HOME, XDG_CONFIG_HOME,
+    GIT_CONFIG_SYSTEM and GIT_CONFIG_GLOBAL."""
+    common, at = _common_dir_cached(repo), Path(home or "/")
+    return (str(common / "config"), str(common / "config.worktree"),
+            user or str(at / ".gitconfig"), str(Path(xdg or at / ".config") / "git" / "config"),
+            system or "/etc/gitconfig")  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)

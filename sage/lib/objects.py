@@ -435,12 +435,24 @@ def _packs_stamp(objects: Path) -> tuple[int, int]:
 
 
 def _packed(objects: str, stamp: tuple[int, int], oid: str) -> tuple[str, bytes] | None:
-    try:
-        with _READING:  # gitdb's caches are not made for threads
+    kept = _KEPT.get(oid)
+    if kept is not None:
+        return kept
+    with _READING:  # gitdb's caches are not made for threads
+        try:
             info = _pack_reader(objects, stamp).stream(bytes.fromhex(oid))
-            return info.type.decode("ascii"), info.read()
-    except Exception:  # not there, or a pack gitdb cannot read: git answers
-        return None
+            found = info.type.decode("ascii"), info.read()
+        except Exception:  # not there, or a pack gitdb cannot read: git answers
+            return None
+        if found[0] in ("tree", "commit") and len(found[1]) < _KEEP_SIZE:
+            if len(_KEPT) >= _KEEP_MOST:  # an object's id names its content: never stale
+                _KEPT.pop(next(iter(_KEPT)))
+            _KEPT[oid] = found
+    return found
+
+
+_KEPT: dict[str, tuple[str, bytes]] = {}  # packed trees and commits already read (by id)
+_KEEP_MOST, _KEEP_SIZE = 4096, 1 << 16
 
 
 _READING = threading.Lock()
@@ -457,7 +469,9 @@ def _objects_dir(repo: str) -> Path:
     return git.shared_dir(Path(repo)) / "objects"
 
 
+@functools.lru_cache(maxsize=64)
 def _hash_name(repo: str) -> str:
+    """The repository's object format (it never changes once the repository exists)."""
     found = git.settings(Path(repo))
     if found is not None:
         name = found.get("extensions.objectformat", "sha1").lower()
