@@ -1,4 +1,24 @@
-"""Atomic file writes: temp file, fsync, rename, fsync the directory."""
+"""Atomic file writes: a temporary file beside the target, renamed over it.
+
+A reader sees the old file or the new one, never a part, and a process killed at any point
+(kill -9) leaves one of the two: the page cache outlives the process. What a power cut leaves
+depends on what was fsynced, and sage chooses by what the file is:
+
+- **durable** (`durable=True`, the default): fsync the file, rename, fsync its folder. For the
+  user's files (the ticket index, `config.toml`, hooks, agent commands) and for a
+  **write-ahead** record that must be on disk before an irreversible step: the queue entry
+  marked `applying` before the target ref's compare-and-swap, the checkout's update record
+  before `read-tree` rewrites the user's files.
+- **run state** (`durable=False`): temp file and rename, no fsync. For records that describe
+  what happened or is under way, which recovery checks against git (queue entries queued,
+  conflicting, archived; `tickets.json`'s IN_PROGRESS and DEFERRED). git by default
+  (`core.fsync` unset) fsyncs neither refs, nor its index, nor loose objects: after a power cut
+  the refs such a record describes may be gone as well, and fsyncing the record would buy
+  nothing but two disk flushes per state change. (Pid files and the events journal are plain
+  writes and appends, never fsynced.) A power cut may leave such a file at an older version, or
+  empty on a filesystem that does not order a rename after the data it names; its reader then
+  says which file it cannot read.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """`text` (str: UTF-8) in `path` whole or not at all, with the mode of the file it replaces."""
+def write_atomic(path: Path, text: str | bytes, *, durable: bool = True) -> None:
+    """`text` (str: UTF-8) in `path` whole or not at all, with the mode of the file it replaces;
+    on disk before returning unless `durable` is False (run state: see the module docstring)."""
     mode = _mode_for(path)
     fd, tmp = _temp_beside(path)
     try:
@@ -20,13 +41,15 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(text.encode() if isinstance(text, str) else text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _temp_beside(path: Path) -> tuple[int, str]:
@@ -62,8 +85,8 @@ def _umask() -> int:
     return current
 
 
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json_text(data))
+def write_json(path: Path, data: Any, *, durable: bool = True) -> None:
+    write_atomic(path, json_text(data), durable=durable)
 
 
 def json_text(data: Any) -> str:

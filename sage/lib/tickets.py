@@ -608,7 +608,7 @@ class RunStates:
             }  # fmt: skip
             for change in changes:
                 self._apply(kept, index, change, path)
-            files.write_json(self.path, {"tickets": kept})
+            files.write_json(self.path, {"tickets": kept}, durable=False)  # run state
 
     @staticmethod
     def _apply(

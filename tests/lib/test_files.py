@@ -50,3 +50,30 @@ def test_dumps_writes_what_json_writes(first: object, second: object) -> None:
     many = [first, second] * 9
     for data in ({"tickets": many}, {"tickets": many[::-1]}, {"tickets": [first]}, first):
         assert files.dumps(data) == json.dumps(data, indent=2, ensure_ascii=False)
+
+
+# ---- durability -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    done: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: done.append(fd) or real(fd))
+    return done
+
+
+def test_a_durable_write_fsyncs_the_file_and_its_folder(tmp_path: Path, fsyncs: list[int]) -> None:
+    files.write_atomic(tmp_path / "config.toml", "x = 1\n")
+    files.write_json(tmp_path / "index.json", {"tickets": []})
+    assert len(fsyncs) == 4
+
+
+def test_run_state_is_replaced_atomically_without_a_flush(
+    tmp_path: Path, fsyncs: list[int]
+) -> None:
+    path = tmp_path / "state" / "tickets.json"
+    files.write_json(path, {"tickets": {}}, durable=False)
+    files.write_atomic(path, "{}\n", durable=False)
+    assert fsyncs == [] and path.read_text() == "{}\n"
+    assert os.listdir(path.parent) == ["tickets.json"]  # no temporary file left

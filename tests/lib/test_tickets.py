@@ -601,3 +601,18 @@ def test_corrupt_run_states_are_one_clear_error(tmp_path: Path) -> None:
         with pytest.raises(IndexFileError, match=r"tickets\.json") as caught:
             tickets.TicketStore(path, states=states).load()
         assert caught.value.hint and "delete it" in caught.value.hint
+
+
+def test_run_states_are_written_without_a_flush_and_the_index_with_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The durability policy (`sage.lib.files`): IN_PROGRESS is run state; a COMPLETED written
+    into the index is a write of the user's file."""
+    path = write_index(tmp_path, [ticket("R-1")])
+    store = tickets.TicketStore(path, states=tmp_path / "state" / "tickets.json")
+    flushed: list[int] = []
+    monkeypatch.setattr(os, "fsync", flushed.append)
+    store.transition([("R-1", "IN_PROGRESS")])
+    assert flushed == []
+    store.record([tickets.StateChange(ticket_id="R-1", state="COMPLETED", reason="landed")])
+    assert len(flushed) == 2  # the file, then its folder
