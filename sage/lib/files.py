@@ -100,15 +100,25 @@ def dumps(data: Any) -> str:
     ticket) are indented once and reused while their content is the same. json's indenting
     encoder is pure Python, several times slower than its compact one. A small document is
     written by json directly (the reuse costs more than it saves there)."""
-    if type(data) is dict and any(type(v) is list and len(v) >= _MANY for v in data.values()):
+    items = _longest_list(data)
+    if items >= _MANY:
+        if len(_KEPT) > max(_KEEP_MOST, 2 * items):  # between writes: a write reuses all it can
+            _KEPT.clear()
         return _indented(data, 0)
     return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def _longest_list(data: Any) -> int:
+    """Items in the longest list at the top of a dict (0 for anything else)."""
+    if type(data) is not dict:
+        return 0
+    return max((len(v) for v in data.values() if type(v) is list), default=0)
 
 
 _MANY = 16  # items in a top-level list that make reusing their text worth it
 _REUSED_AT = 2  # depth of the values whose indented text is kept: {"tickets": [<here>, …]}
 _KEPT: dict[str, str] = {}  # compact JSON of such a value -> its indented text at that depth
-_KEEP_MOST = 50_000
+_KEEP_MOST = 50_000  # texts kept at least (and twice the largest document's items)
 
 
 def _indented(value: Any, depth: int) -> str:
@@ -128,8 +138,6 @@ def _reused(value: dict[Any, Any] | list[Any], depth: int) -> str:
     key = _COMPACT.encode(value)
     text = _KEPT.get(key)
     if text is None:
-        if len(_KEPT) >= _KEEP_MOST:
-            _KEPT.clear()
         text = _KEPT[key] = _plain(value, depth)
     return text
 

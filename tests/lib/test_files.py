@@ -52,6 +52,21 @@ def test_dumps_writes_what_json_writes(first: object, second: object) -> None:
         assert files.dumps(data) == json.dumps(data, indent=2, ensure_ascii=False)
 
 
+def test_the_reused_texts_are_kept_for_a_document_larger_than_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A document with more tickets than `_KEEP_MOST` is not written from scratch each time."""
+    monkeypatch.setattr(files, "_KEEP_MOST", 20)
+    monkeypatch.setattr(files, "_KEPT", {})
+    data = {"tickets": [{"id": f"T-{i}"} for i in range(30)]}
+    files.dumps(data)
+    data["tickets"][0] = {"id": "T-0", "state": "COMPLETED"}
+    encoded: list[object] = []
+    monkeypatch.setattr(files, "_plain", lambda value, depth: encoded.append(value) or "{}")
+    files.dumps(data)
+    assert encoded == [data["tickets"][0]]  # only the changed ticket is indented again
+
+
 # ---- durability -------------------------------------------------------------------------------
 
 
