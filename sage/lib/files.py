@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file beside the target, renamed over it.
+"""Atomic file writes (a temporary file beside the target, renamed over it), and `Snapshot`,
+a file read once and reused while it is unchanged.
 
 A reader sees the old file or the new one, never a part, and a process killed at any point
 (kill -9) leaves one of the two: the page cache outlives the process. What a power cut leaves
@@ -27,8 +28,13 @@ import json
 import os
 import stat
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 def write_atomic(path: Path, text: str | bytes, *, durable: bool = True) -> None:
@@ -83,6 +89,63 @@ def _umask() -> int:
     current = os.umask(0o022)
     os.umask(current)
     return current
+
+
+class Snapshot(Generic[T]):
+    """What `parse` made of a file's bytes when it was last read, reused while the file is
+    unchanged: the same (inode, size, mtime, ctime) as then and, until a read began well after
+    the file last changed, the same bytes. A file rewritten in place within one tick of the
+    filesystem's clock keeps its size and its timestamps ("racily clean", as git calls such
+    index entries), so until then the bytes are read again and compared: only the parse is
+    saved. Thread-safe; the value is shared, so whoever gets it must not change it."""
+
+    def __init__(self, path: Path, parse: Callable[[bytes], T]) -> None:
+        self.path, self.parse = path, parse
+        self._seen: _Seen[T] | None = None
+
+    def read(self) -> T:
+        """The file's value now: OSError (FileNotFoundError …) and `parse`'s errors as raised."""
+        seen = self._seen
+        if seen is not None and seen.settled and _signature(os.stat(self.path)) == seen.signature:
+            return seen.value
+        began = time.time_ns()
+        with open(self.path, "rb") as handle:
+            signature = _signature(os.fstat(handle.fileno()))  # older than the bytes, if anything
+            data = handle.read()
+        value = seen.value if seen is not None and seen.data == data else self.parse(data)
+        self._seen = _Seen(signature, data, value, settled=_settled(signature, began))
+        return value
+
+    def wrote(self, data: bytes, value: T) -> None:
+        """This process just replaced the file with `data`, which `parse` would read as
+        `value`: the next read compares bytes instead of parsing them."""
+        try:
+            signature = _signature(os.stat(self.path))
+        except OSError:
+            self._seen = None
+            return
+        self._seen = _Seen(signature, data, value, settled=False)
+
+
+RACY_NS = 2_000_000_000  # a file changed this long before a read began is settled (FAT: 2 s ticks)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen(Generic[T]):
+    signature: tuple[int, int, int, int]
+    data: bytes
+    value: T
+    settled: bool  # read well after the file last changed: its signature alone says "unchanged"
+
+
+def _signature(found: os.stat_result) -> tuple[int, int, int, int]:
+    return (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+
+
+def _settled(signature: tuple[int, int, int, int], began: int) -> bool:
+    """Whether a change after the read began must show in the signature: the last one was a
+    clear tick earlier (mtime can be set back; ctime, which moves with it, cannot)."""
+    return max(signature[2], signature[3]) + RACY_NS < began
 
 
 def write_json(path: Path, data: Any, *, durable: bool = True) -> None:
