@@ -493,9 +493,11 @@ class TicketStore:
     COMPLETED, which a landing writes in the commit that lands the ticket (see
     `completed_in`). States that only mean something while sage works (IN_PROGRESS,
     DEFERRED, UNPROCESSED again after a stop) go to `states`, a file in sage's run state,
-    which `load` lays over the index. Every write re-reads under a lock, keeps unknown fields,
-    and is atomic. Without `states` (an index outside any project) every state goes to the
-    index, as for an index git does not track."""
+    which `load` lays over the index. Every write re-reads under a lock (a read parses only
+    what changed since, see `record`), keeps unknown fields, and is atomic; the index's writes
+    are also durable, the states' are not (run state: see `sage.lib.files`). Without `states`
+    (an index outside any project) every state goes to the index, as for an index git does
+    not track."""
 
     def __init__(
         self, path: Path, *, lock_timeout: float = 30.0, states: Path | None = None,
