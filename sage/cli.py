@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import os
 import sys
@@ -33,7 +32,6 @@ COMMANDS = {  # name: its module in sage.commands, in the order `sage -h` lists 
 }  # fmt: skip
 
 
-@functools.cache
 def _commands_in(module: str) -> Mapping[str, Any]:
     """The click commands `sage.commands.<module>` defines: its `register(app)`, else its
     `command` under the one name that maps to it."""
