@@ -568,8 +568,15 @@ class TicketStore:
             self._index.wrote(data, document)
 
     def _document(self) -> _Document:
-        with _reading(self.path):
-            return self._index.read()
+        """The index, parsed only if it changed. Read without the lock, then once more under it
+        if that failed: a checkout's update (`read-tree -u`, which holds the lock) deletes the
+        file and writes it again."""
+        try:
+            with _reading(self.path):
+                return self._index.read()
+        except IndexFileError:
+            with _reading(self.path), _locked(self.lock, "the ticket index is"):
+                return self._index.read()
 
     def _parse_document(self, data: bytes) -> _Document:
         with quiet_gc():
@@ -727,6 +734,19 @@ def _writing(lock: FileLock, path: Path, what: str, unchanged: str) -> Iterator[
     """`lock` held while `path` is rewritten; a lock held too long or a failed write (read-only,
     disk full: the old file is intact, the write is atomic) as one clear error."""
     try:
+        with _locked(lock, what):
+            yield
+    except OSError as exc:
+        raise SageError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint=f"{unchanged}; make it writable or free some space",
+        ) from exc
+
+
+@contextlib.contextmanager
+def _locked(lock: FileLock, what: str) -> Iterator[None]:
+    """`lock` held; held too long by another, one clear error."""
+    try:
         Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
         with lock.acquire(poll_interval=LOCK_POLL):
             yield
@@ -734,11 +754,6 @@ def _writing(lock: FileLock, path: Path, what: str, unchanged: str) -> Iterator[
         raise LockHeld(
             f"{what} locked: {lock.lock_file}",
             hint="another sage process is writing; try again, or remove a stale lock file",
-        ) from exc
-    except OSError as exc:
-        raise SageError(
-            f"cannot write {path}: {exc.strerror or exc}",
-            hint=f"{unchanged}; make it writable or free some space",
         ) from exc
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from sage.lib import files, tickets
 from sage.lib.errors import IndexFileError, LockHeld, SageError
-from tests.conftest import FIXTURE, ticket, write_index
+from tests.conftest import FIXTURE, git, ticket, write_index
 
 UNSAFE = {
     "../x": "contains '..'",
@@ -769,3 +770,36 @@ def test_a_failed_write_leaves_nothing_of_its_change_in_what_the_store_reuses(
     assert [h["to"] for h in json.loads(states.read_text())["tickets"]["R-1"]["history"]] == [
         "IN_PROGRESS"
     ]
+
+
+def test_a_transition_during_a_checkouts_update_of_the_index_waits_for_it(repo: Path) -> None:
+    """`git read-tree -u` deletes the index and writes it again, under the store's lock (the
+    landing holds it while the user's checkout follows): a transition that reads the index
+    meanwhile finds it gone or cut short, and reads it again under the lock."""
+    path = write_index(repo, [ticket(f"R-{i}") for i in range(30)])
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tickets")
+    data = json.loads(path.read_text())
+    data["tickets"][0]["state"] = "COMPLETED"
+    path.write_text(json.dumps(data, indent=2))
+    git(repo, "commit", "-qam", "R-0 landed")
+    old, new = git(repo, "rev-parse", "HEAD~1"), git(repo, "rev-parse", "HEAD")
+    store = tickets.TicketStore(path, states=repo / ".git" / "sage" / "tickets.json",
+                                lock=repo / ".git" / "sage" / "index.lock")  # fmt: skip
+    stop = threading.Event()
+
+    def checkout_follows() -> None:
+        tree = (old, new)
+        while not stop.is_set():
+            with store.lock:
+                git(repo, "read-tree", "-m", "-u", *tree)
+            tree = tree[::-1]
+
+    follower = threading.Thread(target=checkout_follows)
+    follower.start()
+    try:
+        for i in range(100):
+            store.transition([(f"R-{1 + i % 29}", ("IN_PROGRESS", "DEFERRED")[i % 2])])
+    finally:
+        stop.set()
+        follower.join()
