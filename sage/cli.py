@@ -3,36 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import traceback
+from collections.abc import Iterator, Mapping, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
+import typer.main
 
 from sage import __version__
-from sage.commands import (
-    add,
-    agent_commands,
-    clean,
-    demo,
-    graph,
-    hooks,
-    import_,
-    init,
-    log,
-    plan,
-    queue,
-    ready,
-    report,
-    status,
-    stream,
-    validate,
-)
-from sage.lib import files
-from sage.lib import project as projects
 from sage.lib.errors import SageError
 
 EXIT_CODES = """\
@@ -40,8 +24,64 @@ Exit codes: 0 success; 1 error (or validation errors, or tickets deferred / bloc
 2 usage error (also: an interactive stream without a terminal); 3 a stream stopped early
 (--on-error fail); 130 interrupted (Ctrl+C)."""
 
+COMMANDS = {  # name: its module in sage.commands, in the order `sage -h` lists them
+    "init": "init", "validate": "validate", "ready": "ready", "plan": "plan", "graph": "graph",
+    "import": "import_", "add": "add", "stream": "stream", "status": "status", "log": "log",
+    "report": "report", "clean": "clean", "demo": "demo", "queue": "queue", "hooks": "hooks",
+    "hook-impl": "hooks", "agent-commands": "agent_commands",
+}  # fmt: skip
+
+
+def _commands_in(module: str) -> Mapping[str, Any]:
+    """The click commands `sage.commands.<module>` defines: its `register(app)`, else its
+    `command` under the one name that maps to it."""
+    found = importlib.import_module(f"sage.commands.{module}")
+    app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+    if hasattr(found, "register"):
+        found.register(app)
+    else:
+        app.command(next(name for name, m in COMMANDS.items() if m == module))(found.command)
+    return typer.main.get_group(app).commands
+
+
+class _Commands(MutableMapping[str, Any]):
+    """Every command by name, each module imported the first time one of its commands is
+    looked up: `sage stream` (and the git hooks' `sage hook-impl`) never import the code and
+    libraries of the other commands. Listing them all (`sage -h`, completion) imports all."""
+
+    def __init__(self, known: MutableMapping[str, Any]) -> None:
+        self._known = known
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._known and name in COMMANDS:
+            self._known.update(_commands_in(COMMANDS[name]))
+        return self._known[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._known[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._known[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(COMMANDS), **dict.fromkeys(self._known)})
+
+    def __len__(self) -> int:
+        return len(COMMANDS.keys() | self._known.keys())
+
+
+class _Root(typer.core.TyperGroup):
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _Commands(self.commands)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # the names: no import until one is looked up
+
+
 app = typer.Typer(
     name="sage",
+    cls=_Root,
     help="Turn a backlog of dependent tickets into landed commits.\n\n" + EXIT_CODES,
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, …
@@ -67,19 +107,6 @@ def _root(
     """Turn a backlog of dependent tickets into landed commits."""
 
 
-app.command("init")(init.command)
-app.command("validate")(validate.command)
-app.command("ready")(ready.command)
-app.command("plan")(plan.command)
-app.command("graph")(graph.command)
-app.command("import")(import_.command)
-app.command("add")(add.command)
-
-
-for _module in (stream, status, log, report, clean, demo, queue, hooks, agent_commands):
-    _module.register(app)
-
-
 def report_error(exc: SageError) -> None:
     typer.echo(f"error: {exc.message}", err=True)
     if exc.hint:
@@ -87,6 +114,8 @@ def report_error(exc: SageError) -> None:
 
 
 def _save_traceback() -> Path:
+    from sage.lib import files  # on a crash only: every command starts faster
+
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     path = _crash_folder() / f"crash-{stamp}.log"
     try:
@@ -100,6 +129,8 @@ def _save_traceback() -> Path:
 def _crash_folder() -> Path:
     """The run state's `logs/` in a repository (`<git common dir>/sage/logs`), else the cache."""
     with contextlib.suppress(Exception):  # what crashed may be git itself
+        from sage.lib import project as projects
+
         root, is_git = projects.find_root(Path.cwd())
         if is_git:
             return projects.state_dir(root, is_git=True) / "logs"

@@ -1,4 +1,25 @@
-"""Atomic file writes: temp file, fsync, rename, fsync the directory."""
+"""Atomic file writes (a temporary file beside the target, renamed over it), and `Snapshot`,
+a file read once and reused while it is unchanged.
+
+A reader sees the old file or the new one, never a part, and a process killed at any point
+(kill -9) leaves one of the two: the page cache outlives the process. What a power cut leaves
+depends on what was fsynced, and sage chooses by what the file is:
+
+- **durable** (`durable=True`, the default): fsync the file, rename, fsync its folder. For the
+  user's files (the ticket index, `config.toml`, hooks, agent commands) and for a
+  **write-ahead** record that must be on disk before an irreversible step: the queue entry
+  marked `applying` before the target ref's compare-and-swap, the checkout's update record
+  before `read-tree` rewrites the user's files.
+- **run state** (`durable=False`): temp file and rename, no fsync. For records that describe
+  what happened or is under way, which recovery checks against git (queue entries queued,
+  conflicting, archived; `tickets.json`'s IN_PROGRESS and DEFERRED). git by default
+  (`core.fsync` unset) fsyncs neither refs, nor its index, nor loose objects: after a power cut
+  the refs such a record describes may be gone as well, and fsyncing the record would buy
+  nothing but two disk flushes per state change. (Pid files and the events journal are plain
+  writes and appends, never fsynced.) A power cut may leave such a file at an older version, or
+  empty on a filesystem that does not order a rename after the data it names; its reader then
+  says which file it cannot read.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +28,18 @@ import json
 import os
 import stat
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """`text` (str: UTF-8) in `path` whole or not at all, with the mode of the file it replaces."""
+def write_atomic(path: Path, text: str | bytes, *, durable: bool = True) -> None:
+    """`text` (str: UTF-8) in `path` whole or not at all, with the mode of the file it replaces;
+    on disk before returning unless `durable` is False (run state: see the module docstring)."""
     mode = _mode_for(path)
     fd, tmp = _temp_beside(path)
     try:
@@ -20,13 +47,15 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(text.encode() if isinstance(text, str) else text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _temp_beside(path: Path) -> tuple[int, str]:
@@ -62,8 +91,65 @@ def _umask() -> int:
     return current
 
 
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json_text(data))
+class Snapshot(Generic[T]):
+    """What `parse` made of a file's bytes when it was last read, reused while the file is
+    unchanged: the same (inode, size, mtime, ctime) as then and, until a read began well after
+    the file last changed, the same bytes. A file rewritten in place within one tick of the
+    filesystem's clock keeps its size and its timestamps ("racily clean", as git calls such
+    index entries), so until then the bytes are read again and compared: only the parse is
+    saved. Thread-safe; the value is shared, so whoever gets it must not change it."""
+
+    def __init__(self, path: Path, parse: Callable[[bytes], T]) -> None:
+        self.path, self.parse = path, parse
+        self._seen: _Seen[T] | None = None
+
+    def read(self) -> T:
+        """The file's value now: OSError (FileNotFoundError …) and `parse`'s errors as raised."""
+        seen = self._seen
+        if seen is not None and seen.settled and _signature(os.stat(self.path)) == seen.signature:
+            return seen.value
+        began = time.time_ns()
+        with open(self.path, "rb") as handle:
+            signature = _signature(os.fstat(handle.fileno()))  # older than the bytes, if anything
+            data = handle.read()
+        value = seen.value if seen is not None and seen.data == data else self.parse(data)
+        self._seen = _Seen(signature, data, value, settled=_settled(signature, began))
+        return value
+
+    def wrote(self, data: bytes, value: T) -> None:
+        """This process just replaced the file with `data`, which `parse` would read as
+        `value`: the next read compares bytes instead of parsing them."""
+        try:
+            signature = _signature(os.stat(self.path))
+        except OSError:
+            self._seen = None
+            return
+        self._seen = _Seen(signature, data, value, settled=False)
+
+
+RACY_NS = 2_000_000_000  # a file changed this long before a read began is settled (FAT: 2 s ticks)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen(Generic[T]):
+    signature: tuple[int, int, int, int]
+    data: bytes
+    value: T
+    settled: bool  # read well after the file last changed: its signature alone says "unchanged"
+
+
+def _signature(found: os.stat_result) -> tuple[int, int, int, int]:
+    return (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+
+
+def _settled(signature: tuple[int, int, int, int], began: int) -> bool:
+    """Whether a change after the read began must show in the signature: the last one was a
+    clear tick earlier (mtime can be set back; ctime, which moves with it, cannot)."""
+    return max(signature[2], signature[3]) + RACY_NS < began
+
+
+def write_json(path: Path, data: Any, *, durable: bool = True) -> None:
+    write_atomic(path, json_text(data), durable=durable)
 
 
 def json_text(data: Any) -> str:
@@ -77,15 +163,25 @@ def dumps(data: Any) -> str:
     ticket) are indented once and reused while their content is the same. json's indenting
     encoder is pure Python, several times slower than its compact one. A small document is
     written by json directly (the reuse costs more than it saves there)."""
-    if type(data) is dict and any(type(v) is list and len(v) >= _MANY for v in data.values()):
+    items = _longest_list(data)
+    if items >= _MANY:
+        if len(_KEPT) > max(_KEEP_MOST, 2 * items):  # between writes: a write reuses all it can
+            _KEPT.clear()
         return _indented(data, 0)
     return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def _longest_list(data: Any) -> int:
+    """Items in the longest list at the top of a dict (0 for anything else)."""
+    if type(data) is not dict:
+        return 0
+    return max((len(v) for v in data.values() if type(v) is list), default=0)
 
 
 _MANY = 16  # items in a top-level list that make reusing their text worth it
 _REUSED_AT = 2  # depth of the values whose indented text is kept: {"tickets": [<here>, …]}
 _KEPT: dict[str, str] = {}  # compact JSON of such a value -> its indented text at that depth
-_KEEP_MOST = 50_000
+_KEEP_MOST = 50_000  # texts kept at least (and twice the largest document's items)
 
 
 def _indented(value: Any, depth: int) -> str:
@@ -105,8 +201,6 @@ def _reused(value: dict[Any, Any] | list[Any], depth: int) -> str:
     key = _COMPACT.encode(value)
     text = _KEPT.get(key)
     if text is None:
-        if len(_KEPT) >= _KEEP_MOST:
-            _KEPT.clear()
         text = _KEPT[key] = _plain(value, depth)
     return text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import json
 import re
@@ -436,8 +437,15 @@ def load(path: Path) -> Index:
 
 
 def _read(path: Path) -> str:
-    try:
+    with _reading(path):
         return path.read_text(encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """The index's read errors as one clear error."""
+    try:
+        yield
     except FileNotFoundError as exc:
         raise IndexFileError(
             f"no ticket index at {path}",
@@ -485,9 +493,11 @@ class TicketStore:
     COMPLETED, which a landing writes in the commit that lands the ticket (see
     `completed_in`). States that only mean something while sage works (IN_PROGRESS,
     DEFERRED, UNPROCESSED again after a stop) go to `states`, a file in sage's run state,
-    which `load` lays over the index. Every write re-reads under a lock, keeps unknown fields,
-    and is atomic. Without `states` (an index outside any project) every state goes to the
-    index, as for an index git does not track."""
+    which `load` lays over the index. Every write re-reads under a lock (a read parses only
+    what changed since, see `record`), keeps unknown fields, and is atomic; the index's writes
+    are also durable, the states' are not (run state: see `sage.lib.files`). Without `states`
+    (an index outside any project) every state goes to the index, as for an index git does
+    not track."""
 
     def __init__(
         self, path: Path, *, lock_timeout: float = 30.0, states: Path | None = None,
@@ -498,6 +508,7 @@ class TicketStore:
         self.path = path
         self.lock = FileLock(str(lock or f"{path}.lock"), timeout=lock_timeout)
         self.states = RunStates(states, lock_timeout=lock_timeout) if states else None
+        self._index = files.Snapshot(path, self._parse_document)  # for `record`: never changed
 
     def load(self) -> Index:
         if self.states is None:
@@ -534,17 +545,75 @@ class TicketStore:
         """Several tickets' states in one write, idempotently (see `record_changes`). With
         run states, a COMPLETED that the landing commit carried is in the index once the
         checkout followed: only what the index does not say is kept beside it. A COMPLETED
-        no commit carried (the index is not in the repository) is written into the index."""
+        no commit carried (the index is not in the repository) is written into the index.
+        The index is parsed again only when it changed since this store last read or wrote it
+        (`files.Snapshot`): at 50k tickets a parse costs as much as a load."""
         if self.states is None:
             self.update(lambda raw: record_changes(raw, changes))
             return
         direct = [c for c in changes if c.state == "COMPLETED" and not c.committed]
         if direct:
-            self.update(lambda raw: record_changes(raw, direct))
+            self._record_in_index(direct)
         kept = [c for c in changes if c.state != "COMPLETED" or c.committed]
         if kept:
-            index = _decode(_read(self.path), self.path)
-            self.states.record(_by_id(index), kept, self.path)
+            self.states.record(self._document().by_id, kept, self.path)
+
+    def _record_in_index(self, changes: Sequence[StateChange]) -> None:
+        """`record_changes` written into the index, from the document as last read (a copy:
+        the snapshot's own is never changed)."""
+        with _writing(self.lock, self.path, "the ticket index is", "the index is unchanged"):
+            document = self._document().changed(changes)
+            data = files.json_text(document.raw).encode("utf-8")
+            files.write_atomic(self.path, data)
+            self._index.wrote(data, document)
+
+    def _document(self) -> _Document:
+        """The index, parsed only if it changed. Read without the lock, then once more under it
+        if that failed: a checkout's update (`read-tree -u`, which holds the lock) deletes the
+        file and writes it again."""
+        try:
+            with _reading(self.path):
+                return self._index.read()
+        except IndexFileError:
+            with _reading(self.path), _locked(self.lock, "the ticket index is"):
+                return self._index.read()
+
+    def _parse_document(self, data: bytes) -> _Document:
+        with quiet_gc():
+            raw = _decode(data.decode("utf-8"), self.path)
+            at = {t.get("id"): i for i, t in enumerate(raw["tickets"]) if isinstance(t, dict)}
+            return _Document(raw=raw, by_id={k: raw["tickets"][i] for k, i in at.items()}, at=at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Document:
+    """The index's raw document, its tickets by ID (the last of a duplicated ID) and where
+    each is in the list. Shared: never changed."""
+
+    raw: dict[str, Any]
+    by_id: dict[Any, dict[str, Any]]
+    at: dict[Any, int]
+
+    def changed(self, changes: Sequence[StateChange]) -> _Document:
+        """The document with `changes` recorded (`record_changes`): a copy that shares every
+        ticket they leave alone. The changed ones are as JSON reads them back (a tuple in a
+        field is a list), as a read of the file written would give them."""
+        tickets, by_id = list(self.raw["tickets"]), dict(self.by_id)
+        wanted = [(tid, self.at[tid]) for tid in {c.ticket_id for c in changes} if tid in self.at]
+        for tid, i in wanted:
+            tickets[i] = by_id[tid] = _ticket_copy(tickets[i])
+        _record_in(by_id, changes)
+        for tid, i in wanted:
+            tickets[i] = by_id[tid] = json.loads(json.dumps(tickets[i]))
+        return _Document(raw={**self.raw, "tickets": tickets}, by_id=by_id, at=self.at)
+
+
+def _ticket_copy(entry: dict[str, Any]) -> dict[str, Any]:
+    """A copy `record_state` may change: the history it appends to is copied too."""
+    copied = dict(entry)
+    if isinstance(entry.get("state_history"), list):
+        copied["state_history"] = list(entry["state_history"])
+    return copied
 
 
 class RunStates:
@@ -556,23 +625,27 @@ class RunStates:
     def __init__(self, path: Path, *, lock_timeout: float) -> None:
         self.path = path
         self.lock = FileLock(str(path) + ".lock", timeout=lock_timeout)
+        self._kept = files.Snapshot(path, self._parse)  # parsed again only once it changed
 
     def read(self) -> dict[str, dict[str, Any]]:
+        """The kept states by ID (shared with the next read: not to be changed)."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            return self._kept.read()
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeDecodeError) as exc:
             raise IndexFileError(f"cannot read {self.path}: {exc}") from None
+
+    def _parse(self, data: bytes) -> dict[str, dict[str, Any]]:
         try:
-            data = json.loads(text)
+            document = json.loads(data.decode("utf-8"))
         except json.JSONDecodeError as exc:
             raise IndexFileError(
                 f"{self.path} is not valid JSON (line {exc.lineno}, column {exc.colno})",
                 hint="it holds sage's ticket states between runs (IN_PROGRESS, DEFERRED): "
                 "delete it to forget them; the index is untouched",
             ) from None
-        found = data.get("tickets") if isinstance(data, dict) else None
+        found = document.get("tickets") if isinstance(document, dict) else None
         if not isinstance(found, dict):
             raise IndexFileError(
                 f'{self.path}: expected an object with a "tickets" object',
@@ -581,13 +654,14 @@ class RunStates:
         return {k: v for k, v in found.items() if isinstance(v, dict)}
 
     def overlay(self, raw: dict[str, Any]) -> None:
-        """Lay the kept states over a raw index (in place)."""
+        """Lay the kept states over a raw index (in place; copies: the kept ones are shared)."""
         kept = self.read()
         if not kept:
             return
         for entry in raw["tickets"]:
             mine = kept.get(str(entry.get("id"))) if isinstance(entry, dict) else None
             if mine is not None and entry.get("state", "UNPROCESSED") == mine.get("over"):
+                mine = copy.deepcopy(mine)
                 entry["state"] = mine.get("state")
                 fields = mine.get("fields")
                 entry.update(fields if isinstance(fields, dict) else {})
@@ -608,7 +682,13 @@ class RunStates:
             }  # fmt: skip
             for change in changes:
                 self._apply(kept, index, change, path)
-            files.write_json(self.path, {"tickets": kept})
+            data = files.json_text({"tickets": kept}).encode("utf-8")
+            files.write_atomic(self.path, data, durable=False)  # run state: see sage.lib.files
+            changed = {c.ticket_id for c in changes if c.ticket_id in kept}
+            self._kept.wrote(data, {  # as a read would give it back: a tuple is a list
+                tid: json.loads(json.dumps(mine)) if tid in changed else mine
+                for tid, mine in kept.items()
+            })  # fmt: skip
 
     @staticmethod
     def _apply(
@@ -654,6 +734,19 @@ def _writing(lock: FileLock, path: Path, what: str, unchanged: str) -> Iterator[
     """`lock` held while `path` is rewritten; a lock held too long or a failed write (read-only,
     disk full: the old file is intact, the write is atomic) as one clear error."""
     try:
+        with _locked(lock, what):
+            yield
+    except OSError as exc:
+        raise SageError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint=f"{unchanged}; make it writable or free some space",
+        ) from exc
+
+
+@contextlib.contextmanager
+def _locked(lock: FileLock, what: str) -> Iterator[None]:
+    """`lock` held; held too long by another, one clear error."""
+    try:
         Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
         with lock.acquire(poll_interval=LOCK_POLL):
             yield
@@ -661,11 +754,6 @@ def _writing(lock: FileLock, path: Path, what: str, unchanged: str) -> Iterator[
         raise LockHeld(
             f"{what} locked: {lock.lock_file}",
             hint="another sage process is writing; try again, or remove a stale lock file",
-        ) from exc
-    except OSError as exc:
-        raise SageError(
-            f"cannot write {path}: {exc.strerror or exc}",
-            hint=f"{unchanged}; make it writable or free some space",
         ) from exc
 
 
@@ -687,7 +775,10 @@ class StateChange:
 def record_changes(raw: dict[str, Any], changes: Sequence[StateChange]) -> None:
     """Apply state changes to a raw index. A ticket already in that state with those fields (a
     recovery doing it again) or gone from the index is left alone: landing must not stall."""
-    by_id = _by_id(raw)
+    _record_in(_by_id(raw), changes)
+
+
+def _record_in(by_id: Mapping[Any, dict[str, Any]], changes: Sequence[StateChange]) -> None:
     for change in changes:
         ticket = by_id.get(change.ticket_id)
         if ticket is None and change.strict:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,3 +66,22 @@ def test_stream_refuses_a_typo_in_a_placeholder_before_anything_runs(
     assert (
         index["tickets"][0]["state"] == "UNPROCESSED" and "state_history" not in index["tickets"][0]
     )
+
+
+LOADED = """
+import sys
+from sage.cli import main
+code = main(sys.argv[1:])
+print(" ".join(sorted(m for m in sys.modules if m.startswith(("sage.", "networkx")))))
+"""
+
+
+def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
+    """`sage stream` (and the git hooks' `sage hook-impl`) do not pay for every other command:
+    the root command imports a command's module when that command is looked up."""
+    done = subprocess.run([sys.executable, "-c", LOADED, "stream", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    loaded = set(done.stdout.split("\n")[-2].split())
+    assert "sage.commands.stream" in loaded and "Usage: sage stream" in done.stdout
+    others = {f"sage.commands.{m}" for m in ("add", "clean", "hooks", "import_", "demo", "report")}
+    assert not loaded & (others | {"sage.lib.hooks", "sage.lib.clean", "sage.lib.importer"})

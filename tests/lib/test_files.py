@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -50,3 +53,145 @@ def test_dumps_writes_what_json_writes(first: object, second: object) -> None:
     many = [first, second] * 9
     for data in ({"tickets": many}, {"tickets": many[::-1]}, {"tickets": [first]}, first):
         assert files.dumps(data) == json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def test_the_reused_texts_are_kept_for_a_document_larger_than_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A document with more tickets than `_KEEP_MOST` is not written from scratch each time."""
+    monkeypatch.setattr(files, "_KEEP_MOST", 20)
+    monkeypatch.setattr(files, "_KEPT", {})
+    data = {"tickets": [{"id": f"T-{i}"} for i in range(30)]}
+    files.dumps(data)
+    data["tickets"][0] = {"id": "T-0", "state": "COMPLETED"}
+    encoded: list[object] = []
+    monkeypatch.setattr(files, "_plain", lambda value, depth: encoded.append(value) or "{}")
+    files.dumps(data)
+    assert encoded == [data["tickets"][0]]  # only the changed ticket is indented again
+
+
+# ---- durability -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    done: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: done.append(fd) or real(fd))
+    return done
+
+
+def test_a_durable_write_fsyncs_the_file_and_its_folder(tmp_path: Path, fsyncs: list[int]) -> None:
+    files.write_atomic(tmp_path / "config.toml", "x = 1\n")
+    files.write_json(tmp_path / "index.json", {"tickets": []})
+    assert len(fsyncs) == 4
+
+
+def test_run_state_is_replaced_atomically_without_a_flush(
+    tmp_path: Path, fsyncs: list[int]
+) -> None:
+    path = tmp_path / "state" / "tickets.json"
+    files.write_json(path, {"tickets": {}}, durable=False)
+    files.write_atomic(path, "{}\n", durable=False)
+    assert fsyncs == [] and path.read_text() == "{}\n"
+    assert os.listdir(path.parent) == ["tickets.json"]  # no temporary file left
+
+
+# ---- snapshots --------------------------------------------------------------------------------
+
+
+class Parses:
+    """A parse that counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, data: bytes) -> str:
+        self.calls += 1
+        return data.decode()
+
+
+def test_a_snapshot_parses_a_file_again_only_once_it_changed(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    path.write_text("one\n")
+    parse = Parses()
+    seen = files.Snapshot(path, parse)
+    assert (seen.read(), seen.read(), parse.calls) == ("one\n", "one\n", 1)
+    path.write_text("two\n")  # in place, same size, within the same tick of the clock
+    assert (seen.read(), parse.calls) == ("two\n", 2)
+    files.write_atomic(path, "two\n")  # another file with the same bytes: nothing to parse
+    assert (seen.read(), parse.calls) == ("two\n", 2)
+    path.unlink()
+    with pytest.raises(FileNotFoundError):
+        seen.read()
+
+
+def test_a_snapshot_takes_a_write_of_its_own_without_parsing_it(tmp_path: Path) -> None:
+    path = tmp_path / "tickets.json"
+    parse = Parses()
+    seen = files.Snapshot(path, parse)
+    files.write_atomic(path, b"mine\n", durable=False)
+    seen.wrote(b"mine\n", "what mine parses to")
+    assert (seen.read(), parse.calls) == ("what mine parses to", 0)
+    path.write_text("them\n")  # another process, right after
+    assert (seen.read(), parse.calls) == ("them\n", 1)
+
+
+def test_a_racy_snapshot_compares_the_bytes_when_the_signature_cannot_tell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a filesystem whose timestamps are coarser than the writes (FAT: 2 s), a same-size
+    edit in place keeps the signature: a read so soon after a change reads the bytes again."""
+    monkeypatch.setattr(files, "_signature", lambda found: (1, 4, 0, 0))
+    monkeypatch.setattr(files.time, "time_ns", lambda: files.RACY_NS - 1)  # within a tick
+    path = tmp_path / "index.json"
+    path.write_text("one\n")
+    seen = files.Snapshot(path, bytes.decode)
+    assert seen.read() == "one\n"
+    path.write_text("two\n")
+    assert seen.read() == "two\n"
+
+
+def test_a_settled_snapshot_trusts_the_signature_and_still_sees_an_edit_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "RACY_NS", 20_000_000)  # 20 ms: clearly longer than a tick here
+    path = tmp_path / "index.json"
+    path.write_text("one\n")
+    time.sleep(0.05)
+    parse = Parses()
+    seen = files.Snapshot(path, parse)
+    assert seen.read() == "one\n" and seen._seen is not None and seen._seen.settled
+    reads: list[object] = []
+
+    def opened(*args: Any) -> Any:
+        reads.append(args)
+        return open(*args)
+
+    monkeypatch.setattr(files, "open", opened, raising=False)
+    assert (seen.read(), reads) == ("one\n", [])  # settled: one stat, no read
+    path.write_text("two\n")  # same size, same inode: the ctime moved on
+    assert (seen.read(), parse.calls) == ("two\n", 2)
+
+
+@given(st.lists(st.sampled_from(["in place", "replace", "same bytes", "own write", "read"]),
+                max_size=12))  # fmt: skip
+def test_a_snapshot_always_reads_what_the_file_holds(steps: list[str]) -> None:
+    """Whatever writes the file, and however soon after a read, the snapshot gives the value of
+    the bytes it holds now."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "index.json"
+        path.write_bytes(b"0000")
+        seen = files.Snapshot(path, bytes.decode)
+        for n, step in enumerate(steps, start=1):
+            data = f"{n:04d}".encode()
+            if step == "in place":
+                path.write_bytes(data)  # same size: only the timestamps can tell
+            elif step == "replace":
+                files.write_atomic(path, data, durable=False)
+            elif step == "same bytes":
+                files.write_atomic(path, path.read_bytes(), durable=False)
+            elif step == "own write":
+                files.write_atomic(path, data, durable=False)
+                seen.wrote(data, data.decode())
+            assert seen.read() == path.read_text()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from sage.lib import queue as commit_queue
 from sage.lib.errors import LockHeld
 from sage.lib.project import Project, open_project
 from sage.lib.queue import CommitQueue, Landed, QueueEntry, Rejected
+from sage.lib.queue.entries import Entries, Status, new_entry
 from sage.lib.tickets import TicketStore
 from tests.conftest import git, ticket, write_index
 
@@ -450,3 +453,21 @@ def test_a_user_commit_after_a_landing_makes_no_false_conflict(repo: Path) -> No
     assert isinstance(first, Landed)
     assert [(type(o).__name__, o.entry.attempts) for o in outcomes] == [("Landed", 0)] * 2
     assert landed_ids(repo) == ["T-0", "T-1", "T-2"]
+
+
+def test_of_an_entrys_writes_only_the_write_ahead_before_the_swap_is_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The durability policy (`sage.lib.files`): the entry marked applying, written with
+    `durable=True` before the target ref moves, is on disk first; the others are run state."""
+    entries = Entries(tmp_path / "queue", tmp_path / "locks", lock_timeout=5)
+    flushed: list[int] = []
+    monkeypatch.setattr(os, "fsync", flushed.append)
+    entry = entries.add(new_entry(ticket_id="A-1", title="a", branch="sage/A-1",
+                                  base="0" * 40, head="1" * 40))  # fmt: skip
+    entries.requeue([replace(entry, status=Status.CONFLICT)])
+    assert flushed == []
+    entries.write(replace(entry, status=Status.APPLYING), durable=True)
+    assert len(flushed) == 2  # the file, then its folder
+    entries.archive(replace(entry, status=Status.LANDED))
+    assert len(flushed) == 2 and [e.status for e in entries.archived()] == [Status.LANDED]

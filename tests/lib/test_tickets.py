@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from hypothesis import strategies as st
 
 from sage.lib import files, tickets
 from sage.lib.errors import IndexFileError, LockHeld, SageError
-from tests.conftest import FIXTURE, ticket, write_index
+from tests.conftest import FIXTURE, git, ticket, write_index
 
 UNSAFE = {
     "../x": "contains '..'",
@@ -601,3 +604,202 @@ def test_corrupt_run_states_are_one_clear_error(tmp_path: Path) -> None:
         with pytest.raises(IndexFileError, match=r"tickets\.json") as caught:
             tickets.TicketStore(path, states=states).load()
         assert caught.value.hint and "delete it" in caught.value.hint
+
+
+def test_run_states_are_written_without_a_flush_and_the_index_with_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The durability policy (`sage.lib.files`): IN_PROGRESS is run state; a COMPLETED written
+    into the index is a write of the user's file."""
+    path = write_index(tmp_path, [ticket("R-1")])
+    store = tickets.TicketStore(path, states=tmp_path / "state" / "tickets.json")
+    flushed: list[int] = []
+    monkeypatch.setattr(os, "fsync", flushed.append)
+    store.transition([("R-1", "IN_PROGRESS")])
+    assert flushed == []
+    store.record([tickets.StateChange(ticket_id="R-1", state="COMPLETED", reason="landed")])
+    assert len(flushed) == 2  # the file, then its folder
+
+
+# ---- the store reuses what it read while the files are unchanged ------------------------------
+
+
+def test_transitions_parse_an_unchanged_index_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_index(tmp_path, [ticket("R-1"), ticket("R-2")])
+    store = tickets.TicketStore(path, states=tmp_path / "state" / "tickets.json")
+    parsed: list[str] = []
+    real = tickets._decode
+    monkeypatch.setattr(
+        tickets, "_decode", lambda text, where: parsed.append(text) or real(text, where)
+    )
+    store.transition([("R-1", "IN_PROGRESS")])
+    store.transition([("R-2", "IN_PROGRESS")])
+    store.record([tickets.StateChange(ticket_id="R-1", state="COMPLETED", reason="landed")])
+    store.transition([("R-2", "DEFERRED")])  # after its own write of the index: no parse
+    assert len(parsed) == 1
+
+
+EDIT_IN_PLACE = """
+import sys
+path, old, new = sys.argv[1:]
+with open(path, "r+b") as f:  # same size, same inode: only the timestamps tell
+    data = f.read().replace(old.encode(), new.encode())
+    f.seek(0)
+    f.write(data)
+"""
+
+
+def test_an_edit_by_another_process_between_two_transitions_is_seen(tmp_path: Path) -> None:
+    path = write_index(tmp_path, [ticket("R-1"), ticket("R-2")])
+    states = tmp_path / "state" / "tickets.json"
+    store = tickets.TicketStore(path, states=states)
+    store.transition([("R-1", "IN_PROGRESS")])
+    subprocess.run([sys.executable, "-c", EDIT_IN_PLACE, str(path), '"R-2"', '"R-3"'], check=True)
+    with pytest.raises(SageError, match="R-2 is no longer in"):
+        store.transition([("R-2", "IN_PROGRESS")])
+    store.transition([("R-3", "IN_PROGRESS")])
+    assert set(json.loads(states.read_text())["tickets"]) == {"R-1", "R-3"}
+
+    store.record([tickets.StateChange(ticket_id="R-1", state="COMPLETED", reason="landed")])
+    subprocess.run([sys.executable, "-c", EDIT_IN_PLACE, str(path), "Ticket R-2", "Ticket X-2"],
+                   check=True)  # fmt: skip
+    store.record([tickets.StateChange(ticket_id="R-3", state="COMPLETED", reason="landed")])
+    written = {t["id"]: t for t in json.loads(path.read_text())["tickets"]}
+    assert (written["R-1"]["state"], written["R-3"]["state"]) == ("COMPLETED", "COMPLETED")
+    assert written["R-3"]["title"] == "Ticket X-2"  # the edit made since the last write is kept
+
+    subprocess.run([sys.executable, "-c", EDIT_IN_PLACE, str(states), "R-1", "R-9"], check=True)
+    assert set(tickets.RunStates(states, lock_timeout=1).read()) == set(store.states.read())
+
+
+STATE_OPS = ("start", "defer", "reset", "complete", "landed")  # what the store does
+EDITS = ("retitle", "drop", "add", "forget")  # what another writer does meanwhile
+IDS = ("R-1", "R-2", "R-3")
+
+
+def _do(store: tickets.TicketStore, op: str, tid: str) -> str:
+    """What `op` on `tid` did: "" or the type of the error it raised."""
+    states = {"start": "IN_PROGRESS", "defer": "DEFERRED", "reset": "UNPROCESSED"}
+    try:
+        if op in states:
+            store.transition([(tid, states[op])], reason=op, fields={tid: {"why": [op, tid]}})
+        else:
+            store.record(
+                [
+                    tickets.StateChange(
+                        ticket_id=tid,
+                        state="COMPLETED",
+                        reason=op,
+                        committed=op == "landed",
+                        fields={"n": (1, 2)},
+                    )
+                ]
+            )
+    except SageError as exc:
+        return type(exc).__name__
+    return ""
+
+
+def _edit(index: Path, states: Path, op: str, tid: str) -> None:
+    data = json.loads(index.read_text())
+    if op == "retitle":  # in place, the same size
+        text, title = index.read_text(), f'"Ticket {tid}"'
+        old, new = (title, title.swapcase()) if title in text else (title.swapcase(), title)
+        with open(index, "r+", encoding="utf-8") as handle:
+            handle.write(text.replace(old, new))
+    elif op == "drop":  # rewritten in place
+        data["tickets"] = [t for t in data["tickets"] if t["id"] != tid]
+        index.write_text(json.dumps(data, indent=2))
+    elif op == "add":  # replaced by another file
+        if all(t["id"] != tid for t in data["tickets"]):
+            data["tickets"].append(ticket(tid))
+        files.write_atomic(index, json.dumps(data), durable=False)
+    else:
+        states.unlink(missing_ok=True)
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.rglob("*.json")}
+
+
+@given(st.lists(st.tuples(st.sampled_from(STATE_OPS + EDITS), st.sampled_from(IDS)),
+                max_size=14))  # fmt: skip
+def test_a_store_that_reuses_its_reads_writes_what_a_fresh_one_would(
+    steps: list[tuple[str, str]],
+) -> None:
+    """Each change of state, made by a store that has read and written the files before and by a
+    fresh one from the same files, writes the same bytes, whatever another writer did between."""
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tickets, "now", lambda: "2026-01-01T00:00:00.000Z")
+        real, shadow = Path(folder, "real"), Path(folder, "shadow")
+        index = write_index(real, [ticket(t) for t in IDS[:2]], path="index.json")
+        store = tickets.TicketStore(index, states=real / "tickets.json")
+        for op, tid in steps:
+            if op in EDITS:
+                _edit(index, real / "tickets.json", op, tid)
+                continue
+            shutil.rmtree(shadow, ignore_errors=True)
+            shutil.copytree(real, shadow)
+            fresh = tickets.TicketStore(shadow / "index.json", states=shadow / "tickets.json")
+            assert _do(store, op, tid) == _do(fresh, op, tid)
+            assert _contents(real) == _contents(shadow)
+
+
+def test_a_failed_write_leaves_nothing_of_its_change_in_what_the_store_reuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_index(tmp_path, [ticket("R-1"), ticket("R-2")])
+    states = tmp_path / "state" / "tickets.json"
+    store = tickets.TicketStore(path, states=states)
+    store.transition([("R-1", "IN_PROGRESS")])
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", disk_full)
+        for change in ("COMPLETED", "DEFERRED"):  # into the index; into the run states
+            with pytest.raises(SageError, match="No space left"):
+                store.record([tickets.StateChange(ticket_id="R-1", state=change, reason="x")])
+    store.transition([("R-2", "IN_PROGRESS")])
+    store.record([tickets.StateChange(ticket_id="R-2", state="COMPLETED", reason="landed")])
+    index = {t["id"]: t for t in json.loads(path.read_text())["tickets"]}
+    assert (index["R-1"]["state"], index["R-2"]["state"]) == ("UNPROCESSED", "COMPLETED")
+    assert [h["to"] for h in json.loads(states.read_text())["tickets"]["R-1"]["history"]] == [
+        "IN_PROGRESS"
+    ]
+
+
+def test_a_transition_during_a_checkouts_update_of_the_index_waits_for_it(repo: Path) -> None:
+    """`git read-tree -u` deletes the index and writes it again, under the store's lock (the
+    landing holds it while the user's checkout follows): a transition that reads the index
+    meanwhile finds it gone or cut short, and reads it again under the lock."""
+    path = write_index(repo, [ticket(f"R-{i}") for i in range(30)])
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tickets")
+    data = json.loads(path.read_text())
+    data["tickets"][0]["state"] = "COMPLETED"
+    path.write_text(json.dumps(data, indent=2))
+    git(repo, "commit", "-qam", "R-0 landed")
+    old, new = git(repo, "rev-parse", "HEAD~1"), git(repo, "rev-parse", "HEAD")
+    store = tickets.TicketStore(path, states=repo / ".git" / "sage" / "tickets.json",
+                                lock=repo / ".git" / "sage" / "index.lock")  # fmt: skip
+    stop = threading.Event()
+
+    def checkout_follows() -> None:
+        tree = (old, new)
+        while not stop.is_set():
+            with store.lock:
+                git(repo, "read-tree", "-m", "-u", *tree)
+            tree = tree[::-1]
+
+    follower = threading.Thread(target=checkout_follows)
+    follower.start()
+    try:
+        for i in range(100):
+            store.transition([(f"R-{1 + i % 29}", ("IN_PROGRESS", "DEFERRED")[i % 2])])
+    finally:
+        stop.set()
+        follower.join()

@@ -152,14 +152,16 @@ class Entries:
             seq = max((int(p.name.split("-", 1)[0]) for p in names), default=0) + 1
             return self.write(replace(entry, seq=seq))
 
-    def write(self, entry: QueueEntry) -> QueueEntry:
-        files.write_json(self.queue_dir / entry.filename, entry.as_dict())
+    def write(self, entry: QueueEntry, *, durable: bool = False) -> QueueEntry:
+        """`durable`: on disk before returning (`sage.lib.files`), for the write-ahead record of
+        an entry marked applying before the target moves; else run state (atomic, no fsync)."""
+        files.write_json(self.queue_dir / entry.filename, entry.as_dict(), durable=durable)
         return entry
 
     def archive(self, entry: QueueEntry) -> QueueEntry:
         """Into done/ first, then out of the queue: a crash in between leaves two copies, which
         `active` reads as archived."""
-        files.write_json(self.done_dir / entry.filename, entry.as_dict())
+        files.write_json(self.done_dir / entry.filename, entry.as_dict(), durable=False)
         (self.queue_dir / entry.filename).unlink(missing_ok=True)
         return entry
 
