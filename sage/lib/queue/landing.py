@@ -272,10 +272,10 @@ class Landing:
         if blocker:
             return [self._blocked(c.entry, blocker) for c in stack]
         stamp = now()
-        entries = [
+        entries = [  # the write-ahead record: on disk before the target moves
             self.entries.write(
                 replace(c.entry, status=Status.APPLYING, old_target=onto, new_target=c.commit,
-                        landed_at=stamp)
+                        landed_at=stamp), durable=True,
             )
             for c in stack
         ]  # fmt: skip
