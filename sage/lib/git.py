@@ -371,6 +371,8 @@ def lock_in_the_way(stderr: str) -> str | None:
 
 def update_ref(repo: Path, ref: str, new: str, old: str) -> bool:
     """Compare-and-swap: move `ref` to `new` only if it is still at `old` (False if it is not).
+    Done on the ref's file as git's files backend does (`move_ref`) where that is exact, else by
+    `git update-ref`.
 
     A git lock file in the way for a whole second is no race: a git process killed mid-update
     leaves it behind, and git refuses that ref until it is removed. Say so, naming it."""
