@@ -142,6 +142,7 @@ def prepare_slot(
     """
     started = time.monotonic()
     path, branch = slot_path(slots_dir, slot), branch_for(ticket_id)
+    _drop_stale_lock(repo, branch)
     noted = _noted_tidy(path)
     problem = slot_problem(repo, path) or _switched(
         path, branch, base, setup, tidy=noted and not hooks_may_write(path)
@@ -156,6 +157,22 @@ def prepare_slot(
                 recovered="" if problem in ("", "missing") else problem,
                 setup_ran=bool(reason), setup_reason=reason, setup_seconds=setup_seconds,
                 seconds=time.monotonic() - started)  # fmt: skip
+
+
+# When this process began: a lock file older than that on a ticket's own branch is no lock of
+# this run's (one stream per repository, one runner per ticket), but one a killed run left.
+_SINCE = time.time()
+
+
+def _drop_stale_lock(repo: Path, branch: str) -> None:
+    """Remove `refs/heads/<branch>.lock` when a run that was killed left it: git would refuse
+    the branch until then, and the ticket would fail every attempt."""
+    lock = git.shared_dir(repo) / "refs" / "heads" / f"{branch}.lock"
+    try:
+        if lock.stat().st_mtime < _SINCE:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def slot_problem(repo: Path, path: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -371,3 +372,17 @@ def test_sage_branches_get_no_reflog_but_the_slots_head_keeps_its_own(project: P
     assert not (common / "logs" / "refs" / "heads" / "sage" / "A-2").exists()
     head_log = Path(git(path, "rev-parse", "--git-dir")) / "logs" / "HEAD"
     assert "moving from sage/A-1 to sage/A-2" in head_log.read_text()
+
+
+def test_a_lock_a_killed_run_left_on_a_tickets_branch_is_removed(project: Path) -> None:
+    """kill -9 while git (or sage) held `sage/<ID>.lock` leaves the file; git then refuses the
+    branch, and without this the ticket failed every attempt."""
+    prepare(project, "A-1")
+    common = Path(git(project, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+    lock = common / "refs" / "heads" / "sage" / "A-2.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))  # from a run before this one
+    slot = prepare(project, "A-2")
+    assert git(slot.path, "symbolic-ref", "HEAD") == "refs/heads/sage/A-2"
+    assert not lock.exists()
