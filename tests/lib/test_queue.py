@@ -471,3 +471,27 @@ def test_of_an_entrys_writes_only_the_write_ahead_before_the_swap_is_flushed(
     assert len(flushed) == 2  # the file, then its folder
     entries.archive(replace(entry, status=Status.LANDED))
     assert len(flushed) == 2 and [e.status for e in entries.archived()] == [Status.LANDED]
+
+
+def test_numbering_goes_on_from_the_kept_number_and_from_the_entries_without_it(
+    tmp_path: Path,
+) -> None:
+    """Each entry gets the next number; the last one is kept beside the numbering lock, so an
+    enqueue does not list the archive (every entry of every run). Without that file (an older
+    sage, a hand edit), or with one behind the waiting entries, the entries say."""
+    entries = Entries(tmp_path / "queue", tmp_path / "locks", lock_timeout=5)
+
+    def add(tid: str) -> QueueEntry:
+        return entries.add(new_entry(ticket_id=tid, title=tid, branch=f"sage/{tid}",
+                                     base="0" * 40, head="1" * 40))  # fmt: skip
+
+    first = [add(f"A-{i}") for i in range(3)]
+    assert [e.seq for e in first] == [1, 2, 3]
+    for entry in first:
+        entries.archive(replace(entry, status=Status.LANDED, target="main"))
+    assert add("B-1").seq == 4
+    (tmp_path / "locks" / "queue-seq").unlink()
+    assert add("B-2").seq == 5  # counted from the archive and the queue
+    (tmp_path / "locks" / "queue-seq").write_text("1\n")  # behind the waiting entries
+    assert add("B-3").seq == 6
+    assert entries.last_landed("main") == replace(first[2], status=Status.LANDED, target="main")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -132,6 +133,20 @@ def read_entry(path: Path) -> QueueEntry | None:
     return _checked(data, path)
 
 
+def _entry_names(folder: Path) -> list[str]:
+    """The entry files' names in a queue folder ("<seq>-<ID>.json"), listed without a Path or
+    a pattern match each: the archive holds every entry of every run."""
+    try:
+        with os.scandir(folder) as found:
+            return [e.name for e in found if e.name[:1].isdigit() and e.name.endswith(".json")]
+    except FileNotFoundError:
+        return []
+
+
+def _seq_of(name: str) -> int:
+    return int(name.split("-", 1)[0])
+
+
 def by_seq(entries: Iterable[QueueEntry | None]) -> list[QueueEntry]:
     return sorted((e for e in entries if e is not None), key=lambda e: e.seq)
 
@@ -148,9 +163,27 @@ class Entries:
         enqueuing never waits for a landing's verify run."""
         numbering = self.locks_dir / "queue-seq.lock"
         with locks.hold(numbering, timeout=self.lock_timeout, what="the queue's numbering"):
-            names = [*self.queue_dir.glob("[0-9]*.json"), *self.done_dir.glob("[0-9]*.json")]
-            seq = max((int(p.name.split("-", 1)[0]) for p in names), default=0) + 1
+            seq = self._last_seq() + 1
+            # the number first: a crash before the entry is written leaves a gap, never a reuse
+            files.write_atomic(self._seq_file, f"{seq}\n", durable=False)
             return self.write(replace(entry, seq=seq))
+
+    @property
+    def _seq_file(self) -> Path:
+        return self.locks_dir / "queue-seq"
+
+    def _last_seq(self) -> int:
+        """The last number given, from the file kept beside the numbering lock; counted from
+        the entries (both folders, which grow run after run) when it is missing or unreadable,
+        or behind them (an older sage, a hand edit)."""
+        try:
+            kept = int(self._seq_file.read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            kept = -1
+        newest = max((_seq_of(n) for n in _entry_names(self.queue_dir)), default=0)
+        if kept < newest:  # the queue folder is small: checked every time
+            kept = max(newest, max((_seq_of(n) for n in _entry_names(self.done_dir)), default=0))
+        return kept
 
     def write(self, entry: QueueEntry, *, durable: bool = False) -> QueueEntry:
         """`durable`: on disk before returning (`sage.lib.files`), for the write-ahead record of
@@ -199,9 +232,8 @@ class Entries:
     def last_landed(self, target: str) -> QueueEntry | None:
         """The newest entry landed on `target`: the top of the queue's last landing there.
         Read from the archive, newest first (usually the first file read is it)."""
-        names = sorted(self.done_dir.glob("[0-9]*.json"), key=lambda p: p.name, reverse=True)
-        for path in names:
-            entry = read_entry(path)
+        for name in sorted(_entry_names(self.done_dir), reverse=True):
+            entry = read_entry(self.done_dir / name)
             if entry and entry.status == Status.LANDED and entry.target == target:
                 return entry
         return None
