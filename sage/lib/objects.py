@@ -97,21 +97,28 @@ def _edit(
         else:
             below.setdefault(name, {})[parts[1:]] = change
     out = dict(entries)
-    for name, entry in here.items():
-        if entry is None:
-            out.pop(name, None)
-        else:
-            out[name] = entry
     for name, sub in below.items():
-        current = out.get(name)
+        if name in here:  # the name itself changes too: a file became a folder, or back
+            if here[name] is not None:  # a folder became this file: only its files may go
+                if any(change is not None for change in sub.values()):
+                    return None
+                continue
+            current = None  # a file became a folder: the folder is made anew
+        else:
+            current = out.get(name)
         if current is not None and current[0] != TREE_MODE:
-            return None  # a change below a file (the file's removal would come with it)
+            return None  # a change below a file that stays
         edited = _edit(store, current[1] if current else None, sub)
         if edited is None:
             return None
         if edited:
             out[name] = (TREE_MODE, edited)
         else:
+            out.pop(name, None)
+    for name, entry in here.items():
+        if entry is not None:
+            out[name] = entry
+        elif name not in below:
             out.pop(name, None)
     if not out:
         return b""

@@ -198,3 +198,16 @@ def test_packed_objects_are_read_in_process(tmp_path: Path) -> None:
     theirs = git(repo, "rev-parse", "HEAD")
     mine = objects.merged_tree(repo, base, ours, theirs)
     assert mine is not None and mine == git(repo, "merge-tree", "--write-tree", ours, theirs)
+
+
+def test_an_edit_that_turns_a_folder_into_a_file_and_back(
+    repo: Path, blobs: dict[str, str]
+) -> None:
+    """Found by the property test: "e" a file where the folder "e" (with "e/w") was."""
+    folder = {"a": ("100644", "one\n"), "e/w": ("100644", "two\n")}
+    file = {"e": ("100644", "one\n")}
+    one, other = commit_of(repo, folder, blobs, None), commit_of(repo, file, blobs, None)
+    to_file = {"a": None, "e/w": None, "e": ("100644", blobs["one\n"])}
+    assert objects.edited_tree(repo, one, to_file) == git(repo, "rev-parse", f"{other}^{{tree}}")
+    to_folder = {"e": None, "a": ("100644", blobs["one\n"]), "e/w": ("100644", blobs["two\n"])}
+    assert objects.edited_tree(repo, other, to_folder) == git(repo, "rev-parse", f"{one}^{{tree}}")

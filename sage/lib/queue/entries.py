@@ -139,7 +139,7 @@ def _entry_names(folder: Path) -> list[str]:
     try:
         with os.scandir(folder) as found:
             return [e.name for e in found if e.name[:1].isdigit() and e.name.endswith(".json")]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # as a glob: nothing there to number
         return []
 
 
