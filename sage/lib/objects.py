@@ -181,16 +181,22 @@ def tree_id(repo: Path, commit: str) -> str | None:
     return _Store(repo).tree_of(commit)
 
 
-def changed_paths(repo: Path, old: str, new: str) -> set[str] | None:
+def changed_paths(repo: Path, old: str, new: str) -> frozenset[str] | None:
     """The files that differ between two commits (or trees), as `git diff-tree -r --name-only
-    --no-renames` lists them; None when an object cannot be read in process."""
-    store = _Store(repo)
+    --no-renames` lists them; None when an object cannot be read in process. Kept by the ids
+    (which name their content): a landing's dry run and its checkout update ask the same."""
+    return _changed_paths(str(repo), old, new)
+
+
+@functools.lru_cache(maxsize=64)
+def _changed_paths(repo: str, old: str, new: str) -> frozenset[str] | None:
+    store = _Store(Path(repo))
     trees = [store.tree_of(sha) for sha in (old, new)]
     if None in trees:
         return None
     found: set[str] = set()
     one, other = (bytes.fromhex(str(tree)) for tree in trees)
-    return found if _diff(store, one, other, "", found) else None
+    return frozenset(found) if _diff(store, one, other, "", found) else None
 
 
 def _diff(
