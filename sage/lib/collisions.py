@@ -22,7 +22,7 @@ def landed_files(repo: Path, commit: str) -> set[str]:
     if parent is not None and len(parent[0]) == 1:
         found = objects.changed_paths(repo, parent[0][0], commit)
         if found is not None:
-            return found
+            return set(found)
     out = git.run(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", "-z", f"{commit}^",
                   commit).stdout  # fmt: skip
     return {path for path in out.split("\0") if path}
@@ -43,19 +43,9 @@ def _untouched(worktree: Path, base: str, paths: set[str]) -> bool:
     index = index_file.index_of(worktree)
     return (
         index is not None
-        and _head_commit(worktree, index.parent) == base
+        and git.worktree_head(worktree, index.parent) == base
         and index_file.unchanged(worktree, base, paths)
     )
-
-
-def _head_commit(worktree: Path, admin: Path) -> str | None:
-    """The commit a worktree's HEAD names, read from its files where they tell (a branch's
-    loose ref), else asked of git."""
-    try:
-        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return git.rev_parse(worktree, head.removeprefix("ref: ") if head.startswith("ref: ") else head)
 
 
 def warn(worktree: Path, *, landed: str, commit: str, files: set[str]) -> None:

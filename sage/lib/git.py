@@ -144,6 +144,21 @@ def common_dir(repo: Path) -> Path:
     return path if path.is_absolute() else (repo / path).resolve()
 
 
+def worktree_head(worktree: Path, admin: Path) -> str | None:
+    """The commit a worktree's HEAD names, read from its files (`admin`: its own git dir) where
+    they tell: a detached HEAD, or a branch with a loose ref (the common dir's, as `commondir`
+    names it); None else."""
+    try:
+        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+        if head.startswith("ref: "):
+            common = Path((admin / "commondir").read_text(encoding="utf-8").strip())
+            ref = (common if common.is_absolute() else admin / common) / head[5:]
+            head = ref.read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return None
+    return head if _HEX.fullmatch(head) else None
+
+
 def shared_dir(repo: Path) -> Path:
     """`common_dir`, asked of git once per path."""
     return _common_dir_cached(str(repo))

@@ -482,17 +482,10 @@ def _whitespace_cleaned(message: str) -> str:
 
 
 def _head(worktree: Path) -> str:
-    """The worktree's HEAD commit, read from its branch's loose ref when there is one (a branch
-    just committed to has one), else asked of git."""
-    admin = _admin_dir(worktree)
-    ref = (admin / "HEAD").read_text(encoding="utf-8").strip().removeprefix("ref: ")
-    loose = Path((admin / "commondir").read_text(encoding="utf-8").strip())
-    loose = (loose if loose.is_absolute() else admin / loose) / ref
-    try:
-        sha = loose.read_text(encoding="ascii").strip()
-    except (OSError, ValueError):
-        sha = ""
-    return sha if len(sha) in (40, 64) else git.git(worktree, "rev-parse", "HEAD")
+    """The worktree's HEAD commit (`git.worktree_head`), else asked of git."""
+    return git.worktree_head(worktree, _admin_dir(worktree)) or git.git(
+        worktree, "rev-parse", "HEAD"
+    )
 
 
 class NotLanded(Exception):
