@@ -281,7 +281,9 @@ def _split_or_sparse(data: bytes, at: int, hash_size: int) -> bool:
     return at != stop
 
 
-def fast_forward(checkout: Path, old: str, new: str, paths: Iterable[str]) -> bool:
+def fast_forward(
+    checkout: Path, old: str, new: str, paths: Iterable[str], *, in_place: bool = False
+) -> bool:
     """Move a clean checkout (its index and files) from commit `old` to `new`, which differ in
     `paths`, as `git read-tree -m -u old new` does then, without a process: each path's file
     written (or removed) from the objects, then the index written under git's `index.lock`.
@@ -289,7 +291,10 @@ def fast_forward(checkout: Path, old: str, new: str, paths: Iterable[str]) -> bo
     setting, sparse checkout, case folding or submodule, an index of version 2 or 3 with no
     extension git requires, and every path in the index and on disk as `old` has it.
     False: nothing was changed (git does it). An error once files are written propagates:
-    the checkout is then half way, as when git is killed there (the caller's journal)."""
+    the checkout is then half way, as when git is killed there (the caller's journal).
+    `in_place`: a file that stays a plain file is rewritten where it is, not removed and made
+    anew as git does (for sage's own slots: making a file costs the filesystem far more than
+    writing one; a program of the user's holding the old file is what git's way is for)."""
     found, index = git.settings(checkout), index_of(checkout)
     wanted = sorted(set(paths))
     if found is None or index is None or not wanted or _unusual_checkout(found):
@@ -316,7 +321,7 @@ def fast_forward(checkout: Path, old: str, new: str, paths: Iterable[str]) -> bo
     try:
         with os.fdopen(fd, "wb") as handle:
             version, entries, kept, written = parsed
-            changed = _write_files(checkout, before, after, contents)
+            changed = _write_files(checkout, before, after, contents, in_place=in_place)
             for path, entry in changed.items():
                 if entry is None:
                     entries.pop(os.fsencode(path), None)
@@ -425,7 +430,8 @@ def _contents(
 
 def _write_files(
     checkout: Path, before: Mapping[str, tuple[str, str] | None],
-    after: Mapping[str, tuple[str, str] | None], contents: Mapping[str, bytes],
+    after: Mapping[str, tuple[str, str] | None], contents: Mapping[str, bytes], *,
+    in_place: bool = False,
 ) -> dict[str, _Raw | None]:  # fmt: skip
     """Remove what `after` drops, then write what it has; the index entry of each path."""
     out: dict[str, _Raw | None] = {}
@@ -437,7 +443,8 @@ def _write_files(
     for path, content in contents.items():
         mode, oid = after[path] or ("", "")
         target = checkout / path
-        _put(target, content, mode)
+        if not (in_place and _rewritten(target, content, mode)):
+            _put(target, content, mode)
         fields = _stat_fields(os.lstat(target), int(mode, 8))
         out[path] = (fields, bytes.fromhex(oid), min(len(os.fsencode(path)), 0xFFF), None)
     return out
@@ -455,6 +462,28 @@ def _put(target: Path, content: bytes, mode: str) -> None:
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if mode == "100755" else 0o666)
     with os.fdopen(fd, "wb") as handle:
         handle.write(content)
+
+
+def _rewritten(target: Path, content: bytes, mode: str) -> bool:
+    """The new content written into the file already at `target`, when it is a plain file with
+    one name and stays one, executable or not as before; False: nothing done."""
+    if mode not in ("100644", "100755"):
+        return False
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        seen = os.fstat(fd)
+        if (
+            not stat.S_ISREG(seen.st_mode)
+            or seen.st_nlink != 1
+            or bool(seen.st_mode & 0o100) != (mode == "100755")
+        ):
+            return False
+        handle.truncate(0)
+        handle.write(content)
+    return True
 
 
 def _prune_folders(checkout: Path, path: str) -> None:

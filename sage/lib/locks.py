@@ -16,9 +16,10 @@ from sage.lib.tickets import LOCK_POLL, now
 
 
 def owner(path: Path) -> dict[str, object] | None:
-    """Who wrote the owner file next to a lock (may be stale if the lock is free)."""
+    """Who holds the lock at `path`, as its holder wrote it into the lock file while holding
+    it (empty once released; stale if the holder died holding it)."""
     try:
-        data = json.loads(Path(str(path) + ".owner").read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes() or b"null")
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -45,12 +46,19 @@ def hold(path: Path, *, timeout: float, what: str, hint: str | None = None) -> I
         lock.acquire(poll_interval=POLL)
     except Timeout:
         raise LockHeld(f"{what} is held by {describe(path)}", hint=hint) from None
-    marker = Path(str(path) + ".owner")
+    # The holder's name goes into the lock file itself, which stays (flock needs no new file):
+    # no file made and removed per hold.
+    fd = None
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
-        marker.write_text(json.dumps(info), encoding="utf-8")
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
         yield
     finally:
-        with contextlib.suppress(OSError):
-            marker.unlink()
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
         lock.release()

@@ -135,7 +135,7 @@ def entries_at(
     found = store.entries(bytes.fromhex(root)) if root else None
     if found is None:
         return None
-    trees: dict[str, dict[bytes, Entry] | None] = {"": found}
+    trees: dict[str, Mapping[bytes, Entry] | None] = {"": found}
     out: dict[str, tuple[str, str] | None] = {}
     try:
         for path in paths:
@@ -154,8 +154,8 @@ class _Unreadable(Exception):
 
 
 def _tree_at(
-    store: _Store, trees: dict[str, dict[bytes, Entry] | None], folder: str
-) -> dict[bytes, Entry] | None:
+    store: _Store, trees: dict[str, Mapping[bytes, Entry] | None], folder: str
+) -> Mapping[bytes, Entry] | None:
     """The entries of the tree at `folder`, None when there is no such folder."""
     if folder in trees:
         return trees[folder]
@@ -358,6 +358,7 @@ class _Store:
         self.hash = _hash_name(str(repo))
         self.size = hashlib.new(self.hash).digest_size
         self.plain = git.objects_dir(repo) is not None  # nothing replaced or grafted
+        self.seen = _seen_in(self.objects)
 
     def walk(self, start: str, parts: Sequence[str]) -> list[bytes] | None:
         """The contents of the root tree, each tree down the path, and the file at its end;
@@ -392,10 +393,14 @@ class _Store:
         """(type, content) of an object, from its loose file, else from the packs."""
         if not self.plain:
             return None
-        found = git.read_loose(self.objects, oid)
-        if found is not None:
-            return found
-        return _packed(str(self.objects), _packs_stamp(self.objects), oid)
+        found = self.seen.get(oid)
+        if found is None:
+            found = git.read_loose(self.objects, oid)
+            if found is None:
+                found = _packed(str(self.objects), _packs_stamp(self.objects), oid)
+            if found is not None:
+                self.seen.keep(oid, found)
+        return found
 
     def tree_of(self, oid: str) -> str | None:
         """The tree a commit (or a tree) names."""
@@ -404,8 +409,11 @@ class _Store:
             return None
         return oid if got[0] == "tree" else got[1][5 : got[1].index(b"\n")].decode()
 
-    def entries(self, oid: bytes) -> dict[bytes, Entry] | None:
-        """A tree's entries by name."""
+    def entries(self, oid: bytes) -> Mapping[bytes, Entry] | None:
+        """A tree's entries by name (kept: not to be changed)."""
+        out = self.seen.trees.get(oid)
+        if out is not None:
+            return out
         got = self.get(oid.hex())
         if got is None or got[0] != "tree":
             return None
@@ -415,14 +423,19 @@ class _Store:
             nul = body.index(b"\0", space)
             out[body[space + 1 : nul]] = (body[at:space], body[nul + 1 : nul + 1 + self.size])
             at = nul + 1 + self.size
+        if oid.hex() in self.seen:
+            self.seen.trees[oid] = out
         return out
 
     def write(self, kind: str, body: bytes) -> str:
         data = b"%s %d\0%s" % (kind.encode(), len(body), body)
         oid = hashlib.new(self.hash, data).hexdigest()
+        if oid in self.seen:
+            return oid
         folder = self.objects / oid[:2]
         target = folder / oid[2:]
         if target.exists():
+            self.seen.keep(oid, (kind, body))
             return oid
         folder.mkdir(exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=folder)
@@ -435,7 +448,62 @@ class _Store:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        self.seen.keep(oid, (kind, body))
         return oid
+
+
+class _Seen:
+    """The objects of one object folder already read or written, by id: an id names its
+    content, so nothing kept goes stale. Bounded in bytes, the oldest dropped first; trees
+    are also kept parsed. Only what is in the folder (or its packs) is ever kept, and the
+    folder is known by its inode, so a repository made anew at the same path starts empty."""
+
+    MOST, LARGEST = 32 << 20, 1 << 20  # bytes kept in all; bytes of the largest object kept
+
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[str, bytes]] = {}
+        self.trees: dict[bytes, dict[bytes, Entry]] = {}
+        self.size = 0
+        self.lock = threading.Lock()
+
+    def __contains__(self, oid: str) -> bool:
+        return oid in self.objects
+
+    def get(self, oid: str) -> tuple[str, bytes] | None:
+        return self.objects.get(oid)
+
+    def keep(self, oid: str, found: tuple[str, bytes]) -> None:
+        if len(found[1]) > self.LARGEST:
+            return
+        with self.lock:
+            if oid in self.objects:
+                return
+            self.objects[oid] = found
+            self.size += len(found[1])
+            while self.size > self.MOST:
+                dropped, (_, body) = next(iter(self.objects.items()))
+                del self.objects[dropped]
+                self.trees.pop(bytes.fromhex(dropped), None)
+                self.size -= len(body)
+
+
+def _seen_in(objects: Path) -> _Seen:
+    try:
+        found = objects.stat()
+    except OSError:
+        return _Seen()  # nothing to read anyway: kept for this use only
+    key = (str(objects), found.st_dev, found.st_ino)
+    with _SEEN_LOCK:
+        seen = _SEEN.get(key)
+        if seen is None:
+            if len(_SEEN) >= 8:
+                _SEEN.pop(next(iter(_SEEN)))
+            seen = _SEEN[key] = _Seen()
+        return seen
+
+
+_SEEN: dict[tuple[str, int, int], _Seen] = {}
+_SEEN_LOCK = threading.Lock()
 
 
 def _packs_stamp(objects: Path) -> tuple[int, int]:
@@ -448,24 +516,12 @@ def _packs_stamp(objects: Path) -> tuple[int, int]:
 
 
 def _packed(objects: str, stamp: tuple[int, int], oid: str) -> tuple[str, bytes] | None:
-    kept = _KEPT.get(oid)
-    if kept is not None:
-        return kept
     with _READING:  # gitdb's caches are not made for threads
         try:
             info = _pack_reader(objects, stamp).stream(bytes.fromhex(oid))
-            found = info.type.decode("ascii"), info.read()
+            return info.type.decode("ascii"), info.read()
         except Exception:  # not there, or a pack gitdb cannot read: git answers
             return None
-        if found[0] in ("tree", "commit") and len(found[1]) < _KEEP_SIZE:
-            if len(_KEPT) >= _KEEP_MOST:  # an object's id names its content: never stale
-                _KEPT.pop(next(iter(_KEPT)))
-            _KEPT[oid] = found
-    return found
-
-
-_KEPT: dict[str, tuple[str, bytes]] = {}  # packed trees and commits already read (by id)
-_KEEP_MOST, _KEEP_SIZE = 4096, 1 << 16
 
 
 _READING = threading.Lock()

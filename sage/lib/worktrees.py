@@ -281,7 +281,7 @@ def _switched_refs_only(path: Path, branch: str, base: str) -> bool:
         return False
     if tree != objects.tree_id(path, base):
         paths = objects.changed_paths(path, current, base)
-        if paths is None or not index_file.fast_forward(path, current, base, paths):
+        if paths is None or not index_file.fast_forward(path, current, base, paths, in_place=True):
             return False
     ref = f"refs/heads/{branch}"
     if git.move_ref(path, ref, base, "", logs=[]) is not True:

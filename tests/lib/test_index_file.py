@@ -157,10 +157,10 @@ def state(repo: Path) -> tuple[str, str, str]:
 
 
 @settings(max_examples=30, deadline=None)
-@given(old_side=SIDE, new_side=SIDE, wait=st.booleans())
+@given(old_side=SIDE, new_side=SIDE, wait=st.booleans(), in_place=st.booleans())
 def test_a_fast_forward_leaves_the_checkout_read_tree_leaves(
     tmp_path_factory: pytest.TempPathFactory, old_side: dict[str, tuple[str, str]],
-    new_side: dict[str, tuple[str, str]], wait: bool,
+    new_side: dict[str, tuple[str, str]], wait: bool, in_place: bool,
 ) -> None:  # fmt: skip
     top = tmp_path_factory.mktemp("ff")
     mine = top / "mine"
@@ -179,7 +179,7 @@ def test_a_fast_forward_leaves_the_checkout_read_tree_leaves(
     subprocess.run(["cp", "-a", str(mine), str(theirs)], check=True)
     run(theirs, "update-index", "-q", "--refresh")  # the copy's files have new inodes
     paths = {p for p in old_side.keys() | new_side.keys() if old_side.get(p) != new_side.get(p)}
-    done = index_file.fast_forward(mine, old, new, paths)
+    done = index_file.fast_forward(mine, old, new, paths, in_place=in_place)
     event("in process" if done else "left to git")
     if not done:
         return
@@ -196,6 +196,24 @@ def test_a_fast_forward_leaves_the_checkout_read_tree_leaves(
         p: sorted(os.listdir(theirs / p)) for p in ("", "d") if (theirs / p).is_dir()
     }
     git(mine, "fsck", "--no-progress")  # the index git reads back is sound
+
+
+def test_a_fast_forward_in_place_rewrites_a_plain_file_where_it_is(
+    two_commits: tuple[Path, str, str],
+) -> None:
+    """A slot's update keeps a changed file's inode (no file made anew); a file with a second
+    name is made anew, as git does, so the other name keeps its content."""
+    repo, old, new = two_commits
+    kept = os.lstat(repo / "a.txt").st_ino
+    os.link(repo / "d" / "b.txt", repo.parent / "other-name")
+    assert index_file.fast_forward(repo, old, new, set(FILES) | set(NEW_FILES), in_place=True)
+    assert os.lstat(repo / "a.txt").st_ino == kept
+    assert (repo / "a.txt").read_text() == "new a.txt\n"
+    assert (repo.parent / "other-name").read_text() == "old d/b.txt\n"
+    assert (repo / "d" / "b.txt").read_text() == "new d/b.txt\n"
+    git(repo, "update-ref", "refs/heads/main", new)
+    assert run(repo, "diff-files", "--name-status").stdout == ""
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
 
 
 def test_a_fast_forward_keeps_out_of_an_edited_checkout(two_commits: tuple[Path, str, str]) -> None:
