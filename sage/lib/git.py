@@ -700,29 +700,38 @@ def _linear_history(repo: Path, base: str, head: str) -> list[tuple[str, str]] |
 
 
 def _plain_objects(repo: Path) -> Path | None:
-    """The object folder, if nothing makes git see commits other than as they are stored."""
+    """The object folder, if nothing makes git see commits other than as they are stored.
+    (Asked for each in-process read or write: plain strings and stats, no Path made.)"""
     common = _common_dir_cached(str(repo))
+    at = os.fspath(common)
     if os.environ.get("GIT_REPLACE_REF_BASE") or any(
-        (common / name).exists() for name in ("shallow", "info/grafts")
+        os.path.exists(f"{at}/{name}") for name in ("shallow", "info/grafts")
     ):
         return None
-    replace = common / "refs" / "replace"
-    if (replace.is_dir() and any(replace.iterdir())) or _packs_replace_refs(common):
+    try:
+        with os.scandir(f"{at}/refs/replace") as replaced:
+            if next(replaced, None) is not None:
+                return None
+    except OSError:  # no such folder (or not one): nothing replaced there
+        pass
+    if _packs_replace_refs(at):
         return None
     return common / "objects"
 
 
-def _packs_replace_refs(common: Path) -> bool:
+def _packs_replace_refs(common: str) -> bool:
+    path = f"{common}/packed-refs"
     try:
-        found = (common / "packed-refs").stat()
+        found = os.stat(path)
     except OSError:
         return False
-    return _mentions_replace(common / "packed-refs", found.st_mtime_ns, found.st_size)
+    return _mentions_replace(path, found.st_mtime_ns, found.st_size)
 
 
 @functools.lru_cache(maxsize=16)
-def _mentions_replace(path: Path, mtime_ns: int, size: int) -> bool:
-    return b" refs/replace/" in path.read_bytes()
+def _mentions_replace(path: str, mtime_ns: int, size: int) -> bool:
+    with open(path, "rb") as handle:
+        return b" refs/replace/" in handle.read()
 
 
 def loose_commit(repo: Path, sha: str) -> tuple[tuple[str, ...], str] | None:

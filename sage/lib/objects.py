@@ -11,6 +11,7 @@ must think about) returns None, and the caller asks git.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -274,7 +275,7 @@ def commit(
     identity variables sage adds for git (`git.identity_env`). `when`: (seconds, UTC offset in
     seconds), for tests."""
     settings = git.settings(repo)
-    variables = {**os.environ, **(env or {})}
+    variables = collections.ChainMap(dict(env or {}), os.environ)  # not a copy of os.environ
     if (
         settings is None
         or settings.flag("commit.gpgsign")

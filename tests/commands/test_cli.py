@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,8 +26,11 @@ def test_short_help_and_version(sage: Sage, tmp_path: Path) -> None:
 
 
 def test_shell_completion(sage: Sage, tmp_path: Path) -> None:
-    shown = sage("--show-completion", "bash", cwd=tmp_path, env={"SHELL": "/bin/bash"})
-    assert shown.returncode == 0 and "_sage_completion" in shown.stdout
+    # typer names the shell from the running processes (shellingham), not $SHELL: run under
+    # bash, which stays sage's parent (`; true`: no exec), whatever started the tests
+    command = f"{shlex.quote(sys.executable)} -m sage --show-completion; true"
+    shown = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True)
+    assert "_sage_completion" in shown.stdout, shown.stderr
     env = {"_SAGE_COMPLETE": "complete_bash", "COMP_WORDS": "sage va", "COMP_CWORD": "1"}
     assert sage(cwd=tmp_path, env=env).stdout.split() == ["validate"]
 

@@ -494,4 +494,7 @@ def test_numbering_goes_on_from_the_kept_number_and_from_the_entries_without_it(
     assert add("B-2").seq == 5  # counted from the archive and the queue
     (tmp_path / "locks" / "queue-seq").write_text("1\n")  # behind the waiting entries
     assert add("B-3").seq == 6
+    assert (tmp_path / "locks" / "queue-seq").read_text() == f"{6:020d}\n"  # written in place
+    (tmp_path / "locks" / "queue-seq").write_bytes(b"000000\0\0\0")  # a write cut short
+    assert add("B-4").seq == 7
     assert entries.last_landed("main") == replace(first[2], status=Status.LANDED, target="main")

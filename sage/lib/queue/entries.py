@@ -165,8 +165,19 @@ class Entries:
         with locks.hold(numbering, timeout=self.lock_timeout, what="the queue's numbering"):
             seq = self._last_seq() + 1
             # the number first: a crash before the entry is written leaves a gap, never a reuse
-            files.write_atomic(self._seq_file, f"{seq}\n", durable=False)
+            self._keep_seq(seq)
             return self.write(replace(entry, seq=seq))
+
+    def _keep_seq(self, seq: int) -> None:
+        """The last number, written over the one before in a line of fixed width (no file made
+        per entry). A line cut short or garbled cannot be read as a number: the entries are
+        counted instead (`_last_seq`)."""
+        fd = os.open(self._seq_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            os.pwrite(fd, b"%020d\n" % seq, 0)
+            os.ftruncate(fd, 21)  # an older sage's shorter or longer line: nothing of it left
+        finally:
+            os.close(fd)
 
     @property
     def _seq_file(self) -> Path:
