@@ -69,6 +69,76 @@ def unchanged(checkout: Path, commit: str, paths: Iterable[str]) -> bool:
                  filemode=filemode)  # fmt: skip
 
 
+Side = tuple[str, str] | None  # a file's (mode, object id), or None: no file there
+
+
+def status(checkout: Path, head: str) -> dict[str, tuple[Side, Side]] | None:
+    """What `git status` would list for a checkout whose HEAD is commit `head`, when all it
+    would list is staged: each path whose index entry differs from `head`'s file, with what
+    `head` and the index hold there ((mode, id), None: no file). None when git must answer: anything
+    else to list (a file changed since it was staged, an untracked or ignored file, a nested
+    repository), or anything the files cannot tell exactly (see `clean`; submodules, an index
+    over 1 MB). Every file on disk is looked at, so this is for a worker's slot, whose
+    untracked setup (if any) sends it to git."""
+    found = git.settings(checkout)
+    index = index_of(checkout)
+    if found is None or index is None or _unusual_checkout(found):
+        return None
+    hash_size = len(head) // 2
+    entries = _wanted_all(index, hash_size)
+    tree = objects.files(checkout, head)
+    if entries is None or tree is None or not _only_tracked(checkout, entries):
+        return None
+    if any(e.mode == 0o160000 or e.flags & _UNUSUAL for e in entries.values()):
+        return None
+    staged = {path: (f"{e.mode:06o}", e.oid) for path, e in entries.items()}
+    by_content = not _converts(checkout, found, staged)
+    filemode = found.flag("core.filemode", default=True)
+    if not clean(checkout, index, hash_size, staged, by_content=by_content, filemode=filemode,
+                 entries=entries):  # fmt: skip
+        return None
+    changed: dict[str, tuple[Side, Side]] = {
+        path: (tree.get(path), entry) for path, entry in staged.items() if tree.get(path) != entry
+    }
+    changed.update((path, (tree[path], None)) for path in tree.keys() - staged.keys())
+    return changed
+
+
+def _wanted_all(index: Path, hash_size: int, most: int = 1 << 20) -> dict[str, Entry] | None:
+    try:
+        if index.stat().st_size > most:
+            return None
+    except OSError:
+        return None
+    found = _index_entries(index, hash_size, lambda name, bits: True)
+    return None if found is None else {e.name: e for e in found}
+
+
+def _only_tracked(checkout: Path, entries: Mapping[str, Entry]) -> bool:
+    """Whether every file and link under `checkout` (but its own `.git`) is in the index, and
+    no folder is a repository of its own: then nothing is untracked, nor ignored."""
+    pending = [("", os.fspath(checkout))]
+    while pending:
+        prefix, folder = pending.pop()
+        try:
+            listing = os.scandir(folder)
+        except OSError:
+            return False
+        with listing:
+            for item in listing:
+                if item.name == ".git":
+                    if prefix:
+                        return False  # a nested repository
+                    continue
+                if item.is_dir(follow_symlinks=False):
+                    pending.append((f"{prefix}{item.name}/", item.path))
+                elif not (item.is_file(follow_symlinks=False) or item.is_symlink()):
+                    return False  # a socket, a pipe: git says nothing of these; ask it
+                elif f"{prefix}{item.name}" not in entries:
+                    return False
+    return True
+
+
 def index_of(checkout: Path) -> Path | None:
     """A checkout's index file, if it is where git keeps it (no GIT_INDEX_FILE)."""
     if "GIT_INDEX_FILE" in os.environ:
@@ -103,13 +173,14 @@ def _converts(checkout: Path, found: git.Settings, paths: Iterable[str]) -> bool
 def clean(
     checkout: Path, index: Path, hash_size: int, expected: Mapping[str, tuple[str, str] | None],
     *, by_content: bool, filemode: bool = True, most: int = 1 << 20,
+    entries: Mapping[str, Entry] | None = None,
 ) -> bool:  # fmt: skip
     """Whether each path of `expected` is, in `checkout` and its `index`, as a clean checkout of
     a commit holding `expected` has it: a tracked path ((mode, id)) staged as that, with no
     flag or conflict, and unchanged on disk (its stat data as recorded and not racy, or, when
     `by_content` says no attribute or setting converts content, the same bytes); an untracked
     one (None) neither staged nor on disk, and no file where its folders go. False when it is
-    not so or cannot be told (then git is asked)."""
+    not so or cannot be told (then git is asked). `entries`: the index's, already read."""
     try:
         written = os.stat(index)
     except OSError:
@@ -117,12 +188,15 @@ def clean(
     if os.path.lexists(index.with_name(index.name + ".lock")):
         return False  # a git is writing the index now
     folders = {"/".join(p.split("/")[:i]) for p in expected for i in range(1, p.count("/") + 1)}
-    found = _wanted(index, hash_size, set(expected) | folders, most)
+    found = (
+        entries if entries is not None else _wanted(index, hash_size, set(expected) | folders, most)
+    )
     if found is None or any(f in found for f in folders):
         return False
     index_time = (written.st_mtime_ns // 10**9, written.st_mtime_ns % 10**9)
+    root = os.fspath(checkout)
     for path, want in expected.items():
-        entry, where = found.get(path), checkout / path
+        entry, where = found.get(path), f"{root}/{path}"
         if want is None:
             if entry is not None or os.path.lexists(where) or _file_in_the_way(checkout, path):
                 return False
@@ -180,9 +254,13 @@ def _stat_matches(entry: Entry, seen: os.stat_result) -> bool:
     )
 
 
-def _same_content(where: Path, seen: os.stat_result, entry: Entry, hash_size: int) -> bool:
+def _same_content(where: str, seen: os.stat_result, entry: Entry, hash_size: int) -> bool:
     try:
-        data = os.fsencode(os.readlink(where)) if stat.S_ISLNK(seen.st_mode) else where.read_bytes()
+        if stat.S_ISLNK(seen.st_mode):
+            data = os.fsencode(os.readlink(where))
+        else:
+            with open(where, "rb") as handle:
+                data = handle.read()
     except OSError:
         return False
     digest = hashlib.sha1 if hash_size == 20 else hashlib.sha256

@@ -150,6 +150,31 @@ def entries_at(
     return out
 
 
+def files(repo: Path, commit: str) -> dict[str, tuple[str, str]] | None:
+    """Every file commit (or tree) `commit` holds, as `git ls-tree -r` lists them: path ->
+    (mode, id); None when an object cannot be read here."""
+    store = _Store(repo)
+    root = store.tree_of(commit)
+    if root is None:
+        return None
+    out: dict[str, tuple[str, str]] = {}
+    return out if _list(store, bytes.fromhex(root), "", out) else None
+
+
+def _list(store: _Store, tree: bytes, prefix: str, out: dict[str, tuple[str, str]]) -> bool:
+    entries = store.entries(tree)
+    if entries is None:
+        return False
+    for name, (mode, oid) in entries.items():
+        path = prefix + name.decode("utf-8", errors="surrogateescape")
+        if mode == TREE_MODE:
+            if not _list(store, oid, path + "/", out):
+                return False
+        else:
+            out[path] = (mode.decode().rjust(6, "0"), oid.hex())
+    return True
+
+
 class _Unreadable(Exception):
     """An object that cannot be read in process."""
 

@@ -517,7 +517,11 @@ _FIELDS_BEFORE_PATH = {"1": 8, "2": 9, "u": 10}
 def _status(worktree: Path) -> tuple[str, list[_Entry]]:
     """HEAD and every changed path, untracked and ignored ones too (an ignored folder as one
     entry), in one call. A rename's old path is a NUL field of its own (whatever it starts
-    with, it is no record)."""
+    with, it is no record). Read from the files instead when all there is is staged
+    (`_status_here`)."""
+    here = _status_here(worktree)
+    if here is not None:
+        return here
     # --no-optional-locks: the commit after it refreshes and writes the index anyway
     out = git.git(worktree, "--no-optional-locks", "status", "--porcelain=v2", "--branch", "-z",
                   "--untracked-files=all", "--ignored=matching")  # fmt: skip
@@ -536,6 +540,27 @@ def _status(worktree: Path) -> tuple[str, list[_Entry]]:
                                   mode=mode, old=old, staged=(modes[1], parts[7])))  # fmt: skip
         elif kind in ("?", "!"):
             entries.append(_Entry(kind=kind, path=record[2:]))
+    return head, entries
+
+
+def _status_here(worktree: Path) -> tuple[str, list[_Entry]] | None:
+    """`_status` without a process, when the slot holds staged changes and nothing else
+    (`index_file.status`): each a record as `git status` gives it, though a rename is its
+    deletion and its addition (what lands is the same)."""
+    head = git.worktree_head(worktree, _admin_dir(worktree))
+    found = index_file.status(worktree, head) if head else None
+    if head is None or found is None:
+        return None
+    entries = []
+    for path, (before, staged) in sorted(found.items()):
+        if before is None:
+            xy = "A."
+        elif staged is None:
+            xy = "D."
+        else:
+            xy = "T." if int(before[0], 8) >> 12 != int(staged[0], 8) >> 12 else "M."
+        staged = staged or ("000000", "0" * len(head))
+        entries.append(_Entry(kind="1", path=path, xy=xy, mode=staged[0], staged=staged))
     return head, entries
 
 

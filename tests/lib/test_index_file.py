@@ -3,6 +3,7 @@ git's own dry run (`read-tree -m -u -n OLD NEW`) agrees."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -223,3 +224,107 @@ def test_a_fast_forward_keeps_out_of_an_edited_checkout(two_commits: tuple[Path,
     assert not index_file.fast_forward(repo, old, new, paths)
     assert (repo / "a.txt").read_text() == "the user's\n"
     assert git(repo, "ls-files", "-s", "a.txt").split()[1] == git(repo, "rev-parse", f"{old}:a.txt")
+
+
+WORK = ("edit and stage", "edit", "add and stage", "add", "delete and stage", "delete",
+        "chmod and stage", "ignored file", "nested repository", "same size edit",
+        "make a link and stage", "stage then edit back")  # fmt: skip
+
+
+def work(repo: Path, action: str, path: str) -> None:
+    """What a worker may do to one path of its slot (nothing where a file is in the way of
+    the path's folders)."""
+    with contextlib.suppress(FileExistsError, NotADirectoryError):
+        _work(repo, action, path)
+
+
+def _work(repo: Path, action: str, path: str) -> None:
+    file = repo / path
+    if action in ("add and stage", "add", "ignored file", "nested repository"):
+        file = repo / "new" / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+    if action == "ignored file":
+        (repo / ".git" / "info").mkdir(exist_ok=True)
+        (repo / ".git" / "info" / "exclude").write_text("new/\n")
+    if action == "nested repository":
+        subprocess.run(["git", "init", "-q", str(file.parent)], check=True)
+        return
+    if file.is_symlink() or (file.exists() and not file.is_file()):
+        return  # an edit through a link or into a folder: not this test's concern
+    if action.startswith(("edit", "add")) or action == "ignored file":
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(f"{action} of {path}\n")
+    elif action == "same size edit" and file.exists():
+        file.write_text(file.read_text().swapcase() or "x")
+    elif action.startswith("delete") and file.exists():
+        file.unlink()
+    elif action == "chmod and stage" and file.exists():
+        file.chmod(file.stat().st_mode ^ 0o100)
+    elif action == "make a link and stage" and not file.exists():
+        file.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink("somewhere", file)
+    elif action == "stage then edit back" and file.exists():
+        before = file.read_bytes()
+        file.write_text("staged\n")
+        git(repo, "add", "-A", "--", str(file.relative_to(repo)))
+        file.write_bytes(before)
+        return
+    if action.endswith("and stage"):  # (a path never there: nothing to stage, git says so)
+        run(repo, "add", "-A", "--", str(file.relative_to(repo)))
+
+
+def porcelain(repo: Path) -> list[str]:
+    out = git(repo, "--no-optional-locks", "status", "--porcelain=v2", "-z", "--no-renames",
+              "--untracked-files=all", "--ignored=matching")  # fmt: skip
+    return [record for record in out.split("\0") if record]
+
+
+@settings(max_examples=60, deadline=None)
+@given(side=SIDE, actions=st.lists(st.tuples(st.sampled_from(WORK), st.sampled_from(PATHS)),
+                                   max_size=3),
+       racy=st.booleans())  # fmt: skip
+def test_status_in_process_is_what_git_status_lists(
+    tmp_path_factory: pytest.TempPathFactory, side: dict[str, tuple[str, str]],
+    actions: list[tuple[str, str]], racy: bool,
+) -> None:  # fmt: skip
+    """When sage reads a slot's status from its files, git's own status lists the same staged
+    paths with the same index entries, and nothing unstaged, untracked or ignored; where it
+    does not (git is asked), the test says how often."""
+    repo = tmp_path_factory.mktemp("status") / "slot"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    head = commit_side(repo, side)
+    if not racy:
+        time.sleep(0.02)
+        git(repo, "update-index", "-q", "--refresh")
+    for action, path in actions:
+        work(repo, action, path)
+    if racy:  # every entry racily clean: git must read the files again
+        newest = max((os.lstat(f).st_mtime_ns for f in repo.rglob("*") if ".git" not in f.parts),
+                     default=time.time_ns())  # fmt: skip
+        os.utime(repo / ".git" / "index", ns=(newest, newest))
+    found = index_file.status(repo, head)
+    event("in process" if found is not None else "left to git")
+    if found is None:
+        return
+    records = porcelain(repo)
+    assert all(r.startswith("1 ") and r.split(" ")[1][1] == "." for r in records), records
+    listed = {}
+    for record in records:
+        fields = record.split(" ", 8)
+        head_mode, index_mode, head_id, index_id, path = fields[3], fields[4], *fields[6:9]
+        before = None if head_mode == "000000" else (head_mode, head_id)
+        after = None if index_mode == "000000" else (index_mode, index_id)
+        listed[path] = (before, after)
+    assert found == listed
+
+
+def test_status_in_process_leaves_untracked_work_to_git(tmp_path: Path) -> None:
+    repo = tmp_path / "slot"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    head = commit_side(repo, {"a": ("100644", "1\n")})
+    (repo / "a").write_text("2\n")
+    git(repo, "add", "a")
+    assert index_file.status(repo, head) == {"a": (("100644", git(repo, "rev-parse", "HEAD:a")),
+                                                   ("100644", git(repo, "rev-parse", ":a")))}  # fmt: skip
+    (repo / "b").write_text("the worker's, not added\n")
+    assert index_file.status(repo, head) is None

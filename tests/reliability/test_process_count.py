@@ -41,7 +41,8 @@ SHORT, LONG = 3, 8
 # diff, commit, and git's own `maintenance` after it; for-each-ref, log, commit-tree, read-tree
 # ×2, update-ref ×2).
 MAX_PER_TICKET = 2
-# in the slot: status, add (the touched file is untracked). The switch of a slot its last
+# in the slot: status, add (the touched file is untracked; a worker that stages all it does,
+# as `git apply --index`, needs neither: `index_file.status`). The switch of a slot its last
 # ticket left tidy moves the files that differ and the index in process
 # (`index_file.fast_forward`); the commit is written in process from what the index file then
 # holds (`workers._commit_here`)
