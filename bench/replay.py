@@ -90,7 +90,11 @@ def history(options: Options, count: int) -> History:
     changes = tuple(change(source, patches, i, sha) for i, sha in enumerate(chosen, 1))
     base = git(source, "rev-parse", f"{chosen[0]}^")
     tree = git(source, "rev-parse", f"{chosen[-1]}^{{tree}}")
+    git(source, "branch", "-f", BASE_BRANCH, base)
     return History(source=source, base=base, tree=tree, changes=changes)
+
+
+BASE_BRANCH = "replay-base"  # what a replay's checkout is cloned from: history up to the base
 
 
 def change(source: Path, patches: Path, number: int, sha: str) -> Change:
@@ -115,8 +119,12 @@ def tickets(changes: tuple[Change, ...]) -> list[dict[str, object]]:
 
 
 def checkout(hist: History, path: Path, index: list[dict[str, object]] | None = None) -> Path:
-    """A clone on branch main at the base; sage's files are ignored outside the tree."""
-    subprocess.run(["git", "clone", "-q", "--no-checkout", str(hist.source), str(path)],
+    """A clone on branch main at the base, of the history up to it only: the replayed commits'
+    objects are not there already, so each patch writes its files' objects as new work does
+    (a clone of everything would have them packed: no blob or tree for the loop to write, and
+    each for sage to read from a pack). sage's files are ignored outside the tree."""
+    clone = ("clone", "-q", "--no-checkout", "--no-local", "--single-branch", "--no-tags")
+    subprocess.run(["git", *clone, "--branch", BASE_BRANCH, str(hist.source), str(path)],
                    check=True, env=env())  # fmt: skip
     git(path, "checkout", "-q", "-b", "main", hist.base)
     with open(path / ".git" / "info" / "exclude", "a", encoding="utf-8") as handle:

@@ -419,8 +419,9 @@ class Landing:
     def recover(self) -> list[Landed]:
         """What a crash left: first the checkout update under way, finished (or CheckoutBehind
         raised: nothing lands on a checkout that is behind); then the entries left "applying":
-        those whose ref moved are finished, the rest queued again."""
-        warnings = self.catch_up(git.checkouts(self.root))
+        those whose ref moved are finished, the rest queued again. (Only a pass holding the
+        queue's lock writes the record: none there, nothing to catch up, no lock to take.)"""
+        warnings = self.catch_up(git.checkouts(self.root)) if self.record.exists() else ()
         applying = [e for e in self.entries.active() if e.status == Status.APPLYING]
         if not applying:
             return []
