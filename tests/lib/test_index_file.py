@@ -328,3 +328,21 @@ def test_status_in_process_leaves_untracked_work_to_git(tmp_path: Path) -> None:
                                                    ("100644", git(repo, "rev-parse", ":a")))}  # fmt: skip
     (repo / "b").write_text("the worker's, not added\n")
     assert index_file.status(repo, head) is None
+
+
+def test_status_in_process_sees_an_edit_hidden_behind_old_stat_data(tmp_path: Path) -> None:
+    """A worker that edits a staged file again, same size, and sets its old times back: the
+    change time still differs (no one can set it), so the file is read, and git answers."""
+    repo = tmp_path / "slot"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    head = commit_side(repo, {"a": ("100644", "1\n")})
+    (repo / "a").write_text("2\n")
+    git(repo, "add", "a")
+    time.sleep(0.02)
+    git(repo, "update-index", "-q", "--refresh")
+    seen = os.lstat(repo / "a")
+    with open(repo / "a", "r+b") as handle:  # same inode, same size
+        handle.write(b"3\n")
+    os.utime(repo / "a", ns=(seen.st_atime_ns, seen.st_mtime_ns))
+    assert index_file.status(repo, head) is None
+    assert git(repo, "status", "--porcelain") == "MM a"  # staged, and changed since
