@@ -16,13 +16,20 @@ from sage.lib.tickets import LOCK_POLL, now
 
 
 def owner(path: Path) -> dict[str, object] | None:
-    """Who holds the lock at `path`, as its holder wrote it into the lock file while holding
-    it (empty once released; stale if the holder died holding it)."""
-    try:
-        data = json.loads(path.read_bytes() or b"null")
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    """Who holds the lock at `path`, as its holder wrote it while holding it (nothing once
+    released; stale if the holder died holding it): in the lock file itself, or, where the
+    file system has no flock and filelock keeps its own record there, in `<lock>.owner`."""
+    for where in (path, Path(f"{path}{_BESIDE}")):
+        try:
+            data = json.loads(where.read_bytes() or b"null")
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+_BESIDE = ".owner"
 
 
 def describe(path: Path) -> str:
@@ -47,18 +54,25 @@ def hold(path: Path, *, timeout: float, what: str, hint: str | None = None) -> I
     except Timeout:
         raise LockHeld(f"{what} is held by {describe(path)}", hint=hint) from None
     # The holder's name goes into the lock file itself, which stays (flock needs no new file):
-    # no file made and removed per hold.
+    # no file made and removed per hold. Not where filelock fell back to a lock of its own
+    # (no flock on this file system), which records its holder in that file: then beside it.
+    soft = bool(getattr(getattr(lock, "_context", None), "soft_fallback", False))
+    where = Path(f"{path}{_BESIDE}") if soft else path
     fd = None
     try:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now()})
         with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if soft else 0)
+            fd = os.open(where, flags, 0o666)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
+            os.pwrite(fd, info.encode(), 0)
         yield
     finally:
         if fd is not None:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                if soft:
+                    where.unlink()
+                else:
+                    os.ftruncate(fd, 0)
             os.close(fd)
         lock.release()
