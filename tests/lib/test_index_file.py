@@ -324,8 +324,8 @@ def test_status_in_process_leaves_untracked_work_to_git(tmp_path: Path) -> None:
     head = commit_side(repo, {"a": ("100644", "1\n")})
     (repo / "a").write_text("2\n")
     git(repo, "add", "a")
-    assert index_file.status(repo, head) == {"a": (("100644", git(repo, "rev-parse", "HEAD:a")),
-                                                   ("100644", git(repo, "rev-parse", ":a")))}  # fmt: skip
+    before, staged = git(repo, "rev-parse", "HEAD:a"), git(repo, "rev-parse", ":a")
+    assert index_file.status(repo, head) == {"a": (("100644", before), ("100644", staged))}
     (repo / "b").write_text("the worker's, not added\n")
     assert index_file.status(repo, head) is None
 
