@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from sage.lib import git, proc, workers, worktrees
+from sage.lib import files, git, proc, workers, worktrees
 from sage.lib.queue.landing import SLOTS_DIR  # ticket IDs cannot start with "_": no clash
 from sage.lib.workers import WorkerJob, WorkerResult
 
@@ -47,8 +47,8 @@ class LocalExecutor:
         self._pool = ThreadPoolExecutor(max_workers=2 * slots, thread_name_prefix="sage-worker")
         self._groups: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._files_lock = threading.Lock()  # the pid files, written and deleted by workers
-        self._pid_files: dict[str, tuple[int, int]] = {}  # ticket -> (pgid, thread that wrote)
+        self._files_lock = threading.Lock()  # the pid files, written and emptied by workers
+        self._pid_files: dict[str, tuple[int, int]] = {}  # ticket -> (slot, thread that wrote)
         self._ran = False
 
     def submit(self, job: WorkerJob, done: Done, released: Released | None = None) -> None:
@@ -72,7 +72,7 @@ class LocalExecutor:
                 self.repo,
                 worktree,
                 job,
-                on_start=lambda pid: self._track(tid, pid),
+                on_start=lambda pid: self._track(tid, job.slot, pid),
                 on_exit=on_exit,
                 slots=self.slots,
             )
@@ -95,24 +95,29 @@ class LocalExecutor:
         finally:
             self._forget_pid_file(tid)
 
-    def _track(self, tid: str, pgid: int) -> None:
+    def _track(self, tid: str, slot: int, pgid: int) -> None:
+        """The slot's pid file names the ticket and its process group (`pid_file`): one file
+        per slot, written over, not a file made and removed per ticket."""
         with self._lock:
             self._groups[tid] = pgid
         with self._files_lock:
             self.pids_dir.mkdir(parents=True, exist_ok=True)
-            (self.pids_dir / f"{tid}.pid").write_text(f"{pgid}\n", encoding="utf-8")
-            self._pid_files[tid] = (pgid, id(threading.current_thread()))
+            files.write_over(pid_file(self.pids_dir, slot), f"{tid} {pgid}\n")
+            self._pid_files[tid] = (slot, id(threading.current_thread()))
 
     def _forget_pid_file(self, tid: str) -> None:
-        """The attempt's processes are gone (see proc.run_logged); its pid file goes after its
-        result is out (deleting a file can take a millisecond), unless the ticket's next attempt
-        has written its own since."""
+        """The attempt's processes are gone (see proc.run_logged); its slot's pid file is
+        emptied after its result is out, unless the ticket's next attempt, or the slot's next
+        ticket, has written its own since."""
         with self._files_lock:
-            mine = self._pid_files.get(tid, (0, 0))[1] == id(threading.current_thread())
-            if mine:
-                del self._pid_files[tid]
-                with contextlib.suppress(FileNotFoundError):
-                    (self.pids_dir / f"{tid}.pid").unlink()
+            slot, thread = self._pid_files.get(tid, (0, 0))
+            if thread != id(threading.current_thread()):
+                return
+            del self._pid_files[tid]
+            path = pid_file(self.pids_dir, slot)
+            named = proc.pid_entry(path)
+            if named and named[0] == tid:
+                files.write_over(path, "")
 
     def kill_all(self) -> int:
         with self._lock:
@@ -123,6 +128,9 @@ class LocalExecutor:
         """Wait for the workers; then git's housekeeping, once for the run's commits (sage's
         own commits skip the `git maintenance run --auto` each `git commit` would start)."""
         self._pool.shutdown(wait=True)
+        for path in self.pids_dir.glob("slot-*.pid") if self.pids_dir.is_dir() else ():
+            if proc.pid_entry(path) is None:  # emptied: no worker of this run is left
+                path.unlink(missing_ok=True)
         if self._ran:
             self._ran = False
             git.run(self.repo, "maintenance", "run", "--auto", "--quiet")
@@ -131,13 +139,18 @@ class LocalExecutor:
 def kill_stale(pids_dir: Path) -> list[str]:
     """Kill worker process groups left by a run that died (kill -9), so none writes on."""
     killed = []
-    for pid_file in sorted(pids_dir.glob("*.pid")) if pids_dir.is_dir() else []:
+    for path in sorted(pids_dir.glob("*.pid")) if pids_dir.is_dir() else []:
+        named = proc.pid_entry(path)
         with contextlib.suppress(ValueError, OSError):
-            pgid = int(pid_file.read_text().strip() or "none")  # empty: killed while writing it
-            if _is_sage_worker(pgid) and proc.kill_group(pgid):
-                killed.append(pid_file.stem)
-        pid_file.unlink(missing_ok=True)
+            if named and _is_sage_worker(named[1]) and proc.kill_group(named[1]):
+                killed.append(named[0])
+        path.unlink(missing_ok=True)
     return killed
+
+
+def pid_file(pids_dir: Path, slot: int) -> Path:
+    """Where slot `slot`'s running worker is named: "<ticket> <process group>"."""
+    return pids_dir / f"slot-{slot}.pid"
 
 
 def _is_sage_worker(pid: int) -> bool:

@@ -220,3 +220,17 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_over(path: Path, text: str) -> None:
+    """The file's content replaced where it is (the file made only the first time): the new
+    text, then the old one's rest cut off. Not atomic: for a small record whose reader takes a
+    torn one for none (a pid file, the queue's last number), where a new file per write would
+    cost more than the write."""
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sage.lib import locks
+from sage.lib import locks, proc
 from sage.lib.errors import SageError
 from sage.lib.project import Project
 
@@ -277,7 +277,7 @@ def worker_pids(project: Project) -> dict[str, int]:
     folder = project.locks_dir / "workers"
     found = {}
     for path in sorted(folder.glob("*.pid")) if folder.is_dir() else []:
-        text = path.read_text(encoding="utf-8").strip()
-        if text.isdigit():
-            found[path.stem] = int(text)
+        named = proc.pid_entry(path)
+        if named:
+            found[named[0]] = named[1]
     return found

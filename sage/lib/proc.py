@@ -342,3 +342,18 @@ def kill_group(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def pid_entry(path: Path) -> tuple[str, int] | None:
+    """The ticket and process group a pid file names: a slot's "<ticket> <group>", or an older
+    sage's `<ticket>.pid` holding the group alone. None when it names none (emptied, or cut
+    short by a kill while it was written)."""
+    try:
+        words = path.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(words) == 2 and words[1].isdigit():
+        return words[0], int(words[1])
+    if len(words) == 1 and words[0].isdigit() and not path.stem.startswith("slot-"):
+        return path.stem, int(words[0])
+    return None

@@ -172,12 +172,7 @@ class Entries:
         """The last number, written over the one before in a line of fixed width (no file made
         per entry). A line cut short or garbled cannot be read as a number: the entries are
         counted instead (`_last_seq`)."""
-        fd = os.open(self._seq_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        try:
-            os.pwrite(fd, b"%020d\n" % seq, 0)
-            os.ftruncate(fd, 21)  # an older sage's shorter or longer line: nothing of it left
-        finally:
-            os.close(fd)
+        files.write_over(self._seq_file, f"{seq:020d}\n")
 
     @property
     def _seq_file(self) -> Path:
