@@ -148,15 +148,22 @@ def worktree_head(worktree: Path, admin: Path) -> str | None:
     """The commit a worktree's HEAD names, read from its files (`admin`: its own git dir) where
     they tell: a detached HEAD, or a branch with a loose ref (the common dir's, as `commondir`
     names it); None else."""
+    at = os.fspath(admin)
     try:
-        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+        head = _text(f"{at}/HEAD")
         if head.startswith("ref: "):
-            common = Path((admin / "commondir").read_text(encoding="utf-8").strip())
-            ref = (common if common.is_absolute() else admin / common) / head[5:]
-            head = ref.read_text(encoding="ascii").strip()
+            common = _text(f"{at}/commondir")
+            common = common if common.startswith("/") else f"{at}/{common}"
+            head = _text(f"{common}/{head[5:]}")
     except (OSError, ValueError):
         return None
     return head if _HEX.fullmatch(head) else None
+
+
+def _text(path: str) -> str:
+    """A small file's text, stripped (a ref, HEAD, a link to a folder)."""
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().strip()
 
 
 def shared_dir(repo: Path) -> Path:
@@ -187,17 +194,17 @@ def _ref_tip(repo: Path, ref: str) -> str | None:
         return None
     common = _common_dir_cached(str(repo))
     try:
-        sha = (common / ref).read_text(encoding="ascii").strip()
+        sha = _text(f"{common}/{ref}")
     except (OSError, ValueError):
         return None
-    if not _HEX.fullmatch(sha) or (common / "reftable").exists():
+    if not _HEX.fullmatch(sha) or os.path.exists(f"{common}/reftable"):
         return None
     return sha if _is_loose_commit(common / "objects", sha) else None
 
 
 def _is_loose_commit(objects: Path, sha: str) -> bool:
     try:
-        with open(objects / sha[:2] / sha[2:], "rb") as handle:
+        with open(f"{objects}/{sha[:2]}/{sha[2:]}", "rb") as handle:
             start = zlib.decompressobj().decompress(handle.read(64), 16)
     except (OSError, zlib.error):
         return False
@@ -765,7 +772,8 @@ def loose_object(repo: Path, sha: str) -> tuple[str, bytes] | None:
 
 def _read_loose(objects: Path, sha: str) -> tuple[str, bytes] | None:
     try:
-        data = zlib.decompress((objects / sha[:2] / sha[2:]).read_bytes())
+        with open(f"{objects}/{sha[:2]}/{sha[2:]}", "rb") as handle:
+            data = zlib.decompress(handle.read())
     except (OSError, zlib.error):
         return None
     header, _, body = data.partition(b"\0")

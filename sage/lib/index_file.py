@@ -164,9 +164,11 @@ def _converts(checkout: Path, found: git.Settings, paths: Iterable[str]) -> bool
     user = found.get("core.attributesfile") or str(
         Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "git" / "attributes"
     )
-    candidates = [git.shared_dir(checkout) / "info" / "attributes", Path(os.path.expanduser(user))]
-    folders = {"/".join(p.split("/")[:i]) for p in paths for i in range(p.count("/") + 1)}
-    candidates += [checkout / folder / ".gitattributes" for folder in folders]
+    candidates = [f"{git.shared_dir(checkout)}/info/attributes", os.path.expanduser(user)]
+    folders = {p[: p.rfind("/") + 1] for p in paths}  # "" or "a/b/": each path's own folder
+    folders |= {f[: i + 1] for f in folders for i, c in enumerate(f) if c == "/"} | {""}
+    root = os.fspath(checkout)
+    candidates += [f"{root}/{folder}.gitattributes" for folder in folders]
     return any(os.path.lexists(c) for c in candidates)
 
 

@@ -560,8 +560,9 @@ def _pack_reader(objects: str, stamp: tuple[int, int]) -> Any:
     return GitDB(objects)
 
 
+@functools.lru_cache(maxsize=64)
 def _objects_dir(repo: str) -> Path:
-    return git.shared_dir(Path(repo)) / "objects"
+    return git.shared_dir(Path(repo)) / "objects"  # (`shared_dir` is kept per path too)
 
 
 @functools.lru_cache(maxsize=64)
