@@ -60,7 +60,9 @@ def merged_tree(repo: Path, base: str, ours: str, theirs: str) -> str | None:
         return None
     b, o, t = (bytes.fromhex(str(root)) for root in roots)
     merged = _merge(store, b, o, t)
-    return None if merged is None else merged.hex()
+    if merged is None:
+        return None
+    return merged.hex() if merged else store.write("tree", b"")
 
 
 def edited_tree(
@@ -250,10 +252,14 @@ def _diff(
 
 
 def _merge(store: _Store, base: bytes, ours: bytes, theirs: bytes) -> bytes | None:
-    if ours == theirs or base == theirs:
+    """The merged tree's raw id, b"" when the merge leaves the folder empty (git drops it),
+    None when git must merge."""
+    if base == theirs:
         return ours
     if base == ours:
         return theirs
+    if ours == theirs:  # the same change on both sides: if it drops a file, either side may
+        return None if _drops(store, base, ours) else ours  # have moved it (git looks)
     trees = [store.entries(oid) for oid in (base, ours, theirs)]
     if None in trees:
         return None
@@ -261,26 +267,44 @@ def _merge(store: _Store, base: bytes, ours: bytes, theirs: bytes) -> bytes | No
     out: dict[bytes, Entry] = {}
     for name in tb.keys() | to.keys() | tt.keys():
         eb, eo, et = tb.get(name), to.get(name), tt.get(name)
-        if eo == et:
+        entry: Entry | None
+        if eb and eo and et and eb[0] == eo[0] == et[0] == TREE_MODE and eb not in (eo, et):
+            sub = _merge(store, eb[1], eo[1], et[1])  # a folder both sides changed
+            if sub is None:
+                return None
+            entry = (TREE_MODE, sub) if sub else None
+        elif eo == et:
             if eo is None:  # deleted on both sides: maybe renamed twice, differently
                 return None
-            entry: Entry | None = eo
+            entry = eo
         elif eb == eo:
             entry = et
         elif eb == et:
             entry = eo
-        elif eb and eo and et and eb[0] == eo[0] == et[0] == TREE_MODE:
-            sub = _merge(store, eb[1], eo[1], et[1])
-            if sub is None:
-                return None
-            entry = (TREE_MODE, sub)
         else:  # both changed it differently, or one deleted what the other changed
             return None
         if entry is not None and eb is not None and (entry[0] == TREE_MODE) != (eb[0] == TREE_MODE):
             return None  # a file became a folder, or a folder a file
         if entry is not None:
             out[name] = entry
-    return bytes.fromhex(store.write("tree", _tree_body(out)))
+    return bytes.fromhex(store.write("tree", _tree_body(out))) if out else b""
+
+
+def _drops(store: _Store, old: bytes, new: bytes) -> bool:
+    """Whether a file under tree `old` is not under tree `new` (True when a tree cannot be
+    read: git then decides)."""
+    if old == new:
+        return False
+    a, b = store.entries(old), store.entries(new)
+    if a is None or b is None:
+        return True
+    for name, (mode, oid) in a.items():
+        other = b.get(name)
+        if other is None or (other[0] == TREE_MODE) != (mode == TREE_MODE):
+            return True
+        if mode == TREE_MODE and _drops(store, oid, other[1]):
+            return True
+    return False
 
 
 def _tree_body(entries: dict[bytes, Entry]) -> bytes:
