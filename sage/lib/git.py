@@ -160,6 +160,19 @@ def worktree_head(worktree: Path, admin: Path) -> str | None:
     return head if _HEX.fullmatch(head) else None
 
 
+def linked_git_dir(checkout: Path) -> Path | None:
+    """The git dir a linked worktree's `.git` file names ("gitdir: <path>", made absolute);
+    None when `.git` is missing, a folder (a repository of its own), or no such link."""
+    try:
+        text = _text(f"{checkout}/.git")
+    except (OSError, ValueError):
+        return None
+    if not text.startswith("gitdir: "):
+        return None
+    link = Path(text[len("gitdir: ") :])
+    return link if link.is_absolute() else (checkout / link).resolve()
+
+
 def _text(path: str) -> str:
     """A small file's text, stripped (a ref, HEAD, a link to a folder)."""
     with open(path, encoding="utf-8") as handle:
@@ -634,8 +647,8 @@ def _common_dir_cached(repo: str) -> Path:
 
 def _head_branch(head: Path) -> str | None:
     try:
-        text = head.read_text(encoding="utf-8").strip()
-    except OSError:
+        text = _text(str(head))
+    except (OSError, ValueError):
         return None
     return text[len("ref: ") :] if text.startswith("ref: ") else None
 

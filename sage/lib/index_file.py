@@ -85,7 +85,7 @@ def status(checkout: Path, head: str) -> dict[str, tuple[Side, Side]] | None:
     if found is None or index is None or _unusual_checkout(found):
         return None
     hash_size = len(head) // 2
-    entries = _wanted_all(index, hash_size)
+    entries = _wanted(index, hash_size, None, 1 << 20)
     tree = objects.files(checkout, head)
     if entries is None or tree is None or not _only_tracked(checkout, entries):
         return None
@@ -102,16 +102,6 @@ def status(checkout: Path, head: str) -> dict[str, tuple[Side, Side]] | None:
     }
     changed.update((path, (tree[path], None)) for path in tree.keys() - staged.keys())
     return changed
-
-
-def _wanted_all(index: Path, hash_size: int, most: int = 1 << 20) -> dict[str, Entry] | None:
-    try:
-        if index.stat().st_size > most:
-            return None
-    except OSError:
-        return None
-    found = _index_entries(index, hash_size, lambda name, bits: True)
-    return None if found is None else {e.name: e for e in found}
 
 
 def _only_tracked(checkout: Path, entries: Mapping[str, Entry]) -> bool:
@@ -146,12 +136,8 @@ def index_of(checkout: Path) -> Path | None:
     dot = checkout / ".git"
     if dot.is_dir():
         return dot / "index"
-    try:
-        text = dot.read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    admin = Path(text.removeprefix("gitdir: "))
-    return (admin if admin.is_absolute() else checkout / admin) / "index"
+    admin = git.linked_git_dir(checkout)
+    return None if admin is None else admin / "index"
 
 
 def _converts(checkout: Path, found: git.Settings, paths: Iterable[str]) -> bool:
@@ -269,14 +255,18 @@ def _same_content(where: str, seen: os.stat_result, entry: Entry, hash_size: int
     return digest(b"blob %d\0%s" % (len(data), data)).hexdigest() == entry.oid
 
 
-def _wanted(index: Path, hash_size: int, paths: set[str], most: int) -> dict[str, Entry] | None:
+def _wanted(
+    index: Path, hash_size: int, paths: set[str] | None, most: int
+) -> dict[str, Entry] | None:
+    """The index's entries for `paths` (every entry: None), by name; None for an index over
+    `most` bytes or one that cannot be read here."""
     try:
         if index.stat().st_size > most:
             return None
     except OSError:
         return None
-    named = {os.fsencode(path) for path in paths}
-    found = _index_entries(index, hash_size, lambda name, bits: name in named)
+    named = None if paths is None else {os.fsencode(path) for path in paths}
+    found = _index_entries(index, hash_size, lambda name, bits: named is None or name in named)
     return None if found is None else {e.name: e for e in found}
 
 
@@ -300,7 +290,7 @@ def _index_entries(index: Path, hash_size: int, wanted: Wanted) -> list[Entry] |
         return None
     try:
         found, end = _entries(data, version, count, hash_size, wanted)
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, struct.error):
         return None
     return None if _split_or_sparse(data, end, hash_size) else found
 
@@ -456,25 +446,17 @@ def _parse_whole(
     version, count = struct.unpack_from(">II", data, 4)
     if version not in (2, 3):
         return None
-    entries: dict[bytes, _Raw] = {}
-    at = 12
     try:
-        for _ in range(count):
-            fields = struct.unpack_from(">10I", data, at)
-            oid = data[at + 40 : at + 40 + hash_size]
-            bits = int.from_bytes(data[at + 40 + hash_size : at + 42 + hash_size], "big")
-            start = at + 42 + hash_size
-            extended = None
-            if bits & 0x4000:
-                extended = int.from_bytes(data[start : start + 2], "big")
-                start += 2
-            end = data.index(b"\0", start)
-            if bits & _STAGES:
-                return None
-            entries[data[start:end]] = (fields, oid, bits, extended)
-            at += ((start - at) + (end - start) + 8) & ~7
+        found, at = _entries(data, version, count, hash_size, lambda name, bits: True)
     except (IndexError, ValueError, struct.error):
         return None
+    entries: dict[bytes, _Raw] = {}
+    for entry in found:  # as the file has them: 16 bits of flags, 16 more if extended
+        if entry.flags & _STAGES:
+            return None
+        extended = entry.flags >> 16 if entry.flags & 0x4000 else None
+        raw = (entry.stat, bytes.fromhex(entry.oid), entry.flags & 0xFFFF, extended)
+        entries[os.fsencode(entry.name)] = raw
     kept: list[bytes] = []
     stop = len(data) - hash_size
     while at + 8 <= stop:

@@ -621,8 +621,10 @@ def _submodule_paths(worktree: Path) -> list[str]:
 
 def _admin_dir(worktree: Path) -> Path:
     """The worktree's own git dir, from its `.git` file (checked to be sage's before this)."""
-    link = (worktree / ".git").read_text(encoding="utf-8")
-    return Path(link.removeprefix("gitdir:").strip())
+    admin = git.linked_git_dir(worktree)
+    if admin is None:
+        raise SageError(f"{worktree}/.git no longer links the worktree to its git dir")
+    return admin
 
 
 def _own(job: WorkerJob) -> tuple[str, ...]:

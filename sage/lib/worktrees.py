@@ -198,13 +198,9 @@ def _same(one: Path, other: Path) -> bool:
 
 
 def _admin_dir(path: Path) -> Path | None:
-    try:
-        text = (path / ".git").read_text(encoding="utf-8").strip()
-    except OSError:  # missing, or a directory (a worker ran `git init`)
-        return None
-    if not text.startswith("gitdir: "):
-        return None
-    return _absolute(path, text[len("gitdir: ") :])
+    """The slot's git dir; None when its `.git` is missing, or a folder (a worker ran `git
+    init`)."""
+    return git.linked_git_dir(path)
 
 
 def _registered_at(admin: Path) -> Path | None:
@@ -457,7 +453,7 @@ class Ownership:
 
 def ownership(path: Path) -> Ownership:
     link = _read(path / ".git") or ""
-    admin = Path(link.removeprefix("gitdir:").strip())
+    admin = git.linked_git_dir(path) or path / ".git"
     return Ownership(link=link, admin=admin, commondir=_read(admin / "commondir") or "")
 
 
