@@ -705,7 +705,7 @@ def _linear_history(repo: Path, base: str, head: str) -> list[tuple[str, str]] |
     line of single-parent commits down to `base`: what a worker's branch is after sage commits
     its work on the base. None for anything else (a merge, a longer line, packed objects, replace
     refs, grafts, a shallow clone, a message in another encoding): then git answers."""
-    objects = _plain_objects(repo)
+    objects = objects_dir(repo)
     if objects is None or not _HEX.fullmatch(head) or not _HEX.fullmatch(base):
         return None
     rows: list[tuple[str, str]] = []
@@ -719,7 +719,7 @@ def _linear_history(repo: Path, base: str, head: str) -> list[tuple[str, str]] |
     return rows[::-1]
 
 
-def _plain_objects(repo: Path) -> Path | None:
+def objects_dir(repo: Path) -> Path | None:
     """The object folder, if nothing makes git see commits other than as they are stored.
     (Asked for each in-process read or write: plain strings and stats, no Path made.)"""
     common = _common_dir_cached(str(repo))
@@ -759,28 +759,16 @@ def loose_commit(repo: Path, sha: str) -> tuple[tuple[str, ...], str] | None:
     object file, without a git process; None when that cannot be told so (packed, replaced,
     grafted, in another encoding, not a commit). A commit sage just made (`git commit`,
     `commit-tree`) is loose until git packs it."""
-    objects = _plain_objects(repo)
+    objects = objects_dir(repo)
     commit = _loose_commit(objects, sha) if objects and _HEX.fullmatch(sha) else None
     if commit is None:
         return None
     return tuple(commit[0]), commit[1].decode("utf-8", errors="replace")
 
 
-def objects_dir(repo: Path) -> Path | None:
-    """The object folder, if objects are what they are stored as (see `_plain_objects`)."""
-    return _plain_objects(repo)
-
-
 def read_loose(objects: Path, sha: str) -> tuple[str, bytes] | None:
     """An object's type and content from its loose file in `objects`, or None."""
     return _read_loose(objects, sha) if _HEX.fullmatch(sha) else None
-
-
-def loose_object(repo: Path, sha: str) -> tuple[str, bytes] | None:
-    """An object's type and content read from its loose file, without a git process; None when
-    it is not loose (packed, absent) or git might see it otherwise (replaced, grafted)."""
-    objects = _plain_objects(repo)
-    return _read_loose(objects, sha) if objects and _HEX.fullmatch(sha) else None
 
 
 def _read_loose(objects: Path, sha: str) -> tuple[str, bytes] | None:
