@@ -101,8 +101,8 @@ class LocalExecutor:
         with self._lock:
             self._groups[tid] = pgid
         with self._files_lock:
-            self.pids_dir.mkdir(parents=True, exist_ok=True)
-            files.write_over(pid_file(self.pids_dir, slot), f"{tid} {pgid}\n")
+            where, text = pid_file(self.pids_dir, slot), f"{tid} {pgid}\n"
+            files.in_folder(self.pids_dir, lambda: files.write_over(where, text))
             self._pid_files[tid] = (slot, id(threading.current_thread()))
 
     def _forget_pid_file(self, tid: str) -> None:

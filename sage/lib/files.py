@@ -24,12 +24,13 @@ depends on what was fsynced, and sage chooses by what the file is:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import stat
-import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -40,17 +41,22 @@ T = TypeVar("T")
 def write_atomic(path: Path, text: str | bytes, *, durable: bool = True) -> None:
     """`text` (str: UTF-8) in `path` whole or not at all, with the mode of the file it replaces;
     on disk before returning unless `durable` is False (run state: see the module docstring)."""
-    mode = _mode_for(path)
-    fd, tmp = _temp_beside(path)
+    mode = _mode_of(path)  # the index and config are the user's files
+    data = text.encode() if isinstance(text, str) else text
+    made = 0o666 if mode is None else mode  # a new file: what a plain open() makes
+    fd, tmp = in_folder(path.parent, lambda: new_file(f"{path.parent}/.{path.name}.", ".tmp", made))
     try:
-        os.fchmod(fd, mode)  # mkstemp makes 0600: the index and config are the user's files
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode() if isinstance(text, str) else text)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
+        if mode is not None and mode & _UMASK:  # bits the umask took from it
+            os.fchmod(fd, mode)
+        write_all(fd, data)
+        if durable:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
         os.replace(tmp, path)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
@@ -58,22 +64,77 @@ def write_atomic(path: Path, text: str | bytes, *, durable: bool = True) -> None
         _fsync_dir(path.parent)
 
 
-def _temp_beside(path: Path) -> tuple[int, str]:
-    """A new temporary file in `path`'s folder, made first if missing (a mkdir per write costs
-    more than the write on some disks)."""
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A file's bytes in four system calls (open, read, read, close; a large file more),
+    where `open(path, "rb").read()` takes seven: it also asks for the file's size, whether it
+    is a terminal and where it stands. Sage reads a few small files (refs, HEAD, links, queue
+    entries) per object and per ref it looks at."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        chunks = []
+        while chunk := os.read(fd, _READ_AT_ONCE):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
-def _mode_for(path: Path) -> int:
-    """The mode of the file being replaced, else what a plain open() would create."""
+_READ_AT_ONCE = 1 << 20
+
+
+def read_text(path: str | os.PathLike[str], errors: str = "strict") -> str:
+    """A UTF-8 file's text (`read_bytes`); newlines as they are."""
+    return read_bytes(path).decode("utf-8", errors)
+
+
+def present(folder: Path, names: Iterable[str]) -> list[str]:
+    """Which of `names` are in `folder` (a link to nothing counts), in their order: one listing
+    of the folder, not a stat per name; none when it is missing."""
     try:
-        return stat.S_IMODE(path.stat().st_mode)
+        there = set(os.listdir(folder))
+    except OSError:
+        return []
+    return [name for name in names if name in there]
+
+
+def in_folder(folder: Path | str, make: Callable[[], T]) -> T:
+    """`make()`, which makes a file in `folder`; the folder made first only if `make` finds it
+    missing (a mkdir per file costs two system calls, and a file is made per state change)."""
+    try:
+        return make()
     except FileNotFoundError:
-        return 0o666 & ~_umask()
+        os.makedirs(folder, exist_ok=True)
+        return make()
+
+
+def new_file(prefix: str, suffix: str, mode: int = 0o666) -> tuple[int, str]:
+    """A file made anew (create-exclusive) as `<prefix><unique><suffix>`, open for writing, and
+    its name: unique per process and thread, as `tempfile.mkstemp`'s names, without its random
+    names' cost; a name a dead process left is skipped."""
+    while True:
+        name = f"{prefix}{os.getpid()}-{threading.get_ident()}-{next(_MADE)}{suffix}"
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), name
+        except FileExistsError:
+            continue
+
+
+_MADE = itertools.count()
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """All of `data` into the open file `fd` (a write may take part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _mode_of(path: Path) -> int | None:
+    """The mode of the file being replaced; None if there is none."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return None
 
 
 def _umask() -> int:
@@ -126,6 +187,8 @@ class Snapshot(Generic[T]):
             return
         self._seen = _Seen(signature, data, value, settled=False)
 
+
+_UMASK = _umask()  # sage never sets its own
 
 RACY_NS = 2_000_000_000  # a file changed this long before a read began is settled (FAT: 2 s ticks)
 

@@ -9,17 +9,19 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from sage.lib import proc
+from sage.lib import files, proc
 from sage.lib.errors import GitError, NotARepository, RefRefused, SageError
 
 FALLBACK_NAME = "sage"
 FALLBACK_EMAIL = "sage@localhost"
 TRAILER = "Sage-Ticket"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,8 +177,7 @@ def linked_git_dir(checkout: Path) -> Path | None:
 
 def _text(path: str) -> str:
     """A small file's text, stripped (a ref, HEAD, a link to a folder)."""
-    with open(path, encoding="utf-8") as handle:
-        return handle.read().strip()
+    return files.read_text(path).strip()
 
 
 def shared_dir(repo: Path) -> Path:
@@ -217,8 +218,11 @@ def _ref_tip(repo: Path, ref: str) -> str | None:
 
 def _is_loose_commit(objects: Path, sha: str) -> bool:
     try:
-        with open(f"{objects}/{sha[:2]}/{sha[2:]}", "rb") as handle:
-            start = zlib.decompressobj().decompress(handle.read(64), 16)
+        fd = os.open(f"{objects}/{sha[:2]}/{sha[2:]}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            start = zlib.decompressobj().decompress(os.read(fd, 64), 16)
+        finally:
+            os.close(fd)
     except (OSError, zlib.error):
         return False
     return start.startswith(b"commit ")
@@ -315,7 +319,50 @@ def hooks_dir(worktree: Path, found: Settings | None = None) -> Path:
     return _common_dir_cached(str(worktree)) / "hooks"
 
 
+class _Looks(threading.local):
+    """What the calling thread found out in the step it is in (`one_look`), per repository."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], object] | None = None
+
+
+_LOOKS = _Looks()
+
+
+@contextmanager
+def one_look() -> Iterator[None]:
+    """A step done in process (a landing pass, a slot's switch, a collect) reads git's settings
+    and whether replace refs or grafts change what git sees once per repository, at the first
+    ask, as a git process reads them once when it starts; outside a step, at every ask. No step
+    changes them itself; a change made meanwhile counts from the next step, as it would for a
+    git process already running. Nested steps are one."""
+    if _LOOKS.seen is not None:
+        yield
+        return
+    _LOOKS.seen = {}
+    try:
+        yield
+    finally:
+        _LOOKS.seen = None
+
+
+def per_step(what: str, key: str | os.PathLike[str], find: Callable[[], T]) -> T:
+    """`find()`, asked once per `key` (a repository, a folder) in a step (`one_look`); at every
+    call outside one."""
+    seen = _LOOKS.seen
+    if seen is None:
+        return find()
+    at = (what, os.fspath(key))
+    if at not in seen:
+        seen[at] = find()
+    return seen[at]  # type: ignore[return-value]
+
+
 def _config_stamp(repo: Path) -> tuple[object, ...]:
+    return per_step("config", repo, lambda: _config_stamp_now(repo))
+
+
+def _config_stamp_now(repo: Path) -> tuple[object, ...]:
     env: tuple[object, ...] = tuple(os.environ.get(name) for name in _CONFIG_VARIABLES)
     if env[_COUNT_AT]:  # GIT_CONFIG_COUNT: GIT_CONFIG_KEY_<n> and GIT_CONFIG_VALUE_<n> too
         env += tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("GIT_CONFIG_")))
@@ -448,7 +495,7 @@ def _update_loose_ref(repo: Path, ref: str, new: str, old: str) -> bool | None:
     create = always or (settings_now.flag("core.logallrefupdates") and ref.startswith(_LOGGED))
     logs = [(common / "logs" / ref, create)]
     try:
-        if (common / "HEAD").read_text(encoding="utf-8").strip() == f"ref: {ref}":
+        if files.read_text(common / "HEAD").strip() == f"ref: {ref}":
             logs.append((common / "logs" / "HEAD", create))
     except OSError:
         return None
@@ -492,20 +539,22 @@ def move_ref(
     path = common / ref
     lock = Path(f"{path}.lock")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        fd = files.in_folder(path.parent, lambda: os.open(lock, flags, 0o666))
     except OSError:
         return None
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
+        try:
             try:
-                current = path.read_text(encoding="ascii").strip()
+                current = files.read_bytes(path).decode("ascii").strip()
             except FileNotFoundError:
                 current = ""
             if current != old:
                 lock.unlink()
                 return False if _HEX.fullmatch(current) else None
-            handle.write(f"{new}\n")
+            files.write_all(fd, f"{new}\n".encode())
+        finally:
+            os.close(fd)
         line = f"{old or _ZERO[: len(new)]} {new} {settings_now.idents['COMMITTER']} {stamp()}"
         line += f"\t{message}\n" if message else "\n"
         for log, create in logs:
@@ -530,8 +579,10 @@ def point_head(repo: Path, head: Path, ref: str, *, old: str, new: str, message:
     except OSError:
         return False
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(f"ref: {ref}\n")
+        try:
+            files.write_all(fd, f"ref: {ref}\n".encode())
+        finally:
+            os.close(fd)
         line = f"{old} {new} {found.idents['COMMITTER']} {stamp()}\t{message}\n"
         _append_log(head.parent / "logs" / "HEAD", line, create=False)
         os.replace(lock, head)
@@ -549,7 +600,7 @@ def _ref_anywhere(common: Path, ref: str) -> bool:
     if (common / ref).exists():
         return True
     try:
-        packed = (common / "packed-refs").read_bytes()
+        packed = files.read_bytes(common / "packed-refs")
     except FileNotFoundError:
         return False
     except OSError:
@@ -562,10 +613,14 @@ _LOGGED = ("refs/heads/", "refs/remotes/", "refs/notes/")
 
 def _append_log(log: Path, line: str, *, create: bool) -> None:
     """Append a reflog line; a missing log is created only when git would create it."""
-    if not create and not log.exists():
+    try:
+        if create:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            fd = files.in_folder(log.parent, lambda: os.open(log, flags, 0o666))
+        else:
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:  # no log, and git would not make one
         return
-    log.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         os.write(fd, line.encode("utf-8"))
     finally:
@@ -633,7 +688,7 @@ def checkouts(repo: Path) -> dict[Path, str | None]:
     admin = common / "worktrees"
     for entry in sorted(admin.iterdir()) if admin.is_dir() else ():
         try:
-            gitdir = Path((entry / "gitdir").read_text(encoding="utf-8").strip())
+            gitdir = Path(files.read_text(entry / "gitdir").strip())
         except OSError:
             continue
         found[gitdir.parent] = _head_branch(entry / "HEAD")
@@ -721,7 +776,11 @@ def _linear_history(repo: Path, base: str, head: str) -> list[tuple[str, str]] |
 
 def objects_dir(repo: Path) -> Path | None:
     """The object folder, if nothing makes git see commits other than as they are stored.
-    (Asked for each in-process read or write: plain strings and stats, no Path made.)"""
+    (Asked for each in-process read or write, once per step: see `one_look`.)"""
+    return per_step("objects", repo, lambda: _objects_dir_now(repo))
+
+
+def _objects_dir_now(repo: Path) -> Path | None:
     common = _common_dir_cached(str(repo))
     at = os.fspath(common)
     if os.environ.get("GIT_REPLACE_REF_BASE") or any(
@@ -773,8 +832,7 @@ def read_loose(objects: Path, sha: str) -> tuple[str, bytes] | None:
 
 def _read_loose(objects: Path, sha: str) -> tuple[str, bytes] | None:
     try:
-        with open(f"{objects}/{sha[:2]}/{sha[2:]}", "rb") as handle:
-            data = zlib.decompress(handle.read())
+        data = zlib.decompress(files.read_bytes(f"{objects}/{sha[:2]}/{sha[2:]}"))
     except (OSError, zlib.error):
         return None
     header, _, body = data.partition(b"\0")

@@ -6,6 +6,7 @@ format, a split or sparse index (whose entries are not all in this file); then g
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sage.lib import git, objects
+from sage.lib import files, git, objects
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +248,7 @@ def _same_content(where: str, seen: os.stat_result, entry: Entry, hash_size: int
         if stat.S_ISLNK(seen.st_mode):
             data = os.fsencode(os.readlink(where))
         else:
-            with open(where, "rb") as handle:
-                data = handle.read()
+            data = files.read_bytes(where)
     except OSError:
         return False
     digest = hashlib.sha1 if hash_size == 20 else hashlib.sha256
@@ -280,7 +280,7 @@ Wanted = Callable[[bytes, int], bool]  # an entry's name and flags: keep it?
 
 def _index_entries(index: Path, hash_size: int, wanted: Wanted) -> list[Entry] | None:
     try:
-        data = index.read_bytes()
+        data = files.read_bytes(index)
     except OSError:
         return None
     if data[:4] != b"DIRC" or hash_size not in (20, 32) or len(data) < 12:
@@ -389,7 +389,7 @@ def fast_forward(
     except OSError:
         return False
     try:
-        with os.fdopen(fd, "wb") as handle:
+        try:
             version, entries, kept, written = parsed
             changed = _write_files(checkout, before, after, contents, in_place=in_place)
             for path, entry in changed.items():
@@ -398,7 +398,9 @@ def fast_forward(
                 else:
                     entries[os.fsencode(path)] = entry
             fresh = {os.fsencode(path) for path in changed}
-            handle.write(_serialized(version, entries, kept, hash_size))
+            files.write_all(fd, _serialized(version, entries, kept, hash_size))
+        finally:
+            os.close(fd)
         if any(name not in fresh and e[0][2:4] >= written for name, e in entries.items()):
             # an entry racily clean in the old file stays so: git reads it again, not trusting
             # stat data from the instant that file was written (git smudges such entries)
@@ -434,7 +436,7 @@ def _parse_whole(
     mtime; None for anything else (version 4, a conflict's stages, an extension git
     requires, a checksum that does not match)."""
     try:
-        data = index.read_bytes()
+        data = files.read_bytes(index)
         seen = os.stat(index)
     except OSError:
         return None
@@ -515,15 +517,17 @@ def _write_files(
 def _put(target: Path, content: bytes, mode: str) -> None:
     """Write a file as git's checkout does: the old one removed, the new one created (a write
     cut short leaves the start of it, which the checkout journal knows as sage's)."""
-    if os.path.lexists(target):
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if mode == "120000":
-        os.symlink(os.fsdecode(content), target)
+        files.in_folder(target.parent, lambda: os.symlink(os.fsdecode(content), target))
         return
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if mode == "100755" else 0o666)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
+    flags, made = os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if mode == "100755" else 0o666
+    fd = files.in_folder(target.parent, lambda: os.open(target, flags, made))
+    try:
+        files.write_all(fd, content)
+    finally:
+        os.close(fd)
 
 
 def _rewritten(target: Path, content: bytes, mode: str) -> bool:
@@ -535,7 +539,7 @@ def _rewritten(target: Path, content: bytes, mode: str) -> bool:
         fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False
-    with os.fdopen(fd, "wb") as handle:
+    try:
         seen = os.fstat(fd)
         if (
             not stat.S_ISREG(seen.st_mode)
@@ -543,8 +547,10 @@ def _rewritten(target: Path, content: bytes, mode: str) -> bool:
             or bool(seen.st_mode & 0o100) != (mode == "100755")
         ):
             return False
-        handle.truncate(0)
-        handle.write(content)
+        os.ftruncate(fd, 0)
+        files.write_all(fd, content)
+    finally:
+        os.close(fd)
     return True
 
 

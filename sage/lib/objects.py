@@ -17,7 +17,6 @@ import functools
 import hashlib
 import os
 import subprocess
-import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sage.lib import git, proc
+from sage.lib.files import in_folder, new_file, write_all
 
 Edit = Callable[[bytes], bytes | None]  # the file's new content, or None to leave it
 TREE_MODE = b"40000"
@@ -408,7 +408,7 @@ class _Store:
         self.hash = _hash_name(str(repo))
         self.size = hashlib.new(self.hash).digest_size
         self.plain = git.objects_dir(repo) is not None  # nothing replaced or grafted
-        self.seen = _seen_in(self.objects)
+        self.seen = git.per_step("seen", self.objects, lambda: _seen_in(self.objects))
 
     def walk(self, start: str, parts: Sequence[str]) -> list[bytes] | None:
         """The contents of the root tree, each tree down the path, and the file at its end;
@@ -482,19 +482,21 @@ class _Store:
         oid = hashlib.new(self.hash, data).hexdigest()
         if oid in self.seen:
             return oid
-        folder = self.objects / oid[:2]
-        target = folder / oid[2:]
-        if target.exists():
+        folder = f"{self.objects}/{oid[:2]}"
+        target = f"{folder}/{oid[2:]}"
+        if os.path.exists(target):
             self.seen.keep(oid, (kind, body))
             return oid
-        folder.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=folder)
+        # read-only, as git makes them (its umask applies)
+        fd, tmp = in_folder(folder, lambda: new_file(f"{folder}/tmp_obj_", "", 0o444))
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(zlib.compress(data))
-            os.chmod(tmp, 0o444)
+            write_all(fd, zlib.compress(data))
+            os.close(fd)
+            fd = -1
             os.replace(tmp, target)
         except BaseException:
+            if fd >= 0:
+                os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from sage.lib import files
 from sage.lib.errors import GitError, SageError
 
 # Inherited from a hook or an outer git; they would point our git at the wrong repository.
@@ -349,7 +350,7 @@ def pid_entry(path: Path) -> tuple[str, int] | None:
     sage's `<ticket>.pid` holding the group alone. None when it names none (emptied, or cut
     short by a kill while it was written)."""
     try:
-        words = path.read_text(encoding="utf-8").split()
+        words = files.read_text(path).split()
     except (OSError, UnicodeDecodeError):
         return None
     if len(words) == 2 and words[1].isdigit():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NoReturn
 
-from sage.lib import agents, git, index_file, objects, proc, worktrees
+from sage.lib import agents, files, git, index_file, objects, proc, worktrees
 from sage.lib.agent_output import Verdict
 from sage.lib.collisions import WARNINGS_FILE
 from sage.lib.outcomes import Outcome, Usage
@@ -380,6 +380,11 @@ def collect(worktree: Path, job: WorkerJob, *, repo: Path | None = None) -> str:
     Work that cannot land as it is raises `NotLanded` naming the cause; sage's own files (the
     index, run state) are kept out, and what was kept out is logged and reported.
     """
+    with git.one_look():
+        return _collect(worktree, job, repo)
+
+
+def _collect(worktree: Path, job: WorkerJob, repo: Path | None) -> str:
     head, entries = _status(worktree)
     _refuse_unfinished(worktree, entries)
     kept_out, restored = _keep_out(worktree, job, head, entries)
@@ -577,10 +582,10 @@ def _refuse_unfinished(worktree: Path, entries: list[_Entry]) -> None:
     """A merge left half done, unmerged files, nested repositories, submodule edits."""
     unmerged = _listed(e.path for e in entries if e.kind == "u")
     admin = _admin_dir(worktree)
-    for marker, what in _UNFINISHED.items():
-        if (admin / marker).exists():
-            conflicts = f" (unmerged: {unmerged})" if unmerged else ""
-            _fail(f"the worker exited in the middle of {what}{conflicts}: finish or abort it")
+    for marker in files.present(admin, _UNFINISHED)[:1]:
+        conflicts = f" (unmerged: {unmerged})" if unmerged else ""
+        what = _UNFINISHED[marker]
+        _fail(f"the worker exited in the middle of {what}{conflicts}: finish or abort it")
     if unmerged:
         _fail(f"the worker left unmerged files: {unmerged}: resolve them and `git add` them")
     nested = [e.path for e in entries if e.kind == "?" and e.path.endswith("/")]
@@ -712,7 +717,7 @@ def _may_have_markers(worktree: Path, changes: list[_Change]) -> bool:
     """Whether any changed file holds both conflict-marker lines now (cheap: no git call)."""
     for change in changes:
         try:
-            text = (worktree / change.path).read_bytes()
+            text = files.read_bytes(worktree / change.path)
         except OSError:
             continue
         if b"\n<<<<<<<" in b"\n" + text and b"\n>>>>>>>" in b"\n" + text:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sage.lib import git, index_file, objects, proc
+from sage.lib import files, git, index_file, objects, proc
 from sage.lib.config import Config
 from sage.lib.errors import GitError, SageError
 
@@ -142,6 +142,19 @@ def prepare_slot(
     """
     started = time.monotonic()
     path, branch = slot_path(slots_dir, slot), branch_for(ticket_id)
+    with git.one_look():  # setup, below, may change what git reads
+        problem = _switch_slot(repo, path, branch, base, setup)
+    reason = _setup_reason(path, setup, created=bool(problem))
+    setup_seconds = _run_setup(path, slot, setup) if reason else 0.0
+    return Slot(path=path, branch=branch, created=bool(problem),
+                recovered="" if problem in ("", "missing") else problem,
+                setup_ran=bool(reason), setup_reason=reason, setup_seconds=setup_seconds,
+                seconds=time.monotonic() - started)  # fmt: skip
+
+
+def _switch_slot(repo: Path, path: Path, branch: str, base: str, setup: SlotSetup) -> str:
+    """The slot on `branch` at `base`, switched or made anew, the copies in; why it was made
+    anew ("missing", a problem with it), or "" if switched."""
     _drop_stale_lock(repo, branch)
     noted = _noted_tidy(path)
     problem = slot_problem(repo, path) or _switched(
@@ -151,12 +164,7 @@ def prepare_slot(
         _recreate(repo, path, branch, base)
         _check_copies_ignored(repo, path, setup.copy)
     _copy_in(repo, path, setup.copy)
-    reason = _setup_reason(path, setup, created=bool(problem))
-    setup_seconds = _run_setup(path, slot, setup) if reason else 0.0
-    return Slot(path=path, branch=branch, created=bool(problem),
-                recovered="" if problem in ("", "missing") else problem,
-                setup_ran=bool(reason), setup_reason=reason, setup_seconds=setup_seconds,
-                seconds=time.monotonic() - started)  # fmt: skip
+    return problem
 
 
 # When this process began: a lock file older than that on a ticket's own branch is no lock of
@@ -187,7 +195,7 @@ def slot_problem(repo: Path, path: Path) -> str:
     registered = _registered_at(admin)
     if registered is None or not _same(registered, path / ".git"):
         return "not registered with the repository"
-    stuck = [name for name in _STUCK if (admin / name).exists()]
+    stuck = files.present(admin, _STUCK)
     return f"left mid-operation ({stuck[0]})" if stuck else ""
 
 
@@ -479,6 +487,6 @@ def head_log(made: Ownership) -> Iterator[str]:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return files.read_text(path, errors="replace")
     except OSError:
         return None

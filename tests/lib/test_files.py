@@ -195,3 +195,60 @@ def test_a_snapshot_always_reads_what_the_file_holds(steps: list[str]) -> None:
                 files.write_atomic(path, data, durable=False)
                 seen.wrote(data, data.decode())
             assert seen.read() == path.read_text()
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, (1 << 20) - 1, 1 << 20, (3 << 20) + 7])
+def test_read_bytes_reads_the_whole_file(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "data"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    assert files.read_bytes(path) == data
+    assert files.read_text(tmp_path / "data", errors="replace") == data.decode(errors="replace")
+
+
+def test_read_bytes_raises_as_open_does(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        files.read_bytes(tmp_path / "missing")
+    with pytest.raises(IsADirectoryError):
+        files.read_bytes(tmp_path)
+
+
+def test_present_lists_the_names_in_a_folder_with_one_look(tmp_path: Path) -> None:
+    (tmp_path / "MERGE_HEAD").write_text("x")
+    (tmp_path / "rebase-merge").mkdir()
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    names = ["rebase-merge", "index.lock", "MERGE_HEAD", "dangling"]
+    assert files.present(tmp_path, names) == ["rebase-merge", "MERGE_HEAD", "dangling"]
+    assert files.present(tmp_path / "missing", names) == []
+
+
+def test_an_atomic_write_makes_its_folder_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "state.json"
+    files.write_atomic(path, "one\n", durable=False)
+    files.write_atomic(path, b"two\n")
+    assert path.read_text() == "two\n"
+    assert os.listdir(path.parent) == ["state.json"]
+
+
+def test_new_files_made_at_once_by_many_threads_never_share_a_name(tmp_path: Path) -> None:
+    import threading
+
+    made: list[str] = []
+
+    def make() -> None:
+        for _ in range(50):
+            fd, name = files.new_file(f"{tmp_path}/.x.", ".tmp")
+            os.close(fd)
+            made.append(name)
+
+    threads = [threading.Thread(target=make) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(made)) == 400 == len(os.listdir(tmp_path))
+    (tmp_path / "objects").mkdir()
+    fd, name = files.new_file(f"{tmp_path}/objects/", "", 0o444)  # read-only, open for writing
+    os.write(fd, b"x")
+    os.close(fd)
+    assert mode(Path(name)) == 0o444 & ~files._UMASK and Path(name).read_bytes() == b"x"

@@ -136,3 +136,27 @@ def test_what_git_must_decide_leaves_the_ref_to_git(repo: Path, why: str) -> Non
         ref = "refs/heads/alias"
     assert sage_git._update_loose_ref(repo, ref, new, old) is None
     assert git(repo, "rev-parse", "main") == old
+
+
+def test_a_step_reads_the_settings_once_and_the_next_step_sees_a_change(repo: Path) -> None:
+    """As a git process reads its config once when it starts: a change made during a step
+    (by another process) counts from the next step, and outside a step at once."""
+    git(repo, "config", "core.hooksPath", "first")
+    with sage_git.one_look():
+        assert sage_git.hooks_dir(repo) == repo / "first"
+        git(repo, "config", "core.hooksPath", "second")
+        assert sage_git.hooks_dir(repo) == repo / "first"
+        with sage_git.one_look():  # a nested step is the same step
+            assert sage_git.hooks_dir(repo) == repo / "first"
+    assert sage_git.hooks_dir(repo) == repo / "second"
+    with sage_git.one_look():
+        assert sage_git.hooks_dir(repo) == repo / "second"
+
+
+def test_a_step_sees_replace_refs_made_before_it_and_not_those_made_during_it(repo: Path) -> None:
+    tip = commit(repo, "tip")
+    with sage_git.one_look():
+        assert sage_git.loose_commit(repo, tip) is not None
+        git(repo, "replace", "--graft", tip)
+        assert sage_git.loose_commit(repo, tip) is not None  # as it stood when the step began
+    assert sage_git.loose_commit(repo, tip) is None  # replaced: git must say

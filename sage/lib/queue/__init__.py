@@ -83,13 +83,14 @@ class CommitQueue:
     ) -> QueueEntry:  # fmt: skip
         """Persist a new queued entry for `branch` (its tip now, or `head` if the caller knows
         it), with its commits and squash message, and return it."""
-        head = head or git.rev_parse(self.root, f"refs/heads/{branch}")
-        if head is None:
-            raise SageError(
-                f"cannot queue {ticket_id}: branch {branch} does not exist",
-                hint="the ticket's work is gone; run the ticket again",
-            )
-        pairs, descends = git.history(self.root, base, head)
+        with git.one_look():
+            head = head or git.rev_parse(self.root, f"refs/heads/{branch}")
+            if head is None:
+                raise SageError(
+                    f"cannot queue {ticket_id}: branch {branch} does not exist",
+                    hint="the ticket's work is gone; run the ticket again",
+                )
+            pairs, descends = git.history(self.root, base, head)
         entry = new_entry(
             ticket_id=ticket_id, title=title, branch=branch, base=base, head=head,
             worker=worker, run_id=self.run_id, attempts=attempts, verify=self.verify,
@@ -121,7 +122,7 @@ class CommitQueue:
         before it); what landed was recorded (and told to `notify`), nothing more lands.
         """
         self.landing.notify, self.landing.behind = notify, None
-        with self._lock():
+        with self._lock(), git.one_look():
             recovered: list[Outcome] = list(self.landing.recover())
             outcomes = self.landing.run(self.entries.queued())
             if self.landing.behind is not None:

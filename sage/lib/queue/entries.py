@@ -125,7 +125,7 @@ def squash_message(ticket_id: str, title: str, subjects: Sequence[str]) -> str:
 def read_entry(path: Path) -> QueueEntry | None:
     """An entry file, or None when it was archived meanwhile."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(files.read_bytes(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, RecursionError) as exc:
@@ -183,7 +183,7 @@ class Entries:
         the entries (both folders, which grow run after run) when it is missing or unreadable,
         or behind them (an older sage, a hand edit)."""
         try:
-            kept = int(self._seq_file.read_text(encoding="ascii"))
+            kept = int(files.read_bytes(self._seq_file))
         except (OSError, ValueError):
             kept = -1
         newest = max((_seq_of(n) for n in _entry_names(self.queue_dir)), default=0)
