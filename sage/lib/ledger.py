@@ -200,19 +200,37 @@ class Ledger:
 
 
 class Slots:
-    """Worker slots 0 … n-1: a slot is a stable identity for the life of the run."""
+    """Worker slots 0 … n-1: a slot is a stable identity for the life of the run.
+
+    A slot keeps the files of the last ticket it ran. The next ticket takes the free slot whose
+    ticket landed last: its files are nearest the target's, so its switch rewrites the fewest
+    (in a chain, none: the dependent takes the slot whose work just landed). Else the lowest,
+    which a run made or reused before a higher one."""
 
     def __init__(self, count: int) -> None:
         self.count = count
         self._free = list(range(count))
+        self._ran: dict[int, str] = {}  # slot -> the ticket it ran last
+        self._landed: dict[int, int] = {}  # slot -> when (a count) that ticket landed
+        self._landings = 0
 
-    def take(self) -> int:
-        self._free.sort()
-        return self._free.pop(0)
+    def take(self, ticket_id: str = "") -> int:
+        slot = max(self._free, key=lambda s: (self._landed.get(s, -1), -s))
+        self._free.remove(slot)
+        self._ran[slot] = ticket_id
+        self._landed.pop(slot, None)
+        return slot
 
     def give_back(self, slot: int | None) -> None:
         if slot is not None and slot not in self._free:
             self._free.append(slot)
+
+    def landed(self, ticket_id: str, slot: int | None) -> None:
+        """`ticket_id`, which ran in `slot`, landed: that slot's files are the freshest, unless
+        it has taken another ticket since."""
+        if slot is not None and self._ran.get(slot) == ticket_id:
+            self._landings += 1
+            self._landed[slot] = self._landings
 
     @property
     def free(self) -> int:

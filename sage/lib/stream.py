@@ -125,6 +125,8 @@ class Stream:
         )  # fmt: skip
         self.interrupted = self.lander_failed = False
         self._told_apart = 0
+        # Landings the tickets running then are still to hear of: (ticket, commit, running).
+        self._to_warn: list[tuple[str, str, set[str]]] = []
         self._spent_usd = 0.0
         self._last_pass = 0.0
 
@@ -157,7 +159,8 @@ class Stream:
             self._take_interrupts()
             self.books.release_due()
             if self.books.stop_reason is None:
-                self._fill()
+                self._fill()  # what a landing unblocked starts before the running are warned
+            self._warn_running()
             self._reconcile_soon()
             if self._idle():
                 return
@@ -230,7 +233,7 @@ class Stream:
             self.store.transition([(ticket.id, "IN_PROGRESS")], run_id=self.run_id,
                                   reason=f"started by run {self.run_id}")  # fmt: skip
         base = self.books.head or self.queue.head()
-        slot = self.slots.take()
+        slot = self.slots.take(ticket.id)
         self.dispatcher.hold(ticket.id)  # overlapping `files` wait until it lands or is deferred
         resolve = record.resolve if isinstance(record.resolve, Resolve) else None
         job = self.plan.job(ticket, attempt=record.attempt, base=base, slot=slot, resolve=resolve)
@@ -273,9 +276,11 @@ class Stream:
                 self._finished(result, entry)
             case LandedMsg(outcome=landed):
                 books.landed(landed.entry.ticket_id, landed.commit)
+                self.slots.landed(landed.entry.ticket_id, self.ledger[landed.entry.ticket_id].slot)
                 for warning in landed.warnings:  # the user's edits carried over the update
                     self.journal.emit("warning", landed.entry.ticket_id, reason=warning)
-                self._warn_running(landed.entry.ticket_id, landed.commit)
+                running = set(self.ledger.ids(Phase.RUNNING))  # the tickets it may surprise
+                self._to_warn.append((landed.entry.ticket_id, landed.commit, running))
             case RejectedMsg(outcome=rejected):
                 books.rejected(rejected)
             case LanderFailed(error=error):
@@ -321,10 +326,18 @@ class Stream:
         self.books.queued(entry, result)
         self.lander.wake()
 
-    def _warn_running(self, landed: str, commit: str) -> None:
+    def _warn_running(self) -> None:
         """Tell running tickets whose work so far touches what just landed (see collisions)."""
+        for landed, commit, then in self._to_warn:
+            self._warn_of(landed, commit, then)
+        self._to_warn.clear()
+
+    def _warn_of(self, landed: str, commit: str, then: set[str]) -> None:
         where = getattr(self.executor, "worktree", None)
-        running = [r for r in self.ledger.runs(Phase.RUNNING) if r.slot is not None]
+        # not those started on it since
+        running = [
+            r for r in self.ledger.runs(Phase.RUNNING) if r.slot is not None and r.ticket_id in then
+        ]
         if where is None or not running or self.plan.repo is None:
             return
         files = collisions.landed_files(self.plan.repo, commit)

@@ -61,6 +61,23 @@ def test_slots_never_hand_out_one_slot_twice(ops) -> None:
     assert slots.free == 3 - len(held)
 
 
+def test_the_next_ticket_takes_the_slot_whose_ticket_landed_last() -> None:
+    slots = Slots(3)
+    assert [slots.take(t) for t in ("A", "B", "C")] == [0, 1, 2]  # none landed: the lowest
+    for slot in (0, 1, 2):
+        slots.give_back(slot)
+    slots.landed("B", 1)
+    slots.landed("A", 0)
+    assert slots.take("D") == 0  # A landed last: slot 0 holds the freshest files
+    assert slots.take("E") == 1  # then B's
+    slots.give_back(0)
+    slots.landed("A", 0)  # slot 0 took D since: A's landing says nothing of its files now
+    slots.give_back(1)
+    assert slots.take("F") == 0  # none fresh among 0 and 2 (and 1's E has not landed): lowest
+    slots.landed("E", 1)  # E landed while its slot was free again
+    assert slots.take("G") == 1
+
+
 def test_due_lists_delayed_and_parked_soonest_first() -> None:
     ledger = Ledger(["A", "B", "C"])
     for tid, due in (("A", 5.0), ("B", 2.0)):
