@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="sage-bench-") as tmp:
         os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")  # the worktrees: scratch too
-        compiled(Path(tmp) / "pycache")
+        compiled()
         options = Options(
             quick=args.quick, workdir=Path(tmp), conflict_variants=tuple(args.conflict_variants)
         )
@@ -209,13 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(r["verdict"] == "OVER" for r in rows) else 0
 
 
-def compiled(prefix: Path) -> None:
-    """sage's modules compiled once, for every run measured to read: an installed sage runs
-    from bytecode (pip compiles it), while this checkout may have none and be barred from
-    writing it (PYTHONDONTWRITEBYTECODE), so each run would compile the sources anew."""
-    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "sage")], check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+def compiled() -> None:
+    """sage's modules compiled once into their `__pycache__`, for every run measured to read:
+    an installed sage runs from the bytecode pip wrote, while this checkout may have none and
+    imports may be barred from writing it (PYTHONDONTWRITEBYTECODE), so each run would compile
+    sage's sources anew. Not with PYTHONPYCACHEPREFIX: Python then looks there for every
+    module's bytecode, the standard library's and the dependencies' too, finds none and
+    compiles them all at each start (half a second a run, sage's and not the loop's). A
+    checkout that cannot be written keeps compiling at each start."""
+    os.environ.pop("PYTHONPYCACHEPREFIX", None)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "sage")],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
 if __name__ == "__main__":
