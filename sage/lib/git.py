@@ -140,10 +140,29 @@ def toplevel(path: Path) -> Path:
 
 
 def common_dir(repo: Path) -> Path:
-    """The shared .git directory, the same from every worktree (hooks live there)."""
+    """The shared .git directory, the same from every worktree (hooks live there): read from
+    the files of a checkout's top (its `.git` folder, or a linked worktree's link and its
+    `commondir`) where they tell, else asked of git."""
+    found = _common_dir_here(repo)
+    if found is not None:
+        return found
     out = git(repo, "rev-parse", "--git-common-dir")
     path = Path(out)
     return path if path.is_absolute() else (repo / path).resolve()
+
+
+def _common_dir_here(top: Path) -> Path | None:
+    dot = top / ".git"
+    admin = dot if dot.is_dir() else linked_git_dir(top)
+    if admin is None or not (admin / "HEAD").is_file():
+        return None  # not a checkout's top (a folder in one), or no git dir where it points
+    try:
+        common = _text(f"{admin}/commondir")
+    except FileNotFoundError:
+        return admin.resolve()  # a repository's own .git, or a submodule's git dir
+    except (OSError, ValueError):
+        return None
+    return (admin / common).resolve()
 
 
 def worktree_head(worktree: Path, admin: Path) -> str | None:

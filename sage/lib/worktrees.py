@@ -235,7 +235,9 @@ def _recreate(repo: Path, path: Path, branch: str, base: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     git.git(repo, "worktree", "add", "--quiet", "-f", "--detach", str(path), base)
     # not `worktree add -B`: it refuses a branch another slot has checked out (a retry moved)
-    git.git(path, "checkout", "--quiet", "--ignore-other-worktrees", "-B", branch, base)
+    admin = None if hooks_may_write(path) else _admin_dir(path)  # a post-checkout hook runs
+    if admin is None or not _on_new_branch(path, admin, branch, base, was=base, at=base):
+        git.git(path, "checkout", "--quiet", "--ignore-other-worktrees", "-B", branch, base)
 
 
 def _switched(path: Path, branch: str, base: str, setup: SlotSetup, *, tidy: bool) -> str:
@@ -287,11 +289,20 @@ def _switched_refs_only(path: Path, branch: str, base: str) -> bool:
         paths = objects.changed_paths(path, current, base)
         if paths is None or not index_file.fast_forward(path, current, base, paths, in_place=True):
             return False
+    was = current_ref.removeprefix("refs/heads/")
+    return _on_new_branch(path, admin, branch, base, was=was, at=current)
+
+
+def _on_new_branch(path: Path, admin: Path, branch: str, base: str, *, was: str, at: str) -> bool:
+    """What `git checkout -B <branch> <base>` writes once the slot's files are at `base`, for a
+    branch that does not exist yet: the branch at `base` and HEAD naming it (HEAD's reflog says
+    it moved from `was`, commit `at`). False: git must do it (the branch exists, a lock is in
+    the way, a hook would run), maybe with the branch made."""
     ref = f"refs/heads/{branch}"
     if git.move_ref(path, ref, base, "", logs=[]) is not True:
         return False
-    what = f"checkout: moving from {current_ref.removeprefix('refs/heads/')} to {branch}"
-    return git.point_head(path, admin / "HEAD", ref, old=current, new=base, message=what)
+    what = f"checkout: moving from {was} to {branch}"
+    return git.point_head(path, admin / "HEAD", ref, old=at, new=base, message=what)
 
 
 # Slots whose last ticket's collect saw nothing untracked or ignored (`note_tidy`): switching

@@ -160,3 +160,19 @@ def test_a_step_sees_replace_refs_made_before_it_and_not_those_made_during_it(re
         git(repo, "replace", "--graft", tip)
         assert sage_git.loose_commit(repo, tip) is not None  # as it stood when the step began
     assert sage_git.loose_commit(repo, tip) is None  # replaced: git must say
+
+
+def test_the_common_dir_is_read_from_the_files_as_git_tells_it(repo: Path, tmp_path: Path) -> None:
+    commit(repo, "base")
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "--detach", str(linked))
+    (repo / "sub").mkdir()
+    (tmp_path / "via-link").symlink_to(repo)
+    separate = tmp_path / "separate"
+    git(tmp_path, "init", "-q", "--separate-git-dir", str(tmp_path / "separate.git"), str(separate))
+    for place in (repo, linked, repo / "sub", tmp_path / "via-link", separate):
+        asked = git(place, "rev-parse", "--git-common-dir")
+        expected = Path(asked) if Path(asked).is_absolute() else (place / asked).resolve()
+        assert sage_git.common_dir(place) == expected.resolve(), place
+    assert sage_git._common_dir_here(repo / "sub") is None  # not a top: git says
+    assert sage_git._common_dir_here(linked) == repo.resolve() / ".git"

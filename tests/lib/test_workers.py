@@ -98,7 +98,7 @@ def test_staged_work_is_committed_as_it_is_without_a_git_call(
 ) -> None:
     """What `git apply --index` leaves: every change staged, nothing untracked. The index file
     and the files say it all (no `git status`), and the commit is written in process (the one
-    `rev-parse` and `var` are what a process asks once about a worktree)."""
+    `var` is what a process asks once about a worktree: its settings)."""
     from tests.reliability.test_process_count import classify, logging_git
 
     (repo / "old.txt").write_text("old\n")
@@ -111,7 +111,7 @@ def test_staged_work_is_committed_as_it_is_without_a_git_call(
     assert sorted(landed(repo, result)) == ["README.md", "new.txt", "old.txt"]
     calls = [classify(line) for line in log.read_text().splitlines() if "\t-C\t" in line]
     in_worktree = [sub for side, sub in calls if side == "worker" and sub != "worktree add"]
-    assert in_worktree == ["rev-parse", "var"]  # no status, add, diff or commit
+    assert in_worktree == ["var"]  # no status, add, diff or commit
     head = git(repo, "rev-parse", result.head)
     assert git(repo, "log", "-1", "--format=%s%n%b", head).startswith(f"{result.ticket_id}: ")
 
