@@ -88,9 +88,11 @@ class Books:
 
     # ---- after the queue -----------------------------------------------------------------
 
-    def landed(self, tid: str, commit: str) -> None:
+    def landed(self, tid: str, commit: str) -> bool:
+        """Whether this is news: False when told twice (a pass and a reconciliation, or a
+        landing told again with its warnings), or of a ticket not this run's."""
         if self.ledger.phase(tid) not in (Phase.LANDING, Phase.COLLECTING):
-            return  # told twice (a pass and a reconciliation), or not this run's
+            return False
         self.ledger.move(tid, Phase.LANDED, held=False)
         # Another entry of a stacked batch may still be landing on top of this commit.
         self.head = commit if not self.ledger.count(Phase.LANDING) else None
@@ -98,6 +100,7 @@ class Books:
         self._after(tid)
         depth = self.ledger.count(Phase.LANDING)
         self.journal.emit("landed", tid, commit=commit, unblocked=freed, depth=depth)
+        return True
 
     def rejected(self, outcome: Rejected) -> None:
         entry, tid = outcome.entry, outcome.entry.ticket_id

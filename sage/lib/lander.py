@@ -85,8 +85,9 @@ class Lander:
                 self._in_pass = False
 
     def _pass(self) -> None:
-        """Landings are reported the moment they are recorded, rejections after the pass, then
-        which of the queue's entries still wait (the stream reconciles against it)."""
+        """Landings are reported the moment the target moves (again after the pass if the
+        user's checkout gave warnings), rejections after the pass, then which of the queue's
+        entries still wait (the stream reconciles against it)."""
         told: set[int] = set()
 
         def notify(landed: Landed) -> None:
@@ -96,7 +97,7 @@ class Lander:
         for outcome in self.queue.process(notify=notify):
             if not isinstance(outcome, Landed):
                 self.inbox.put(RejectedMsg(outcome=outcome))
-            elif outcome.entry.seq not in told:
+            elif outcome.entry.seq not in told or outcome.warnings:  # told early, without them
                 self.inbox.put(LandedMsg(outcome=outcome))
         self.passes += 1
         pending = frozenset(e.ticket_id for e in self.queue.pending())

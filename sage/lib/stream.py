@@ -275,12 +275,13 @@ class Stream:
             case Finished(result=result, entry=entry):
                 self._finished(result, entry)
             case LandedMsg(outcome=landed):
-                books.landed(landed.entry.ticket_id, landed.commit)
-                self.slots.landed(landed.entry.ticket_id, self.ledger[landed.entry.ticket_id].slot)
+                tid = landed.entry.ticket_id
+                if books.landed(tid, landed.commit):
+                    self.slots.landed(tid, self.ledger[tid].slot)
+                    running = set(self.ledger.ids(Phase.RUNNING))  # the tickets it may surprise
+                    self._to_warn.append((tid, landed.commit, running))
                 for warning in landed.warnings:  # the user's edits carried over the update
-                    self.journal.emit("warning", landed.entry.ticket_id, reason=warning)
-                running = set(self.ledger.ids(Phase.RUNNING))  # the tickets it may surprise
-                self._to_warn.append((landed.entry.ticket_id, landed.commit, running))
+                    self.journal.emit("warning", tid, reason=warning)
             case RejectedMsg(outcome=rejected):
                 books.rejected(rejected)
             case LanderFailed(error=error):
@@ -379,12 +380,13 @@ class Stream:
             self.journal.emit("killed", reason="second Ctrl+C", workers=killed)
 
     def _finish(self) -> None:
-        """Outcomes that arrived while stopping still count; then no ticket this run claimed is
+        """Outcomes that arrived while stopping still count (a landing is told when its target
+        moves: the pass may fail after that, recording it); then no ticket this run claimed is
         left IN_PROGRESS unless its work waits in the queue."""
         self.lander.close()
         self.executor.shutdown()
         for message in self.inbox.drain():
-            if isinstance(message, LandedMsg | Finished | Released):
+            if isinstance(message, LandedMsg | Finished | Released | LanderFailed):
                 self._handle(message)
         self.books.give_back_unsettled()
         try:

@@ -115,13 +115,15 @@ class CommitQueue:
     def process(self, notify: Callable[[Landed], None] | None = None) -> list[Outcome]:
         """Land every entry queued now; outcomes in queue order, after what a dead process left.
 
-        `notify` hears of each landing as soon as it is recorded, before its worktree and branch
-        are cleaned up, so a stream can start the dependents that much earlier.
+        `notify` hears of each landing the moment the target has moved (before the user's
+        checkout follows, the ticket is recorded COMPLETED and its worktree and branch are
+        cleaned up), so a stream can start the dependents that much earlier; an outcome with
+        warnings about the checkout comes later, in the list returned.
 
         CheckoutBehind: the user's checkout could not follow a landing (this pass's, or one
         before it); what landed was recorded (and told to `notify`), nothing more lands.
         """
-        self.landing.notify, self.landing.behind = notify, None
+        self.landing.notify, self.landing.behind, self.landing.told = notify, None, set()
         with self._lock(), git.one_look():
             recovered: list[Outcome] = list(self.landing.recover())
             outcomes = self.landing.run(self.entries.queued())

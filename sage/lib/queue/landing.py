@@ -87,6 +87,7 @@ class Landing:
         self.worktrees_dir, self.verify, self.run_id = worktrees_dir, tuple(verify), run_id
         self.merges: dict[str, checkout.Merge] = dict(merges or {})
         self.notify: Callable[[Landed], None] | None = None
+        self.told: set[int] = set()  # the entries (seq) `notify` heard of in this pass
         self.behind: checkout.CheckoutBehind | None = None  # the checkout could not follow
         self.index_in_repo = _inside(store.path, root) if store.states is not None else None
         self._index_tracked: bool | None = None  # is the index in the target's tree
@@ -289,6 +290,7 @@ class Landing:
             self.entries.requeue(entries)
             return None
         step("moved")
+        self._tell(_landed(entries))  # landed: what it unblocks starts while the checkout follows
         return self.after_move(entries, onto, new, trees)
 
     def after_move(
@@ -329,11 +331,7 @@ class Landing:
         """The ref has moved: tickets COMPLETED, branches and worktrees gone, entries archived.
         A recovery may run every step again, so each is idempotent. `warnings` (about the user's
         checkout) go with the top entry's outcome."""
-        landed = [
-            replace(e, status=Status.LANDED, landed_commit=e.new_target,
-                    landed_at=e.landed_at or now())
-            for e in entries
-        ]  # fmt: skip
+        landed = _landed(entries)
         tracked = self._tracked(landed[-1].new_target) if landed else False
         self.store.record([
             self._completed(e, committed=tracked and e.ticket_id not in self._not_carried)
@@ -346,9 +344,7 @@ class Landing:
         outcomes = [Landed(entry=e, commit=str(e.landed_commit)) for e in landed]
         if outcomes and warnings:
             outcomes[-1] = replace(outcomes[-1], warnings=tuple(warnings))
-        if self.notify is not None:
-            for outcome in outcomes:
-                self.notify(outcome)
+        self._tell(landed)  # those a recovery finished
         # Last: a crash before this leaves a landed ticket's worktree, which a stream sweeps.
         if self.batch_cleanup:
             self._untidy += landed
@@ -356,6 +352,13 @@ class Landing:
             self.cleanup(landed, trees)
         step("cleaned")
         return outcomes
+
+    def _tell(self, landed: Sequence[QueueEntry]) -> None:
+        """`notify` hears of each landed entry once a pass, the moment its ref has moved."""
+        for entry in landed:
+            if self.notify is not None and entry.seq not in self.told:
+                self.told.add(entry.seq)
+                self.notify(Landed(entry=entry, commit=str(entry.landed_commit)))
 
     def _completed(self, entry: QueueEntry, *, committed: bool) -> StateChange:
         """In the landing commit (`committed`): no commit id, which the commit cannot hold."""
@@ -454,6 +457,15 @@ class Landing:
 
     def _reached(self, commit: str, head: str) -> bool:
         return commit == head or git.is_ancestor(self.root, commit, head)
+
+
+def _landed(entries: Sequence[QueueEntry]) -> list[QueueEntry]:
+    """The entries whose target moved to their `new_target`, as the archive keeps them."""
+    return [
+        replace(e, status=Status.LANDED, landed_commit=e.new_target,
+                landed_at=e.landed_at or now())
+        for e in entries
+    ]  # fmt: skip
 
 
 def completed_blob(blob: bytes, change: StateChange) -> bytes | None:
