@@ -614,6 +614,13 @@ def point_head(repo: Path, head: Path, ref: str, *, old: str, new: str, message:
 _ZERO = "0" * 64
 
 
+def ref_exists(repo: Path, ref: str) -> bool:
+    """Whether a full ref (`refs/…`) exists, loose or packed; True when the files cannot tell."""
+    if os.path.exists(f"{_common_dir_cached(str(repo))}/reftable"):
+        return True
+    return _ref_anywhere(_common_dir_cached(str(repo)), ref)
+
+
 def _ref_anywhere(common: Path, ref: str) -> bool:
     """Whether `ref` exists as a loose file or in packed-refs (or cannot be told)."""
     if (common / ref).exists():

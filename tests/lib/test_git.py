@@ -176,3 +176,13 @@ def test_the_common_dir_is_read_from_the_files_as_git_tells_it(repo: Path, tmp_p
         assert sage_git.common_dir(place) == expected.resolve(), place
     assert sage_git._common_dir_here(repo / "sub") is None  # not a top: git says
     assert sage_git._common_dir_here(linked) == repo.resolve() / ".git"
+
+
+def test_a_ref_exists_loose_or_packed(repo: Path) -> None:
+    tip = commit(repo, "tip")
+    git(repo, "update-ref", "refs/sage/previous/A-1", tip)
+    git(repo, "update-ref", "refs/sage/previous/B-1", tip)
+    git(repo, "pack-refs", "--all")
+    git(repo, "update-ref", "refs/sage/previous/C-1", tip)  # loose
+    for name, there in (("A-1", True), ("B-1", True), ("C-1", True), ("D-1", False)):
+        assert sage_git.ref_exists(repo, f"refs/sage/previous/{name}") is there, name

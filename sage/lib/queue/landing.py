@@ -395,11 +395,15 @@ class Landing:
                 doomed[ref] = (entry, holders)
         if not doomed:
             return
-        # and each ticket's kept previous attempt (deleting a ref that is not there is no error)
-        script = "".join(
-            f"delete {ref} {entry.head}\ndelete {PREVIOUS}{entry.ticket_id}\n"
-            for ref, (entry, _) in doomed.items()
-        )
+        # and each ticket's kept previous attempt, where there is one (git would lock each
+        # ref it is told to delete, there or not: a file made and removed per ticket)
+        lines = []
+        for ref, (entry, _) in doomed.items():
+            lines.append(f"delete {ref} {entry.head}\n")
+            previous = f"{PREVIOUS}{entry.ticket_id}"
+            if git.ref_exists(self.root, previous):
+                lines.append(f"delete {previous}\n")
+        script = "".join(lines)
         if git.run(self.root, "update-ref", "--stdin", input=script).returncode != 0:
             # all or nothing: some branch moved on, so take them one by one
             doomed = {
