@@ -55,6 +55,12 @@ MAX_WORKER_SIDE = 2
 # in one call at the end.
 MAX_LANDING_SIDE = 0
 MAX_ALL_PROCESSES = 2  # every git process, git's own children included (trace2)
+# once a run, whatever its length: the repository's top (rev-parse, twice), the branches and
+# worktrees (for-each-ref ×2, worktree list, ls-files), git's settings for the repository and
+# the slot (var ×2), the one slot made (worktree add), the checked-out branch (symbolic-ref),
+# the landed branches deleted (update-ref), git's housekeeping (maintenance). 7 `rev-parse
+# --git-common-dir` went in session 6 (the common dir is read from the files).
+MAX_PER_RUN = 13
 
 WRAPPER = """#!/bin/sh
 line="$PWD"
@@ -140,6 +146,8 @@ def test_git_processes_per_ticket_only_go_down(tmp_path: Path) -> None:
     print(f"git calls per ticket: {per_ticket():.2f} (worker side {per_ticket('worker'):.2f}, "
           f"per landing {per_ticket('landing'):.2f}); every git process: {every:.2f}",
           file=sys.stderr)  # fmt: skip
+    per_run = sum(short.values()) - per_ticket() * SHORT
+    assert per_run <= MAX_PER_RUN, breakdown(short, long)
     assert per_ticket("worker") <= MAX_WORKER_SIDE
     assert per_ticket("landing") <= MAX_LANDING_SIDE
     assert per_ticket() <= MAX_PER_TICKET
