@@ -589,6 +589,18 @@ def point_head(repo: Path, head: Path, ref: str, *, old: str, new: str, message:
     """Make the HEAD file `head` (a worktree's) name `ref`, as `git checkout` does when no file
     changes: `HEAD.lock`, then renamed over HEAD; a line in HEAD's reflog if it has one.
     False (nothing changed) when the lock is in the way or git's settings are unknown."""
+    return _swap_head(repo, head, f"ref: {ref}", old=old, new=new, message=message)
+
+
+def detach_head(repo: Path, head: Path, ref: str, at: str, *, message: str) -> bool:
+    """Detach the HEAD file `head` at commit `at` if it still names `ref` (whose tip `at` is),
+    as `git checkout --detach` does when no file changes; False: nothing changed."""
+    return _swap_head(repo, head, at, old=at, new=at, message=message, was=f"ref: {ref}")
+
+
+def _swap_head(
+    repo: Path, head: Path, text: str, *, old: str, new: str, message: str, was: str = ""
+) -> bool:
     found = settings(repo)
     lock = head.with_name("HEAD.lock")
     if found is None:
@@ -599,7 +611,10 @@ def point_head(repo: Path, head: Path, ref: str, *, old: str, new: str, message:
         return False
     try:
         try:
-            files.write_all(fd, f"ref: {ref}\n".encode())
+            if was and files.read_text(head).strip() != was:  # moved meanwhile: leave it
+                lock.unlink()
+                return False
+            files.write_all(fd, f"{text}\n".encode())
         finally:
             os.close(fd)
         line = f"{old} {new} {found.idents['COMMITTER']} {stamp()}\t{message}\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,3 +74,31 @@ def test_a_slot_broken_between_runs_is_recreated(repo, sage):
     done = sage("stream", "--auto", cwd=repo)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     assert states(repo) == {"R-2": "COMPLETED"}
+
+
+def test_a_slot_left_after_a_run_is_on_its_last_ticket_s_commit(repo, sage):
+    """The landed branches go at the run's end; a slot that had one checked out is left on its
+    commit (detached), clean, not on a branch that no longer exists (`git worktree list` showed
+    0000000, `git fsck` an unborn branch, `git status` every file as added)."""
+    write_index(repo, [ticket("D-1", command=py("open('d1', 'w').write('1')")),
+                       ticket("D-2", "D-1", command=py("open('d2', 'w').write('2')"))])  # fmt: skip
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tickets")
+    done = sage("stream", "--auto", cwd=repo)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert git(repo, "for-each-ref", "refs/heads/sage/") == ""
+    slots = sorted((worktrees_dir(repo) / "_slots").iterdir())
+    assert slots
+    for slot in slots:
+        head = git(slot, "rev-parse", "HEAD")  # a commit, not an unborn branch
+        assert git(slot, "status", "--porcelain") == "", slot
+        assert git(slot, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"  # detached
+        assert git(repo, "cat-file", "-t", head) == "commit"
+    fsck = subprocess.run(["git", "-C", str(repo), "fsck"], capture_output=True, text=True)
+    assert "unborn" not in fsck.stdout + fsck.stderr
+    # and the next run switches them as before
+    write_index(repo, [ticket("D-3", command=py("open('d3', 'w').write('3')"))])
+    git(repo, "commit", "-qam", "next")
+    again = sage("stream", "--auto", cwd=repo)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr
+    assert states(repo) == {"D-3": "COMPLETED"}

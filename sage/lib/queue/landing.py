@@ -411,6 +411,12 @@ class Landing:
                 for ref, held in doomed.items()
                 if git.run(self.root, "update-ref", "-d", ref, held[0].head).returncode == 0
             }
+        for ref, (entry, _) in doomed.items():  # a slot on a branch now gone: on its commit
+            for path in (p for p, branch in trees.items() if branch == ref):
+                admin = git.linked_git_dir(path)
+                if admin is not None and path.resolve().parent == slots:
+                    git.detach_head(self.root, admin / "HEAD", ref, entry.head,
+                                    message="sage: its branch landed")  # fmt: skip
         for _, holders in doomed.values():
             for path in holders:
                 shutil.rmtree(path, ignore_errors=True)
