@@ -8,17 +8,21 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from sage.lib import files, locks
 from sage.lib import git as sgit
-from sage.lib import locks
 from sage.lib import queue as commit_queue
 from sage.lib.errors import LockHeld
 from sage.lib.project import Project, open_project
 from sage.lib.queue import CommitQueue, Landed, QueueEntry, Rejected
 from sage.lib.queue.entries import Entries, Status, new_entry
-from sage.lib.tickets import TicketStore
+from sage.lib.queue.landing import completed_blob
+from sage.lib.tickets import StateChange, TicketStore, parse_document, record_changes
 from tests.conftest import git, ticket, write_index
 
 FORBID = ("sh", "-c", "test ! -e forbidden.txt")
@@ -498,3 +502,28 @@ def test_numbering_goes_on_from_the_kept_number_and_from_the_entries_without_it(
     (tmp_path / "locks" / "queue-seq").write_bytes(b"000000\0\0\0")  # a write cut short
     assert add("B-4").seq == 7
     assert entries.last_landed("main") == replace(first[2], status=Status.LANDED, target="main")
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["COMPLETED", "FAILED"]),
+                          st.booleans()), max_size=12))  # fmt: skip
+@settings(max_examples=60, deadline=None)
+def test_the_landing_index_edit_is_what_a_fresh_parse_gives(steps) -> None:
+    """`completed_blob` keeps the document of the blob it wrote last; whatever comes next (that
+    blob, or one edited outside), its output is what parsing the blob afresh would give."""
+    doc = {"version": 1, "tickets": [ticket(f"T-{i}", title=f"t{i}") for i in range(6)]}
+    blob = files.json_text(doc).encode()
+    with mock.patch("sage.lib.tickets.now", return_value="2026-12-01T00:00:00.000Z"):
+        for number, state, edited_outside in steps:
+            if edited_outside:  # another landing, or the user, changed the index meanwhile
+                raw = parse_document(blob.decode())
+                raw["tickets"][0]["title"] += "!"
+                blob = files.json_text(raw).encode()
+            change = StateChange(ticket_id=f"T-{number}", state=state, reason="landed",
+                                 run_id="r", committed=True, fields={"note": [number]})  # fmt: skip
+            expected = parse_document(blob.decode())
+            record_changes(expected, [change])
+            out = completed_blob(blob, change)
+            assert out == files.json_text(expected).encode()
+            blob = out
+    not_an_index = StateChange(ticket_id="T-0", state="COMPLETED", reason="")
+    assert completed_blob(b"not json", not_an_index) is None
