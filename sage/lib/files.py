@@ -215,22 +215,27 @@ def write_json(path: Path, data: Any, *, durable: bool = True) -> None:
     write_atomic(path, json_text(data), durable=durable)
 
 
-def json_text(data: Any) -> str:
-    """JSON as sage writes every file: indented, UTF-8 as is, a final newline."""
-    return dumps(data) + "\n"
+def json_text(data: Any, *, rendered: dict[int, str] | None = None) -> str:
+    """JSON as sage writes every file: indented, UTF-8 as is, a final newline (`rendered`: see
+    `dumps`)."""
+    return dumps(data, rendered=rendered) + "\n"
 
 
-def dumps(data: Any) -> str:
+def dumps(data: Any, *, rendered: dict[int, str] | None = None) -> str:
     """`json.dumps(data, indent=2, ensure_ascii=False)`, the same text, faster for a document
     rewritten whole for each small change (the ticket index): the values two levels down (each
     ticket) are indented once and reused while their content is the same. json's indenting
     encoder is pure Python, several times slower than its compact one. A small document is
-    written by json directly (the reuse costs more than it saves there)."""
+    written by json directly (the reuse costs more than it saves there).
+
+    `rendered`, for a caller that keeps the document and knows which of those values it changed
+    since it last wrote it (and dropped them from here): their texts by `id()`, reused without
+    encoding them again, and filled in for the next write."""
     items = _longest_list(data)
     if items >= _MANY:
         if len(_KEPT) > max(_KEEP_MOST, 2 * items):  # between writes: a write reuses all it can
             _KEPT.clear()
-        return _indented(data, 0)
+        return _indented(data, 0, rendered)
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
@@ -247,15 +252,23 @@ _KEPT: dict[str, str] = {}  # compact JSON of such a value -> its indented text 
 _KEEP_MOST = 50_000  # texts kept at least (and twice the largest document's items)
 
 
-def _indented(value: Any, depth: int) -> str:
+def _indented(value: Any, depth: int, rendered: dict[int, str] | None = None) -> str:
     if depth == _REUSED_AT and isinstance(value, dict | list):
-        return _reused(value, depth)
+        if rendered is None:
+            return _reused(value, depth)
+        text = rendered.get(id(value))
+        if text is None:
+            text = rendered[id(value)] = _reused(value, depth)
+        return text
     pad = "\n" + "  " * (depth + 1)
     if type(value) is dict and value and all(type(key) is str for key in value):
-        items = (f"{_encode_key(key)}: {_indented(item, depth + 1)}" for key, item in value.items())
+        items = (
+            f"{_encode_key(key)}: {_indented(item, depth + 1, rendered)}"
+            for key, item in value.items()
+        )
         return "{" + pad + ("," + pad).join(items) + pad[:-2] + "}"
     if type(value) is list and value:
-        items = (_indented(item, depth + 1) for item in value)
+        items = (_indented(item, depth + 1, rendered) for item in value)
         return "[" + pad + ("," + pad).join(items) + pad[:-2] + "]"
     return _plain(value, depth)
 

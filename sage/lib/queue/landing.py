@@ -486,20 +486,27 @@ def completed_blob(blob: bytes, change: StateChange) -> bytes | None:
     something else changed it, and parsing it again (every object checked for duplicate keys)
     is most of a landing's cost at 50k tickets."""
     with _LAST_LOCK:  # taken, not shared: the document is changed below
-        raw = _LAST.pop()[1] if _LAST and _LAST[-1][0] == blob else None
-    if raw is None:
+        last = _LAST.pop() if _LAST and _LAST[-1][0] == blob else None
+    if last is None:
         try:
             raw = parse_document(blob.decode("utf-8"))
         except (UnicodeDecodeError, SageError):
             return None  # not valid (a conflict, a hand edit): the run's state says COMPLETED
+        rendered: dict[int, str] = {}
+    else:
+        _, raw, rendered = last
+        for entry in raw["tickets"]:  # the ticket the change may touch is written anew
+            if isinstance(entry, dict) and entry.get("id") == change.ticket_id:
+                rendered.pop(id(entry), None)
     record_changes(raw, [change])
-    written = files.json_text(raw).encode("utf-8")
+    written = files.json_text(raw, rendered=rendered).encode("utf-8")
     with _LAST_LOCK:
-        _LAST[:] = [(written, raw)]
+        _LAST[:] = [(written, raw, rendered)]
     return written
 
 
-_LAST: list[tuple[bytes, dict[str, Any]]] = []  # (the last blob written, its document): one
+# The last blob written, its document and each ticket's text in it (`files.dumps`): one.
+_LAST: list[tuple[bytes, dict[str, Any], dict[int, str]]] = []
 _LAST_LOCK = threading.Lock()
 
 
