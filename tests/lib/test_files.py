@@ -252,3 +252,15 @@ def test_new_files_made_at_once_by_many_threads_never_share_a_name(tmp_path: Pat
     os.write(fd, b"x")
     os.close(fd)
     assert mode(Path(name)) == 0o444 & ~files._UMASK and Path(name).read_bytes() == b"x"
+
+
+def test_dumps_reuses_the_texts_a_caller_kept_and_fills_in_the_rest() -> None:
+    doc = {"tickets": [{"id": f"T-{i}", "n": i} for i in range(20)], "version": 1}
+    rendered: dict[int, str] = {}
+    assert files.dumps(doc, rendered=rendered) == json.dumps(doc, indent=2, ensure_ascii=False)
+    assert set(rendered) == {id(t) for t in doc["tickets"]}
+    doc["tickets"][3]["n"] = 99  # changed in place, and dropped by the caller
+    del rendered[id(doc["tickets"][3])]
+    rendered[id(doc["tickets"][4])] = '"kept"'  # what it keeps is written as it is
+    text = files.dumps(doc, rendered=rendered)
+    assert '"n": 99' in text and '"kept"' in text and '"n": 4' not in text
