@@ -114,10 +114,8 @@ class LocalExecutor:
             if thread != id(threading.current_thread()):
                 return
             del self._pid_files[tid]
-            path = pid_file(self.pids_dir, slot)
-            named = proc.pid_entry(path)
-            if named and named[0] == tid:
-                files.write_over(path, "")
+            if all(other != slot for other, _ in self._pid_files.values()):  # not written since
+                files.write_over(pid_file(self.pids_dir, slot), "")
 
     def kill_all(self) -> int:
         with self._lock:
