@@ -384,23 +384,23 @@ class Landing:
     def cleanup(self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]) -> None:
         """Remove the tickets' worktrees and branches, unless a branch moved on since it was
         queued or is checked out somewhere that is not sage's. A worker slot that still has the
-        branch checked out is sage's and stays (its next ticket switches it). One git call for
-        the branches (compare-and-delete), one to prune the worktrees' registrations."""
+        branch checked out is sage's and stays, on the branch's commit (its next ticket switches
+        it). One git call for the branches (compare-and-delete), one to prune the worktrees'
+        registrations."""
         mine, slots = self.worktrees_dir.resolve(), (self.worktrees_dir / SLOTS_DIR).resolve()
-        doomed: dict[str, tuple[QueueEntry, list[Path]]] = {}
+        doomed: dict[str, tuple[QueueEntry, list[Path], list[Path]]] = {}  # worktrees, slots
         for entry in entries:
             ref = f"refs/heads/{entry.branch}"
-            held = [path.resolve().parent for path, branch in trees.items() if branch == ref]
-            if ref != self.ref and all(parent in (mine, slots) for parent in held):
-                holders = [path for path, branch in trees.items()
-                           if branch == ref and path.resolve().parent == mine]  # fmt: skip
-                doomed[ref] = (entry, holders)
+            held = {path: path.resolve().parent for path, branch in trees.items() if branch == ref}
+            if ref != self.ref and all(parent in (mine, slots) for parent in held.values()):
+                doomed[ref] = (entry, [p for p, parent in held.items() if parent == mine],
+                               [p for p, parent in held.items() if parent == slots])  # fmt: skip
         if not doomed:
             return
         # and each ticket's kept previous attempt, where there is one (git would lock each
         # ref it is told to delete, there or not: a file made and removed per ticket)
         lines = []
-        for ref, (entry, _) in doomed.items():
+        for ref, (entry, _, _) in doomed.items():
             lines.append(f"delete {ref} {entry.head}\n")
             previous = f"{PREVIOUS}{entry.ticket_id}"
             if git.ref_exists(self.root, previous):
@@ -413,16 +413,15 @@ class Landing:
                 for ref, held in doomed.items()
                 if git.run(self.root, "update-ref", "-d", ref, held[0].head).returncode == 0
             }
-        for ref, (entry, _) in doomed.items():  # a slot on a branch now gone: on its commit
-            for path in (p for p, branch in trees.items() if branch == ref):
-                admin = git.linked_git_dir(path)
-                if admin is not None and path.resolve().parent == slots:
-                    git.detach_head(self.root, admin / "HEAD", ref, entry.head,
-                                    message="sage: its branch landed")  # fmt: skip
-        for _, holders in doomed.values():
+        for ref, (entry, holders, in_slots) in doomed.items():
             for path in holders:
                 shutil.rmtree(path, ignore_errors=True)
-        if any(holders for _, holders in doomed.values()):
+            for path in in_slots:  # on a branch now gone: left on its commit instead
+                admin = git.linked_git_dir(path)
+                if admin is not None:
+                    git.detach_head(self.root, admin / "HEAD", ref, entry.head,
+                                    message="sage: its branch landed")  # fmt: skip
+        if any(holders for _, holders, _ in doomed.values()):
             git.run(self.root, "worktree", "prune")
 
     def tidy(self) -> None:
