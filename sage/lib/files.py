@@ -41,12 +41,27 @@ T = TypeVar("T")
 def write_atomic(path: Path, text: str | bytes, *, durable: bool = True) -> None:
     """`text` (str: UTF-8) in `path` whole or not at all, with the mode of the file it replaces;
     on disk before returning unless `durable` is False (run state: see the module docstring)."""
-    mode = _mode_of(path)  # the index and config are the user's files
+    old = _mode_of(path)  # the index and config are the user's files
     data = text.encode() if isinstance(text, str) else text
-    made = 0o666 if mode is None else mode  # a new file: what a plain open() makes
-    fd, tmp = in_folder(path.parent, lambda: new_file(f"{path.parent}/.{path.name}.", ".tmp", made))
+    # a new file: what a plain open() makes; else the old one's mode, bits the umask took back
+    replace_with(path, data, f"{path.parent}/.{path.name}.", ".tmp",
+                 mode=0o666 if old is None else old, exact=old is not None and bool(old & _UMASK),
+                 durable=durable)  # fmt: skip
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def replace_with(
+    path: str | os.PathLike[str], data: bytes, prefix: str, suffix: str = "", *,
+    mode: int = 0o666, exact: bool = False, durable: bool = False,
+) -> None:  # fmt: skip
+    """`data` written into a new file named `<prefix><unique><suffix>` (its folder made if
+    missing; `mode` less the umask, or `mode` itself if `exact`), fsynced if `durable`, then
+    renamed over `path`; nothing left behind when any step fails."""
+    folder = os.path.dirname(os.fspath(path))
+    fd, tmp = in_folder(folder, lambda: new_file(prefix, suffix, mode))
     try:
-        if mode is not None and mode & _UMASK:  # bits the umask took from it
+        if exact:
             os.fchmod(fd, mode)
         write_all(fd, data)
         if durable:
@@ -60,8 +75,6 @@ def write_atomic(path: Path, text: str | bytes, *, durable: bool = True) -> None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    if durable:
-        _fsync_dir(path.parent)
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -152,6 +165,9 @@ def _umask() -> int:
     return current
 
 
+_UMASK = _umask()  # sage never sets its own
+
+
 class Snapshot(Generic[T]):
     """What `parse` made of a file's bytes when it was last read, reused while the file is
     unchanged: the same (inode, size, mtime, ctime) as then and, until a read began well after
@@ -187,8 +203,6 @@ class Snapshot(Generic[T]):
             return
         self._seen = _Seen(signature, data, value, settled=False)
 
-
-_UMASK = _umask()  # sage never sets its own
 
 RACY_NS = 2_000_000_000  # a file changed this long before a read began is settled (FAT: 2 s ticks)
 

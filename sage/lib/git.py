@@ -152,8 +152,7 @@ def common_dir(repo: Path) -> Path:
 
 
 def _common_dir_here(top: Path) -> Path | None:
-    dot = top / ".git"
-    admin = dot if dot.is_dir() else linked_git_dir(top)
+    admin = git_dir_of(top)
     if admin is None or not (admin / "HEAD").is_file():
         return None  # not a checkout's top (a folder in one), or no git dir where it points
     try:
@@ -179,6 +178,13 @@ def worktree_head(worktree: Path, admin: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return head if _HEX.fullmatch(head) else None
+
+
+def git_dir_of(checkout: Path) -> Path | None:
+    """A checkout top's own git dir: its `.git` folder, or the one its `.git` file links to;
+    None when it has neither (a folder inside a checkout, no repository)."""
+    dot = checkout / ".git"
+    return dot if dot.is_dir() else linked_git_dir(checkout)
 
 
 def linked_git_dir(checkout: Path) -> Path | None:
@@ -514,7 +520,7 @@ def _update_loose_ref(repo: Path, ref: str, new: str, old: str) -> bool | None:
     create = always or (settings_now.flag("core.logallrefupdates") and ref.startswith(_LOGGED))
     logs = [(common / "logs" / ref, create)]
     try:
-        if files.read_text(common / "HEAD").strip() == f"ref: {ref}":
+        if _text(f"{common}/HEAD") == f"ref: {ref}":
             logs.append((common / "logs" / "HEAD", create))
     except OSError:
         return None
@@ -631,9 +637,8 @@ _ZERO = "0" * 64
 
 def ref_exists(repo: Path, ref: str) -> bool:
     """Whether a full ref (`refs/…`) exists, loose or packed; True when the files cannot tell."""
-    if os.path.exists(f"{_common_dir_cached(str(repo))}/reftable"):
-        return True
-    return _ref_anywhere(_common_dir_cached(str(repo)), ref)
+    common = _common_dir_cached(str(repo))
+    return os.path.exists(f"{common}/reftable") or _ref_anywhere(common, ref)
 
 
 def _ref_anywhere(common: Path, ref: str) -> bool:
@@ -850,8 +855,7 @@ def _packs_replace_refs(common: str) -> bool:
 
 @functools.lru_cache(maxsize=16)
 def _mentions_replace(path: str, mtime_ns: int, size: int) -> bool:
-    with open(path, "rb") as handle:
-        return b" refs/replace/" in handle.read()
+    return b" refs/replace/" in files.read_bytes(path)
 
 
 def loose_commit(repo: Path, sha: str) -> tuple[tuple[str, ...], str] | None:

@@ -134,10 +134,7 @@ def index_of(checkout: Path) -> Path | None:
     """A checkout's index file, if it is where git keeps it (no GIT_INDEX_FILE)."""
     if "GIT_INDEX_FILE" in os.environ:
         return None
-    dot = checkout / ".git"
-    if dot.is_dir():
-        return dot / "index"
-    admin = git.linked_git_dir(checkout)
+    admin = git.git_dir_of(checkout)
     return None if admin is None else admin / "index"
 
 

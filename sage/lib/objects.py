@@ -12,7 +12,6 @@ must think about) returns None, and the caller asks git.
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import hashlib
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sage.lib import git, proc
-from sage.lib.files import in_folder, new_file, write_all
+from sage.lib.files import replace_with
 
 Edit = Callable[[bytes], bytes | None]  # the file's new content, or None to leave it
 TREE_MODE = b"40000"
@@ -488,18 +487,7 @@ class _Store:
             self.seen.keep(oid, (kind, body))
             return oid
         # read-only, as git makes them (its umask applies)
-        fd, tmp = in_folder(folder, lambda: new_file(f"{folder}/tmp_obj_", "", 0o444))
-        try:
-            write_all(fd, zlib.compress(data))
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, target)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        replace_with(target, zlib.compress(data), f"{folder}/tmp_obj_", mode=0o444)
         self.seen.keep(oid, (kind, body))
         return oid
 

@@ -334,11 +334,10 @@ class Stream:
         self._to_warn.clear()
 
     def _warn_of(self, landed: str, commit: str, then: set[str]) -> None:
+        """Those of `then` (running when it landed, not started on it since) still running."""
         where = getattr(self.executor, "worktree", None)
-        # not those started on it since
-        running = [
-            r for r in self.ledger.runs(Phase.RUNNING) if r.slot is not None and r.ticket_id in then
-        ]
+        runs = self.ledger.runs(Phase.RUNNING)
+        running = [r for r in runs if r.ticket_id in then and r.slot is not None]
         if where is None or not running or self.plan.repo is None:
             return
         files = collisions.landed_files(self.plan.repo, commit)

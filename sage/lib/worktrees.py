@@ -187,7 +187,7 @@ def slot_problem(repo: Path, path: Path) -> str:
     """Why the worktree at `path` cannot be reused as it is ("missing" if absent), or ""."""
     if not path.exists():
         return "missing"
-    admin = _admin_dir(path)
+    admin = git.linked_git_dir(path)
     if admin is None:
         return "no .git file"
     if not _same(admin.parent, _common(repo) / "worktrees"):
@@ -203,12 +203,6 @@ def _same(one: Path, other: Path) -> bool:
     """The same place: the same path (as git writes them: absolute, resolved), else the same
     once both are resolved (a resolve is a few lstat calls per component)."""
     return one == other or one.resolve() == other.resolve()
-
-
-def _admin_dir(path: Path) -> Path | None:
-    """The slot's git dir; None when its `.git` is missing, or a folder (a worker ran `git
-    init`)."""
-    return git.linked_git_dir(path)
 
 
 def _registered_at(admin: Path) -> Path | None:
@@ -235,7 +229,7 @@ def _recreate(repo: Path, path: Path, branch: str, base: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     git.git(repo, "worktree", "add", "--quiet", "-f", "--detach", str(path), base)
     # not `worktree add -B`: it refuses a branch another slot has checked out (a retry moved)
-    admin = None if hooks_may_write(path) else _admin_dir(path)  # a post-checkout hook runs
+    admin = None if hooks_may_write(path) else git.linked_git_dir(path)  # a post-checkout hook runs
     if admin is None or not _on_new_branch(path, admin, branch, base, was=base, at=base):
         git.git(path, "checkout", "--quiet", "--ignore-other-worktrees", "-B", branch, base)
 
@@ -276,7 +270,7 @@ def _switched_refs_only(path: Path, branch: str, base: str) -> bool:
     (`index_file.fast_forward`), then what `git checkout -B` writes, the new branch at `base`
     and HEAD naming it. False: git switches (an error once files moved propagates: the slot
     is then made again)."""
-    admin = _admin_dir(path)
+    admin = git.linked_git_dir(path)
     head = _read(admin / "HEAD") if admin else None
     if admin is None or head is None or not head.startswith("ref: refs/heads/"):
         return False
@@ -342,7 +336,7 @@ def _clear_flags(path: Path, base: str) -> None:
     them as they are and hide the next ticket's edits from status. Read from the index file
     (`ls-files -v` when it is a kind this does not read); update-index applies one such option
     per path, hence one call per flag."""
-    admin = _admin_dir(path)
+    admin = git.linked_git_dir(path)
     flagged = index_file.flags(admin / "index", len(base) // 2) if admin else None
     assumed, skipped = flagged if flagged is not None else _listed_flags(path)
     for option, paths in (("--no-assume-unchanged", assumed), ("--no-skip-worktree", skipped)):
@@ -446,7 +440,7 @@ def _setup_output(path: Path) -> list[str]:
 
 
 def _state_file(path: Path) -> Path:
-    admin = _admin_dir(path)
+    admin = git.linked_git_dir(path)
     if admin is None:
         raise SageError(f"{path} is not a worktree")
     return admin / SLOT_STATE
