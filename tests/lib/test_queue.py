@@ -477,6 +477,57 @@ def test_of_an_entrys_writes_only_the_write_ahead_before_the_swap_is_flushed(
     assert len(flushed) == 2 and [e.status for e in entries.archived()] == [Status.LANDED]
 
 
+class _ArchivedAfterTheFirstLook(Entries):
+    """Entries whose first listing (of the queue or of the archive, whichever is read first)
+    is followed at once by the lander archiving `entry` for real: the moment a reader of
+    both places can miss it."""
+
+    def __init__(self, *args: object, entry: QueueEntry, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.entry, self.looks = entry, 0
+
+    def _looked(self) -> None:
+        self.looks += 1
+        if self.looks == 1:
+            Entries.archive(self, replace(self.entry, status=Status.LANDED))
+
+    def active(self) -> list[QueueEntry]:
+        found = super().active()
+        self._looked()
+        return found
+
+    def archived(self) -> list[QueueEntry]:
+        found = super().archived()
+        self._looked()
+        return found
+
+
+@pytest.mark.parametrize("when", ["before", "between the two looks", "after"])
+def test_a_tickets_entries_are_found_while_the_lander_archives_them(
+    tmp_path: Path, when: str
+) -> None:
+    """An entry moves from the queue to done/ (written there first, then unlinked). A reader of
+    a ticket's entries (the stream's reconcile, after a pass that looked before the entry was
+    queued) must find it in one place or the other: in neither, the stream took a landed
+    ticket for lost and ran it again on a target that already had its patch."""
+    plain = Entries(tmp_path / "queue", tmp_path / "locks", lock_timeout=5)
+    entry = plain.add(new_entry(ticket_id="A-1", title="a", branch="sage/A-1",
+                                base="0" * 40, head="1" * 40))  # fmt: skip
+    racing = _ArchivedAfterTheFirstLook(tmp_path / "queue", tmp_path / "locks", 5, entry=entry)
+    if when == "before":
+        plain.archive(replace(entry, status=Status.LANDED))
+    if when == "after":
+        racing.looks = 1
+    found = racing.of_ticket("A-1")
+    if when == "after":
+        racing.looks = 0
+        racing._looked()
+
+    assert [e.seq for e in found] == [entry.seq]
+    assert found[-1].status == (Status.QUEUED if when == "after" else Status.LANDED)
+    assert [e.status for e in plain.of_ticket("A-1")] == [Status.LANDED]
+
+
 def test_numbering_goes_on_from_the_kept_number_and_from_the_entries_without_it(
     tmp_path: Path,
 ) -> None:

@@ -221,8 +221,12 @@ class Entries:
         return read_entry(self.queue_dir / entry.filename) or entry
 
     def of_ticket(self, ticket_id: str) -> list[QueueEntry]:
-        """A ticket's entries, waiting and archived, oldest first."""
-        return by_seq(e for e in [*self.archived(), *self.active()] if e.ticket_id == ticket_id)
+        """A ticket's entries, waiting and archived, oldest first. The queue is read before the
+        archive: an entry archived meanwhile (into done/ first, then out of the queue) is then
+        in one or both, never in neither. In both, the archived copy is the newer."""
+        waiting = [e for e in self.active() if e.ticket_id == ticket_id]
+        done = {e.seq: e for e in self.archived() if e.ticket_id == ticket_id}
+        return by_seq([*done.values(), *(e for e in waiting if e.seq not in done)])
 
     def queued(self) -> list[QueueEntry]:
         """Queued entries in order, one per ticket: a newer entry supersedes older ones."""
