@@ -90,8 +90,9 @@ class Books:
 
     def landed(self, tid: str, commit: str) -> bool:
         """Whether this is news: False when told twice (a pass and a reconciliation, or a
-        landing told again with its warnings), or of a ticket not this run's."""
-        if self.ledger.phase(tid) not in (Phase.LANDING, Phase.COLLECTING):
+        landing told again with its warnings), or of a ticket not this run's. A ticket waiting
+        to run again because its entry looked gone has landed after all: the retry is dropped."""
+        if self.ledger.phase(tid) not in (Phase.LANDING, Phase.COLLECTING, Phase.DELAYED):
             return False
         self.ledger.move(tid, Phase.LANDED, held=False)
         # Another entry of a stacked batch may still be landing on top of this commit.

@@ -34,12 +34,13 @@ LANDED, DEFERRED, BLOCKED, SKIPPED, RETURNED = (Phase.LANDED, Phase.DEFERRED, Ph
 
 # A landing reported by the queue may overtake the worker thread's own "finished" message (the
 # lander read the entry from disk first), so COLLECTING may go straight to LANDED; and anyone
-# (a `sage queue process` in another terminal) may land, defer or discard a queued entry.
+# (a `sage queue process` in another terminal) may land, defer or discard a queued entry. A
+# ticket waiting to run again because its entry looked gone may hear that it landed after all.
 ALLOWED: dict[Phase, frozenset[Phase]] = {
     W: frozenset({R, L, LANDED, DEFERRED, BLOCKED, SKIPPED, RETURNED}),
     R: frozenset({C, D, P, L, DEFERRED, RETURNED}),
     C: frozenset({L, LANDED, D, P, DEFERRED, RETURNED}),
-    D: frozenset({W, RETURNED}),
+    D: frozenset({W, LANDED, RETURNED}),
     P: frozenset({W, DEFERRED, RETURNED}),
     L: frozenset({LANDED, D, W, DEFERRED, RETURNED}),
     LANDED: frozenset(),

@@ -7,6 +7,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sage.lib.inbox import LandedMsg
 from sage.lib.ledger import Phase
 from sage.lib.queue import QueueEntry
 from sage.lib.tickets import Ticket
@@ -229,6 +230,35 @@ def test_an_entry_queued_after_a_pass_looked_is_not_taken_for_gone(tmp_path: Pat
     assert sorted(summary.completed) == ["A", "B"] and summary.exit_code == 0
     assert [j.ticket.id for j in h.executor.jobs] == ["A", "B"]  # A ran once
     assert h.events("reconciled") == []
+
+
+def test_a_landing_heard_of_after_its_entry_looked_gone_wins_over_the_retry(
+    tmp_path: Path,
+) -> None:
+    """Should a pass look too early and the entry look gone too (as a reader of the queue and
+    its archive could see it while the lander archived it), the ticket waits to run again;
+    when its landing is heard of after all, the ticket has landed: it is not run twice."""
+    h = harness(tmp_path, [ticket("A"), ticket("B", "A")])
+    h.queue.hold_passes = True
+    listed, latest = h.queue.pending, h.queue.latest
+    h.queue.pending = lambda: []  # type: ignore[method-assign]  # the pass looked too early
+
+    def looked_gone(tid: str) -> None:  # the reconcile's look, once: the entry is in neither
+        h.queue.latest = latest  # type: ignore[method-assign]
+        h.clock.at.append((h.clock.now() + 0.01, the_pass_catches_up))  # before the retry
+
+    def the_pass_catches_up() -> None:  # the lander lands the entry and says so, as its pass
+        h.queue.pending = listed  # type: ignore[method-assign]
+        entry = next(e for e in h.queue.entries.values() if e.ticket_id == "A")
+        h.stream.inbox.put(LandedMsg(outcome=h.queue.land(entry)))
+        h.queue.hold_passes = False
+
+    h.queue.latest = looked_gone  # type: ignore[method-assign,assignment]
+    summary = h.run()
+    assert sorted(summary.completed) == ["A", "B"] and summary.exit_code == 0
+    assert [e["ticket"] for e in h.events("reconciled")] == ["A"]
+    assert [j.ticket.id for j in h.executor.jobs] == ["A", "B"]  # A ran once
+    assert h.queue.landings == 2
 
 
 def test_an_entry_discarded_elsewhere_runs_again(tmp_path: Path) -> None:
