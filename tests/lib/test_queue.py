@@ -477,34 +477,34 @@ def test_of_an_entrys_writes_only_the_write_ahead_before_the_swap_is_flushed(
     assert len(flushed) == 2 and [e.status for e in entries.archived()] == [Status.LANDED]
 
 
-class _ArchivedAfterTheFirstLook(Entries):
-    """Entries whose first listing (of the queue or of the archive, whichever is read first)
-    is followed at once by the lander archiving `entry` for real: the moment a reader of
-    both places can miss it."""
+class _ArchivingWhileRead(Entries):
+    """Entries that archive `entry` for real right after their `after`-th listing (of the queue
+    or of the archive, whichever comes first), as the lander may while a reader lists both."""
 
-    def __init__(self, *args: object, entry: QueueEntry, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.entry, self.looks = entry, 0
+    def __init__(self, queue_dir: Path, locks_dir: Path, *, entry: QueueEntry, after: int) -> None:
+        super().__init__(queue_dir, locks_dir, lock_timeout=5)
+        self.entry, self.after, self.looks = entry, after, 0
+        self._looked(0)
 
-    def _looked(self) -> None:
-        self.looks += 1
-        if self.looks == 1:
-            Entries.archive(self, replace(self.entry, status=Status.LANDED))
+    def _looked(self, looks: int) -> None:
+        self.looks = looks
+        if looks == self.after:
+            self.archive(replace(self.entry, status=Status.LANDED))
 
     def active(self) -> list[QueueEntry]:
         found = super().active()
-        self._looked()
+        self._looked(self.looks + 1)
         return found
 
     def archived(self) -> list[QueueEntry]:
         found = super().archived()
-        self._looked()
+        self._looked(self.looks + 1)
         return found
 
 
-@pytest.mark.parametrize("when", ["before", "between the two looks", "after"])
+@pytest.mark.parametrize("after", [0, 1, 2], ids=["before", "between the reads", "after"])
 def test_a_tickets_entries_are_found_while_the_lander_archives_them(
-    tmp_path: Path, when: str
+    tmp_path: Path, after: int
 ) -> None:
     """An entry moves from the queue to done/ (written there first, then unlinked). A reader of
     a ticket's entries (the stream's reconcile, after a pass that looked before the entry was
@@ -513,18 +513,12 @@ def test_a_tickets_entries_are_found_while_the_lander_archives_them(
     plain = Entries(tmp_path / "queue", tmp_path / "locks", lock_timeout=5)
     entry = plain.add(new_entry(ticket_id="A-1", title="a", branch="sage/A-1",
                                 base="0" * 40, head="1" * 40))  # fmt: skip
-    racing = _ArchivedAfterTheFirstLook(tmp_path / "queue", tmp_path / "locks", 5, entry=entry)
-    if when == "before":
-        plain.archive(replace(entry, status=Status.LANDED))
-    if when == "after":
-        racing.looks = 1
+    racing = _ArchivingWhileRead(tmp_path / "queue", tmp_path / "locks", entry=entry, after=after)
+
     found = racing.of_ticket("A-1")
-    if when == "after":
-        racing.looks = 0
-        racing._looked()
 
     assert [e.seq for e in found] == [entry.seq]
-    assert found[-1].status == (Status.QUEUED if when == "after" else Status.LANDED)
+    assert found[-1].status == (Status.QUEUED if after == 2 else Status.LANDED)
     assert [e.status for e in plain.of_ticket("A-1")] == [Status.LANDED]
 
 
