@@ -562,29 +562,49 @@ def move_ref(
         return None
     common, settings_now = found
     path = common / ref
-    lock = Path(f"{path}.lock")
+
+    def at_old() -> bool | None:  # True: still at `old`; False: at another commit
+        try:
+            current = files.read_bytes(path).decode("ascii").strip()
+        except FileNotFoundError:
+            current = ""
+        return True if current == old else False if _HEX.fullmatch(current) else None
+
+    line = f"{old or _ZERO[: len(new)]} {new} {settings_now.idents['COMMITTER']} {stamp()}"
+    line += f"\t{message}\n" if message else "\n"
+    return _rewrite_locked(path, new, at_old, line, logs, make_folder=True)
+
+
+def _rewrite_locked(
+    target: Path, text: str, still: Callable[[], bool | None], line: str,
+    logs: Sequence[tuple[Path, bool]], *, make_folder: bool = False,
+) -> bool | None:  # fmt: skip
+    """Rewrite a ref or HEAD as git's files backend does: `<target>.lock` made create-exclusive
+    (its folder too if `make_folder`), `still()` asked under it (True: go on; else what to
+    return, the lock gone), `text` written into it, `line` added to each reflog in `logs` (path,
+    create it if missing), the lock renamed over `target`. None when the lock is in the way or
+    a step fails (the lock gone)."""
+    lock = Path(f"{target}.lock")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-        fd = files.in_folder(path.parent, lambda: os.open(lock, flags, 0o666))
+        if make_folder:
+            fd = files.in_folder(target.parent, lambda: os.open(lock, flags, 0o666))
+        else:
+            fd = os.open(lock, flags, 0o666)
     except OSError:
         return None
     try:
         try:
-            try:
-                current = files.read_bytes(path).decode("ascii").strip()
-            except FileNotFoundError:
-                current = ""
-            if current != old:
+            going_on = still()
+            if going_on is not True:
                 lock.unlink()
-                return False if _HEX.fullmatch(current) else None
-            files.write_all(fd, f"{new}\n".encode())
+                return going_on
+            files.write_all(fd, f"{text}\n".encode())
         finally:
             os.close(fd)
-        line = f"{old or _ZERO[: len(new)]} {new} {settings_now.idents['COMMITTER']} {stamp()}"
-        line += f"\t{message}\n" if message else "\n"
         for log, create in logs:
             _append_log(log, line, create=create)
-        os.replace(lock, path)
+        os.replace(lock, target)
     except OSError:
         lock.unlink(missing_ok=True)
         return None
@@ -608,28 +628,15 @@ def _swap_head(
     repo: Path, head: Path, text: str, *, old: str, new: str, message: str, was: str = ""
 ) -> bool:
     found = settings(repo)
-    lock = head.with_name("HEAD.lock")
     if found is None:
         return False
-    try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError:
-        return False
-    try:
-        try:
-            if was and files.read_text(head).strip() != was:  # moved meanwhile: leave it
-                lock.unlink()
-                return False
-            files.write_all(fd, f"{text}\n".encode())
-        finally:
-            os.close(fd)
-        line = f"{old} {new} {found.idents['COMMITTER']} {stamp()}\t{message}\n"
-        _append_log(head.parent / "logs" / "HEAD", line, create=False)
-        os.replace(lock, head)
-    except OSError:
-        lock.unlink(missing_ok=True)
-        return False
-    return True
+
+    def unmoved() -> bool:  # `was`: what HEAD must still say
+        return not was or files.read_text(head).strip() == was
+
+    line = f"{old} {new} {found.idents['COMMITTER']} {stamp()}\t{message}\n"
+    logs = [(head.parent / "logs" / "HEAD", False)]
+    return _rewrite_locked(head, text, unmoved, line, logs) is True
 
 
 _ZERO = "0" * 64
