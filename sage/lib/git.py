@@ -194,10 +194,17 @@ def linked_git_dir(checkout: Path) -> Path | None:
         text = _text(f"{checkout}/.git")
     except (OSError, ValueError):
         return None
+    return git_dir_named(checkout, text)
+
+
+def git_dir_named(checkout: Path, link: str) -> Path | None:
+    """The git dir that the text of `checkout`'s `.git` file names ("gitdir: <path>", made
+    absolute); None when it names none."""
+    text = link.strip()
     if not text.startswith("gitdir: "):
         return None
-    link = Path(text[len("gitdir: ") :])
-    return link if link.is_absolute() else (checkout / link).resolve()
+    named = Path(text[len("gitdir: ") :])
+    return named if named.is_absolute() else (checkout / named).resolve()
 
 
 def _text(path: str) -> str:

@@ -582,9 +582,10 @@ def _refuse_unfinished(worktree: Path, entries: list[_Entry]) -> None:
     """A merge left half done, unmerged files, nested repositories, submodule edits."""
     unmerged = _listed(e.path for e in entries if e.kind == "u")
     admin = _admin_dir(worktree)
-    for marker in files.present(admin, _UNFINISHED)[:1]:
+    markers = files.present(admin, _UNFINISHED)
+    if markers:
         conflicts = f" (unmerged: {unmerged})" if unmerged else ""
-        what = _UNFINISHED[marker]
+        what = _UNFINISHED[markers[0]]
         _fail(f"the worker exited in the middle of {what}{conflicts}: finish or abort it")
     if unmerged:
         _fail(f"the worker left unmerged files: {unmerged}: resolve them and `git add` them")

@@ -466,7 +466,7 @@ class Ownership:
 
 def ownership(path: Path) -> Ownership:
     link = _read(path / ".git") or ""
-    admin = git.linked_git_dir(path) or path / ".git"
+    admin = git.git_dir_named(path, link) or path / ".git"
     return Ownership(link=link, admin=admin, commondir=_read(admin / "commondir") or "")
 
 
