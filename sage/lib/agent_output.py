@@ -226,7 +226,8 @@ def aider(returncode: int, output: str) -> Verdict | None:
     if errors and (not done or errors[-1].start() > done[-1].start()):
         kind, line = errors[-1].group(1), errors[-1].group(0)
         outcome = _AIDER_ERRORS.get(kind, Outcome.FAILED)
-        wait = retry_after(output) if outcome == Outcome.THROTTLED else None
+        said = output[errors[-1].start() :]  # the last error's own words: its reset time
+        wait = retry_after(said) if outcome == Outcome.THROTTLED else None
         return Verdict(outcome=outcome, detail=_words(line), retry_after=wait, usage=usage)
     if unusable := _AIDER_UNUSABLE.search(output):
         return Verdict(outcome=Outcome.UNUSABLE, detail=_words(_line_at(output, unusable.start())))

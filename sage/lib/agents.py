@@ -31,12 +31,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
 from sage.lib import agent_output
 from sage.lib.agent_output import Verdict
+from sage.lib.outcomes import Outcome
 
 DEFAULT_TIMEOUT = 1800.0  # seconds: an agent run may not hang a slot forever
 PLACEHOLDERS = ("ticket_id", "title", "worktree", "context_file", "run_id", "attempt")
@@ -83,6 +84,7 @@ class Agent:
     help_argv: ClassVar[tuple[str, ...]] = ("--help",)
     keys: ClassVar[tuple[str, ...]] = ()  # environment variables that log it in
     login: ClassVar[str] = ""  # how to log in, for `sage validate`
+    retries_for: ClassVar[float] = 0.0  # seconds the CLI goes on retrying a rate limit itself
 
     def argv(self, settings: Settings) -> tuple[str, ...]:
         model = (self.model_flag, settings.model) if settings.model else ()
@@ -91,6 +93,21 @@ class Agent:
     def read(self, returncode: int, output: str) -> Verdict | None:
         """What the agent said about its run; None when it said nothing sage understands."""
         raise NotImplementedError
+
+    def hopeless(self, output: str) -> Verdict | None:
+        """While it runs: the verdict its run will end on, when what it printed last says it can
+        only end throttled: a rate limit that resets after its own retries are over. sage stops
+        it then (see workers.run) rather than hold a slot while it waits in vain."""
+        if not self.retries_for:
+            return None
+        said = self.read(0, output)
+        if not said or said.outcome != Outcome.THROTTLED or not said.retry_after:
+            return None
+        if said.retry_after <= self.retries_for:
+            return None
+        why = (f"sage stopped {self.name}: the limit resets in {said.retry_after:g}s, after its "
+               f"own retries end ({self.retries_for:g}s)")  # fmt: skip
+        return replace(said, detail=f"{said.detail} ({why})" if said.detail else why)
 
     def preflight(self, env: Mapping[str, str], worktree: Path) -> str | None:
         """Why the agent cannot run at all, when that is known before starting it."""
@@ -154,6 +171,9 @@ class Aider(Agent):
     keys = ("ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY",
             "OPENROUTER_API_KEY", "VERTEXAI_PROJECT", "AIDER_MODEL")  # fmt: skip
     login = "set your provider's API key, or model and key in .aider.conf.yml"
+    # aider retries a rate limit itself, doubling its wait from 0.125 s until the next would be
+    # over 60 s (aider/models.py, RETRY_TIMEOUT): about 64 s of waiting in all, then it gives up.
+    retries_for = 64.0
 
     def read(self, returncode: int, output: str) -> Verdict | None:
         return agent_output.aider(returncode, output)

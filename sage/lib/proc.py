@@ -44,7 +44,7 @@ class Finished:
     returncode: int
     seconds: float
     timed_out: bool = False
-    killed: bool = False
+    stopped: bool = False  # `watch` said the run could only end badly: its group was killed
     left_running: tuple[str, ...] = ()  # "pid command" of what was killed after the main exit
 
 
@@ -143,8 +143,10 @@ def run_logged(
     log: Path,
     timeout: float | None = None,
     on_start: Callable[[int], None] | None = None,
+    watch: Callable[[], bool] | None = None,
 ) -> Finished:
-    """Run in a new process group with output to `log`; the timeout kills the whole group.
+    """Run in a new process group with output to `log`; the timeout kills the whole group, and
+    so does `watch` returning True (it is asked every `WATCH_EVERY` seconds while the run lasts).
 
     The wait blocks in waitpid (no polling delay); a timer does the killing. When the main
     process is gone, whatever it left running is killed too, and named in the log and result:
@@ -161,18 +163,21 @@ def run_logged(
         forks = _forks()
         if on_start:
             on_start(child.pid)
-        expired = threading.Event()
+        expired, stopped, ended = threading.Event(), threading.Event(), threading.Event()
         timer = _kill_timer(child.pid, timeout, expired)
+        watcher = _watcher(child.pid, watch, stopped, ended)
         code = child.wait()
+        ended.set()
         if timer:
             timer.cancel()
+        if watcher:
+            watcher.join()
         left = kill_leftovers(child.pid, tag, lowest=_lowest_pid(child.pid, forks))
         if left:
             sink.write(f"sage: killed what the worker left running: {'; '.join(left)}\n".encode())
         seconds = time.monotonic() - start
-        return Finished(
-            returncode=code, seconds=seconds, timed_out=expired.is_set(), left_running=left
-        )
+        return Finished(returncode=code, seconds=seconds, timed_out=expired.is_set(),
+                        stopped=stopped.is_set(), left_running=left)  # fmt: skip
 
 
 def _start(
@@ -334,6 +339,27 @@ def _kill_timer(
     timer.daemon = True
     timer.start()
     return timer
+
+
+WATCH_EVERY = 0.5  # seconds between a run's `watch` calls
+
+
+def _watcher(
+    pgid: int, watch: Callable[[], bool] | None, stopped: threading.Event, ended: threading.Event
+) -> threading.Thread | None:
+    if watch is None:
+        return None
+
+    def look() -> None:
+        while not ended.wait(WATCH_EVERY):
+            if watch():
+                stopped.set()
+                kill_group(pgid)
+                return
+
+    thread = threading.Thread(target=look, name=f"sage-watch-{pgid}", daemon=True)
+    thread.start()
+    return thread
 
 
 def kill_group(pgid: int) -> bool:

@@ -220,6 +220,7 @@ def _run_in(
         log=job.log,
         timeout=_limit(job),
         on_start=on_start,
+        watch=_Watch.of(job),
     )
     if on_exit and done.returncode == 0 and not done.timed_out:
         on_exit()  # a failure is reported at once anyway; success still needs collecting
@@ -365,7 +366,10 @@ def _verdict(job: WorkerJob, done: proc.Finished) -> Verdict | None:
     agent = agents.detect(job.argv)
     if agent and done.returncode == 127:  # not started (see proc.run_logged and _refused)
         return Verdict(outcome=Outcome.UNUSABLE, detail=f"{agent.name}{_last_line(job.log)}")
-    said = agent.read(done.returncode, _attempt_output(job)) if agent else None
+    output = _attempt_output(job) if agent else ""
+    said = agent.read(done.returncode, output) if agent else None
+    if agent and done.stopped:  # see _Watch: the agent printed what it would end on
+        said = agent.hopeless(output) or said
     if done.returncode == TEMPFAIL:
         wait = said.retry_after if said else None
         detail = said.detail if said and said.detail else "exit 75: temporary failure"
@@ -777,6 +781,38 @@ def _attempt_output(job: WorkerJob, limit: int = 4 << 20) -> str:
     marker = f"=== sage: {job.ticket.id} attempt {job.attempt}: "
     start = text.rfind(marker)
     return text[text.find("\n", start) + 1 :] if start >= 0 else text
+
+
+class _Watch:
+    """Asked while an agent runs (proc.run_logged's `watch`): has it printed that its run can
+    only end badly (`Agent.hopeless`)? Reads only what the log gained since the last look."""
+
+    WINDOW = 64 << 10  # characters of the latest output looked at
+
+    def __init__(self, agent: agents.Agent, log: Path) -> None:
+        self.agent, self.log, self.text = agent, log, ""
+        try:
+            self.offset = os.path.getsize(log)  # after this attempt's `=== sage:` line
+        except OSError:
+            self.offset = 0
+
+    @classmethod
+    def of(cls, job: WorkerJob) -> _Watch | None:
+        agent = agents.detect(job.argv)
+        return cls(agent, job.log) if agent and agent.retries_for else None
+
+    def __call__(self) -> bool:
+        try:
+            with open(self.log, "rb") as handle:
+                handle.seek(self.offset)
+                new = handle.read()
+        except OSError:
+            return False
+        if not new:
+            return False
+        self.offset += len(new)
+        self.text = (self.text + new.decode(errors="replace"))[-self.WINDOW :]
+        return self.agent.hopeless(self.text) is not None
 
 
 def _last_line(log: Path) -> str:

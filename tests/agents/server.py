@@ -5,7 +5,8 @@ Responses (codex; SSE) and OpenAI chat completions (aider). In `work` mode the "
 context file, writes a file, runs the tests and says it is done, one tool call per request, the
 step chosen from how many tool results the conversation already holds (so each CLI's own extra
 requests, such as a title or a token count, are answered without derailing the script). `429` and
-`401` modes answer every model request with that status. Every request is recorded.
+`401` modes answer every model request with that status (`429` only the first few, when
+`throttled_calls` says how many). Every request is recorded.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Script:
     content: str = 'print("hello from the model")\n'
     test_command: str = "python3 -m pytest -q"
     retry_in: int = 120  # seconds a 429 says to wait (its message and Retry-After)
+    throttled_calls: int = 0  # in `429` mode: only the first this many model calls (0: all)
     per_ticket: bool = False  # write `<ticket>.py` instead of `target`, so tickets do not collide
     requests: list[dict[str, Any]] = field(default_factory=list)
 
@@ -90,7 +92,7 @@ class Handler(BaseHTTPRequestHandler):
         script = self.server.script
         if path.endswith("/count_tokens"):
             return self._json(200, {"input_tokens": 100})
-        if script.mode == "429" and _is_model_call(path):
+        if script.mode == "429" and _is_model_call(path) and self._still_throttled():
             wait = "2 minutes" if script.retry_in == 120 else f"{script.retry_in} seconds"
             return self._error(429, "rate_limit_error", f"Rate limit reached. Try again in {wait}.")
         if script.mode == "401" and _is_model_call(path):
@@ -102,6 +104,13 @@ class Handler(BaseHTTPRequestHandler):
         if path.endswith("/chat/completions"):
             return self._chat(body)
         self._json(404, {"error": {"message": f"no {path} here"}})
+
+    def _still_throttled(self) -> bool:
+        script = self.server.script
+        if not script.throttled_calls:
+            return True
+        calls = [r for r in script.requests if _is_model_call(r["path"])]
+        return len(calls) <= script.throttled_calls  # this call is recorded already
 
     # ---- plumbing ------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sage.lib import agent_output
+from sage.lib import agent_output, agents
 from sage.lib.outcomes import Outcome, Usage
 
 
@@ -144,3 +144,39 @@ def test_a_tools_output_does_not_decide() -> None:
              "aggregated_output": "GET /login -> 401 Unauthorized"}}  # fmt: skip
     verdict = agent_output.codex(1, json.dumps(event) + "\nerror: something broke\n")
     assert verdict is None  # nothing the agent said: the exit code decides (failed)
+
+
+AIDER_429 = (
+    "litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached. \n"
+    "Try again in {wait}.\nThe API provider has rate limited you.\nRetrying in 0.2 seconds...\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("output", "stopped"),
+    [
+        (AIDER_429.format(wait="2 minutes"), True),  # resets after aider's ~64 s of retries
+        (AIDER_429.format(wait="20 seconds"), False),  # aider's own retries outlast it
+        (AIDER_429.format(wait="2 minutes").split("Try")[0], False),  # no reset said (yet)
+        (AIDER_429.format(wait="2 minutes") + AIDER_OK, False),  # a retry got through
+        ("litellm.AuthenticationError: AuthenticationError: bad key\n", False),
+    ],
+)
+def test_aider_is_stopped_only_when_its_retries_would_end_before_the_limit_resets(
+    output: str, stopped: bool
+) -> None:
+    verdict = agents.ADAPTERS["aider"].hopeless(output)
+    assert (verdict is not None) == stopped
+    if verdict:
+        assert verdict.outcome == Outcome.THROTTLED and verdict.retry_after == 120
+        assert "sage stopped aider" in verdict.detail and "Rate limit reached" in verdict.detail
+
+
+def test_an_agent_that_gives_up_by_itself_is_never_stopped() -> None:
+    said = '{"type":"result","is_error":true,"result":"API Error: 429 Try again in 2 minutes"}'
+    assert agents.ADAPTERS["claude"].hopeless(said) is None
+
+
+def test_the_reset_of_aiders_last_error_counts() -> None:
+    output = AIDER_429.format(wait="5 seconds") + AIDER_429.format(wait="3 minutes")
+    assert agent_output.aider(0, output).retry_after == 180  # type: ignore[union-attr]

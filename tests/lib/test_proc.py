@@ -60,6 +60,37 @@ def test_a_timeout_kills_escaped_processes_too(tmp_path: Path) -> None:
     assert len(done.left_running) == 1
 
 
+def test_a_watch_that_says_stop_kills_the_run_and_its_escaped_processes(tmp_path: Path) -> None:
+    code = CHILD.format(how="start_new_session=True") + "import time; time.sleep(60)\n"
+
+    def watch() -> bool:
+        return (tmp_path / "child.pid").exists()
+
+    done = proc.run_logged([sys.executable, "-c", code], cwd=tmp_path, env=proc.clean_env(),
+                           log=tmp_path / "w.log", watch=watch)  # fmt: skip
+    child = int((tmp_path / "child.pid").read_text())
+    assert done.stopped and not done.timed_out and done.returncode == -9
+    assert done.seconds < 30 and not alive(child) and len(done.left_running) == 1
+
+
+def test_a_watch_that_never_says_stop_changes_nothing(tmp_path: Path) -> None:
+    asked: list[bool] = []
+
+    def watch() -> bool:
+        asked.append(True)
+        return False
+
+    code = "import time; time.sleep(1.3); print('done')"
+    done = proc.run_logged([sys.executable, "-c", code], cwd=tmp_path, env=proc.clean_env(),
+                           log=tmp_path / "w.log", watch=watch)  # fmt: skip
+    assert done.returncode == 0 and not done.stopped
+    assert asked, "not asked while the run lasted"
+    seen = len(asked)
+    time.sleep(proc.WATCH_EVERY * 2)
+    assert len(asked) == seen, "asked again after the run ended"
+    assert (tmp_path / "w.log").read_text() == "done\n"
+
+
 def test_a_clean_worker_leaves_nothing_to_report(tmp_path: Path) -> None:
     done = run_worker(tmp_path, "print('hi')")
     assert done.returncode == 0 and done.left_running == ()
