@@ -30,8 +30,8 @@ CHECKER = (
 def test_setup_runs_once_per_slot_and_no_ticket_sees_another_s_leftovers(repo, sage, tmp_path):
     counter = tmp_path / "setups"
     setup = (
-        f"import pathlib\nc = pathlib.Path({str(counter)!r})\n"
-        "c.write_text(c.read_text() + 'x' if c.exists() else 'x')\n"
+        # two slots may set up at once: one appended byte each (O_APPEND), not a read and a rewrite
+        f"import pathlib\nwith open({str(counter)!r}, 'a') as c:\n    c.write('x')\n"
         "pathlib.Path('deps').mkdir(exist_ok=True)\n"
         "pathlib.Path('deps/installed').write_text('1')\n"
     )
