@@ -101,10 +101,10 @@ class Agent:
         if not self.retries_for:
             return None
         said = self.read(0, output)
-        if not said or said.outcome != Outcome.THROTTLED or not said.retry_after:
+        if not said or said.outcome != Outcome.THROTTLED:
             return None
-        if said.retry_after <= self.retries_for:
-            return None
+        if not said.retry_after or said.retry_after <= self.retries_for:
+            return None  # no reset said, or the agent's own retries may still get through
         why = (f"sage stopped {self.name}: the limit resets in {said.retry_after:g}s, after its "
                f"own retries end ({self.retries_for:g}s)")  # fmt: skip
         return replace(said, detail=f"{said.detail} ({why})" if said.detail else why)

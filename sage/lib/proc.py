@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import signal
 import subprocess
@@ -148,7 +149,7 @@ def run_logged(
     """Run in a new process group with output to `log`; the timeout kills the whole group, and
     so does `watch` returning True (it is asked every `WATCH_EVERY` seconds while the run lasts).
 
-    The wait blocks in waitpid (no polling delay); a timer does the killing. When the main
+    The wait blocks in waitpid (no polling delay); a guard thread does the killing. When the main
     process is gone, whatever it left running is killed too, and named in the log and result:
     its process group, and processes that left the group (`setsid`) but carry this run's tag.
     """
@@ -163,21 +164,15 @@ def run_logged(
         forks = _forks()
         if on_start:
             on_start(child.pid)
-        expired, stopped, ended = threading.Event(), threading.Event(), threading.Event()
-        timer = _kill_timer(child.pid, timeout, expired)
-        watcher = _watcher(child.pid, watch, stopped, ended)
+        guard = _Guard(child.pid, timeout, watch)
         code = child.wait()
-        ended.set()
-        if timer:
-            timer.cancel()
-        if watcher:
-            watcher.join()
+        guard.end()
         left = kill_leftovers(child.pid, tag, lowest=_lowest_pid(child.pid, forks))
         if left:
             sink.write(f"sage: killed what the worker left running: {'; '.join(left)}\n".encode())
         seconds = time.monotonic() - start
-        return Finished(returncode=code, seconds=seconds, timed_out=expired.is_set(),
-                        stopped=stopped.is_set(), left_running=left)  # fmt: skip
+        return Finished(returncode=code, seconds=seconds, timed_out=guard.expired.is_set(),
+                        stopped=guard.stopped.is_set(), left_running=left)  # fmt: skip
 
 
 def _start(
@@ -325,41 +320,43 @@ def _alive(pid: int) -> bool:
     return state is not None and state[0] not in "ZX"
 
 
-def _kill_timer(
-    pgid: int, timeout: float | None, expired: threading.Event
-) -> threading.Timer | None:
-    if not timeout:
-        return None
-
-    def fire() -> None:
-        expired.set()
-        kill_group(pgid)
-
-    timer = threading.Timer(timeout, fire)
-    timer.daemon = True
-    timer.start()
-    return timer
-
-
 WATCH_EVERY = 0.5  # seconds between a run's `watch` calls
 
 
-def _watcher(
-    pgid: int, watch: Callable[[], bool] | None, stopped: threading.Event, ended: threading.Event
-) -> threading.Thread | None:
-    if watch is None:
-        return None
+class _Guard:
+    """One thread per run that has a timeout or a `watch`: it kills the run's process group when
+    the timeout passes (`expired`) or `watch` returns True (`stopped`). Without a watch it waits
+    the whole timeout at once. `end()`, once the run is over, stops it and waits for it, so it
+    never kills a group after the run."""
 
-    def look() -> None:
-        while not ended.wait(WATCH_EVERY):
-            if watch():
-                stopped.set()
-                kill_group(pgid)
+    def __init__(self, pgid: int, timeout: float | None, watch: Callable[[], bool] | None) -> None:
+        self.expired, self.stopped = threading.Event(), threading.Event()
+        self._ended = threading.Event()
+        self._thread: threading.Thread | None = None
+        if timeout or watch:
+            deadline = time.monotonic() + timeout if timeout else math.inf
+            self._thread = threading.Thread(target=self._keep, args=(pgid, deadline, watch),
+                                            name=f"sage-guard-{pgid}", daemon=True)  # fmt: skip
+            self._thread.start()
+
+    def _keep(self, pgid: int, deadline: float, watch: Callable[[], bool] | None) -> None:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.expired.set()
+                break
+            wait = min(left, WATCH_EVERY if watch is not None else math.inf)
+            if self._ended.wait(None if math.isinf(wait) else wait):
                 return
+            if watch is not None and watch():
+                self.stopped.set()
+                break
+        kill_group(pgid)
 
-    thread = threading.Thread(target=look, name=f"sage-watch-{pgid}", daemon=True)
-    thread.start()
-    return thread
+    def end(self) -> None:
+        self._ended.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def kill_group(pgid: int) -> bool:

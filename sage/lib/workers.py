@@ -366,16 +366,21 @@ def _verdict(job: WorkerJob, done: proc.Finished) -> Verdict | None:
     agent = agents.detect(job.argv)
     if agent and done.returncode == 127:  # not started (see proc.run_logged and _refused)
         return Verdict(outcome=Outcome.UNUSABLE, detail=f"{agent.name}{_last_line(job.log)}")
-    output = _attempt_output(job) if agent else ""
-    said = agent.read(done.returncode, output) if agent else None
-    if agent and done.stopped:  # see _Watch: the agent printed what it would end on
-        said = agent.hopeless(output) or said
+    said = _said(agent, job, done) if agent else None
     if done.returncode == TEMPFAIL:
         wait = said.retry_after if said else None
         detail = said.detail if said and said.detail else "exit 75: temporary failure"
         usage = said.usage if said else None
         return Verdict(outcome=Outcome.THROTTLED, detail=detail, retry_after=wait, usage=usage)
     return said
+
+
+def _said(agent: agents.Agent, job: WorkerJob, done: proc.Finished) -> Verdict | None:
+    """What the agent's output says; for a run its watch stopped (`_Watch`), what it printed it
+    would end on."""
+    output = _attempt_output(job)
+    stopped = agent.hopeless(output) if done.stopped else None
+    return stopped or agent.read(done.returncode, output)
 
 
 def collect(worktree: Path, job: WorkerJob, *, repo: Path | None = None) -> str:
