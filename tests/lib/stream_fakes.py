@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -232,7 +232,7 @@ class FakeQueue:
     def keep_previous(self, entry: QueueEntry) -> None:
         self.previous[entry.ticket_id] = entry.head
 
-    def tidy(self) -> None:
+    def tidy(self, landed: Iterable[QueueEntry] = ()) -> None:
         self.tidied = getattr(self, "tidied", 0) + 1
 
     def discard(self, entry: QueueEntry, reason: str | None = None) -> QueueEntry:

@@ -14,7 +14,7 @@ whose checkout update cannot finish (a full disk) raises `CheckoutBehind` after 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -136,11 +136,12 @@ class CommitQueue:
         left): the next `process()` finishes it before anything else lands."""
         return checkout.recorded(self.landing.record)
 
-    def tidy(self) -> None:
+    def tidy(self, landed: Iterable[QueueEntry] = ()) -> None:
         """Delete the branches of what landed, in one git call: a stream asks once, at its end
-        (with `batch_cleanup`); a crash before leaves them to the next run's sweep."""
+        (with `batch_cleanup`), naming what its lander landed (maybe in a process of its own);
+        a crash before leaves them to the next run's sweep."""
         with self._lock():
-            self.landing.tidy()
+            self.landing.tidy(landed)
 
     def recover(self) -> list[Landed]:
         """At the start of a run: finish applications whose ref moved before a crash and queue

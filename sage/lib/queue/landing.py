@@ -17,7 +17,7 @@ import shutil
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -424,10 +424,12 @@ class Landing:
         if any(holders for _, holders, _ in doomed.values()):
             git.run(self.root, "worktree", "prune")
 
-    def tidy(self) -> None:
-        """The branches and worktrees of what landed since the last tidy (`batch_cleanup`)."""
-        if self._untidy:
-            self.cleanup(self._untidy, git.checkouts(self.root))
+    def tidy(self, landed: Iterable[QueueEntry] = ()) -> None:
+        """The branches and worktrees of what landed here since the last tidy (`batch_cleanup`)
+        and of `landed` (by another process: a stream's lander), each once."""
+        entries = list({e.seq: e for e in (*self._untidy, *landed)}.values())
+        if entries:
+            self.cleanup(entries, git.checkouts(self.root))
             self._untidy = []
 
     def recover(self) -> list[Landed]:
