@@ -110,23 +110,31 @@ class LiveReporter(Reporter):
         self._lock = threading.Lock()
         self.live = Live(console=self.console, refresh_per_second=4, transient=True,
                          get_renderable=self._render)  # fmt: skip
+        self._shown = False
 
     def open(self) -> None:
-        self.live.start()
+        """The view itself appears when the run starts: its redraws are a thread, and the
+        stream forks its lander before any thread runs (recovery's lines print as lines)."""
 
     def close(self) -> None:
-        self.live.stop()
+        if self._shown:
+            self.live.stop()
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """The live view redraws over the terminal's last lines: stop it while a prompt is up."""
-        self.live.stop()
+        if self._shown:
+            self.live.stop()
         try:
             yield
         finally:
-            self.live.start()
+            if self._shown:
+                self.live.start()
 
     def event(self, event: Event) -> None:
+        if event.kind == "run-started" and not self._shown:
+            self._shown = True
+            self.live.start()
         if self.tally is not None:
             with self._lock:
                 self.tally.take(event)

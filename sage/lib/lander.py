@@ -1,4 +1,12 @@
-"""The lander thread: passes of the commit queue on request, outcomes sent to the inbox.
+"""The lander: passes of the commit queue on request, outcomes sent to the inbox.
+
+It runs in a process of its own where it can: a child forked when the stream starts (on Linux,
+while the stream has no other thread yet), given a queue of its own (`own_queue`), so that its
+landings use the second core instead of taking turns with the workers' threads for the one
+interpreter lock. The child dies with the stream (`PR_SET_PDEATHSIG`, and at the end of the
+pass under way if that is refused), ignores Ctrl+C (the stream decides), and reports over a
+pipe. Elsewhere, or without `own_queue`, it is a thread of the stream's process. Either way the
+stream hears the same messages.
 
 Another process holding the queue's lock (a `sage queue process` by hand, verifying) makes a
 pass wait `[queue] lock_timeout`, then give up for now: the stream asks again later, and only
@@ -7,13 +15,33 @@ after MAX_BUSY passes in a row found the queue held does it count as a failure o
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
+import signal
+import struct
+import sys
 import threading
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import NoReturn, Protocol
 
 from sage.lib.errors import LockHeld, SageError
-from sage.lib.inbox import Inbox, LandedMsg, LanderBusy, LanderFailed, PassDone, RejectedMsg
+from sage.lib.inbox import (
+    LandedMsg,
+    LanderBusy,
+    LanderFailed,
+    Message,
+    PassDone,
+    RejectedMsg,
+)
 from sage.lib.queue import Landed, Outcome, QueueEntry
+
+
+class Outbox(Protocol):
+    """Where the lander's news goes: the stream's `Inbox`, or in a child the pipe to it."""
+
+    def put(self, message: Message) -> None: ...
 
 
 class Landings(Protocol):
@@ -30,35 +58,55 @@ class Landings(Protocol):
     def defer(self, entry: QueueEntry, reason: str) -> QueueEntry: ...
     def discard(self, entry: QueueEntry, reason: str | None = None) -> QueueEntry: ...
     def keep_previous(self, entry: QueueEntry) -> None: ...
-    def tidy(self) -> None: ...
+    def tidy(self, landed: Iterable[QueueEntry] = ...) -> None: ...
 
 
 MAX_BUSY = 10
 
 
 class Lander:
-    """One thread; `wake()` asks for a pass, `close()` ends it after the pass under way."""
+    """`start()` it, `wake()` it for a pass, `close()` it: ends after the pass under way."""
 
-    def __init__(self, queue: Landings, inbox: Inbox) -> None:
-        self.queue, self.inbox = queue, inbox
+    def __init__(
+        self, queue: Landings, inbox: Outbox, *, own_queue: Callable[[], Landings] | None = None
+    ) -> None:
+        """`own_queue` makes the queue a child process lands with (see the module's text)."""
+        self.queue, self.inbox, self._own_queue = queue, inbox, own_queue
         self._wake = threading.Event()
         self._closed = False
         self._in_pass = False
-        self.passes = self.busy_passes = 0
+        self.busy_passes = 0
+        self._child: _Child | None = None
         self._thread = threading.Thread(target=self._loop, name="sage-lander", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if self._own_queue is not None and _may_fork():
+            self._child = _Child.fork(self, self._own_queue)
+        if self._child is None:
+            self._thread.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The lander's own process, when it has one."""
+        return self._child.pid if self._child is not None else None
 
     def wake(self) -> None:
-        self._wake.set()
+        if self._child is not None:
+            self._child.wake()
+        else:
+            self._wake.set()
 
     @property
     def busy(self) -> bool:
         """A pass is asked for or under way."""
+        if self._child is not None:
+            return self._child.busy
         return self._wake.is_set() or self._in_pass
 
     def close(self) -> None:
+        if self._child is not None:
+            self._child.close()
+            return
         self._closed = True
         self._wake.set()
         if self._thread.is_alive():
@@ -72,17 +120,22 @@ class Lander:
             if self._closed:
                 return
             try:
-                self._pass()
-                self.busy_passes = 0
-            except LockHeld as exc:
-                self.busy_passes += 1
-                failed = self.busy_passes >= MAX_BUSY
-                self.inbox.put(LanderFailed(error=exc) if failed else LanderBusy(error=exc))
-            except Exception as exc:  # a dead lander would leave the run waiting forever
-                error = exc if isinstance(exc, SageError) else SageError(message_of(exc))
-                self.inbox.put(LanderFailed(error=error))
+                self._try_pass()
             finally:
                 self._in_pass = False
+
+    def _try_pass(self) -> None:
+        """A pass, its failure told as a message: a dead lander would leave the run waiting."""
+        try:
+            self._pass()
+            self.busy_passes = 0
+        except LockHeld as exc:
+            self.busy_passes += 1
+            failed = self.busy_passes >= MAX_BUSY
+            self.inbox.put(LanderFailed(error=exc) if failed else LanderBusy(error=exc))
+        except Exception as exc:
+            error = exc if isinstance(exc, SageError) else SageError(message_of(exc))
+            self.inbox.put(LanderFailed(error=error))
 
     def _pass(self) -> None:
         """Landings are reported the moment the target moves (again after the pass if the
@@ -99,7 +152,6 @@ class Lander:
                 self.inbox.put(RejectedMsg(outcome=outcome))
             elif outcome.entry.seq not in told or outcome.warnings:  # told early, without them
                 self.inbox.put(LandedMsg(outcome=outcome))
-        self.passes += 1
         pending = frozenset(e.ticket_id for e in self.queue.pending())
         self.inbox.put(PassDone(pending=pending))
 
@@ -107,3 +159,161 @@ class Lander:
 def message_of(exc: Exception) -> str:
     """What went wrong in a thread, for the journal: a write to a full disk, a clobbered path."""
     return exc.message if isinstance(exc, SageError) else f"{type(exc).__name__}: {exc}"
+
+
+# ---- the lander's own process ------------------------------------------------------------------
+
+_CLOSE = b"c"  # on the command pipe; any other byte asks for a pass
+_FRAME = struct.Struct("<I")  # each message on the result pipe: its pickle's length, the pickle
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """The child's word after each pass: how many passes it had been asked for by then."""
+
+    count: int
+
+
+def _may_fork() -> bool:
+    """Only a process with no other thread forks well: a thread may hold a lock the child
+    would need. Linux: the child must be able to die with its parent."""
+    return sys.platform == "linux" and threading.active_count() == 1
+
+
+class _Child:
+    """The stream's side of a lander process: wakes down one pipe, messages back up another,
+    relayed to the inbox by a thread. Its end without a close is the queue failing."""
+
+    def __init__(self, pid: int, commands: int, results: int, inbox: Outbox) -> None:
+        self.pid, self._commands, self._inbox = pid, commands, inbox
+        self._asked = self._answered = 0
+        self._closing = False
+        self._relay = threading.Thread(
+            target=self._read, args=(results,), name="sage-lander-relay", daemon=True
+        )
+        self._relay.start()
+
+    @classmethod
+    def fork(cls, lander: Lander, own_queue: Callable[[], Landings]) -> _Child | None:
+        """None when the fork fails: the lander is then a thread."""
+        commands_r, commands_w = os.pipe()
+        results_r, results_w = os.pipe()
+        parent = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (commands_r, commands_w, results_r, results_w):
+                os.close(fd)
+            return None
+        if pid == 0:
+            os.close(commands_w)
+            os.close(results_r)
+            _serve(lander, own_queue, parent, commands_r, results_w)
+        os.close(commands_r)
+        os.close(results_w)
+        os.set_blocking(commands_w, False)  # a full pipe holds wakes enough: never wait on it
+        return cls(pid, commands_w, results_r, lander.inbox)
+
+    @property
+    def busy(self) -> bool:
+        return self._answered < self._asked
+
+    def wake(self) -> None:
+        try:
+            os.write(self._commands, b"w")
+        except BlockingIOError:
+            return  # wakes enough wait unread
+        except OSError:
+            return  # it has ended: its relay reports that
+        self._asked += 1
+
+    def close(self) -> None:
+        """Ask it to end after the pass under way, and wait for it and its last messages."""
+        self._closing = True
+        with contextlib.suppress(OSError):
+            os.write(self._commands, _CLOSE)
+        with contextlib.suppress(OSError):
+            os.close(self._commands)
+        self._relay.join()
+
+    def _read(self, results: int) -> None:
+        with os.fdopen(results, "rb") as pipe:
+            while len(head := pipe.read(_FRAME.size)) == _FRAME.size:
+                size = _FRAME.unpack(head)[0]
+                if len(data := pipe.read(size)) < size:
+                    break  # it died writing this one
+                message = pickle.loads(data)
+                if isinstance(message, _Asked):
+                    self._answered = message.count
+                else:
+                    self._inbox.put(message)
+        _, status = os.waitpid(self.pid, 0)
+        if not self._closing or status:
+            how = _ended(status)
+            self._inbox.put(LanderFailed(error=SageError(f"the lander's process {how}")))
+        self._answered = self._asked
+
+
+def _ended(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with {os.waitstatus_to_exitcode(status)}"
+
+
+class _Pipe:
+    """The child's inbox: each message pickled up the result pipe. An error goes as a plain
+    SageError (message and hint): the stream reads no more of it, and some do not pickle."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def put(self, message: Message | _Asked) -> None:
+        if isinstance(message, LanderFailed | LanderBusy):
+            error = SageError(message.error.message, hint=message.error.hint)
+            message = type(message)(error=error)
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(_FRAME.pack(len(data)) + data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+
+def _serve(
+    lander: Lander, own_queue: Callable[[], Landings], parent: int, commands: int, results: int
+) -> NoReturn:
+    """The child: a pass per read of wakes, until a close or the end of the pipe (the stream
+    is gone). It never returns into the stream's code, whatever happens."""
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _die_with(parent)
+        out = _Pipe(results)
+        lander.inbox = out
+        try:
+            lander.queue = own_queue()
+        except Exception as exc:
+            out.put(LanderFailed(error=SageError(f"the lander's queue: {message_of(exc)}")))
+            raise
+        asked = 0
+        while (data := os.read(commands, 4096)) and _CLOSE not in data:
+            asked += len(data)
+            lander._try_pass()
+            out.put(_Asked(asked))
+    except BaseException:
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL this process when its parent dies, as a thread of it would die: a kill -9 of
+    the stream stops a landing at the same step. Without it, the end of the command pipe
+    stops the child after its pass."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the above took hold
+        os._exit(0)

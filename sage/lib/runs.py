@@ -180,8 +180,14 @@ def execute(
         project.root, project.worktrees_dir, pids, options.workers,
         setup=worktrees.SlotSetup.of(project.config),
     )  # fmt: skip
+
+    git.identity_env(project.root)  # asked once: a lander's process inherits the answer
+
+    def own_queue() -> commit_queue.CommitQueue:  # the lander's, in its own process
+        return make_queue(project, project.ticket_store(options.lock_timeout), options, run_id)
+
     stream = Stream(plan, options, journal, queue=queue, executor=executor, store=store,
-                    confirm=confirm, interrupts=interrupts)  # fmt: skip
+                    confirm=confirm, interrupts=interrupts, own_queue=own_queue)  # fmt: skip
     return stream.run()
 
 

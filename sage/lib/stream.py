@@ -1,6 +1,7 @@
 """`sage stream`'s control loop: dispatch ready tickets to worker slots, act on what comes back.
 
-The main thread decides; worker threads run tickets; one lander thread lands (`sage.lib.lander`).
+The main thread decides; worker threads run tickets; one lander lands (`sage.lib.lander`: a
+process of its own where it can, else a thread).
 Each ticket's phase lives in the run's `Ledger`, written by this loop alone; the others reach it
 through the `Inbox`. What happens after an exit or a rejected landing is `sage.lib.policy`'s call.
 Preparing a run (the index read once, recovery, the ledger seeded) is `sage.lib.runs`.
@@ -105,15 +106,17 @@ class Stream:
         self, plan: RunPlan, options: StreamOptions, journal: Journal, *, queue: Landings,
         executor: Executor, store: TicketStore, confirm: Confirm | None = None,
         clock: Clock | None = None, rng: random.Random | None = None,
-        interrupts: Interrupts | None = None,
+        interrupts: Interrupts | None = None, own_queue: Callable[[], Landings] | None = None,
     ) -> None:  # fmt: skip
+        """`own_queue`: the lander may land in a process of its own, with the queue this
+        makes there (see `sage.lib.lander`)."""
         self.plan, self.options, self.journal = plan, options, journal
         self.ledger, self.dispatcher = plan.ledger, plan.dispatcher
         self.queue, self.executor, self.store, self.confirm = queue, executor, store, confirm
         self.clock, self.rng = clock or RealClock(), rng or random.Random()
         self.interrupts = interrupts or Interrupts()
         self.inbox = Inbox()
-        self.lander = Lander(queue, self.inbox)
+        self.lander = Lander(queue, self.inbox, own_queue=own_queue)
         # A slot's worktree is busy until its work is collected, though its process is gone and
         # the next ticket may start: a few spare slots, the lowest free first.
         self.slots = Slots(options.workers + max(1, options.workers // 2))
@@ -128,6 +131,7 @@ class Stream:
         # Landings the tickets running then are still to hear of: (ticket, commit, running).
         self._to_warn: list[tuple[str, str, set[str]]] = []
         self._spent_usd = 0.0
+        self._landed: list[QueueEntry] = []  # for the tidy at the end
         self._last_pass = 0.0
 
     @property
@@ -137,10 +141,10 @@ class Stream:
     def run(self) -> RunSummary:
         started = self.clock.now()
         options = self.options
+        self.lander.start()  # first: it may fork, and forks only while no other thread runs
         self.journal.emit("run-started", workers=options.workers, run_id=self.run_id,
                           tickets=self.dispatcher.unfinished,
                           target=options.target_branch)  # fmt: skip
-        self.lander.start()
         if self.ledger.count(Phase.LANDING):
             self.lander.wake()
         try:
@@ -277,6 +281,7 @@ class Stream:
             case LandedMsg(outcome=landed):
                 tid = landed.entry.ticket_id
                 if books.landed(tid, landed.commit):
+                    self._landed.append(landed.entry)
                     self.slots.landed(tid, self.ledger[tid].slot)
                     running = set(self.ledger.ids(Phase.RUNNING))  # the tickets it may surprise
                     self._to_warn.append((tid, landed.commit, running))
@@ -389,7 +394,7 @@ class Stream:
                 self._handle(message)
         self.books.give_back_unsettled()
         try:
-            self.queue.tidy()  # the landed tickets' branches, in one git call
+            self.queue.tidy(self._landed)  # the landed tickets' branches, in one git call
         except SageError as exc:  # the next run's sweep removes them
             self.journal.emit("warning", reason=f"landed branches kept: {exc.message}")
 

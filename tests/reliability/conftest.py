@@ -24,18 +24,21 @@ STREAM = ("stream", "--auto", "--parallel", "2", "--backoff", "0.05")
 GITIGNORE = "*.lock\n"
 
 # Runs the real CLI with the commit queue's crash hook armed: SIGKILL (no cleanup at all) the
-# CRASH_NTH time the queue reaches step CRASH_STEP.
+# CRASH_NTH time the queue reaches step CRASH_STEP. The stream's lander may be a child process:
+# the count is its own, and sage is killed there as a whole (the stream, which takes the child
+# with it), as a kill -9 of `sage stream` would.
 CRASHING_CLI = """
 import os, signal, sys
 from sage.lib import queue
 from sage.cli import main
 
-step, nth, seen = os.environ["CRASH_STEP"], int(os.environ["CRASH_NTH"]), []
+step, nth, seen, sage = os.environ["CRASH_STEP"], int(os.environ["CRASH_NTH"]), [], os.getpid()
 
 def hook(name):
     if name == step:
         seen.append(name)
         if len(seen) == nth:
+            os.kill(sage, signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
 
 queue.step_hook = hook
