@@ -1,8 +1,10 @@
 """The one channel other threads use to reach a stream's main thread: typed messages.
 
-Worker threads and the lander thread never touch the run's ledger; they put one of these values
-in the `Inbox`, and the main thread acts on them in order. `Inbox.killing` is the one flag they
-may read: set by a second Ctrl+C, it tells a worker thread not to queue work that will be reset.
+Worker threads and the lander never touch the run's ledger; they put one of these values in the
+`Inbox` (a lander in a process of its own sends them down a pipe, and a thread of the stream's
+puts them there: `sage.lib.lander`), and the main thread acts on them in order. `Inbox.killing`
+is the one flag they may read: set by a second Ctrl+C, it tells a worker thread not to queue
+work that will be reset.
 """
 
 from __future__ import annotations

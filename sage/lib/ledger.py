@@ -1,9 +1,10 @@
 """The run ledger: each ticket's phase during one run, with its counters and reason.
 
-One place owns a ticket's run state. The stream's main thread is its only writer: worker and
-lander threads send messages (`sage.lib.inbox`) instead. Every change of phase goes through
-`Ledger.move`, which refuses a transition the table below does not allow, so the summary, the
-live view, the events and the exit code are all read from the same records and cannot disagree.
+One place owns a ticket's run state. The stream's main thread is its only writer: worker
+threads and the lander (a thread, or a process of its own) send messages (`sage.lib.inbox`).
+Every change of phase goes through `Ledger.move`, which refuses a transition the table below
+does not allow, so the summary, the live view, the events and the exit code are all read from
+the same records and cannot disagree.
 """
 
 from __future__ import annotations
