@@ -187,7 +187,7 @@ class _Child:
     def __init__(self, pid: int, commands: int, results: int, inbox: Outbox) -> None:
         self.pid, self._commands, self._inbox = pid, commands, inbox
         self._asked = self._answered = 0
-        self._closing = False
+        self._closing = self._gone = False
         self._relay = threading.Thread(
             target=self._read, args=(results,), name="sage-lander-relay", daemon=True
         )
@@ -216,7 +216,7 @@ class _Child:
 
     @property
     def busy(self) -> bool:
-        return self._answered < self._asked
+        return self._answered < self._asked and not self._gone
 
     def wake(self) -> None:
         try:
@@ -248,10 +248,10 @@ class _Child:
                 else:
                     self._inbox.put(message)
         _, status = os.waitpid(self.pid, 0)
+        self._gone = True  # and so never busy again, whatever a wake meanwhile counted
         if not self._closing or status:
             how = _ended(status)
             self._inbox.put(LanderFailed(error=SageError(f"the lander's process {how}")))
-        self._answered = self._asked
 
 
 def _ended(status: int) -> str:
