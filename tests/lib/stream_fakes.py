@@ -232,6 +232,9 @@ class FakeQueue:
     def keep_previous(self, entry: QueueEntry) -> None:
         self.previous[entry.ticket_id] = entry.head
 
+    def warm(self) -> None:
+        pass
+
     def tidy(self, landed: Iterable[QueueEntry] = ()) -> None:
         self.tidied = getattr(self, "tidied", 0) + 1
 

@@ -572,3 +572,24 @@ def test_the_landing_index_edit_is_what_a_fresh_parse_gives(steps) -> None:
             blob = out
     not_an_index = StateChange(ticket_id="T-0", state="COMPLETED", reason="")
     assert completed_blob(b"not json", not_an_index) is None
+
+
+def test_warm_reads_ahead_what_a_first_landing_reads_cold(repo: Path) -> None:
+    """A lander's process warms its queue while it waits: git's settings and identity read
+    then are not asked again by the landing (no `git var` process of its own)."""
+    project, store = setup(repo, "T-1")
+    git(repo, "gc", "-q")  # the target's commit in a pack, as in a clone
+    q = make_queue(project, store)
+    entry = enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    q.warm()
+    calls: list[tuple[str, ...]] = []
+    real = sgit.run
+
+    def logged(repo: Path, *args: str, **kwargs: object) -> object:
+        calls.append(args)
+        return real(repo, *args, **kwargs)  # type: ignore[arg-type]
+
+    with mock.patch.object(sgit, "run", logged):
+        [outcome] = q.process()
+    assert isinstance(outcome, Landed) and outcome.entry.seq == entry.seq
+    assert not [c for c in calls if c[:1] == ("var",)], calls

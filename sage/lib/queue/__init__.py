@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 
-from sage.lib import git, locks, policy, worktrees
+from sage.lib import git, locks, objects, policy, worktrees
 from sage.lib.errors import SageError
 from sage.lib.project import Project
 from sage.lib.queue import checkout
@@ -76,6 +76,15 @@ class CommitQueue:
     def head(self) -> str:
         """The target branch's head now."""
         return self.landing.target_head()
+
+    def warm(self) -> None:
+        """Read ahead what a first landing reads cold: git's settings and identity for the
+        repository and the target's commit (which opens the pack holding it, importing the pack
+        reader). A lander in a process of its own does it while it waits for its first pass."""
+        with git.one_look():
+            git.settings(self.root)
+            git.identity_env(self.root)
+            objects.tree_id(self.root, self.head())
 
     def enqueue(
         self, *, ticket_id: str, title: str, branch: str, base: str, worker: str = "",
