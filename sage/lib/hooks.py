@@ -431,7 +431,7 @@ def run_legacy(legacy: Path, args: Sequence[str]) -> proc.Result | None:
         return None  # git would not have run a non-executable hook either
     try:
         argv = [str(legacy.absolute()), *args]
-        return proc.run(argv, check=False, env=proc.clean_env(keep_git=True))
+        return proc.run(argv, check=False, env=proc.clean_env(keep_git=True), interruptible=True)
     except (OSError, SageError) as exc:  # e.g. a script without a shebang line
         return proc.Result(returncode=126, stdout="", stderr=f"cannot run {legacy}: {exc}\n")
 

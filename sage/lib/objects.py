@@ -15,7 +15,6 @@ import collections
 import functools
 import hashlib
 import os
-import subprocess
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -346,12 +345,9 @@ def commit(
 
 def read(repo: Path, specs: Sequence[str]) -> list[tuple[str, str, bytes] | None]:
     """(id, type, content) of each object named (`rev`, `rev:path`), None where missing."""
-    done = subprocess.run(
+    done = proc.run_bytes(
         ["git", "-C", str(repo), "cat-file", "--batch"],
         input="".join(f"{spec}\n" for spec in specs).encode(),
-        capture_output=True,
-        env=proc.clean_env(),
-        check=False,
     )
     out, at = done.stdout, 0
     found: list[tuple[str, str, bytes] | None] = []

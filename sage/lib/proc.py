@@ -61,6 +61,22 @@ def _inherited() -> dict[str, str] | None:
     return clean_env() if any(name in os.environ for name in _GIT_LEAKS) else None
 
 
+@contextlib.contextmanager
+def _shielded(shield: bool = True) -> Iterator[None]:
+    """Processes started meanwhile by this thread start with SIGINT blocked, and keep it so
+    through exec. A terminal sends Ctrl+C to its whole foreground process group; the stream
+    makes a graceful stop of it, which a git call under way must not fail by dying of it. A
+    kill still reaches them; sage itself hears the press (another thread, or this one after)."""
+    if not shield or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -70,18 +86,22 @@ def run(
     input: str | bytes | None = None,
     text: bool = True,
     timeout: float | None = None,
+    interruptible: bool = False,
 ) -> Result:
-    """Run to completion and capture output; raise GitError (command, code, output) if asked."""
+    """Run to completion and capture output; raise GitError (command, code, output) if asked.
+    `interruptible`: a user's command, which a terminal's Ctrl+C reaches (not sage's own git:
+    see `_shielded`)."""
     try:
-        done = subprocess.run(
-            list(argv),
-            cwd=cwd,
-            env=dict(env) if env is not None else _inherited(),
-            input=input,
-            capture_output=True,
-            text=text,
-            timeout=timeout,
-        )
+        with _shielded(not interruptible):
+            done = subprocess.run(
+                list(argv),
+                cwd=cwd,
+                env=dict(env) if env is not None else _inherited(),
+                input=input,
+                capture_output=True,
+                text=text,
+                timeout=timeout,
+            )
     except FileNotFoundError as exc:
         raise SageError(
             f"command not found: {argv[0]}", hint="install it or fix the command in your config"
@@ -107,10 +127,11 @@ def run_bytes(
 ) -> Output:
     """Like `run(check=False)`, stdout kept as the bytes the process wrote."""
     try:
-        done = subprocess.run(
-            list(argv), env=dict(env) if env is not None else clean_env(), input=input,
-            capture_output=True,
-        )  # fmt: skip
+        with _shielded():
+            done = subprocess.run(
+                list(argv), env=dict(env) if env is not None else clean_env(), input=input,
+                capture_output=True,
+            )  # fmt: skip
     except FileNotFoundError as exc:
         raise SageError(f"command not found: {argv[0]}", hint="install it") from exc
     return Output(returncode=done.returncode, stdout=done.stdout,
@@ -121,10 +142,11 @@ def run_bytes(
 def stdout_of(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Iterator[IO[bytes]]:
     """A process's stdout to read as it comes (a large blob, compared piece by piece); the
     process is killed if the reader stops early."""
-    child = subprocess.Popen(
-        list(argv), env=dict(env) if env is not None else clean_env(),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    with _shielded():
+        child = subprocess.Popen(
+            list(argv), env=dict(env) if env is not None else clean_env(),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     try:
         assert child.stdout is not None
         yield child.stdout

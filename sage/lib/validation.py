@@ -313,7 +313,7 @@ def _login(agent: agents.Agent, env: Mapping[str, str]) -> Check:
 
 def _probe(argv: list[str]) -> proc.Result | None:
     try:
-        return proc.run(argv, check=False, timeout=60)
+        return proc.run(argv, check=False, timeout=60, interruptible=True)
     except (SageError, subprocess.TimeoutExpired, OSError):
         return None
 

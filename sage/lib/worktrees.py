@@ -411,7 +411,7 @@ def _run_setup(path: Path, slot: int, setup: SlotSetup) -> float:
     started = time.monotonic()
     _state_file(path).unlink(missing_ok=True)  # killed halfway: set up again next time
     env = proc.clean_env({"SAGE_SLOT": str(slot), "SAGE_WORKTREE": str(path)})
-    done = proc.run(setup.setup, cwd=path, env=env, check=False)
+    done = proc.run(setup.setup, cwd=path, env=env, check=False, interruptible=True)
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines()
         raise SageError(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -116,3 +118,41 @@ def test_only_processes_started_since_are_looked_at_unless_numbers_may_have_wrap
     assert proc._lowest_pid(300, forks) == 300  # nothing numbered below 300 started since
     assert proc._lowest_pid(proc._pid_max() - 5, forks) == 0  # near the end: may wrap
     assert proc._lowest_pid(300, None) == 0  # cannot tell: every process
+
+
+CTRL_C_DURING = """
+import signal, sys
+from sage.lib import proc
+presses = []
+signal.signal(signal.SIGINT, lambda *_: presses.append(1))  # as the stream counts presses
+touch = f"pathlib.Path({sys.argv[2]!r}).touch()"
+code = f"import pathlib, time; {touch}; time.sleep(0.6); print('done')"
+done = proc.run([sys.executable, "-c", code], check=False, interruptible=sys.argv[1] == "yes")
+print(done.returncode, done.stdout.strip(), len(presses))
+"""
+
+
+@pytest.mark.parametrize("interruptible", ["no", "yes"])
+def test_a_terminal_ctrl_c_does_not_kill_sages_own_commands(
+    tmp_path: Path, interruptible: str
+) -> None:
+    """A terminal sends Ctrl+C to its whole foreground process group. sage's own commands (git)
+    start with it blocked, so that a graceful stop does not fail a git call under way; a
+    user's command (a slot's setup) is `interruptible`. sage itself still hears the press.
+    (The command here is Python: a shell such as dash clears the mask it was given.)"""
+    started = tmp_path / "started"
+    child = subprocess.Popen([sys.executable, "-c", CTRL_C_DURING, interruptible, str(started)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.01)
+    if started.exists():
+        os.killpg(child.pid, signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert started.exists(), err
+    code, *said = out.split()
+    if interruptible == "yes":
+        assert int(code) == -signal.SIGINT, out + err
+    else:
+        assert (int(code), said) == (0, ["done", "1"]), out + err

@@ -191,6 +191,26 @@ def test_ctrl_c_once_lets_running_work_land(repo, tickets_repo):
     assert len(trailers(repo)) == 2
 
 
+def test_ctrl_c_at_a_terminal_reaches_the_lander_too_and_running_work_still_lands(
+    repo, tickets_repo
+):
+    """A terminal's Ctrl+C goes to the whole foreground group: the stream and its lander's
+    process. The lander ignores it (the stream decides), so the running tickets still land."""
+    tickets_repo([ticket(f"G-{i}", command=writer(f"g{i}", sleep=1.5)) for i in range(1, 5)])
+    run = subprocess.Popen([sys.executable, "-m", "sage", *AUTO, "--parallel", "2", "--json"],
+                           cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)  # fmt: skip
+    wait_for(lambda: sum(e["event"] == "started" for e in events(repo)) == 2)
+    os.killpg(run.pid, signal.SIGINT)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err
+    assert "lander" not in out + err
+    got = states(repo)
+    said = out[-3000:] + err[-2000:]
+    assert sorted(got.values()) == ["COMPLETED", "COMPLETED", "UNPROCESSED", "UNPROCESSED"], said
+    assert len(trailers(repo)) == 2
+
+
 def test_ctrl_c_twice_kills_workers_and_resets_their_tickets(repo, tickets_repo):
     tickets_repo([ticket(f"K-{i}", command=writer(f"k{i}", sleep=30)) for i in range(1, 3)])
     run = start_stream(repo, "--parallel", "2", "--json")
