@@ -188,7 +188,7 @@ class _Child:
     def __init__(self, pid: int, commands: int, results: int, inbox: Outbox) -> None:
         self.pid, self._commands, self._inbox = pid, commands, inbox
         self._asked = self._answered = 0
-        self._closing = self._gone = False
+        self._closing = self._gone = self._failed = False
         self._relay = threading.Thread(
             target=self._read, args=(results,), name="sage-lander-relay", daemon=True
         )
@@ -247,10 +247,11 @@ class _Child:
                 if isinstance(message, _Asked):
                     self._answered = message.count
                 else:
+                    self._failed = self._failed or isinstance(message, LanderFailed)
                     self._inbox.put(message)
         _, status = os.waitpid(self.pid, 0)
         self._gone = True  # and so never busy again, whatever a wake meanwhile counted
-        if not self._closing or status:
+        if not self._failed and (not self._closing or status):  # it said why itself, else
             how = _ended(status)
             self._inbox.put(LanderFailed(error=SageError(f"the lander's process {how}")))
 

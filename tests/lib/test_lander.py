@@ -36,8 +36,10 @@ verify = ("sh", "-c", hang) if mode == "hang" else ()
 if mode == "thread":  # another thread: no fork
     threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
 inbox = Inbox()
-lander = Lander(make_queue(project, store), inbox,
-                own_queue=lambda: make_queue(project, project.ticket_store(), verify=verify))
+own = lambda: make_queue(project, project.ticket_store(), verify=verify)
+if mode == "broken":  # its queue cannot be made in the child
+    own = lambda: make_queue(project, store, no_such_option=True)
+lander = Lander(make_queue(project, store), inbox, own_queue=own)
 lander.start()
 print(json.dumps({"pid": lander.pid}), flush=True)
 queue = make_queue(project, store)
@@ -106,6 +108,14 @@ def test_with_another_thread_running_the_lander_is_a_thread_and_lands_the_same(
     proc, pid = drive(repo, "thread")
     assert pid is None
     assert finish(proc) == {"landed": ["A-1", "A-2"], "failed": [], "passes": 1, "busy": False}
+
+
+def test_a_lander_process_that_cannot_make_its_queue_says_why_once(repo: Path) -> None:
+    proc, _ = drive(repo, "broken")
+    said = finish(proc)
+    assert said["landed"] == [] and said["busy"] is False
+    [failed] = said["failed"]
+    assert failed.startswith("the lander's queue: TypeError") and "no_such_option" in failed
 
 
 def test_a_killed_lander_process_is_a_failure_of_the_queue_the_stream_hears_of(
