@@ -166,6 +166,14 @@ def sage(options: Options, hist: History, path: Path, workers: int) -> tuple[flo
     argv = [options.python, "-m", "sage", "stream", "--auto", "--json", "--parallel", str(workers)]
     figures = measured([(argv, repo)])
     ended(hist, repo, f"sage --parallel {workers}")
+    warned = [
+        line
+        for log in (repo / ".git" / "sage" / "runs").glob("*/events.jsonl")
+        for line in log.read_text(encoding="utf-8").splitlines()
+        if '"may-conflict"' in line
+    ]
+    if warned:  # tickets that touch the same file never run at once: each depends on the other
+        raise RuntimeError(f"sage --parallel {workers} warned of a conflict: {warned[0]}")
     return figures
 
 

@@ -55,10 +55,12 @@ def staged(
     return {path: (f"{e.mode:06o}", e.oid) if (e := found.get(path)) else None for path in wanted}
 
 
-def unchanged(checkout: Path, commit: str, paths: Iterable[str]) -> bool:
+def unchanged(
+    checkout: Path, commit: str, paths: Iterable[str], *, while_written: bool = False
+) -> bool:
     """Whether each of `paths` is, in `checkout`'s index and files, as `commit` has it (see
     `clean`): by stat data, or by content where nothing converts it. False when it is not so
-    or cannot be told from files."""
+    or cannot be told from files, or while a git writes the index (unless `while_written`)."""
     found = git.settings(checkout)
     index = index_of(checkout)
     expected = objects.entries_at(checkout, commit, paths) if found and index else None
@@ -67,7 +69,7 @@ def unchanged(checkout: Path, commit: str, paths: Iterable[str]) -> bool:
     by_content = not _converts(checkout, found, expected)
     filemode = found.flag("core.filemode", default=True)
     return clean(checkout, index, len(commit) // 2, expected, by_content=by_content,
-                 filemode=filemode)  # fmt: skip
+                 filemode=filemode, while_written=while_written)  # fmt: skip
 
 
 Side = tuple[str, str] | None  # a file's (mode, object id), or None: no file there
@@ -159,19 +161,21 @@ def _converts(checkout: Path, found: git.Settings, paths: Iterable[str]) -> bool
 def clean(
     checkout: Path, index: Path, hash_size: int, expected: Mapping[str, tuple[str, str] | None],
     *, by_content: bool, filemode: bool = True, most: int = 1 << 20,
-    entries: Mapping[str, Entry] | None = None,
+    entries: Mapping[str, Entry] | None = None, while_written: bool = False,
 ) -> bool:  # fmt: skip
     """Whether each path of `expected` is, in `checkout` and its `index`, as a clean checkout of
     a commit holding `expected` has it: a tracked path ((mode, id)) staged as that, with no
     flag or conflict, and unchanged on disk (its stat data as recorded and not racy, or, when
     `by_content` says no attribute or setting converts content, the same bytes); an untracked
     one (None) neither staged nor on disk, and no file where its folders go. False when it is
-    not so or cannot be told (then git is asked). `entries`: the index's, already read."""
+    not so or cannot be told (then git is asked). `entries`: the index's, already read.
+    `while_written`: an answer for now even while a git writes a new index (it is renamed over
+    the old one, which stays whole until then), for a question about the moment only."""
     try:
         written = os.stat(index)
     except OSError:
         return False
-    if os.path.lexists(index.with_name(index.name + ".lock")):
+    if not while_written and os.path.lexists(index.with_name(index.name + ".lock")):
         return False  # a git is writing the index now
     folders = {"/".join(p.split("/")[:i]) for p in expected for i in range(1, p.count("/") + 1)}
     found = (

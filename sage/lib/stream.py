@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
-from sage.lib import collisions, policy
+from sage.lib import collisions, policy, worktrees
 from sage.lib.books import Books
 from sage.lib.errors import SageError
 from sage.lib.events import Journal, RunSummary, summarize
@@ -130,6 +130,7 @@ class Stream:
         self._told_apart = 0
         # Landings the tickets running then are still to hear of: (ticket, commit, running).
         self._to_warn: list[tuple[str, str, set[str]]] = []
+        self._heard: set[str] = set()  # the target's heads so far: landings heard, first base
         self._spent_usd = 0.0
         self._landed: list[QueueEntry] = []  # for the tidy at the end
         self._last_pass = 0.0
@@ -237,6 +238,8 @@ class Stream:
             self.store.transition([(ticket.id, "IN_PROGRESS")], run_id=self.run_id,
                                   reason=f"started by run {self.run_id}")  # fmt: skip
         base = self.books.head or self.queue.head()
+        if not self._heard:
+            self._heard.add(base)  # where the first tickets start: before every landing
         slot = self.slots.take(ticket.id)
         self.dispatcher.hold(ticket.id)  # overlapping `files` wait until it lands or is deferred
         resolve = record.resolve if isinstance(record.resolve, Resolve) else None
@@ -336,19 +339,26 @@ class Stream:
         """Tell running tickets whose work so far touches what just landed (see collisions)."""
         for landed, commit, then in self._to_warn:
             self._warn_of(landed, commit, then)
+            self._heard.add(commit)
         self._to_warn.clear()
 
     def _warn_of(self, landed: str, commit: str, then: set[str]) -> None:
         """Those of `then` (running when it landed, not started on it since) still running."""
-        where = getattr(self.executor, "worktree", None)
-        runs = self.ledger.runs(Phase.RUNNING)
-        running = [r for r in runs if r.ticket_id in then and r.slot is not None]
-        if where is None or not running or self.plan.repo is None:
+        where, repo = getattr(self.executor, "worktree", None), self.plan.repo
+        if where is None or repo is None:
             return
-        files = collisions.landed_files(self.plan.repo, commit)
+        older = self._heard
+        running = [
+            r for r in self.ledger.runs(Phase.RUNNING)
+            if r.ticket_id in then and r.slot is not None  # started on it: nothing to warn of
+            and not collisions.based_on(repo, r.base, commit, older)
+        ]  # fmt: skip
+        if not running:
+            return
+        files = collisions.landed_files(repo, commit)
         for record in running:
-            worktree = where(record.slot)
-            shared = collisions.work_so_far(worktree, record.base, files)
+            worktree, branch = where(record.slot), worktrees.branch_for(record.ticket_id)
+            shared = collisions.work_so_far(worktree, record.base, files, branch=branch)
             if shared:
                 collisions.warn(worktree, landed=landed, commit=commit, files=shared)
                 self.journal.emit("may-conflict", record.ticket_id, landed=landed,

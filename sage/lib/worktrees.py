@@ -19,9 +19,11 @@ from sage.lib import files, git, index_file, objects, proc
 from sage.lib.config import Config
 from sage.lib.errors import GitError, SageError
 
+BRANCH_PREFIX = "sage/"  # every ticket's branch, and only theirs
+
 
 def branch_for(ticket_id: str) -> str:
-    return f"sage/{ticket_id}"
+    return f"{BRANCH_PREFIX}{ticket_id}"
 
 
 def create(repo: Path, path: Path, branch: str, base: str) -> None:
