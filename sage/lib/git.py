@@ -219,7 +219,7 @@ def shared_dir(repo: Path) -> Path:
 
 def rev_parse(repo: Path, rev: str) -> str | None:
     """The commit `rev` names, or None. A branch (or any shared `refs/…`) whose loose ref file
-    holds a loose commit is read from the files (no git process, on every landing)."""
+    holds a commit is read from the files (no git process, on every landing)."""
     known = _ref_tip(repo, rev)
     if known is not None:
         return known
@@ -233,7 +233,7 @@ _PER_WORKTREE = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")
 def _ref_tip(repo: Path, ref: str) -> str | None:
     """The commit a full ref points to, from its loose file in the common dir; None when the
     files cannot tell for sure (not a shared ref, reftable, packed or missing, symbolic, or not
-    a loose commit object): then git answers."""
+    a commit object read in process): then git answers."""
     if not ref.startswith("refs/") or ref.startswith(_PER_WORKTREE) or ref.endswith(".lock"):
         return None
     if "/." in ref or ".." in ref:
@@ -245,7 +245,18 @@ def _ref_tip(repo: Path, ref: str) -> str | None:
         return None
     if not _HEX.fullmatch(sha) or os.path.exists(f"{common}/reftable"):
         return None
-    return sha if _is_loose_commit(common / "objects", sha) else None
+    return (
+        sha if _is_loose_commit(common / "objects", sha) or _is_packed_commit(repo, sha) else None
+    )
+
+
+def _is_packed_commit(repo: Path, sha: str) -> bool:
+    """A commit in a pack (a clone's, a gc's: the base of a run's first tickets), read in
+    process as `objects` reads everything else (None there: git answers)."""
+    from sage.lib import objects  # it reads through this module: asked only once both exist
+
+    found = objects.reader(repo)(sha)
+    return found is not None and found[0] == "commit"
 
 
 def _is_loose_commit(objects: Path, sha: str) -> bool:
@@ -536,7 +547,7 @@ def _update_loose_ref(repo: Path, ref: str, new: str, old: str) -> bool | None:
 
 def _refs_as_files(repo: Path, ref: str, new: str, old: str) -> tuple[Path, Settings] | None:
     """The common dir and git's settings when `ref` may be moved by writing files: a loose ref
-    holding a loose commit (or, to create it, neither a loose nor a packed one), the files
+    holding a commit (or, to create it, neither a loose nor a packed one), the files
     backend, no reference-transaction hook, no shared repository, refs git is not told to
     fsync, no date from the environment."""
     common, settings_now = _common_dir_cached(str(repo)), settings(repo)

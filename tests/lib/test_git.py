@@ -80,6 +80,32 @@ def test_a_ref_is_read_from_its_file_when_git_would_say_the_same(repo: Path) -> 
     assert sage_git._ref_tip(repo, "refs/tags/v1") is None  # a tag object: git peels it
 
 
+def test_a_loose_ref_to_a_packed_commit_is_read_and_moved_in_process(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh clone's branch: its ref file is loose (`git checkout -b`), its commit in the
+    pack. No git process may read or move it (none on PATH)."""
+    packed = commit(repo, "packed")
+    git(repo, "gc", "-q")
+    git(repo, "branch", "-f", "work", packed)  # a loose ref file, a packed commit
+    assert sage_git.loose_commit(repo, packed) is None
+    new = commit(repo, "next")  # loose
+    git(repo, "update-ref", "refs/heads/main", packed)
+    assert sage_git.settings(repo) is not None  # read once a run (`git var`): then no process
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    assert sage_git.rev_parse(repo, "refs/heads/work") == packed
+    assert sage_git._update_loose_ref(repo, "refs/heads/work", new, packed) is True
+    assert sage_git.rev_parse(repo, "refs/heads/work") == new
+
+
+def test_a_loose_ref_to_a_packed_tree_is_no_commit(repo: Path) -> None:
+    tree = git(repo, "rev-parse", "HEAD^{tree}")
+    git(repo, "gc", "-q")
+    git(repo, "update-ref", "refs/tags/tree", tree)  # loose, to an object in the pack
+    assert sage_git._ref_tip(repo, "refs/tags/tree") is None
+    assert sage_git.rev_parse(repo, "refs/tags/tree") is None  # as git says: not a commit
+
+
 def reflog_shape(line: str) -> tuple[str, ...]:
     """A reflog line without its time: old, new, who, and the message after a tab (if any)."""
     head, tab, message = line.partition("\t")

@@ -377,8 +377,13 @@ class Landing:
         if self.index_in_repo is None or not commit:
             return False
         if self._index_tracked is None:
-            spec = f"{commit}:{self.index_in_repo}"
-            self._index_tracked = objects.read(self.root, [spec])[0] is not None
+            path = self.index_in_repo
+            found = objects.entries_at(self.root, commit, [path])  # in process, else git says
+            self._index_tracked = (
+                found[path] is not None
+                if found is not None
+                else objects.read(self.root, [f"{commit}:{path}"])[0] is not None
+            )
         return self._index_tracked
 
     def cleanup(self, entries: Sequence[QueueEntry], trees: Mapping[Path, str | None]) -> None:
