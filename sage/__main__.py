@@ -1,3 +1,3 @@
-from sage.cli import run
+from sage import run
 
 run()

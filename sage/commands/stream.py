@@ -245,7 +245,9 @@ def _run(
     interrupts = streams.Interrupts()
     # What is loaded by now (modules, the graph, the config) lives as long as the run: the
     # collector need not look through it again on each of the run's many small collections.
+    # It was off while all that loaded (`sage.run`); a run is long enough to need it.
     gc.freeze()
+    gc.enable()
     try:
         with reporter, _sigint(interrupts):
             summary = runs.execute(
