@@ -351,6 +351,17 @@ TEMPLATE = """\
 #                           # otherwise); empty: PREFIX-123 such as AUTH-001. spec-kit IDs:
 #                           # 'T[0-9]+[a-z]*' (`sage import` sets it for a spec-kit tasks.md)
 
+[worktree]
+# Each worker slot keeps one git worktree across tickets and runs (`sage clean` removes them).
+# setup = []                # argv run once in each new slot, in a process group of its own
+#                           # (SAGE_SLOT = 0 .. N-1, for ports), e.g. ["npm", "ci"]; its output
+#                           # goes to the ticket's log
+# setup_when = []           # tracked files (lockfiles) whose change runs setup again
+# copy = []                 # untracked files copied from this checkout into each slot, such as
+#                           # [".env"]; they must be ignored, or they would land
+# keep = []                 # globs the clean between tickets leaves alone (besides what setup
+#                           # left ignored)
+
 [hooks]
 # strip_lines = ["^Co-Authored-By: Claude", "^Generated with Claude Code"]
 """

@@ -191,7 +191,8 @@ def run(
     if slots is None:
         worktrees.create(repo, worktree, branch, job.base)
     else:
-        slot = worktrees.prepare_slot(repo, slots[0], job.slot, job.ticket.id, job.base, slots[1])
+        slot = worktrees.prepare_slot(repo, slots[0], job.slot, job.ticket.id, job.base, slots[1],
+                                      log=job.log, on_start=on_start)  # fmt: skip
         worktree, setup_seconds = slot.path, slot.setup_seconds
     if job.resolve is not None:
         merge_previous(worktree, job.base, job.resolve.previous)

@@ -10,7 +10,7 @@ import os
 import shlex
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,9 @@ def prepare_slot(
     ticket_id: str,
     base: str,
     setup: SlotSetup = SlotSetup(),
+    *,
+    log: Path | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> Slot:
     """Make slot `slot`'s worktree ready for `ticket_id`: on branch `sage/<ID>` at `base`,
     exactly base's tracked files and nothing else but the slot's setup (see below).
@@ -138,6 +141,11 @@ def prepare_slot(
     switch, is removed and created again. The previous ticket's branch is left as it is (the
     queue lands from it); the slot keeps `sage/<ID>` checked out until its next ticket.
 
+    Setup runs as a worker does: in a process group of its own (a terminal's Ctrl+C is sage's
+    to act on, and a graceful stop lets it finish), its output appended to `log` (else to
+    `sage-setup.log` in the slot's git dir), `on_start` told its group (to be killed by a second
+    Ctrl+C, or by the next run if sage dies).
+
     One caller per slot at a time (a slot is one worker). Raises SageError when setup fails or
     leaves anything git sees (the slot is kept and sets up again next time), or a copied path is
     not ignored (it would land).
@@ -147,7 +155,7 @@ def prepare_slot(
     with git.one_look():  # setup, below, may change what git reads
         problem = _switch_slot(repo, path, branch, base, setup)
     reason = _setup_reason(path, setup, created=bool(problem))
-    setup_seconds = _run_setup(path, slot, setup) if reason else 0.0
+    setup_seconds = _run_setup(path, slot, setup, log, on_start) if reason else 0.0
     return Slot(path=path, branch=branch, created=bool(problem),
                 recovered="" if problem in ("", "missing") else problem,
                 setup_ran=bool(reason), setup_reason=reason, setup_seconds=setup_seconds,
@@ -409,21 +417,43 @@ def _blobs(path: Path, names: tuple[str, ...]) -> dict[str, str]:
     return {name: meta.split()[1] for meta, name in entries}
 
 
-def _run_setup(path: Path, slot: int, setup: SlotSetup) -> float:
+def _run_setup(
+    path: Path, slot: int, setup: SlotSetup, log: Path | None,
+    on_start: Callable[[int], None] | None,
+) -> float:  # fmt: skip
     started = time.monotonic()
-    _state_file(path).unlink(missing_ok=True)  # killed halfway: set up again next time
+    state_file = _state_file(path)
+    state_file.unlink(missing_ok=True)  # killed halfway: set up again next time
+    log = log or state_file.with_name(SETUP_LOG)
+    with open(log, "ab") as sink:
+        sink.write(f"=== sage: slot {slot} setup: {shlex.join(setup.setup)}\n".encode())
+        offset = sink.tell()
     env = proc.clean_env({"SAGE_SLOT": str(slot), "SAGE_WORKTREE": str(path)})
-    done = proc.run(setup.setup, cwd=path, env=env, check=False, interruptible=True)
+    done = proc.run_logged(setup.setup, cwd=path, env=env, log=log, on_start=on_start)
     if done.returncode != 0:
-        said = (done.stderr or done.stdout).strip().splitlines()
+        said = _tail(log, offset)
         raise SageError(
             f"[worktree] setup failed in {path} (exit {done.returncode})"
-            + (f": {said[-1]}" if said else ""),
-            hint=f"run {shlex.join(setup.setup)} there to see why",
+            + (f": {said}" if said else ""),
+            hint=f"its output is in {log}; run {shlex.join(setup.setup)} there to see why",
         )
     state = {"blobs": _blobs(path, setup.setup_when), "keep": _setup_output(path)}
-    _state_file(path).write_text(json.dumps(state), encoding="utf-8")
+    state_file.write_text(json.dumps(state), encoding="utf-8")
     return time.monotonic() - started
+
+
+SETUP_LOG = "sage-setup.log"
+
+
+def _tail(log: Path, offset: int) -> str:
+    """The last line the setup wrote (after `offset`), if any."""
+    try:
+        with open(log, "rb") as source:
+            source.seek(offset)
+            lines = source.read()[-4096:].decode("utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
 def _setup_output(path: Path) -> list[str]:

@@ -26,7 +26,11 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
 
 def test_the_template_is_valid_and_all_defaults(tmp_path: Path) -> None:
     write_config(tmp_path, config.TEMPLATE)
-    assert tomllib.loads(config.TEMPLATE) == {"stream": {}, "queue": {}, "tickets": {}, "hooks": {}}
+    sections = {"stream": {}, "queue": {}, "tickets": {}, "worktree": {}, "hooks": {}}
+    assert tomllib.loads(config.TEMPLATE) == sections
+    for section, keys in config.SECTIONS.items():  # each key is shown, commented out
+        shown = config.TEMPLATE.split(f"[{section}]\n", 1)[1].split("\n[", 1)[0]
+        assert all(f"# {key} = " in shown for key in keys), section
     assert config.load(tmp_path, environ={}) == config.Config()
 
 

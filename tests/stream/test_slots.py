@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from tests.conftest import git, ticket, worktrees_dir, write_index
+from tests.conftest import git, ticket, wait_for, worktrees_dir, write_index
 from tests.reliability.conftest import worktree_paths
 from tests.stream.conftest import events, py, states
 
@@ -102,3 +106,62 @@ def test_a_slot_left_after_a_run_is_on_its_last_ticket_s_commit(repo, sage):
     again = sage("stream", "--auto", cwd=repo)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr
     assert states(repo) == {"D-3": "COMPLETED"}
+
+
+SLOW_SETUP = (  # says it began, then takes its time: a terminal's Ctrl+C comes meanwhile
+    "import os, pathlib, sys, time\n"
+    "pathlib.Path(sys.argv[1], os.environ['SAGE_SLOT']).write_text(str(os.getpid()))\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "pathlib.Path('deps').mkdir(exist_ok=True)\n"
+)
+
+
+def setup_repo(repo: Path, began: Path, seconds: float) -> None:
+    began.mkdir()
+    (repo / ".gitignore").write_text((repo / ".gitignore").read_text() + "deps/\n")
+    write_index(repo, [ticket(f"C-{i}", command=py(f"open('c{i}', 'w').write('{i}')"))
+                       for i in range(2)])  # fmt: skip
+    argv = [sys.executable, "-c", SLOW_SETUP, str(began), str(seconds)]
+    (repo / ".sage/config.toml").write_text(f"[worktree]\nsetup = {json.dumps(argv)}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tickets")
+
+
+def streaming(repo: Path) -> subprocess.Popen[str]:
+    """`sage stream` as a terminal runs it: the leader of its own foreground process group."""
+    return subprocess.Popen([sys.executable, "-m", "sage", "stream", "--auto", "--parallel", "2",
+                             "--json"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+
+
+def test_a_terminal_s_ctrl_c_lets_a_slot_s_setup_finish_and_its_ticket_land(repo, tmp_path):
+    """The setup is the ticket's first step: the graceful stop waits for it as for the worker."""
+    began = tmp_path / "began"
+    setup_repo(repo, began, 1.5)
+    run = streaming(repo)
+    wait_for(lambda: len(list(began.iterdir())) == 2)
+    os.killpg(run.pid, signal.SIGINT)  # to the whole group, as a terminal sends it
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert states(repo) == {"C-0": "COMPLETED", "C-1": "COMPLETED"}, out[-2000:] + err
+
+
+def test_a_second_ctrl_c_kills_a_slot_s_setup(repo, tmp_path):
+    began = tmp_path / "began"
+    setup_repo(repo, began, 60)
+    run = streaming(repo)
+    wait_for(lambda: len(list(began.iterdir())) == 2)
+    pids = [int(p.read_text()) for p in began.iterdir()]
+    os.killpg(run.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(run.pid, signal.SIGINT)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err
+    assert set(states(repo).values()) == {"UNPROCESSED"}, out[-2000:] + err
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        ), f"setup {pid} still runs"
