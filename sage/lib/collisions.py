@@ -68,16 +68,16 @@ def work_so_far(
 
 
 def _not_switched(worktree: Path, branch: str) -> bool:
-    """HEAD is detached (git is making the slot: its files may not be there yet) or names
-    another ticket's branch (the slot's last ticket's). A branch of the worker's own is looked
-    at."""
+    """The slot has no `.git` file or HEAD yet, or HEAD is detached (git is making the slot:
+    its files may not be there yet), or HEAD names another ticket's branch (the slot's last
+    ticket's). A branch of the worker's own is looked at."""
     admin = git.linked_git_dir(worktree)
     try:
         head = files.read_text(admin / "HEAD").strip() if admin else ""
     except OSError:
-        return False
+        return True
     if not head.startswith("ref: "):
-        return bool(head)
+        return True
     named = head.removeprefix("ref: refs/heads/")
     return named != branch and named.startswith(worktrees.BRANCH_PREFIX)
 

@@ -146,3 +146,15 @@ def test_a_slot_git_is_still_making_has_done_nothing(
     git(project, "worktree", "add", "-q", "--no-checkout", "--detach", str(path), base)
     no_git(monkeypatch, tmp_path)
     assert collisions.work_so_far(path, base, {"shared.txt"}, branch="sage/B") == set()
+
+
+def test_a_slot_folder_git_has_not_linked_yet_has_done_nothing(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`git worktree add` makes the folder before its `.git` file: a git asked there then
+    would find no worktree, or one with no files yet."""
+    path = tmp_path / "slots" / "slot-0"
+    path.mkdir(parents=True)
+    base = git(project, "rev-parse", "HEAD")
+    no_git(monkeypatch, tmp_path)
+    assert collisions.work_so_far(path, base, {"shared.txt"}, branch="sage/B") == set()
