@@ -131,12 +131,35 @@ def version() -> tuple[int, ...]:
 
 
 def toplevel(path: Path) -> Path:
-    done = proc.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], check=False)
-    if done.returncode != 0:
-        raise NotARepository(
-            f"not a git repository: {path}", hint="run sage inside a git repository (git init)"
-        )
-    return Path(done.stdout.strip())
+    """The top of the checkout `path` is in, asked of git once per path a process."""
+    found = _TOPS.get(os.fspath(path))
+    if found is None:
+        done = proc.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], check=False)
+        if done.returncode != 0:
+            raise NotARepository(
+                f"not a git repository: {path}", hint="run sage inside a git repository (git init)"
+            )
+        found = _TOPS[os.fspath(path)] = Path(done.stdout.strip())
+    return found
+
+
+_TOPS: dict[str, Path] = {}
+
+
+def head_branch(checkout: Path) -> str | None:
+    """The branch checked out at `checkout`'s top (`main`, not `refs/heads/main`), read from its
+    HEAD file; asked of git when the file does not say it plainly. None when HEAD is detached."""
+    admin = git_dir_of(checkout)
+    try:
+        head = _text(f"{admin}/HEAD") if admin else ""
+    except (OSError, ValueError):
+        head = ""
+    if head.startswith("ref: refs/heads/") and not os.path.islink(f"{admin}/HEAD"):
+        return head.removeprefix("ref: refs/heads/")
+    if _HEX.fullmatch(head):
+        return None
+    named = git(checkout, "symbolic-ref", "--quiet", "HEAD", check=False)
+    return named.removeprefix("refs/heads/") if named.startswith("refs/heads/") else None
 
 
 def common_dir(repo: Path) -> Path:

@@ -43,12 +43,13 @@ def target_branch(project: Project, configured: str, where: Path | None = None) 
         name = configured.removeprefix("refs/heads/")
     else:
         here = _worktree_of(project, where or Path.cwd())
-        name = git.git(here, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-        if not name:
+        checked_out = git.head_branch(here)
+        if not checked_out:
             raise SageError(
                 "HEAD is detached: no target branch to land on",
                 hint="check out a branch or pass --target BRANCH",
             )
+        name = checked_out
     if git.rev_parse(project.root, f"refs/heads/{name}") is None:
         raise SageError(
             f"target branch {name!r} does not exist (or has no commit yet)",

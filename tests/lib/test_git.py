@@ -212,3 +212,13 @@ def test_a_ref_exists_loose_or_packed(repo: Path) -> None:
     git(repo, "update-ref", "refs/sage/previous/C-1", tip)  # loose
     for name, there in (("A-1", True), ("B-1", True), ("C-1", True), ("D-1", False)):
         assert sage_git.ref_exists(repo, f"refs/sage/previous/{name}") is there, name
+
+
+def test_the_checked_out_branch_is_read_as_git_says_it(repo: Path, tmp_path: Path) -> None:
+    git(repo, "tag", "main")  # `symbolic-ref --short` would say heads/main: the branch is main
+    assert sage_git.head_branch(repo) == "main"
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(linked))
+    assert sage_git.head_branch(linked) == "feature"
+    git(linked, "checkout", "-q", "--detach")
+    assert sage_git.head_branch(linked) is None

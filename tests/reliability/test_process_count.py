@@ -55,12 +55,14 @@ MAX_WORKER_SIDE = 2
 # in one call at the end.
 MAX_LANDING_SIDE = 0
 MAX_ALL_PROCESSES = 2  # every git process, git's own children included (trace2)
-# once a run, whatever its length: the repository's top (rev-parse, twice), the branches and
+# once a run, whatever its length: the repository's top (rev-parse), the branches and
 # worktrees (for-each-ref ×2, worktree list, ls-files), git's settings for the repository and
-# the slot (var ×2), the one slot made (worktree add), the checked-out branch (symbolic-ref),
-# the landed branches deleted (update-ref), git's housekeeping (maintenance). 7 `rev-parse
-# --git-common-dir` went in session 6 (the common dir is read from the files).
-MAX_PER_RUN = 13
+# the slot (var ×2) and its identity (var), the one slot made (worktree add), the landed
+# branches deleted (update-ref), git's housekeeping (maintenance). 7 `rev-parse
+# --git-common-dir` went in session 6 (the common dir is read from the files); a second
+# `rev-parse --show-toplevel` and the checked-out branch (`symbolic-ref`, now read from HEAD)
+# in session 10.
+MAX_PER_RUN = 11
 
 WRAPPER = """#!/bin/sh
 line="$PWD"

@@ -475,3 +475,13 @@ def test_from_a_linked_worktree_it_lands_on_the_branch_checked_out_there(
     assert git(repo, "rev-parse", "main") == main_before, "main must not move"
     assert trailers(repo, "feature") == ["W-1"]
     assert (feature / "w.txt").read_text() == "x", "the feature checkout followed"
+
+
+def test_a_detached_head_is_no_target_branch(repo, sage, tickets_repo):
+    tickets_repo([ticket("H-1", command=writer("h"))])
+    git(repo, "checkout", "-q", "--detach")
+    done = sage(*AUTO, cwd=repo)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "error: HEAD is detached: no target branch to land on" in done.stderr
+    assert "hint: check out a branch or pass --target BRANCH" in done.stderr
+    assert sage(*AUTO, "--target", "main", cwd=repo).returncode == 0
