@@ -509,6 +509,9 @@ class TicketStore:
         self.lock = FileLock(str(lock or f"{path}.lock"), timeout=lock_timeout)
         self.states = RunStates(states, lock_timeout=lock_timeout) if states else None
         self._index = files.Snapshot(path, self._parse_document)  # for `record`: never changed
+        # Each ticket's text as `_record_in_index` last wrote it, by id() of its dict in the
+        # document written then (which keeps those dicts alive, so no id is reused meanwhile).
+        self._rendered: tuple[_Document | None, dict[int, str]] = (None, {})
 
     def load(self) -> Index:
         if self.states is None:
@@ -562,10 +565,17 @@ class TicketStore:
         """`record_changes` written into the index, from the document as last read (a copy:
         the snapshot's own is never changed)."""
         with _writing(self.lock, self.path, "the ticket index is", "the index is unchanged"):
-            document = self._document().changed(changes)
-            data = files.json_text(document.raw).encode("utf-8")
+            before = self._document()
+            document = before.changed(changes)
+            written, rendered = self._rendered
+            rendered = rendered if written is before else {}  # read anew: none of its dicts
+            for change in changes:  # replaced in `document` (the others are shared)
+                entry = before.by_id.get(change.ticket_id)
+                rendered.pop(id(entry), None)
+            data = files.json_text(document.raw, rendered=rendered).encode("utf-8")
             files.write_atomic(self.path, data)
             self._index.wrote(data, document)
+            self._rendered = (document, rendered)
 
     def _document(self) -> _Document:
         """The index, parsed only if it changed. Read without the lock, then once more under it

@@ -596,6 +596,31 @@ def test_a_landing_commits_completed_so_nothing_is_kept_beside_the_index(tmp_pat
     assert json.loads(untracked.read_text())["tickets"][0]["state"] == "COMPLETED"
 
 
+@given(st.lists(st.tuples(st.integers(0, 19), st.booleans()), min_size=1, max_size=12))
+def test_completed_written_into_the_index_is_json_s_own_text_every_time(
+    steps: list[tuple[int, bool]],
+) -> None:
+    """Each write reuses the text of the tickets it leaves alone; an edit from outside (the
+    user's, a checkout's) in between makes it render everything again."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        path = write_index(root, [ticket(f"W-{i}", priority="P1") for i in range(20)])
+        store = tickets.TicketStore(path, states=root / "state.json")
+        titles = {i: f"Ticket W-{i}" for i in range(20)}
+        for number, edited in steps:
+            if edited:  # another writer: new dicts, maybe at the ids of the old ones
+                data = json.loads(path.read_text())
+                data["tickets"][(number + 7) % 20]["title"] += " (edited)"
+                titles[(number + 7) % 20] += " (edited)"
+                path.write_text(json.dumps(data))
+            store.record([tickets.StateChange(ticket_id=f"W-{number}", state="COMPLETED",
+                                              reason=f"landed {number}")])  # fmt: skip
+            data = json.loads(path.read_text())
+            assert path.read_text() == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+            assert data["tickets"][number]["state"] == "COMPLETED"
+            assert [t["title"] for t in data["tickets"]] == list(titles.values())
+
+
 def test_corrupt_run_states_are_one_clear_error(tmp_path: Path) -> None:
     path = write_index(tmp_path, [ticket("R-1")])
     states = tmp_path / "tickets.json"
