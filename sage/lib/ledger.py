@@ -216,8 +216,12 @@ class Slots:
         self._landed: dict[int, int] = {}  # slot -> when (a count) that ticket landed
         self._landings = 0
 
+    def next(self) -> int:
+        """The slot `take` would give now (there is a free one)."""
+        return max(self._free, key=lambda s: (self._landed.get(s, -1), -s))
+
     def take(self, ticket_id: str = "") -> int:
-        slot = max(self._free, key=lambda s: (self._landed.get(s, -1), -s))
+        slot = self.next()
         self._free.remove(slot)
         self._ran[slot] = ticket_id
         self._landed.pop(slot, None)

@@ -118,7 +118,8 @@ class Stream:
         self.inbox = Inbox()
         self.lander = Lander(queue, self.inbox, own_queue=own_queue)
         # A slot's worktree is busy until its work is collected, though its process is gone and
-        # the next ticket may start: a few spare slots, the lowest free first.
+        # the next ticket may start: a few spare slots, the lowest free first (made only while
+        # no slot is about to be free, see `_room`).
         self.slots = Slots(options.workers + max(1, options.workers // 2))
         self.books = Books(
             run_id=plan.run_id, ledger=plan.ledger, dispatcher=plan.dispatcher, store=store,
@@ -215,9 +216,19 @@ class Stream:
         self._told_apart = len(waits)
 
     def _room(self) -> bool:
-        if self.options.max_cost and self.ledger.count(Phase.COLLECTING):
+        collecting = self.ledger.count(Phase.COLLECTING)
+        if self.options.max_cost and collecting:
             return False  # what the attempt just ended cost is not known yet
-        return self.slots.free > 0 and self.ledger.count(Phase.RUNNING) < self.books.live
+        if not self.slots.free or self.ledger.count(Phase.RUNNING) >= self.books.live:
+            return False
+        return not (collecting and self._slot_to_make())
+
+    def _slot_to_make(self) -> bool:
+        """The free slot a ticket would take has no worktree yet. While one is collecting, its
+        slot is free in a moment: sooner than a checkout of the repository and its setup (an
+        `npm ci`) for a spare slot, which a first run would make for nothing."""
+        where = getattr(self.executor, "worktree", None)
+        return where is not None and not where(self.slots.next()).exists()
 
     def _ask(self, ticket: Ticket) -> bool:
         record = self.ledger[ticket.id]

@@ -165,3 +165,22 @@ def test_a_second_ctrl_c_kills_a_slot_s_setup(repo, tmp_path):
             not Path(f"/proc/{pid}").exists()
             or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         ), f"setup {pid} still runs"
+
+
+def test_a_first_run_makes_one_slot_per_worker_and_sets_up_no_spare(repo, sage, tmp_path):
+    """A slot whose ticket is only being collected is free in a moment: the next ticket waits
+    for it rather than for a new slot's checkout and setup (an `npm ci`)."""
+    counter = tmp_path / "setups"
+    setup = f"open({str(counter)!r}, 'a').write('x')"
+    write_index(repo, [ticket(f"Q-{i}", command=py(f"open('q{i}', 'w').write('{i}')"))
+                       for i in range(16)])  # fmt: skip
+    (repo / ".sage/config.toml").write_text(
+        f"[worktree]\nsetup = {json.dumps([sys.executable, '-c', setup])}\n"
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tickets")
+    done = sage("stream", "--auto", "--parallel", "2", "--json", cwd=repo)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert set(states(repo).values()) == {"COMPLETED"}
+    assert len(counter.read_text()) == 2, "a setup per worker, none for a spare slot"
+    assert {e["slot"] for e in events(repo) if e["event"] == "started"} == {0, 1}
