@@ -14,15 +14,12 @@ from tests.conftest import git
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    path = tmp_path / "project"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / "shared.txt").write_text("one\n")
-    (path / "other.txt").write_text("other\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "initial")
-    return path
+def project(repo: Path) -> Path:
+    (repo / "shared.txt").write_text("one\n")
+    (repo / "other.txt").write_text("other\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "two files")
+    return repo
 
 
 def commit(repo: Path, name: str, text: str) -> str:

@@ -29,10 +29,13 @@ def test_editing_the_index_during_a_run_blocks_nothing_and_loses_no_edit(
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.extend(run.communicate(timeout=120)))
     reader.start()
+    index = repo / ".sage/tickets/index.json"
+    # E-1 landed, and the checkout followed: the user's copy says so (the target moves first, the
+    # user's files a moment later). An edit of an older copy would undo that, as theirs.
     wait_for(lambda: "E-1" in trailers(repo), timeout=60)
+    wait_for(lambda: '"COMPLETED"' in index.read_text(), timeout=60)
 
     # The user, mid-run: a new ticket and a better title, not committed.
-    index = repo / ".sage/tickets/index.json"
     data = json.loads(index.read_text())
     data["tickets"][1]["title"] = "Wait for the gate, then write b"
     data["tickets"].append(ticket("E-9", title="Later, by hand"))

@@ -31,6 +31,14 @@ CHECKER = (
 )
 
 
+def with_setup(repo: Path, entries: list[dict[str, object]], setup: list[str]) -> None:
+    """The index and a `[worktree] setup` argv, committed."""
+    write_index(repo, entries)
+    (repo / ".sage/config.toml").write_text(f"[worktree]\nsetup = {json.dumps(setup)}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tickets")
+
+
 def test_setup_runs_once_per_slot_and_no_ticket_sees_another_s_leftovers(repo, sage, tmp_path):
     counter = tmp_path / "setups"
     setup = (
@@ -40,12 +48,8 @@ def test_setup_runs_once_per_slot_and_no_ticket_sees_another_s_leftovers(repo, s
         "pathlib.Path('deps/installed').write_text('1')\n"
     )
     (repo / ".gitignore").write_text((repo / ".gitignore").read_text() + "*.o\ndeps/\n")
-    write_index(repo, [ticket(f"S-{i}", command=py(CHECKER)) for i in range(8)])
-    (repo / ".sage/config.toml").write_text(
-        f"[worktree]\nsetup = {json.dumps([sys.executable, '-c', setup])}\n"
-    )
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "tickets")
+    tickets = [ticket(f"S-{i}", command=py(CHECKER)) for i in range(8)]
+    with_setup(repo, tickets, [sys.executable, "-c", setup])
     done = sage("stream", "--auto", "--parallel", "2", "--json", cwd=repo)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert set(states(repo).values()) == {"COMPLETED"}
@@ -119,12 +123,8 @@ SLOW_SETUP = (  # says it began, then takes its time: a terminal's Ctrl+C comes 
 def setup_repo(repo: Path, began: Path, seconds: float) -> None:
     began.mkdir()
     (repo / ".gitignore").write_text((repo / ".gitignore").read_text() + "deps/\n")
-    write_index(repo, [ticket(f"C-{i}", command=py(f"open('c{i}', 'w').write('{i}')"))
-                       for i in range(2)])  # fmt: skip
-    argv = [sys.executable, "-c", SLOW_SETUP, str(began), str(seconds)]
-    (repo / ".sage/config.toml").write_text(f"[worktree]\nsetup = {json.dumps(argv)}\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "tickets")
+    tickets = [ticket(f"C-{i}", command=py(f"open('c{i}', 'w').write('{i}')")) for i in range(2)]
+    with_setup(repo, tickets, [sys.executable, "-c", SLOW_SETUP, str(began), str(seconds)])
 
 
 def streaming(repo: Path) -> subprocess.Popen[str]:
@@ -172,13 +172,8 @@ def test_a_first_run_makes_one_slot_per_worker_and_sets_up_no_spare(repo, sage, 
     for it rather than for a new slot's checkout and setup (an `npm ci`)."""
     counter = tmp_path / "setups"
     setup = f"open({str(counter)!r}, 'a').write('x')"
-    write_index(repo, [ticket(f"Q-{i}", command=py(f"open('q{i}', 'w').write('{i}')"))
-                       for i in range(16)])  # fmt: skip
-    (repo / ".sage/config.toml").write_text(
-        f"[worktree]\nsetup = {json.dumps([sys.executable, '-c', setup])}\n"
-    )
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "tickets")
+    tickets = [ticket(f"Q-{i}", command=py(f"open('q{i}', 'w').write('{i}')")) for i in range(16)]
+    with_setup(repo, tickets, [sys.executable, "-c", setup])
     done = sage("stream", "--auto", "--parallel", "2", "--json", cwd=repo)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert set(states(repo).values()) == {"COMPLETED"}
