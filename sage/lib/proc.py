@@ -167,9 +167,11 @@ def run_logged(
     timeout: float | None = None,
     on_start: Callable[[int], None] | None = None,
     watch: Callable[[], bool] | None = None,
+    what: str = "the worker",
 ) -> Finished:
     """Run in a new process group with output to `log`; the timeout kills the whole group, and
     so does `watch` returning True (it is asked every `WATCH_EVERY` seconds while the run lasts).
+    `what` runs (the worker, a slot's setup): the log names what it left running.
 
     The wait blocks in waitpid (no polling delay); a guard thread does the killing. When the main
     process is gone, whatever it left running is killed too, and named in the log and result:
@@ -191,7 +193,7 @@ def run_logged(
         guard.end()
         left = kill_leftovers(child.pid, tag, lowest=_lowest_pid(child.pid, forks))
         if left:
-            sink.write(f"sage: killed what the worker left running: {'; '.join(left)}\n".encode())
+            sink.write(f"sage: killed what {what} left running: {'; '.join(left)}\n".encode())
         seconds = time.monotonic() - start
         return Finished(returncode=code, seconds=seconds, timed_out=guard.expired.is_set(),
                         stopped=guard.stopped.is_set(), left_running=left)  # fmt: skip

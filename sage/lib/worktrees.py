@@ -429,7 +429,8 @@ def _run_setup(
         sink.write(f"=== sage: slot {slot} setup: {shlex.join(setup.setup)}\n".encode())
         offset = sink.tell()
     env = proc.clean_env({"SAGE_SLOT": str(slot), "SAGE_WORKTREE": str(path)})
-    done = proc.run_logged(setup.setup, cwd=path, env=env, log=log, on_start=on_start)
+    done = proc.run_logged(setup.setup, cwd=path, env=env, log=log, on_start=on_start,
+                           what="the setup")  # fmt: skip
     if done.returncode != 0:
         said = _tail(log, offset)
         raise SageError(

@@ -179,3 +179,19 @@ def test_a_first_run_makes_one_slot_per_worker_and_sets_up_no_spare(repo, sage, 
     assert set(states(repo).values()) == {"COMPLETED"}
     assert len(counter.read_text()) == 2, "a setup per worker, none for a spare slot"
     assert {e["slot"] for e in events(repo) if e["event"] == "started"} == {0, 1}
+
+
+def test_a_setup_that_leaves_a_process_running_is_cleaned_up_not_waited_for(repo, sage, tmp_path):
+    """A setup that starts something in the background (a dev server, say) and exits: the
+    ticket goes on, and what it left running is killed and named in the ticket's log."""
+    pid_file = tmp_path / "left.pid"
+    left = f"sleep 300 & echo $! > {pid_file}; echo set up"
+    with_setup(repo, [ticket("L-1", command=py("open('l1', 'w').write('1')"))], ["sh", "-c", left])
+    done = sage("stream", "--auto", "--json", cwd=repo, timeout=60)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert states(repo) == {"L-1": "COMPLETED"}
+    pid = int(pid_file.read_text())
+    wait_for(lambda: not Path(f"/proc/{pid}").exists()
+             or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z")  # fmt: skip
+    log = next((repo / ".git" / "sage" / "runs").glob("*/L-1.log")).read_text()
+    assert "set up" in log and "killed what the setup left running" in log, log
