@@ -355,7 +355,7 @@ TEMPLATE = """\
 # Each worker slot keeps one git worktree across tickets and runs (`sage clean` removes them).
 # setup = []                # argv run once in each new slot, in a process group of its own
 #                           # (SAGE_SLOT = 0 .. N-1, for ports), e.g. ["npm", "ci"]; its output
-#                           # goes to the ticket's log
+#                           # goes to the ticket's log; what it leaves running is killed
 # setup_when = []           # tracked files (lockfiles) whose change runs setup again
 # copy = []                 # untracked files copied from this checkout into each slot, such as
 #                           # [".env"]; they must be ignored, or they would land
