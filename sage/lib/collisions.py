@@ -54,8 +54,8 @@ def work_so_far(
     worktree: Path, base: str, among: set[str] | None = None, *, branch: str | None = None
 ) -> set[str]:
     """Files a running worker changed since its base: committed, staged or not (tracked ones);
-    of `among` only, if given. None (no git process) when its HEAD is still the base and the
-    files show each of `among` as the base has it, or when the slot is not switched to
+    of `among` only, if given. Nothing (and no git process) when its HEAD is still the base
+    and the files show each of `among` as the base has it, or when the slot is not switched to
     `branch` yet (HEAD, which is written last, is detached or names the last ticket's branch):
     its worker has not started and has done nothing."""
     if branch is not None and _not_switched(worktree, branch):

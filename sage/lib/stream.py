@@ -361,8 +361,8 @@ class Stream:
         older = self._heard
         running = [
             r for r in self.ledger.runs(Phase.RUNNING)
-            if r.ticket_id in then and r.slot is not None  # started on it: nothing to warn of
-            and not collisions.based_on(repo, r.base, commit, older)
+            if r.ticket_id in then and r.slot is not None
+            and not collisions.based_on(repo, r.base, commit, older)  # started on it: no news
         ]  # fmt: skip
         if not running:
             return
