@@ -132,18 +132,17 @@ def version() -> tuple[int, ...]:
 
 def toplevel(path: Path) -> Path:
     """The top of the checkout `path` is in, asked of git once per path a process."""
-    found = _TOPS.get(os.fspath(path))
-    if found is None:
-        done = proc.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], check=False)
-        if done.returncode != 0:
-            raise NotARepository(
-                f"not a git repository: {path}", hint="run sage inside a git repository (git init)"
-            )
-        found = _TOPS[os.fspath(path)] = Path(done.stdout.strip())
-    return found
+    return _toplevel(os.fspath(path))
 
 
-_TOPS: dict[str, Path] = {}
+@functools.lru_cache(maxsize=64)
+def _toplevel(path: str) -> Path:
+    done = proc.run(["git", "-C", path, "rev-parse", "--show-toplevel"], check=False)
+    if done.returncode != 0:
+        raise NotARepository(
+            f"not a git repository: {path}", hint="run sage inside a git repository (git init)"
+        )
+    return Path(done.stdout.strip())
 
 
 def head_branch(checkout: Path) -> str | None:

@@ -37,6 +37,8 @@ from sage.lib.tickets import Ticket, TicketStore
 from sage.lib.workers import Outcome, Resolve, WorkerResult
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sage.lib.executors import Executor
     from sage.lib.queue import QueueEntry
     from sage.lib.runs import RunPlan
@@ -227,8 +229,13 @@ class Stream:
         """The free slot a ticket would take has no worktree yet. While one is collecting, its
         slot is free in a moment: sooner than a checkout of the repository and its setup (an
         `npm ci`) for a spare slot, which a first run would make for nothing."""
-        where = getattr(self.executor, "worktree", None)
+        where = self._slot_worktree
         return where is not None and not where(self.slots.next()).exists()
+
+    @property
+    def _slot_worktree(self) -> Callable[[int], Path] | None:
+        """Where a slot's worktree is: the local executor's; None for one with no slots."""
+        return getattr(self.executor, "worktree", None)
 
     def _ask(self, ticket: Ticket) -> bool:
         record = self.ledger[ticket.id]
@@ -355,20 +362,20 @@ class Stream:
 
     def _warn_of(self, landed: str, commit: str, then: set[str]) -> None:
         """Those of `then` (running when it landed, not started on it since) still running."""
-        where, repo = getattr(self.executor, "worktree", None), self.plan.repo
+        where, repo = self._slot_worktree, self.plan.repo
         if where is None or repo is None:
             return
         older = self._heard
         running = [
-            r for r in self.ledger.runs(Phase.RUNNING)
-            if r.ticket_id in then and r.slot is not None
+            (r, slot) for r in self.ledger.runs(Phase.RUNNING)
+            if r.ticket_id in then and (slot := r.slot) is not None
             and not collisions.based_on(repo, r.base, commit, older)  # started on it: no news
         ]  # fmt: skip
         if not running:
             return
         files = collisions.landed_files(repo, commit)
-        for record in running:
-            worktree, branch = where(record.slot), worktrees.branch_for(record.ticket_id)
+        for record, slot in running:
+            worktree, branch = where(slot), worktrees.branch_for(record.ticket_id)
             shared = collisions.work_so_far(worktree, record.base, files, branch=branch)
             if shared:
                 collisions.warn(worktree, landed=landed, commit=commit, files=shared)
