@@ -115,7 +115,8 @@ def command(
     adopt(project)
     project.require_writable()
     with runs.exclusive(project):
-        loaded = runs.load(project)
+        first = _slots_for(cfg, parallel) if mode == "auto" else None
+        loaded = runs.load(project, slots_for=first)
         validation.require_runnable(project, loaded.index, local=cfg.executor == "local")
         ready = len(dag.ready(loaded.index.tickets, loaded.graph))
         count = scheduler.resolve_workers(parallel or cfg.workers if mode == "auto" else 1, ready)
@@ -184,9 +185,28 @@ def _options(project: Project, cfg: configuration.Config, workers: int) -> strea
         verify_timeout=cfg.verify_timeout,
         max_cost=cfg.max_cost,
         on_conflict=cfg.on_conflict,
-        # An agent that is not logged in fails every ticket alike: find out on one.
-        slow_start=agents.detect(agents.expand(cfg.worker, cfg.agents)) is not None,
+        slow_start=_slow_start(cfg),
     )
+
+
+def _slow_start(cfg: configuration.Config) -> bool:
+    """An agent that is not logged in fails every ticket alike: find out on one."""
+    return agents.detect(agents.expand(cfg.worker, cfg.agents)) is not None
+
+
+def _slots_for(cfg: configuration.Config, parallel: str | None) -> runs.SlotsFor:
+    """How many slots a run's first tickets take: one per worker started at once."""
+
+    def count(ready: int) -> int:
+        if _slow_start(cfg):
+            return min(ready, 1)
+        try:
+            workers = scheduler.resolve_workers(parallel or cfg.workers, ready).workers
+        except SageError:
+            return 0  # a bad --parallel is told after the index is checked
+        return min(workers, ready)
+
+    return count
 
 
 def _dry_run(project: Project, parallel: str, json: bool) -> int:

@@ -113,6 +113,14 @@ def run(
     return Result(returncode=done.returncode, stdout=out, stderr=err)
 
 
+def spawn(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+    """Start sage's own command as `run` does (environment, Ctrl+C shielded), its output
+    discarded, and return without waiting for it."""
+    with _shielded():
+        return subprocess.Popen(list(argv), env=_inherited(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Output:
     """A finished process whose output is bytes: file contents, which need not be text."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from sage.lib import agents as agent_presets
 from sage.lib import executors, git, locks, worktrees
+from sage.lib import graph as dag
 from sage.lib import queue as commit_queue
 from sage.lib.errors import IndexFileError, SageError
 from sage.lib.events import Journal, RunSummary
 from sage.lib.ledger import Ledger, Phase
 from sage.lib.project import Project
-from sage.lib.queue.landing import recorded_targets
+from sage.lib.queue.landing import SLOTS_DIR, recorded_targets
 from sage.lib.scheduler import Dispatcher
 from sage.lib.stream import Confirm, Interrupts, Stream, StreamOptions
 from sage.lib.tickets import DEFAULT_INDEX, Index, Ticket, TicketStore, read_notes
@@ -101,7 +102,10 @@ class Loaded:
     graph: nx.DiGraph
 
 
-def load(project: Project) -> Loaded:
+def load(project: Project, *, slots_for: SlotsFor | None = None) -> Loaded:
+    """The index, read and checked. `slots_for`: how many worker slots the run's first
+    tickets take, given how many are ready; they are made while the index is checked
+    (`first_slots`)."""
     store = project.ticket_store()
     try:
         index = store.load()
@@ -111,10 +115,40 @@ def load(project: Project) -> Loaded:
         if not finish_checkout_updates(project, store):
             raise
         index = store.load()
-    report = validate(index, analysis=False)
+    made = first_slots(project, index, slots_for) if slots_for else None
+    try:
+        report = validate(index, analysis=False)
+    finally:
+        if made:
+            made()
     require_no_errors(report)
     assert report.graph is not None  # validate always builds it
     return Loaded(index=index, graph=report.graph)
+
+
+SlotsFor = Callable[[int], int]  # the ready tickets' count -> the slots the run starts with
+
+
+def first_slots(project: Project, index: Index, slots_for: SlotsFor) -> Callable[[], None] | None:
+    """Start making the slots the first tickets take, at the target's head, unless they have
+    setup to run or files to copy (their first ticket makes those: the setup is its to log and
+    time) or the workers are not this machine's; the call that waits for them, or None. A
+    target that cannot be told is left for the run to report."""
+    config = project.config
+    setup = worktrees.SlotSetup.of(config)
+    if config.executor != "local" or setup.setup or setup.copy:
+        return None
+    state = {t.id: t.state for t in index.tickets}
+    count = slots_for(len(dag.startable(index.tickets, state)))
+    try:
+        head = git.rev_parse(
+            project.root, f"refs/heads/{target_branch(project, config.target_branch)}"
+        )
+    except SageError:
+        return None
+    if not count or head is None:
+        return None
+    return worktrees.make_slots(project.root, project.worktrees_dir / SLOTS_DIR, count, head)
 
 
 def finish_checkout_updates(project: Project, store: TicketStore) -> bool:

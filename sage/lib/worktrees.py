@@ -7,6 +7,7 @@ import filecmp
 import functools
 import json
 import os
+import re
 import shlex
 import shutil
 import time
@@ -77,6 +78,7 @@ def repair(repo: Path) -> list[str]:
 
 SLOT_STATE = "sage-slot.json"  # in the slot's git admin dir, so it goes when the worktree goes
 # A git killed mid-command leaves these; a worker can leave an operation half done.
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a detached HEAD (SHA-1 or SHA-256)
 _STUCK = ("index.lock", "HEAD.lock", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD",
           "rebase-merge", "rebase-apply", "BISECT_LOG")  # fmt: skip
 
@@ -114,6 +116,67 @@ def slot_path(slots_dir: Path, slot: int) -> Path:
     return slots_dir / f"slot-{slot}"
 
 
+def make_slots(repo: Path, slots_dir: Path, count: int, base: str) -> Callable[[], None]:
+    """Start making slots 0 to `count - 1` that do not exist yet, detached at `base`, and
+    return the call that waits until they are made. The caller goes on meanwhile: a run
+    checks its index and graph while its first tickets' slots are checked out (on a second
+    core; they would otherwise be made one at a time as those tickets start, on theirs).
+    git's worktree commands take turns (see `git._turns`): one `sh` runs them one after the
+    other, a process no thread of this one has to drive. Only as many as a checkout of about
+    `_AHEAD_FILES` files in all: the caller waits for them all, where its first ticket would
+    have waited for one (a repository of thousands of files is left to its first tickets).
+
+    The made slots are noted tidy (a fresh checkout has nothing untracked: its first ticket
+    switches it without a process, see `_switched_refs_only`) and as created. When any
+    `worktree add` fails none is: each slot is then checked, switched or made again as it is
+    first used (`prepare_slot`), as if this had not run. Slots with setup to run or files to
+    copy are left to their first ticket (`runs.first_slots`)."""
+    tracked = _tracked_files(repo)
+    fit = 0 if tracked is None else _AHEAD_FILES // max(1, tracked)
+    paths = [p for p in (slot_path(slots_dir, k) for k in range(count)) if not p.exists()]
+    paths = paths[:fit]
+    if not paths:
+        return lambda: None
+    slots_dir.mkdir(parents=True, exist_ok=True)
+    adds = [["git", "-C", str(repo), "worktree", "add", "--quiet", "-f", "--detach", str(p), base]
+            for p in paths]  # fmt: skip
+    try:
+        making = proc.spawn(["sh", "-c", " && ".join(shlex.join(a) for a in adds)])
+    except OSError:  # no `sh`: each slot is made by its first ticket
+        return lambda: None
+
+    def wait() -> None:
+        if making.wait() == 0:
+            for path in paths:
+                note_tidy(path, tidy=True)
+                _MADE.add(str(path))
+
+    return wait
+
+
+# Slots `make_slots` made, not yet used: their first `prepare_slot` says so (`created`).
+_MADE: set[str] = set()
+# What `make_slots` checks out in all: about what git writes while a run checks its index
+# (a tenth of a second), so that the wait for them all costs the first ticket nothing.
+_AHEAD_FILES = 400
+
+
+def _tracked_files(repo: Path) -> int | None:
+    """How many files the checkout at `repo` tracks, from its index file's header (the
+    target's tree is about as big); None when that cannot be told."""
+    admin = git.git_dir_of(repo)
+    if admin is None:
+        return None
+    try:
+        with open(admin / "index", "rb") as index:
+            head = index.read(12)
+    except FileNotFoundError:
+        return 0  # nothing added yet
+    except OSError:
+        return None
+    return int.from_bytes(head[8:], "big") if len(head) == 12 and head[:4] == b"DIRC" else None
+
+
 def prepare_slot(
     repo: Path,
     slots_dir: Path,
@@ -128,7 +191,8 @@ def prepare_slot(
     """Make slot `slot`'s worktree ready for `ticket_id`: on branch `sage/<ID>` at `base`,
     exactly base's tracked files and nothing else but the slot's setup (see below).
 
-    The first call for a slot creates `<slots_dir>/slot-<slot>` (`git worktree add`), copies
+    The first call for a slot creates `<slots_dir>/slot-<slot>` (`git worktree add`, unless
+    `make_slots` did), copies
     `setup.copy` from `repo` and runs `setup.setup` in it. Later calls reuse it: index flags a
     worker set (assume-unchanged, skip-worktree) are cleared, `git checkout --force -B sage/<ID>
     <base>` rewrites only the files that differ, and `git clean -ffdx` removes everything
@@ -154,9 +218,12 @@ def prepare_slot(
     path, branch = slot_path(slots_dir, slot), branch_for(ticket_id)
     with git.one_look():  # setup, below, may change what git reads
         problem = _switch_slot(repo, path, branch, base, setup)
-    reason = _setup_reason(path, setup, created=bool(problem))
+    made = str(path) in _MADE
+    _MADE.discard(str(path))
+    created = bool(problem) or made
+    reason = _setup_reason(path, setup, created=created)
     setup_seconds = _run_setup(path, slot, setup, log, on_start) if reason else 0.0
-    return Slot(path=path, branch=branch, created=bool(problem),
+    return Slot(path=path, branch=branch, created=created,
                 recovered="" if problem in ("", "missing") else problem,
                 setup_ran=bool(reason), setup_reason=reason, setup_seconds=setup_seconds,
                 seconds=time.monotonic() - started)  # fmt: skip
@@ -282,10 +349,15 @@ def _switched_refs_only(path: Path, branch: str, base: str) -> bool:
     is then made again)."""
     admin = git.linked_git_dir(path)
     head = _read(admin / "HEAD") if admin else None
-    if admin is None or head is None or not head.startswith("ref: refs/heads/"):
+    if admin is None or head is None:
         return False
-    current_ref = head.removeprefix("ref: ").strip()
-    current = git.rev_parse(path, current_ref)
+    if head.startswith("ref: refs/heads/"):
+        current_ref = head.removeprefix("ref: ").strip()
+        current, was = git.rev_parse(path, current_ref), current_ref.removeprefix("refs/heads/")
+    elif _COMMIT_ID.fullmatch(head.strip()):  # detached (as `make_slots` leaves a slot)
+        current = was = head.strip()
+    else:
+        return False
     tree = objects.tree_id(path, current) if current else None
     if current is None or tree is None:
         return False
@@ -293,7 +365,6 @@ def _switched_refs_only(path: Path, branch: str, base: str) -> bool:
         paths = objects.changed_paths(path, current, base)
         if paths is None or not index_file.fast_forward(path, current, base, paths, in_place=True):
             return False
-    was = current_ref.removeprefix("refs/heads/")
     return _on_new_branch(path, admin, branch, base, was=was, at=current)
 
 

@@ -4,6 +4,7 @@ the next, setup runs once (and again when a lockfile changes), broken slots are 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -386,3 +387,101 @@ def test_a_lock_a_killed_run_left_on_a_tickets_branch_is_removed(project: Path) 
     slot = prepare(project, "A-2")
     assert git(slot.path, "symbolic-ref", "HEAD") == "refs/heads/sage/A-2"
     assert not lock.exists()
+
+
+def failing_git(folder: Path, when: str) -> Path:
+    """A bin folder whose `git` fails any call whose argv contains `when`."""
+    real = shutil.which("git")
+    assert real
+    folder.mkdir()
+    script = folder / "git"
+    script.write_text(f'#!/bin/sh\ncase "$*" in *{when}*) exit 1;; esac\nexec {real} "$@"\n')
+    script.chmod(0o755)
+    return folder
+
+
+def test_made_slots_take_their_first_ticket_without_a_process(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.reliability.test_process_count import logging_git
+
+    base, slots = git(project, "rev-parse", "main"), worktrees_dir(project)
+    worktrees.make_slots(project, slots, 2, base)()
+    assert git(slots / "slot-1", "rev-parse", "HEAD") == base  # both made, detached at base
+    worktrees.hooks_may_write(slots / "slot-1")  # where hooks are: asked once per process
+    bin_dir, log = logging_git(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    log.write_text("")
+    slot = worktrees.prepare_slot(project, slots, 0, "A-1", base)
+    assert log.read_text() == ""  # no checkout, no clean: a fresh checkout is tidy
+    assert slot.created and not slot.recovered
+    assert git(slot.path, "symbolic-ref", "HEAD") == "refs/heads/sage/A-1"
+    assert everything(slot.path) == ""
+    assert f"checkout: moving from {base} to sage/A-1" in git(slot.path, "reflog", "-1")
+    assert not worktrees.prepare_slot(project, slots, 0, "A-2", base).created
+
+
+def test_a_made_slot_follows_the_target_that_moved_since(project: Path) -> None:
+    slots = worktrees_dir(project)
+    worktrees.make_slots(project, slots, 1, git(project, "rev-parse", "main"))()
+    head = commit_on_main(project, "src/new.py", "new\n")
+    slot = worktrees.prepare_slot(project, slots, 0, "A-1", head)
+    assert (slot.path / "src" / "new.py").read_text() == "new\n"
+    assert git(slot.path, "rev-parse", "HEAD") == head
+    assert everything(slot.path) == ""
+
+
+def test_slots_that_exist_are_left_as_they_are(project: Path) -> None:
+    slots = worktrees_dir(project)
+    used = prepare(project, "A-1").path
+    (used / "left.txt").write_text("the last ticket's\n")
+    worktrees.make_slots(project, slots, 2, git(project, "rev-parse", "main"))()
+    assert (used / "left.txt").exists()  # its next ticket's switch cleans it, not this
+    assert (slots / "slot-1" / "README.md").exists()
+    assert everything(prepare(project, "A-2").path) == ""
+
+
+def test_when_a_slot_cannot_be_made_each_is_left_to_its_first_ticket(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slots, base = worktrees_dir(project), git(project, "rev-parse", "main")
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", f"{failing_git(tmp_path / 'bin', 'slot-1')}:{path}")
+    worktrees.make_slots(project, slots, 2, base)()
+    monkeypatch.setenv("PATH", path)
+    assert not (slots / "slot-1").exists()
+    # slot-0 was made, but nothing says so: a checkout cut short looks the same
+    (slots / "slot-0" / "README.md").unlink()
+    for k in (0, 1):
+        slot = worktrees.prepare_slot(project, slots, k, f"A-{k}", base)
+        assert slot.created == (k == 1)
+        assert (slot.path / "README.md").read_text() == "hello\n"
+        assert everything(slot.path) == ""
+
+
+def test_without_sh_each_slot_is_made_by_its_first_ticket(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_git = tmp_path / "only-git"
+    only_git.mkdir()
+    real = shutil.which("git")
+    assert real
+    (only_git / "git").symlink_to(real)
+    monkeypatch.setenv("PATH", str(only_git))
+    slots = worktrees_dir(project)
+    worktrees.make_slots(project, slots, 1, git(project, "rev-parse", "main"))()
+    assert not (slots / "slot-0").exists()
+    assert prepare(project, "A-1").created
+
+
+def test_only_slots_a_short_checkout_makes_are_made_ahead(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracked = len(git(project, "ls-files").split())
+    monkeypatch.setattr(worktrees, "_AHEAD_FILES", tracked * 2 + 1)
+    slots = worktrees_dir(project)
+    worktrees.make_slots(project, slots, 4, git(project, "rev-parse", "main"))()
+    assert sorted(p.name for p in slots.iterdir()) == ["slot-0", "slot-1"]
+    monkeypatch.setattr(worktrees, "_AHEAD_FILES", tracked - 1)
+    worktrees.make_slots(project, slots, 4, git(project, "rev-parse", "main"))()
+    assert sorted(p.name for p in slots.iterdir()) == ["slot-0", "slot-1"]

@@ -195,3 +195,45 @@ def test_a_setup_that_leaves_a_process_running_is_cleaned_up_not_waited_for(repo
              or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z")  # fmt: skip
     log = next((repo / ".git" / "sage" / "runs").glob("*/L-1.log")).read_text()
     assert "set up" in log and "killed what the setup left running" in log, log
+
+
+def test_the_first_tickets_slots_are_made_while_the_index_is_checked(repo):
+    from sage.lib import runs
+    from sage.lib.project import open_project
+
+    write_index(repo, [ticket("A"), ticket("B"), ticket("C"), ticket("D", "A")])
+    project = open_project(repo)
+    asked: list[int] = []
+
+    def two(ready: int) -> int:
+        asked.append(ready)
+        return 2
+
+    loaded = runs.load(project, slots_for=two)
+    assert asked == [3]  # A, B and C are ready; D waits for A
+    assert loaded.graph.has_edge("A", "D")
+    slots = worktrees_dir(repo) / "_slots"
+    assert sorted(p.name for p in slots.iterdir()) == ["slot-0", "slot-1"]
+    assert git(slots / "slot-1", "rev-parse", "HEAD") == git(repo, "rev-parse", "main")
+
+
+def test_slots_with_setup_or_copies_are_left_to_their_first_ticket(repo):
+    from sage.lib import runs
+    from sage.lib.project import open_project
+
+    for worktree in ('setup = ["true"]', 'copy = [".env"]'):
+        write_index(repo, [ticket("A")])
+        (repo / ".sage/config.toml").write_text(f"[worktree]\n{worktree}\n")
+        runs.load(open_project(repo), slots_for=lambda ready: ready)
+        assert not (worktrees_dir(repo) / "_slots").exists()
+
+
+def test_as_many_slots_as_workers_start_at_once():
+    from sage.commands.stream import _slots_for
+    from sage.lib.config import Config
+
+    script, agent = Config(worker=("make",)), Config(worker=("claude", "-p", "{prompt}"))
+    assert [_slots_for(script, "2")(ready) for ready in (0, 1, 5)] == [0, 1, 2]
+    assert _slots_for(script, None)(5) == 1  # the config's workers: "1"
+    assert _slots_for(script, "zero")(5) == 0  # refused after the index is checked
+    assert _slots_for(agent, "4")(5) == 1  # an agent's first ticket goes alone
