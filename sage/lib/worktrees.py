@@ -77,8 +77,8 @@ def repair(repo: Path) -> list[str]:
 # Worker slots: slot k keeps one worktree, `<dir>/slot-<k>`, across the tickets it runs.
 
 SLOT_STATE = "sage-slot.json"  # in the slot's git admin dir, so it goes when the worktree goes
-# A git killed mid-command leaves these; a worker can leave an operation half done.
 _COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a detached HEAD (SHA-1 or SHA-256)
+# A git killed mid-command leaves these; a worker can leave an operation half done.
 _STUCK = ("index.lock", "HEAD.lock", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD",
           "rebase-merge", "rebase-apply", "BISECT_LOG")  # fmt: skip
 
@@ -114,6 +114,13 @@ class Slot:
 
 def slot_path(slots_dir: Path, slot: int) -> Path:
     return slots_dir / f"slot-{slot}"
+
+
+# Slots `make_slots` made, not yet used: their first `prepare_slot` says so (`created`).
+_MADE: set[str] = set()
+# What `make_slots` checks out in all: about what git writes while a run checks its index
+# (a tenth of a second), so that the wait for them all costs the first ticket nothing.
+_AHEAD_FILES = 400
 
 
 def make_slots(repo: Path, slots_dir: Path, count: int, base: str) -> Callable[[], None]:
@@ -154,13 +161,6 @@ def make_slots(repo: Path, slots_dir: Path, count: int, base: str) -> Callable[[
     return wait
 
 
-# Slots `make_slots` made, not yet used: their first `prepare_slot` says so (`created`).
-_MADE: set[str] = set()
-# What `make_slots` checks out in all: about what git writes while a run checks its index
-# (a tenth of a second), so that the wait for them all costs the first ticket nothing.
-_AHEAD_FILES = 400
-
-
 def _tracked_files(repo: Path) -> int | None:
     """How many files the checkout at `repo` tracks, from its index file's header (the
     target's tree is about as big); None when that cannot be told."""
@@ -192,18 +192,18 @@ def prepare_slot(
     exactly base's tracked files and nothing else but the slot's setup (see below).
 
     The first call for a slot creates `<slots_dir>/slot-<slot>` (`git worktree add`, unless
-    `make_slots` did), copies
-    `setup.copy` from `repo` and runs `setup.setup` in it. Later calls reuse it: index flags a
-    worker set (assume-unchanged, skip-worktree) are cleared, `git checkout --force -B sage/<ID>
-    <base>` rewrites only the files that differ, and `git clean -ffdx` removes everything
-    untracked or ignored except what setup produced (the ignored paths it left), the copies and
-    `setup.keep` (no clean when the collect of the slot's last ticket saw nothing untracked or
-    ignored, see `note_tidy`, and no hook could have written there since). Copies are refreshed
-    where they differ from the user's; setup runs again when a `setup.setup_when` file's blob
-    differs from the last setup's. A slot that cannot be reused (no `.git` file, one pointing
-    elsewhere, a stale `index.lock`, a merge or rebase left half done), or one git refuses to
-    switch, is removed and created again. The previous ticket's branch is left as it is (the
-    queue lands from it); the slot keeps `sage/<ID>` checked out until its next ticket.
+    `make_slots` did), copies `setup.copy` from `repo` and runs `setup.setup` in it. Later
+    calls reuse it: index flags a worker set (assume-unchanged, skip-worktree) are cleared,
+    `git checkout --force -B sage/<ID> <base>` rewrites only the files that differ, and
+    `git clean -ffdx` removes everything untracked or ignored except what setup produced (the
+    ignored paths it left), the copies and `setup.keep` (no clean when the collect of the
+    slot's last ticket saw nothing untracked or ignored, see `note_tidy`, and no hook could
+    have written there since). Copies are refreshed where they differ from the user's; setup
+    runs again when a `setup.setup_when` file's blob differs from the last setup's. A slot
+    that cannot be reused (no `.git` file, one pointing elsewhere, a stale `index.lock`, a
+    merge or rebase left half done), or one git refuses to switch, is removed and created
+    again. The previous ticket's branch is left as it is (the queue lands from it); the slot
+    keeps `sage/<ID>` checked out until its next ticket.
 
     Setup runs as a worker does: in a process group of its own (a terminal's Ctrl+C is sage's
     to act on, and a graceful stop lets it finish), its output appended to `log` (else to
@@ -342,11 +342,11 @@ def _switch(path: Path, branch: str, base: str, excludes: list[str] | None) -> N
 
 
 def _switched_refs_only(path: Path, branch: str, base: str) -> bool:
-    """A tidy slot switched without a process: the files that differ between its HEAD and
-    `base` (none when its last ticket landed as it was, and nothing else did) moved to `base`
-    (`index_file.fast_forward`), then what `git checkout -B` writes, the new branch at `base`
-    and HEAD naming it. False: git switches (an error once files moved propagates: the slot
-    is then made again)."""
+    """A tidy slot switched without a process: the files that differ between its HEAD (a
+    branch, or detached) and `base` (none when its last ticket landed as it was, and nothing
+    else did) moved to `base` (`index_file.fast_forward`), then what `git checkout -B`
+    writes, the new branch at `base` and HEAD naming it. False: git switches (an error once
+    files moved propagates: the slot is then made again)."""
     admin = git.linked_git_dir(path)
     head = _read(admin / "HEAD") if admin else None
     if admin is None or head is None:
