@@ -148,6 +148,7 @@ def first_slots(project: Project, index: Index, slots_for: SlotsFor) -> Callable
         return None
     if not count or head is None:
         return None
+    worktrees.repair(project.root)  # as recovery does: a killed add's leftovers fail each add
     return worktrees.make_slots(project.root, project.worktrees_dir / SLOTS_DIR, count, head)
 
 

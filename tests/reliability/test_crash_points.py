@@ -46,6 +46,7 @@ from tests.reliability.conftest import (
 )
 from tests.reliability.conftest import start as start_sage
 from tests.stream.conftest import events, py, writer
+from tests.support.git_wrapper import GitWrapper
 
 SEED = 20240607
 KILLS = 52  # the issue asks for at least 50 kill points
@@ -363,3 +364,28 @@ def test_a_checkout_update_killed_halfway_is_finished_not_blamed_on_the_user(
     assert git(repo, "rev-parse", "main") == landed
     landed_exactly_once(repo, ["H-1"])
     assert git(repo, "status", "--porcelain", "--", "h.txt") == ""
+
+
+@pytest.mark.parametrize("action", ["kill-caller", "kill-caller-after"])
+def test_the_first_slots_made_ahead_cost_nothing_when_their_making_dies(
+    tmp_path: Path, git_wrapper: GitWrapper, action: str
+) -> None:
+    """The `sh` making the first tickets' slots while the index is checked is killed at its
+    first `worktree add` (before it, or once it made its slot): each slot is then made, or
+    checked and switched, by its first ticket, as if nothing had been made ahead."""
+    tickets = [ticket(f"M-{i}", command=writer(f"m{i}.txt")) for i in range(4)]
+    repo = new_repo(tmp_path / "repo", tickets)
+    git_wrapper.arm("worktree", action)
+
+    code, out, err = finish(start_sage(repo, *STREAM))
+
+    assert code == 0, out[-3000:] + err
+    calls = git_wrapper.calls
+    # the killed call is the first `worktree`: made ahead, before the first run's note counts
+    # the files to check out (`ls-files`)
+    assert calls.index("worktree") < calls.index("ls-files"), calls
+    if action == "kill-caller-after":  # the slot it made is not trusted: git switches it
+        assert "checkout" in calls, calls
+    landed_exactly_once(repo, [t["id"] for t in tickets])
+    landed = git(repo, "ls-tree", "-r", "--name-only", "main").split()
+    assert {f"m{i}.txt" for i in range(4)} <= set(landed)
