@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sage.lib import executors, proc
 from tests.conftest import git, state_dir, ticket, wait_for, worktrees_dir
 from tests.reliability.conftest import worktree_paths
 from tests.stream.conftest import events, index_data, index_file, py, states, trailers, writer
@@ -195,12 +196,15 @@ def test_ctrl_c_at_a_terminal_reaches_the_lander_too_and_running_work_still_land
     repo, tickets_repo
 ):
     """A terminal's Ctrl+C goes to the whole foreground group: the stream and its lander's
-    process. The lander ignores it (the stream decides), so the running tickets still land."""
+    process. The lander ignores it (the stream decides), so the running tickets still land.
+    Running: each worker's process is in its own session, as its slot's pid file says once it
+    is (a press while a worker is being spawned, before it leaves the group, reaches it)."""
     tickets_repo([ticket(f"G-{i}", command=writer(f"g{i}", sleep=1.5)) for i in range(1, 5)])
     run = subprocess.Popen([sys.executable, "-m", "sage", *AUTO, "--parallel", "2", "--json"],
                            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)  # fmt: skip
-    wait_for(lambda: sum(e["event"] == "started" for e in events(repo)) == 2)
+    pids = state_dir(repo) / "locks" / "workers"
+    wait_for(lambda: all(proc.pid_entry(executors.pid_file(pids, k)) for k in (0, 1)))
     os.killpg(run.pid, signal.SIGINT)
     out, err = run.communicate(timeout=30)
     assert run.returncode == 130, err
