@@ -533,7 +533,11 @@ def _put(target: Path, content: bytes, mode: str) -> None:
 
 def _rewritten(target: Path, content: bytes, mode: str) -> bool:
     """The new content written into the file already at `target`, when it is a plain file with
-    one name and stays one, executable or not as before; False: nothing done."""
+    one name and stays one, executable or not as before; False: nothing done. Written over
+    the old content, then its rest cut off (as `files.write_over`): a file emptied first and
+    written again is one ext4 allocates and starts writing out at its close (`auto_da_alloc`,
+    its guard for programs that rewrite a file in place), which made a slot's switch of nine
+    files 2.0 ms where this takes 0.7."""
     if mode not in ("100644", "100755"):
         return False
     try:
@@ -548,8 +552,9 @@ def _rewritten(target: Path, content: bytes, mode: str) -> bool:
             or bool(seen.st_mode & 0o100) != (mode == "100755")
         ):
             return False
-        os.ftruncate(fd, 0)
         files.write_all(fd, content)
+        if seen.st_size > len(content):
+            os.ftruncate(fd, len(content))
     finally:
         os.close(fd)
     return True

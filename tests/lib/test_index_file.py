@@ -217,6 +217,31 @@ def test_a_fast_forward_in_place_rewrites_a_plain_file_where_it_is(
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
 
 
+@pytest.mark.parametrize(
+    "before, after",
+    [("a longer old text\n" * 3, "short\n"), ("short\n", "a longer new text\n" * 3)],
+)
+def test_a_file_rewritten_in_place_holds_exactly_the_new_content(
+    tmp_path: Path, before: str, after: str
+) -> None:
+    """Written over the old content, the old rest cut off when the new one is shorter."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    commits = []
+    for text in (before, after):
+        (repo / "f.txt").write_text(text)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "f")
+        commits.append(git(repo, "rev-parse", "HEAD"))
+    git(repo, "reset", "-q", "--hard", commits[0])
+    time.sleep(0.02)
+    git(repo, "update-index", "-q", "--refresh")
+    assert index_file.fast_forward(repo, commits[0], commits[1], {"f.txt"}, in_place=True)
+    assert (repo / "f.txt").read_text() == after
+    git(repo, "update-ref", "refs/heads/main", commits[1])
+    assert git(repo, "status", "--porcelain") == ""
+
+
 def test_a_fast_forward_keeps_out_of_an_edited_checkout(two_commits: tuple[Path, str, str]) -> None:
     repo, old, new = two_commits
     (repo / "a.txt").write_text("the user's\n")
