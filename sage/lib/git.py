@@ -841,6 +841,11 @@ _LINE_MOST = 16  # commits read from files before asking git
 _HEX = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 
 
+def is_object_id(text: str) -> bool:
+    """Whether `text` is a full object id (SHA-1 or SHA-256): a detached HEAD's, a ref's."""
+    return _HEX.fullmatch(text) is not None
+
+
 def linear_line(repo: Path, base: str, head: str) -> list[str] | None:
     """The commits base..head, read from files, if they are a short line of single-parent
     commits down to `base` (see `_linear_history`); else None."""

@@ -140,6 +140,22 @@ def index_of(checkout: Path) -> Path | None:
     return None if admin is None else admin / "index"
 
 
+def tracked_count(checkout: Path) -> int | None:
+    """How many files a checkout tracks, from its index file's header (12 bytes read); 0
+    with no index yet, None when it cannot be told."""
+    index = index_of(checkout)
+    if index is None:
+        return None
+    try:
+        with open(index, "rb") as handle:
+            head = handle.read(12)
+    except FileNotFoundError:
+        return 0  # nothing added yet
+    except OSError:
+        return None
+    return int.from_bytes(head[8:], "big") if len(head) == 12 and head[:4] == b"DIRC" else None
+
+
 def _converts(checkout: Path, found: git.Settings, paths: Iterable[str]) -> bool:
     """Whether git may convert a file's content between the checkout and its blob: autocrlf,
     or any attributes file that could apply (`.gitattributes` in a folder on a path, the

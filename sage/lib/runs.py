@@ -115,12 +115,11 @@ def load(project: Project, *, slots_for: SlotsFor | None = None) -> Loaded:
         if not finish_checkout_updates(project, store):
             raise
         index = store.load()
-    made = first_slots(project, index, slots_for) if slots_for else None
+    made = first_slots(project, index, slots_for) if slots_for else worktrees.nothing_made
     try:
         report = validate(index, analysis=False)
     finally:
-        if made:
-            made()
+        made()
     require_no_errors(report)
     assert report.graph is not None  # validate always builds it
     return Loaded(index=index, graph=report.graph)
@@ -129,15 +128,15 @@ def load(project: Project, *, slots_for: SlotsFor | None = None) -> Loaded:
 SlotsFor = Callable[[int], int]  # the ready tickets' count -> the slots the run starts with
 
 
-def first_slots(project: Project, index: Index, slots_for: SlotsFor) -> Callable[[], None] | None:
+def first_slots(project: Project, index: Index, slots_for: SlotsFor) -> Callable[[], None]:
     """Start making the slots the first tickets take, at the target's head, unless they have
     setup to run or files to copy (their first ticket makes those: the setup is its to log and
-    time) or the workers are not this machine's; the call that waits for them, or None. A
-    target that cannot be told is left for the run to report."""
+    time) or the workers are not this machine's; the call that waits for them. A target that
+    cannot be told is left for the run to report."""
     config = project.config
     setup = worktrees.SlotSetup.of(config)
     if config.executor != "local" or setup.setup or setup.copy:
-        return None
+        return worktrees.nothing_made
     state = {t.id: t.state for t in index.tickets}
     count = slots_for(len(dag.startable(index.tickets, state)))
     try:
@@ -145,9 +144,9 @@ def first_slots(project: Project, index: Index, slots_for: SlotsFor) -> Callable
             project.root, f"refs/heads/{target_branch(project, config.target_branch)}"
         )
     except SageError:
-        return None
+        return worktrees.nothing_made
     if not count or head is None:
-        return None
+        return worktrees.nothing_made
     worktrees.repair(project.root)  # as recovery does: a killed add's leftovers fail each add
     return worktrees.make_slots(project.root, project.worktrees_dir / SLOTS_DIR, count, head)
 

@@ -7,7 +7,6 @@ import filecmp
 import functools
 import json
 import os
-import re
 import shlex
 import shutil
 import time
@@ -77,7 +76,6 @@ def repair(repo: Path) -> list[str]:
 # Worker slots: slot k keeps one worktree, `<dir>/slot-<k>`, across the tickets it runs.
 
 SLOT_STATE = "sage-slot.json"  # in the slot's git admin dir, so it goes when the worktree goes
-_COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a detached HEAD (SHA-1 or SHA-256)
 # A git killed mid-command leaves these; a worker can leave an operation half done.
 _STUCK = ("index.lock", "HEAD.lock", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD",
           "rebase-merge", "rebase-apply", "BISECT_LOG")  # fmt: skip
@@ -125,9 +123,10 @@ _AHEAD_FILES = 400
 
 def make_slots(repo: Path, slots_dir: Path, count: int, base: str) -> Callable[[], None]:
     """Start making slots 0 to `count - 1` that do not exist yet, detached at `base`, and
-    return the call that waits until they are made. The caller goes on meanwhile: a run
-    checks its index and graph while its first tickets' slots are checked out (on a second
-    core; they would otherwise be made one at a time as those tickets start, on theirs).
+    return the call that waits until they are made (`nothing_made` when none is). The caller
+    goes on meanwhile: a run checks its index and graph while its first tickets' slots are
+    checked out (on a second core; they would otherwise be made one at a time as those
+    tickets start, on theirs).
     git's worktree commands take turns (see `git._turns`): one `sh` runs them one after the
     other, a process no thread of this one has to drive. Only as many as a checkout of about
     `_AHEAD_FILES` files in all: the caller waits for them all, where its first ticket would
@@ -138,19 +137,19 @@ def make_slots(repo: Path, slots_dir: Path, count: int, base: str) -> Callable[[
     `worktree add` fails none is: each slot is then checked, switched or made again as it is
     first used (`prepare_slot`), as if this had not run. Slots with setup to run or files to
     copy are left to their first ticket (`runs.first_slots`)."""
-    tracked = _tracked_files(repo)
+    tracked = index_file.tracked_count(repo)
     fit = 0 if tracked is None else _AHEAD_FILES // max(1, tracked)
     paths = [p for p in (slot_path(slots_dir, k) for k in range(count)) if not p.exists()]
     paths = paths[:fit]
     if not paths:
-        return lambda: None
+        return nothing_made
     slots_dir.mkdir(parents=True, exist_ok=True)
     adds = [["git", "-C", str(repo), "worktree", "add", "--quiet", "-f", "--detach", str(p), base]
             for p in paths]  # fmt: skip
     try:
         making = proc.spawn(["sh", "-c", " && ".join(shlex.join(a) for a in adds)])
     except OSError:  # no `sh`: each slot is made by its first ticket
-        return lambda: None
+        return nothing_made
 
     def wait() -> None:
         if making.wait() == 0:
@@ -159,22 +158,6 @@ def make_slots(repo: Path, slots_dir: Path, count: int, base: str) -> Callable[[
                 _MADE.add(str(path))
 
     return wait
-
-
-def _tracked_files(repo: Path) -> int | None:
-    """How many files the checkout at `repo` tracks, from its index file's header (the
-    target's tree is about as big); None when that cannot be told."""
-    admin = git.git_dir_of(repo)
-    if admin is None:
-        return None
-    try:
-        with open(admin / "index", "rb") as index:
-            head = index.read(12)
-    except FileNotFoundError:
-        return 0  # nothing added yet
-    except OSError:
-        return None
-    return int.from_bytes(head[8:], "big") if len(head) == 12 and head[:4] == b"DIRC" else None
 
 
 def prepare_slot(
@@ -218,9 +201,7 @@ def prepare_slot(
     path, branch = slot_path(slots_dir, slot), branch_for(ticket_id)
     with git.one_look():  # setup, below, may change what git reads
         problem = _switch_slot(repo, path, branch, base, setup)
-    made = str(path) in _MADE
-    _MADE.discard(str(path))
-    created = bool(problem) or made
+    created = _made_ahead(path) or bool(problem)
     reason = _setup_reason(path, setup, created=created)
     setup_seconds = _run_setup(path, slot, setup, log, on_start) if reason else 0.0
     return Slot(path=path, branch=branch, created=created,
@@ -354,7 +335,7 @@ def _switched_refs_only(path: Path, branch: str, base: str) -> bool:
     if head.startswith("ref: refs/heads/"):
         current_ref = head.removeprefix("ref: ").strip()
         current, was = git.rev_parse(path, current_ref), current_ref.removeprefix("refs/heads/")
-    elif _COMMIT_ID.fullmatch(head.strip()):  # detached (as `make_slots` leaves a slot)
+    elif git.is_object_id(head.strip()):  # detached (as `make_slots` leaves a slot)
         current = was = head.strip()
     else:
         return False
@@ -397,6 +378,17 @@ def note_tidy(path: Path, *, tidy: bool) -> None:
         _TIDY.add(str(path))
     else:
         _TIDY.discard(str(path))
+
+
+def nothing_made() -> None:
+    """The wait for slots when none is being made."""
+
+
+def _made_ahead(path: Path) -> bool:
+    """Whether `make_slots` made the slot at `path` for this use; asked once."""
+    made = str(path) in _MADE
+    _MADE.discard(str(path))
+    return made
 
 
 def _noted_tidy(path: Path) -> bool:

@@ -15,6 +15,7 @@ from sage.lib import config, index_file, worktrees
 from sage.lib.errors import SageError
 from sage.lib.worktrees import SlotSetup
 from tests.conftest import git, worktrees_dir
+from tests.support.git_wrapper import GitWrapper
 
 NOTHING = SlotSetup()
 IGNORES = "*.lock\nnode_modules/\n.env\nout/\n*.log\n"
@@ -389,17 +390,6 @@ def test_a_lock_a_killed_run_left_on_a_tickets_branch_is_removed(project: Path) 
     assert not lock.exists()
 
 
-def failing_git(folder: Path, when: str) -> Path:
-    """A bin folder whose `git` fails any call whose argv contains `when`."""
-    real = shutil.which("git")
-    assert real
-    folder.mkdir()
-    script = folder / "git"
-    script.write_text(f'#!/bin/sh\ncase "$*" in *{when}*) exit 1;; esac\nexec {real} "$@"\n')
-    script.chmod(0o755)
-    return folder
-
-
 def test_made_slots_take_their_first_ticket_without_a_process(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -442,13 +432,12 @@ def test_slots_that_exist_are_left_as_they_are(project: Path) -> None:
 
 
 def test_when_a_slot_cannot_be_made_each_is_left_to_its_first_ticket(
-    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, git_wrapper: GitWrapper
 ) -> None:
     slots, base = worktrees_dir(project), git(project, "rev-parse", "main")
-    path = os.environ["PATH"]
-    monkeypatch.setenv("PATH", f"{failing_git(tmp_path / 'bin', 'slot-1')}:{path}")
+    git_wrapper.arm("worktree", "fail", nth=2)  # slot-1's add
     worktrees.make_slots(project, slots, 2, base)()
-    monkeypatch.setenv("PATH", path)
+    git_wrapper.disarm()
     assert not (slots / "slot-1").exists()
     # slot-0 was made, but nothing says so: a checkout cut short looks the same
     (slots / "slot-0" / "README.md").unlink()
