@@ -71,3 +71,8 @@ class GitError(SageError):
 
 class NotARepository(SageError):
     """sage needs a git repository for this command."""
+
+
+def message_of(exc: Exception) -> str:
+    """What went wrong in a thread, for the journal: a write to a full disk, a clobbered path."""
+    return exc.message if isinstance(exc, SageError) else f"{type(exc).__name__}: {exc}"

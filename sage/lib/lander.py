@@ -2,7 +2,7 @@
 
 It runs in a process of its own where it can: a child forked when the stream starts (on Linux,
 while the stream has no other thread yet), given a queue of its own (`own_queue`), so that its
-landings use the second core instead of taking turns with the workers' threads for the one
+landings use a core of their own instead of taking turns with the stream for the one
 interpreter lock. The child dies with the stream (`PR_SET_PDEATHSIG`, and at the end of the
 pass under way if that is refused), ignores Ctrl+C (the stream decides), and reports over a
 pipe. Elsewhere, or without `own_queue`, it is a thread of the stream's process. Either way the
@@ -16,17 +16,16 @@ after MAX_BUSY passes in a row found the queue held does it count as a failure o
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-import pickle
 import signal
-import struct
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
-from sage.lib.errors import LockHeld, SageError
+from sage.lib import forked
+from sage.lib.errors import LockHeld, SageError, message_of
 from sage.lib.inbox import (
     LandedMsg,
     LanderBusy,
@@ -81,7 +80,7 @@ class Lander:
         self._thread = threading.Thread(target=self._loop, name="sage-lander", daemon=True)
 
     def start(self) -> None:
-        if self._own_queue is not None and _may_fork():
+        if self._own_queue is not None and forked.may_fork():
             self._child = _Child.fork(self, self._own_queue)
         if self._child is None:
             self._thread.start()
@@ -157,15 +156,9 @@ class Lander:
         self.inbox.put(PassDone(pending=pending))
 
 
-def message_of(exc: Exception) -> str:
-    """What went wrong in a thread, for the journal: a write to a full disk, a clobbered path."""
-    return exc.message if isinstance(exc, SageError) else f"{type(exc).__name__}: {exc}"
-
-
 # ---- the lander's own process ------------------------------------------------------------------
 
 _CLOSE = b"c"  # on the command pipe; any other byte asks for a pass
-_FRAME = struct.Struct("<I")  # each message on the result pipe: its pickle's length, the pickle
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +166,6 @@ class _Asked:
     """The child's word after each pass: how many passes it had been asked for by then."""
 
     count: int
-
-
-def _may_fork() -> bool:
-    """Only a process with no other thread forks well: a thread may hold a lock the child
-    would need. Linux: the child must be able to die with its parent."""
-    return sys.platform == "linux" and threading.active_count() == 1
 
 
 class _Child:
@@ -197,21 +184,10 @@ class _Child:
     @classmethod
     def fork(cls, lander: Lander, own_queue: Callable[[], Landings]) -> _Child | None:
         """None when the fork fails: the lander is then a thread."""
-        commands_r, commands_w = os.pipe()
-        results_r, results_w = os.pipe()
-        parent = os.getpid()
-        try:
-            pid = os.fork()
-        except OSError:
-            for fd in (commands_r, commands_w, results_r, results_w):
-                os.close(fd)
+        child = forked.fork(functools.partial(_serve, lander, own_queue))
+        if child is None:
             return None
-        if pid == 0:
-            os.close(commands_w)
-            os.close(results_r)
-            _serve(lander, own_queue, parent, commands_r, results_w)
-        os.close(commands_r)
-        os.close(results_w)
+        pid, commands_w, results_r = child
         os.set_blocking(commands_w, False)  # a full pipe holds wakes enough: never wait on it
         return cls(pid, commands_w, results_r, lander.inbox)
 
@@ -238,45 +214,29 @@ class _Child:
         self._relay.join()
 
     def _read(self, results: int) -> None:
-        with os.fdopen(results, "rb") as pipe:
-            while len(head := pipe.read(_FRAME.size)) == _FRAME.size:
-                size = _FRAME.unpack(head)[0]
-                if len(data := pipe.read(size)) < size:
-                    break  # it died writing this one
-                message = pickle.loads(data)
-                if isinstance(message, _Asked):
-                    self._answered = message.count
-                else:
-                    self._failed = self._failed or isinstance(message, LanderFailed)
-                    self._inbox.put(message)
+        for message in forked.messages(results):
+            if isinstance(message, _Asked):
+                self._answered = message.count
+            else:
+                assert isinstance(message, Message)
+                self._failed = self._failed or isinstance(message, LanderFailed)
+                self._inbox.put(message)
         _, status = os.waitpid(self.pid, 0)
         self._gone = True  # and so never busy again, whatever a wake meanwhile counted
         if not self._failed and (not self._closing or status):  # it said why itself, else
-            how = _ended(status)
+            how = forked.ended(status)
             self._inbox.put(LanderFailed(error=SageError(f"the lander's process {how}")))
 
 
-def _ended(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exited with {os.waitstatus_to_exitcode(status)}"
-
-
-class _Pipe:
+class _Pipe(forked.Pipe):
     """The child's inbox: each message pickled up the result pipe. An error goes as a plain
     SageError (message and hint): the stream reads no more of it, and some do not pickle."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def put(self, message: Message | _Asked) -> None:
+    def put(self, message: object) -> None:
         if isinstance(message, LanderFailed | LanderBusy):
             error = SageError(message.error.message, hint=message.error.hint)
             message = type(message)(error=error)
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        view = memoryview(_FRAME.pack(len(data)) + data)
-        while view:
-            view = view[os.write(self.fd, view) :]
+        super().put(message)
 
 
 def _serve(
@@ -287,7 +247,7 @@ def _serve(
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _die_with(parent)
+        forked.become("sage-lander", parent)
         out = _Pipe(results)
         lander.inbox = out
         try:
@@ -306,18 +266,3 @@ def _serve(
         code = 70
     finally:
         os._exit(code)
-
-
-def _die_with(parent: int) -> None:
-    """SIGKILL this process when its parent dies, as a thread of it would die: a kill -9 of
-    the stream stops a landing at the same step. Without it, the end of the command pipe
-    stops the child after its pass."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # it died before the above took hold
-        os._exit(0)
