@@ -168,9 +168,12 @@ class ForkedExecutor:
         queue_with: Callable[[], Landings] | None = None,
     ) -> None:
         """`queue_with` makes the queue the child puts good work in as it collects it (see
-        `workers.queued`); without it, the stream's `done` queues it."""
+        `workers.queued`), ringing `doorbell` for the lander each time; without it, the
+        stream's `done` queues it."""
         self._args = (repo, worktrees_dir, pids_dir, slots, setup)
         self._queue_with = queue_with
+        # The lander, forked after, waits on it: a landing starts without the stream's hop.
+        self.doorbell = forked.Doorbell() if queue_with is not None else None
         self._slots_dir = worktrees_dir / SLOTS_DIR
         self._local: LocalExecutor | None = None
         self._lock = threading.Lock()
@@ -185,8 +188,11 @@ class ForkedExecutor:
         return worktrees.slot_path(self._slots_dir, slot)
 
     def _fork(self) -> bool:
-        child = forked.fork(functools.partial(_serve, self._args, self._queue_with))
+        child = forked.fork(functools.partial(_serve, self._args, self._queue_with, self.doorbell))
         if child is None:
+            if self.doorbell is not None:
+                self.doorbell.close()
+                self.doorbell = None
             return False
         pid, commands_w, results_r = child
         self.pid, self._results = pid, results_r
@@ -249,6 +255,8 @@ class ForkedExecutor:
         """Wait for the workers and git's housekeeping (in the child), then for its end."""
         if self._local is not None:
             return self._local.shutdown()
+        if self.doorbell is not None:  # the lander has its own copy
+            self.doorbell.close()
         with contextlib.suppress(OSError):
             self._commands.put(("close",))
         with contextlib.suppress(OSError):
@@ -270,6 +278,7 @@ def _lost(job: WorkerJob, detail: str, outcome: str = Outcome.LOST) -> WorkerRes
 def _serve(
     args: tuple[Path, Path, Path, int, worktrees.SlotSetup | None],
     queue_with: Callable[[], Landings] | None,
+    doorbell: forked.Doorbell | None,
     parent: int,
     commands: int,
     results: int,
@@ -290,6 +299,8 @@ def _serve(
         def done(job: WorkerJob, result: WorkerResult) -> None:
             if queue is not None and not killing.is_set():
                 result = workers.queued(queue, job, result)
+                if result.queued is not None and doorbell is not None:
+                    doorbell.ring()
             out.put(("done", result))
 
         for message in forked.messages(commands):

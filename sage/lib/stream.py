@@ -119,7 +119,8 @@ class Stream:
         self.clock, self.rng = clock or RealClock(), rng or random.Random()
         self.interrupts = interrupts or Interrupts()
         self.inbox = Inbox()
-        self.lander = Lander(queue, self.inbox, own_queue=own_queue)
+        self.lander = Lander(queue, self.inbox, own_queue=own_queue,
+                             doorbell=getattr(executor, "doorbell", None))  # fmt: skip
         # A slot's worktree is busy until its work is collected, though its process is gone and
         # the next ticket may start: a few spare slots, the lowest free first (made only while
         # no slot is about to be free, see `_room`).
@@ -278,10 +279,11 @@ class Stream:
 
     def _on_done(self, job: WorkerJob, result: WorkerResult) -> None:
         """In the worker's thread: queue good work right away (unless its executor did where
-        it collected it), then tell the main loop."""
+        it collected it, and rang for the lander), then tell the main loop."""
+        rung = result.queued is not None and self.lander.hears_doorbell
         if not self.inbox.killing.is_set():
             result = workers.queued(self.queue, job, result)
-        self.inbox.put(Finished(result=result, entry=result.queued))
+        self.inbox.put(Finished(result=result, entry=result.queued, rung=rung))
 
     # ---- what comes back -----------------------------------------------------------------
 
@@ -290,8 +292,8 @@ class Stream:
         match message:
             case Released(ticket_id=tid):
                 self._released(tid)
-            case Finished(result=result, entry=entry):
-                self._finished(result, entry)
+            case Finished(result=result, entry=entry, rung=rung):
+                self._finished(result, entry, rung=rung)
             case LandedMsg(outcome=landed):
                 tid = landed.entry.ticket_id
                 if books.landed(tid, landed.commit):
@@ -322,7 +324,7 @@ class Stream:
             self.ledger.move(tid, Phase.COLLECTING)
             self.journal.emit("exited", tid, slot=record.slot)
 
-    def _finished(self, result: WorkerResult, entry: QueueEntry | None) -> None:
+    def _finished(self, result: WorkerResult, entry: QueueEntry | None, *, rung: bool) -> None:
         tid, record = result.ticket_id, self.ledger[result.ticket_id]
         self.slots.give_back(record.slot)  # held until its work was collected (see `_released`)
         record.worker_seconds += result.seconds
@@ -344,7 +346,8 @@ class Stream:
         if entry is None:
             return self.books.exited(result)
         self.books.queued(entry, result)
-        self.lander.wake()
+        if not rung:
+            self.lander.wake()
 
     def _warn_running(self) -> None:
         """Tell running tickets whose work so far touches what just landed (see collisions)."""
