@@ -202,9 +202,6 @@ class Books:
                 self.unusable = self.unusable or reason
                 self.give_back(tid, f"not its fault: {reason}")
                 self.stop(f"{tid}'s worker cannot run: {reason}")
-            case policy.Abandon(reason=reason):
-                self.give_back(tid, f"not its fault: {reason}")
-                self.stop(reason)
 
     def _delay(self, tid: str, phase: Phase, delay: float, why: str, *, counted: bool) -> None:
         record = self.ledger[tid]

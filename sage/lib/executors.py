@@ -1,24 +1,17 @@
-"""Where worker runs happen. Local: a thread per slot, each driving a process group; Forked:
-the same in a process of its own; Dask (`sage.lib.dask_executor`): on a cluster."""
+"""Where worker runs happen. Local: a thread per slot, each driving a process group."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Protocol
+from typing import Protocol
 
-from sage.lib import files, forked, git, proc, workers, worktrees
-from sage.lib.outcomes import Outcome
+from sage.lib import files, git, proc, workers, worktrees
 from sage.lib.queue.landing import SLOTS_DIR  # ticket IDs cannot start with "_": no clash
 from sage.lib.workers import WorkerJob, WorkerResult
-
-if TYPE_CHECKING:
-    from sage.lib.lander import Landings
 
 Done = Callable[[WorkerResult], None]
 Released = Callable[[str], None]
@@ -45,9 +38,7 @@ class LocalExecutor:
         slots: int,
         *,
         setup: worktrees.SlotSetup | None = None,
-        on_group: Callable[[str, int], None] | None = None,
     ) -> None:
-        """`on_group` hears each ticket's process group as it starts (besides its pid file)."""
         self.repo = repo
         self.worktrees_dir = worktrees_dir
         self.slots = (worktrees_dir / SLOTS_DIR, setup or worktrees.SlotSetup())
@@ -59,7 +50,6 @@ class LocalExecutor:
         self._files_lock = threading.Lock()  # the pid files, written and emptied by workers
         self._pid_files: dict[str, tuple[int, int]] = {}  # ticket -> (slot, thread that wrote)
         self._ran = False
-        self._on_group = on_group
 
     def submit(self, job: WorkerJob, done: Done, released: Released | None = None) -> None:
         self._pool.submit(self._run, job, done, released)
@@ -110,8 +100,6 @@ class LocalExecutor:
         per slot, written over, not a file made and removed per ticket."""
         with self._lock:
             self._groups[tid] = pgid
-        if self._on_group is not None:
-            self._on_group(tid, pgid)
         with self._files_lock:
             where, text = pid_file(self.pids_dir, slot), f"{tid} {pgid}\n"
             files.in_folder(self.pids_dir, lambda: files.write_over(where, text))
@@ -144,182 +132,6 @@ class LocalExecutor:
         if self._ran:
             self._ran = False
             git.run(self.repo, "maintenance", "run", "--auto", "--quiet")
-
-
-class ForkedExecutor:
-    """A `LocalExecutor` in a process of its own: slot switches, the workers' spawns and waits
-    and the collecting of their work run on the second core, not under the stream's
-    interpreter lock (see `sage.lib.forked`). Forked when made, so to be made while the stream
-    has no thread; where it cannot fork, the `LocalExecutor` runs in this process instead.
-
-    The child leaves the terminal's foreground process group: a Ctrl+C reaches the stream
-    alone, which decides (a second one kills the workers through `kill_all`), and no worker
-    can be caught by it between its fork and its own session. Results come back in the order
-    the workers end, each to the `done` given with its job, called in the relay thread."""
-
-    def __init__(
-        self,
-        repo: Path,
-        worktrees_dir: Path,
-        pids_dir: Path,
-        slots: int,
-        *,
-        setup: worktrees.SlotSetup | None = None,
-        queue_with: Callable[[], Landings] | None = None,
-    ) -> None:
-        """`queue_with` makes the queue the child puts good work in as it collects it (see
-        `workers.queued`), ringing `doorbell` for the lander each time; without it, the
-        stream's `done` queues it."""
-        self._args = (repo, worktrees_dir, pids_dir, slots, setup)
-        self._queue_with = queue_with
-        # The lander, forked after, waits on it: a landing starts without the stream's hop.
-        self.doorbell = forked.Doorbell() if queue_with is not None else None
-        self._slots_dir = worktrees_dir / SLOTS_DIR
-        self._local: LocalExecutor | None = None
-        self._lock = threading.Lock()
-        self._waiting: dict[str, tuple[Done, Released | None, WorkerJob]] = {}
-        self._groups: dict[str, int] = {}
-        self._relay: threading.Thread | None = None
-        self.pid = 0
-        if not forked.may_fork() or not self._fork():
-            self._local = LocalExecutor(repo, worktrees_dir, pids_dir, slots, setup=setup)
-
-    def worktree(self, slot: int) -> Path:
-        return worktrees.slot_path(self._slots_dir, slot)
-
-    def _fork(self) -> bool:
-        child = forked.fork(functools.partial(_serve, self._args, self._queue_with, self.doorbell))
-        if child is None:
-            if self.doorbell is not None:
-                self.doorbell.close()
-                self.doorbell = None
-            return False
-        pid, commands_w, results_r = child
-        self.pid, self._results = pid, results_r
-        self._commands = forked.Pipe(commands_w)
-        return True
-
-    def submit(self, job: WorkerJob, done: Done, released: Released | None = None) -> None:
-        if self._local is not None:
-            return self._local.submit(job, done, released)
-        if self._relay is None:  # started at the first job: the lander forks before
-            self._relay = threading.Thread(target=self._read, name="sage-workers-relay",
-                                           daemon=True)  # fmt: skip
-            self._relay.start()
-        with self._lock:
-            self._waiting[job.ticket.id] = (done, released, job)
-        try:
-            self._commands.put(("job", job))
-        except OSError as exc:  # it has ended: its relay tells the rest
-            with self._lock:
-                mine = self._waiting.pop(job.ticket.id, None) is not None  # else told already
-            if mine:
-                done(_lost(job, f"the workers' process is gone ({exc.strerror})"))
-
-    def _read(self) -> None:
-        for message in forked.messages(self._results):
-            match message:
-                case ("group", str(tid), int(pgid)):
-                    with self._lock:
-                        self._groups[tid] = pgid
-                case ("released", str(tid)):
-                    with self._lock:
-                        released = self._waiting.get(tid, (None, None, None))[1]
-                    if released is not None:
-                        released(tid)
-                case ("done", WorkerResult() as result):
-                    with self._lock:
-                        self._groups.pop(result.ticket_id, None)
-                        waiting = self._waiting.pop(result.ticket_id, None)
-                    if waiting is not None:
-                        waiting[0](result)
-        _, status = os.waitpid(self.pid, 0)
-        with self._lock:
-            left, self._waiting = list(self._waiting.values()), {}
-            groups, self._groups = list(self._groups.values()), {}
-        for group in groups:  # its workers, in sessions of their own, write no more
-            proc.kill_group(group)
-        for done, _, job in left:  # a result for each, or the stream waits for ever
-            done(_lost(job, f"the workers' process {forked.ended(status)}"))
-
-    def kill_all(self) -> int:
-        if self._local is not None:
-            return self._local.kill_all()
-        with contextlib.suppress(OSError):
-            self._commands.put(("kill",))  # what starts meanwhile: the child kills it too
-        with self._lock:
-            groups = list(self._groups.values())
-        return sum(proc.kill_group(g) for g in groups)
-
-    def shutdown(self) -> None:
-        """Wait for the workers and git's housekeeping (in the child), then for its end."""
-        if self._local is not None:
-            return self._local.shutdown()
-        if self.doorbell is not None:  # the lander has its own copy
-            self.doorbell.close()
-        with contextlib.suppress(OSError):
-            self._commands.put(("close",))
-        with contextlib.suppress(OSError):
-            os.close(self._commands.fd)
-        if self._relay is not None:
-            self._relay.join()
-        else:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
-            os.close(self._results)
-
-
-def _lost(job: WorkerJob, detail: str, outcome: str = Outcome.LOST) -> WorkerResult:
-    return WorkerResult(ticket_id=job.ticket.id, outcome=outcome, returncode=-1, seconds=0.0,
-                        log=job.log, detail=detail, base=job.base,
-                        worker_name=job.worker_name)  # fmt: skip
-
-
-def _serve(
-    args: tuple[Path, Path, Path, int, worktrees.SlotSetup | None],
-    queue_with: Callable[[], Landings] | None,
-    doorbell: forked.Doorbell | None,
-    parent: int,
-    commands: int,
-    results: int,
-) -> NoReturn:
-    """The workers' process: a LocalExecutor's jobs until a close or the end of the pipe (the
-    stream is gone). It never returns into the stream's code, whatever happens."""
-    code = 0
-    try:
-        os.setpgid(0, 0)
-        forked.become("sage-workers", parent)
-        out = forked.Pipe(results)
-        repo, worktrees_dir, pids_dir, slots, setup = args
-        local = LocalExecutor(repo, worktrees_dir, pids_dir, slots, setup=setup,
-                              on_group=lambda tid, pgid: out.put(("group", tid, pgid)))  # fmt: skip
-        queue = queue_with() if queue_with is not None else None
-        killing = threading.Event()
-
-        def done(job: WorkerJob, result: WorkerResult) -> None:
-            if queue is not None and not killing.is_set():
-                result = workers.queued(queue, job, result)
-                if result.queued is not None and doorbell is not None:
-                    doorbell.ring()
-            out.put(("done", result))
-
-        for message in forked.messages(commands):
-            match message:
-                case ("job", WorkerJob() as job) if not killing.is_set():
-                    local.submit(job, functools.partial(done, job),
-                                 lambda tid: out.put(("released", tid)))  # fmt: skip
-                case ("job", WorkerJob() as job):
-                    out.put(("done", _lost(job, "killed by a second Ctrl+C", Outcome.KILLED)))
-                case ("kill",):
-                    killing.set()
-                    local.kill_all()
-                case ("close",):
-                    break
-        local.shutdown()
-    except BaseException:
-        code = 70
-    finally:
-        os._exit(code)
 
 
 def kill_stale(pids_dir: Path) -> list[str]:

@@ -9,7 +9,6 @@ code (`os._exit`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import signal
@@ -87,25 +86,6 @@ class Pipe:
         with self._lock:
             while view:
                 view = view[os.write(self.fd, view) :]
-
-
-class Doorbell:
-    """A pipe that one helper rings and another waits on: the workers' process wakes the lander
-    the moment it has queued work, with no hop through the stream. A ring never waits (a full
-    pipe has rung enough) and fails silently (the lander gone: its relay tells the stream)."""
-
-    def __init__(self) -> None:
-        self.fd, self._bell = os.pipe()
-        os.set_blocking(self._bell, False)
-
-    def ring(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._bell, b"r")
-
-    def close(self) -> None:
-        for fd in (self.fd, self._bell):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 def messages(fd: int) -> Iterator[object]:

@@ -27,12 +27,10 @@ class Released:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finished:
-    """A worker's attempt is over; `entry` is its queued work, if it produced any, and `rung`
-    whether the lander was woken for it already (queued in the workers' process)."""
+    """A worker's attempt is over; `entry` is its queued work, if it produced any."""
 
     result: WorkerResult
     entry: QueueEntry | None = None
-    rung: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,9 +5,7 @@ while the stream has no other thread yet), given a queue of its own (`own_queue`
 landings use a core of their own instead of taking turns with the stream for the one
 interpreter lock. The child dies with the stream (`PR_SET_PDEATHSIG`, and at the end of the
 pass under way if that is refused), ignores Ctrl+C (the stream decides), and reports over a
-pipe. It passes when the stream wakes it and when the workers' process, which queues work as
-it collects it, rings its `doorbell`: a landing starts without a hop through the stream.
-Elsewhere, or without `own_queue`, it is a thread of the stream's process. Either way the
+pipe. Elsewhere, or without `own_queue`, it is a thread of the stream's process. Either way the
 stream hears the same messages.
 
 Another process holding the queue's lock (a `sage queue process` by hand, verifying) makes a
@@ -20,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import select
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -71,13 +68,10 @@ class Lander:
     """`start()` it, `wake()` it for a pass, `close()` it: ends after the pass under way."""
 
     def __init__(
-        self, queue: Landings, inbox: Outbox, *, own_queue: Callable[[], Landings] | None = None,
-        doorbell: forked.Doorbell | None = None,
-    ) -> None:  # fmt: skip
-        """`own_queue` makes the queue a child process lands with (see the module's text);
-        such a child also passes when `doorbell` rings (the workers' process queued work)."""
+        self, queue: Landings, inbox: Outbox, *, own_queue: Callable[[], Landings] | None = None
+    ) -> None:
+        """`own_queue` makes the queue a child process lands with (see the module's text)."""
         self.queue, self.inbox, self._own_queue = queue, inbox, own_queue
-        self._doorbell = doorbell
         self._wake = threading.Event()
         self._closed = False
         self._in_pass = False
@@ -87,7 +81,7 @@ class Lander:
 
     def start(self) -> None:
         if self._own_queue is not None and forked.may_fork():
-            self._child = _Child.fork(self, self._own_queue, self._doorbell)
+            self._child = _Child.fork(self, self._own_queue)
         if self._child is None:
             self._thread.start()
 
@@ -103,13 +97,8 @@ class Lander:
             self._wake.set()
 
     @property
-    def hears_doorbell(self) -> bool:
-        """Work queued with a ring of the doorbell needs no `wake()`."""
-        return self._child is not None and self._doorbell is not None
-
-    @property
     def busy(self) -> bool:
-        """A pass is asked for or under way (by `wake()`)."""
+        """A pass is asked for or under way."""
         if self._child is not None:
             return self._child.busy
         return self._wake.is_set() or self._in_pass
@@ -193,11 +182,9 @@ class _Child:
         self._relay.start()
 
     @classmethod
-    def fork(
-        cls, lander: Lander, own_queue: Callable[[], Landings], doorbell: forked.Doorbell | None
-    ) -> _Child | None:
+    def fork(cls, lander: Lander, own_queue: Callable[[], Landings]) -> _Child | None:
         """None when the fork fails: the lander is then a thread."""
-        child = forked.fork(functools.partial(_serve, lander, own_queue, doorbell))
+        child = forked.fork(functools.partial(_serve, lander, own_queue))
         if child is None:
             return None
         pid, commands_w, results_r = child
@@ -253,11 +240,10 @@ class _Pipe(forked.Pipe):
 
 
 def _serve(
-    lander: Lander, own_queue: Callable[[], Landings], doorbell: forked.Doorbell | None,
-    parent: int, commands: int, results: int,
-) -> NoReturn:  # fmt: skip
-    """The child: a pass per read of wakes or rings, until a close or the end of the command
-    pipe (the stream is gone). It never returns into the stream's code, whatever happens."""
+    lander: Lander, own_queue: Callable[[], Landings], parent: int, commands: int, results: int
+) -> NoReturn:
+    """The child: a pass per read of wakes, until a close or the end of the pipe (the stream
+    is gone). It never returns into the stream's code, whatever happens."""
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -272,18 +258,10 @@ def _serve(
         with contextlib.suppress(Exception):  # on the second core, before anything waits on it
             lander.queue.warm()
         asked = 0
-        listen = [commands] if doorbell is None else [commands, doorbell.fd]
-        while True:
-            ready = select.select(listen, [], [])[0]
-            if doorbell is not None and doorbell.fd in ready:
-                os.read(doorbell.fd, 4096)  # however many rang meanwhile: one pass for them
-            data = os.read(commands, 4096) if commands in ready else b""
-            if commands in ready and (not data or _CLOSE in data):
-                break
+        while (data := os.read(commands, 4096)) and _CLOSE not in data:
             asked += len(data)
             lander._try_pass()
-            if data:
-                out.put(_Asked(asked))
+            out.put(_Asked(asked))
     except BaseException:
         code = 70
     finally:

@@ -17,7 +17,6 @@ class Outcome(StrEnum):
     NO_CHANGES = "no-changes"  # exited 0 and left nothing to land
     KILLED = "killed"
     ERROR = "error"  # sage could not run or collect it
-    LOST = "lost"  # the process running it died (the workers' process): the run stops
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -62,15 +62,7 @@ class Hold:
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Abandon:
-    """Neither the ticket's fault nor its worker's: sage lost the process running it (the
-    workers' process died). The ticket returns, unattempted, and the run stops."""
-
-    reason: str
-
-
-Decision = Retry | Park | Defer | StopRun | Hold | Abandon
+Decision = Retry | Park | Defer | StopRun | Hold
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,8 +91,6 @@ def after_exit(exit: Exit, limits: Limits, rng: random.Random | None = None) -> 
     """A worker exited without work to land (a non-OK outcome)."""
     if exit.outcome == Outcome.UNUSABLE:
         return StopRun(reason=exit.detail)
-    if exit.outcome == Outcome.LOST:
-        return Abandon(reason=exit.detail)
     if exit.outcome == Outcome.THROTTLED:
         return _throttled(exit, limits, rng)
     if exit.outcome == Outcome.NO_CHANGES:

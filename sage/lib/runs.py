@@ -177,9 +177,8 @@ class RunPlan:
     repo: Path | None = None  # the repository (None: the stream runs without git, in tests)
 
     def job(
-        self, ticket: Ticket, *, attempt: int, base: str, slot: int, resolve: Resolve | None = None,
-        land_attempts: int = 0,
-    ) -> WorkerJob:  # fmt: skip
+        self, ticket: Ticket, *, attempt: int, base: str, slot: int, resolve: Resolve | None = None
+    ) -> WorkerJob:
         """The job for one attempt; its context file is written now."""
         context = self.run_dir / f"{ticket.id}.context.md"
         notes = read_notes(self.index_path, ticket.id)
@@ -192,7 +191,7 @@ class RunPlan:
             env=agent_presets.env_for(argv, self.agents),
             log=self.run_dir / f"{ticket.id}.log", context_file=context,
             worker_name=f"worker-{slot + 1}", slot=slot, index_path=self.index_in_repo,
-            resolve=resolve, land_attempts=land_attempts,
+            resolve=resolve,
         )  # fmt: skip
 
 
@@ -211,17 +210,17 @@ def execute(
     store = project.ticket_store(options.lock_timeout)
     queue = make_queue(project, store, options, run_id)
     plan = prepare(project, options, loaded, journal, run_id=run_id, queue=queue, store=store)
-    git.identity_env(project.root)  # asked once each: the helper processes inherit the answers
-    git.settings(project.root)
+    pids = project.locks_dir / "workers"
+    executor = executor or executors.LocalExecutor(
+        project.root, project.worktrees_dir, pids, options.workers,
+        setup=worktrees.SlotSetup.of(project.config),
+    )  # fmt: skip
 
-    def own_queue() -> commit_queue.CommitQueue:  # the lander's and the workers' processes'
+    git.identity_env(project.root)  # asked once: a lander's process inherits the answer
+
+    def own_queue() -> commit_queue.CommitQueue:  # the lander's, in its own process
         return make_queue(project, project.ticket_store(options.lock_timeout), options, run_id)
 
-    pids = project.locks_dir / "workers"
-    executor = executor or executors.ForkedExecutor(
-        project.root, project.worktrees_dir, pids, options.workers,
-        setup=worktrees.SlotSetup.of(project.config), queue_with=own_queue,
-    )  # fmt: skip
     stream = Stream(plan, options, journal, queue=queue, executor=executor, store=store,
                     confirm=confirm, interrupts=interrupts, own_queue=own_queue)  # fmt: skip
     return stream.run()

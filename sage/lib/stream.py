@@ -1,8 +1,7 @@
 """`sage stream`'s control loop: dispatch ready tickets to worker slots, act on what comes back.
 
-The main thread decides; the executor runs tickets (`executors.ForkedExecutor`: the workers'
-process); one lander lands (`sage.lib.lander`). Each is a process of its own where it can, else
-runs in this one.
+The main thread decides; worker threads run tickets; one lander lands (`sage.lib.lander`: a
+process of its own where it can, else a thread).
 Each ticket's phase lives in the run's `Ledger`, written by this loop alone; the others reach it
 through the `Inbox`. What happens after an exit or a rejected landing is `sage.lib.policy`'s call.
 Preparing a run (the index read once, recovery, the ledger seeded) is `sage.lib.runs`.
@@ -14,10 +13,10 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
-from sage.lib import collisions, policy, workers, worktrees
+from sage.lib import collisions, policy, worktrees
 from sage.lib.books import Books
 from sage.lib.errors import SageError
 from sage.lib.events import Journal, RunSummary, summarize
@@ -32,10 +31,10 @@ from sage.lib.inbox import (
     RejectedMsg,
     Released,
 )
-from sage.lib.lander import Lander, Landings
+from sage.lib.lander import Lander, Landings, message_of
 from sage.lib.ledger import Phase, Slots
 from sage.lib.tickets import Ticket, TicketStore
-from sage.lib.workers import Resolve, WorkerJob, WorkerResult
+from sage.lib.workers import Outcome, Resolve, WorkerResult
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -119,8 +118,7 @@ class Stream:
         self.clock, self.rng = clock or RealClock(), rng or random.Random()
         self.interrupts = interrupts or Interrupts()
         self.inbox = Inbox()
-        self.lander = Lander(queue, self.inbox, own_queue=own_queue,
-                             doorbell=getattr(executor, "doorbell", None))  # fmt: skip
+        self.lander = Lander(queue, self.inbox, own_queue=own_queue)
         # A slot's worktree is busy until its work is collected, though its process is gone and
         # the next ticket may start: a few spare slots, the lowest free first (made only while
         # no slot is about to be free, see `_room`).
@@ -263,27 +261,34 @@ class Stream:
         slot = self.slots.take(ticket.id)
         self.dispatcher.hold(ticket.id)  # overlapping `files` wait until it lands or is deferred
         resolve = record.resolve if isinstance(record.resolve, Resolve) else None
-        job = self.plan.job(ticket, attempt=record.attempt, base=base, slot=slot, resolve=resolve,
-                            land_attempts=record.land_attempts)  # fmt: skip
+        job = self.plan.job(ticket, attempt=record.attempt, base=base, slot=slot, resolve=resolve)
         record.resolve, record.resolved = None, record.resolved or resolve is not None
         self.ledger.move(ticket.id, Phase.RUNNING, slot=slot, claimed=True, base=base,
                          started_at=self.clock.now())  # fmt: skip
         self.journal.emit("started", ticket.id, attempt=record.attempt, base=base,
                           log=str(job.log), worker=job.worker_name, slot=slot,
                           title=ticket.title, mode="resolve" if resolve else "run")  # fmt: skip
+        land_attempts, title = record.land_attempts, ticket.title
 
         def done(result: WorkerResult) -> None:
-            self._on_done(job, result)
+            self._on_done(result, title=title, land_attempts=land_attempts)
 
         self.executor.submit(job, done, lambda tid: self.inbox.put(Released(ticket_id=tid)))
 
-    def _on_done(self, job: WorkerJob, result: WorkerResult) -> None:
-        """In the worker's thread: queue good work right away (unless its executor did where
-        it collected it, and rang for the lander), then tell the main loop."""
-        rung = result.queued is not None and self.lander.hears_doorbell
-        if not self.inbox.killing.is_set():
-            result = workers.queued(self.queue, job, result)
-        self.inbox.put(Finished(result=result, entry=result.queued, rung=rung))
+    def _on_done(self, result: WorkerResult, *, title: str, land_attempts: int) -> None:
+        """In the worker's thread: queue good work right away, then tell the main loop."""
+        entry = None
+        if result.ok and not self.inbox.killing.is_set():
+            try:
+                entry = self.queue.enqueue(
+                    ticket_id=result.ticket_id, title=title, branch=result.branch,
+                    base=result.base, worker=result.worker_name, attempts=land_attempts,
+                    head=result.head or None,
+                )  # fmt: skip
+            except Exception as exc:  # a value for the main loop: a lost result hangs the run
+                detail = f"could not queue its commits: {message_of(exc)}"
+                result = replace(result, outcome=Outcome.ERROR, detail=detail)
+        self.inbox.put(Finished(result=result, entry=entry))
 
     # ---- what comes back -----------------------------------------------------------------
 
@@ -292,8 +297,8 @@ class Stream:
         match message:
             case Released(ticket_id=tid):
                 self._released(tid)
-            case Finished(result=result, entry=entry, rung=rung):
-                self._finished(result, entry, rung=rung)
+            case Finished(result=result, entry=entry):
+                self._finished(result, entry)
             case LandedMsg(outcome=landed):
                 tid = landed.entry.ticket_id
                 if books.landed(tid, landed.commit):
@@ -324,7 +329,7 @@ class Stream:
             self.ledger.move(tid, Phase.COLLECTING)
             self.journal.emit("exited", tid, slot=record.slot)
 
-    def _finished(self, result: WorkerResult, entry: QueueEntry | None, *, rung: bool) -> None:
+    def _finished(self, result: WorkerResult, entry: QueueEntry | None) -> None:
         tid, record = result.ticket_id, self.ledger[result.ticket_id]
         self.slots.give_back(record.slot)  # held until its work was collected (see `_released`)
         record.worker_seconds += result.seconds
@@ -346,8 +351,7 @@ class Stream:
         if entry is None:
             return self.books.exited(result)
         self.books.queued(entry, result)
-        if not rung:
-            self.lander.wake()
+        self.lander.wake()
 
     def _warn_running(self) -> None:
         """Tell running tickets whose work so far touches what just landed (see collisions)."""

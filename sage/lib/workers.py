@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from sage.lib import agents, files, git, index_file, objects, proc, worktrees
 from sage.lib.agent_output import Verdict
@@ -18,12 +18,8 @@ from sage.lib.collisions import WARNINGS_FILE
 from sage.lib.outcomes import Outcome, Usage
 
 __all__ = ["Outcome", "Usage", "Verdict", "WorkerJob", "WorkerResult"]
-from sage.lib.errors import SageError, message_of
+from sage.lib.errors import SageError
 from sage.lib.tickets import DEFAULT_INDEX, Ticket, printable
-
-if TYPE_CHECKING:
-    from sage.lib.lander import Landings
-    from sage.lib.queue import QueueEntry
 
 TEMPFAIL = 75  # EX_TEMPFAIL: e.g. an agent's rate limit; retried without using up an attempt
 MAX_ENV_TITLE = 4096  # characters of the title in SAGE_TICKET_TITLE
@@ -46,7 +42,6 @@ class WorkerJob:
     index_path: str = DEFAULT_INDEX.as_posix()  # relative to the repository: never landed
     env: Mapping[str, str] = field(default_factory=dict)  # [agents.<name>] env
     resolve: Resolve | None = None  # a conflict's next attempt: resolve instead of redo
-    land_attempts: int = 0  # the ticket's rejected landings so far, for its queue entry
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,28 +81,10 @@ class WorkerResult:
     retry_after: float | None = None  # THROTTLED: seconds until the agent's limit resets
     setup_seconds: float = 0.0  # preparing the slot's worktree ([worktree] setup), not work
     usage: Usage | None = None
-    queued: QueueEntry | None = None  # its work's entry, where it was queued as it was collected
 
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
-
-
-def queued(queue: Landings, job: WorkerJob, result: WorkerResult) -> WorkerResult:
-    """Good work queued the moment it is collected (so that the lander may take it before the
-    stream has heard of it); a queue that refuses it makes the result an error."""
-    if not result.ok or result.queued is not None:
-        return result
-    try:
-        entry = queue.enqueue(
-            ticket_id=result.ticket_id, title=job.ticket.title, branch=result.branch,
-            base=result.base, worker=result.worker_name, attempts=job.land_attempts,
-            head=result.head or None,
-        )  # fmt: skip
-    except Exception as exc:  # a value for the stream: a lost result hangs the run
-        detail = f"could not queue its commits: {message_of(exc)}"
-        return replace(result, outcome=Outcome.ERROR, detail=detail)
-    return replace(result, queued=entry)
 
 
 def argv_for(

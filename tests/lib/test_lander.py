@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = """
 import json, os, sys, threading, time
 from pathlib import Path
-from sage.lib.forked import Doorbell
 from sage.lib.inbox import Inbox, LandedMsg, LanderFailed, PassDone
 from sage.lib.lander import Lander
 from tests.lib.test_queue import enqueue, make_queue, setup, work
@@ -40,8 +39,7 @@ inbox = Inbox()
 own = lambda: make_queue(project, project.ticket_store(), verify=verify)
 if mode == "broken":  # its queue cannot be made in the child
     own = lambda: make_queue(project, store, no_such_option=True)
-doorbell = Doorbell() if mode == "doorbell" else None
-lander = Lander(make_queue(project, store), inbox, own_queue=own, doorbell=doorbell)
+lander = Lander(make_queue(project, store), inbox, own_queue=own)
 lander.start()
 print(json.dumps({"pid": lander.pid}), flush=True)
 queue = make_queue(project, store)
@@ -49,11 +47,7 @@ for tid in ("A-1", "A-2"):
     enqueue(queue, tid, work(project, tid, {f"{tid}.txt": tid + "\\n"}))
 if mode == "kill":
     os.kill(lander.pid, 9)
-if doorbell is None:
-    lander.wake()
-elif os.fork() == 0:  # as the workers' process rings: another process, no word to the stream
-    doorbell.ring()
-    os._exit(0)
+lander.wake()
 said = []
 while not any(isinstance(m, PassDone | LanderFailed) for m in said):
     message = inbox.get(30)
@@ -106,14 +100,6 @@ def test_a_lander_in_its_own_process_lands_and_says_so_as_a_thread_does(repo: Pa
     assert said == {"landed": ["A-1", "A-2"], "failed": [], "passes": 1, "busy": False}
     assert git(repo, "log", "-1", "--format=%s", "main").startswith("A-2")
     assert ended(pid, within=0), "the lander's process outlived its close"
-
-
-def test_a_ring_of_the_doorbell_from_another_process_is_a_pass_no_wake_needed(
-    repo: Path,
-) -> None:
-    proc, pid = drive(repo, "doorbell")
-    assert pid is not None
-    assert finish(proc) == {"landed": ["A-1", "A-2"], "failed": [], "passes": 1, "busy": False}
 
 
 def test_with_another_thread_running_the_lander_is_a_thread_and_lands_the_same(

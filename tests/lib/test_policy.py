@@ -30,12 +30,6 @@ def test_unusable_stops_the_run_and_no_changes_defers() -> None:
     assert isinstance(policy.after_exit(exit(Outcome.NO_CHANGES), LIMITS), policy.Defer)
 
 
-def test_a_lost_worker_is_abandoned_whatever_its_failures_never_retried_or_deferred() -> None:
-    for failures in (0, 2, 9):
-        lost = policy.after_exit(exit(Outcome.LOST, failures), LIMITS)
-        assert lost == policy.Abandon(reason="worker exited 1: boom")
-
-
 def test_throttled_parks_without_an_attempt_and_honours_the_reset_time() -> None:
     parked = policy.after_exit(exit(Outcome.THROTTLED, 2, retry_after=90.0), LIMITS)
     assert parked == policy.Park(delay=90.0, reason="worker exited 1: boom")

@@ -89,17 +89,6 @@ def test_an_unusable_worker_stops_the_run_before_a_second_ticket(tmp_path: Path)
     assert h.states()["A"] == "UNPROCESSED"
 
 
-def test_a_lost_worker_gives_its_ticket_back_unattempted_and_stops_the_run(tmp_path: Path) -> None:
-    lost = Attempt(outcome=Outcome.LOST, detail="the workers' process was killed by SIGKILL")
-    tickets = [ticket("A", priority="P0"), ticket("B")]
-    h = harness(tmp_path, tickets, {"A": [lost]}, workers=1, retries=2)
-    summary = h.run()
-    assert [tid for _, tid, _ in h.executor.starts] == ["A"]
-    assert summary.exit_code == 3 and "SIGKILL" in (summary.stop_reason or "")
-    assert summary.deferred == {} and sorted(summary.not_started) == ["A", "B"]
-    assert h.states() == {"A": "UNPROCESSED", "B": "UNPROCESSED"}
-
-
 def test_on_error_fail_starts_nothing_new(tmp_path: Path) -> None:
     tickets = [ticket("A", priority="P0"), ticket("B", priority="P3"), ticket("C", priority="P3")]
     h = harness(tmp_path, tickets, {"A": [FAIL]}, workers=1, retries=0, on_error="fail")
