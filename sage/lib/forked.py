@@ -1,9 +1,9 @@
-"""A stream's helper processes (the lander, the workers' process): forked, never exec'd, so
-they share the stream's code and what it has read, and talk to it in pickles over pipes.
+"""A stream's helper process (the lander): forked, never exec'd, so that it shares the
+stream's code and what it has read, and talks to it in pickles over pipes.
 
 A child is forked only while the stream has no other thread (a thread may hold a lock the
 child would need), dies with its parent (`PR_SET_PDEATHSIG`: a kill -9 of the stream stops
-its helpers at the same step, as it would its threads), and never returns into the stream's
+its helper at the same step, as it would a thread), and never returns into the stream's
 code (`os._exit`).
 """
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sage.lib import collisions, policy, worktrees
 from sage.lib.books import Books
-from sage.lib.errors import SageError
+from sage.lib.errors import SageError, message_of
 from sage.lib.events import Journal, RunSummary, summarize
 from sage.lib.inbox import (
     Finished,
@@ -31,7 +31,7 @@ from sage.lib.inbox import (
     RejectedMsg,
     Released,
 )
-from sage.lib.lander import Lander, Landings, message_of
+from sage.lib.lander import Lander, Landings
 from sage.lib.ledger import Phase, Slots
 from sage.lib.tickets import Ticket, TicketStore
 from sage.lib.workers import Outcome, Resolve, WorkerResult
