@@ -74,18 +74,16 @@ def ended(status: int) -> str:
 
 
 class Pipe:
-    """Messages, pickled and framed, down one end of a pipe; from any thread, one at a time."""
+    """Messages, pickled and framed, down one end of a pipe, by one thread (the lander's)."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._lock = threading.Lock()
 
     def put(self, message: object) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         view = memoryview(FRAME.pack(len(data)) + data)
-        with self._lock:
-            while view:
-                view = view[os.write(self.fd, view) :]
+        while view:
+            view = view[os.write(self.fd, view) :]
 
 
 def messages(fd: int) -> Iterator[object]:
