@@ -27,9 +27,12 @@ NPM_TOOLS = ("@anthropic-ai/claude-code@2.1.197", "@openai/codex@0.171.0", "husk
 AIDER = "aider-chat==0.86.2"
 AIDER_VENV = TOOLS / "aider-venv"
 
+# -n: pytest-xdist, a test process per core (4 at most): most of the suite's time is the sage and
+# git processes its tests start, which one test process at a time leaves a core idle for
+PYTEST_ARGS = ["-q", "-p", "no:cacheprovider", "-n", str(min(4, os.cpu_count() or 1))]
 COMMANDS = {
     "demo": [str(BIN / "sage"), "demo"],
-    "test": [str(PY), "-m", "coverage", "run", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+    "test": [str(PY), "-m", "coverage", "run", "-m", "pytest", *PYTEST_ARGS],
     "bench": [str(PY), "bench/run.py", "--quick"],
     "lint": [str(PY), "-m", "ruff", "check", "sage", "tests", "bench"],
     "typecheck": [str(PY), "-m", "mypy"],

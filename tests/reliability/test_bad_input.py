@@ -357,7 +357,7 @@ def test_misbehaving_workers_are_deferred_with_reasons_and_lose_nothing(
     lands beside them."""
     megabytes = py(
         "import sys, pathlib\n"
-        "for n in range(80000): sys.stdout.write('%07d' % n + 'y' * 92 + '\\n')\n"
+        "sys.stdout.write(''.join('%07d' % n + 'y' * 92 + '\\n' for n in range(80000)))\n"
         "pathlib.Path('m.txt').write_text('m')\n"
     )
     tickets = [
@@ -368,12 +368,13 @@ def test_misbehaving_workers_are_deferred_with_reasons_and_lose_nothing(
     ]
     repo, _ = setup_index(tmp_path, tickets=tickets)
 
-    done = sage(*AUTO, "--parallel", "4", "--timeout", "1", "--retries", "0", "--json", cwd=repo)
+    # 3 s: long enough for the 8 MB writer on a loaded machine (2 test processes, coverage)
+    done = sage(*AUTO, "--parallel", "4", "--timeout", "3", "--retries", "0", "--json", cwd=repo)
 
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     summary = json.loads(done.stdout.splitlines()[-1])
     assert sorted(summary["completed"]) == ["M-1", "OK-1"]
-    assert "timed out after 1s" in summary["deferred"]["N-1"]
+    assert "timed out after 3s" in summary["deferred"]["N-1"]
     assert "deleted its worktree" in summary["deferred"]["D-1"]
     reasons = {t["id"]: t.get("deferred_reason", "") for t in index_data(repo)["tickets"]}
     assert "timed out" in reasons["N-1"] and "deleted its worktree" in reasons["D-1"]
