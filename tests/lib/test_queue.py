@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from unittest import mock
 
@@ -593,3 +593,40 @@ def test_warm_reads_ahead_what_a_first_landing_reads_cold(repo: Path) -> None:
         [outcome] = q.process()
     assert isinstance(outcome, Landed) and outcome.entry.seq == entry.seq
     assert not [c for c in calls if c[:1] == ("var",)], calls
+
+
+_text = st.text(max_size=12)
+
+
+@given(
+    st.builds(
+        QueueEntry, seq=st.integers(0, 10**6), ticket_id=_text, title=_text, branch=_text,
+        base=_text, head=_text, attempts=st.integers(0, 9), status=st.sampled_from(list(Status)),
+        landed_commit=st.none() | _text, conflict_files=st.lists(_text, max_size=3).map(tuple),
+        verify=st.lists(_text, max_size=3).map(tuple), from_base=st.booleans(),
+    )
+)  # fmt: skip
+def test_an_entry_as_written_is_what_asdict_says_and_reads_back_the_same(entry: QueueEntry) -> None:
+    assert entry.as_dict() == asdict(entry)
+    assert QueueEntry.from_dict(json.loads(json.dumps(entry.as_dict()))) == entry
+
+
+def test_active_and_archived_read_entry_files_only_and_drop_a_copy_already_archived(
+    tmp_path: Path,
+) -> None:
+    entries = Entries(tmp_path / "queue", tmp_path / "locks", lock_timeout=5)
+    first = entries.add(
+        new_entry(ticket_id="A-1", title="a", branch="sage/A-1", base="b", head="h")
+    )
+    second = entries.add(
+        new_entry(ticket_id="A-2", title="b", branch="sage/A-2", base="b", head="h")
+    )
+    entries.archive(replace(first, status=Status.LANDED))
+    entries.write(first)  # a crash between archive's two steps: in both folders
+    (tmp_path / "queue" / ".tmp-half.json").write_text("{")  # a temporary file: not an entry
+    (tmp_path / "queue" / "notes.txt").write_text("x")
+
+    assert [e.ticket_id for e in entries.active()] == ["A-2"]
+    assert not (tmp_path / "queue" / first.filename).exists()
+    assert [(e.ticket_id, e.status) for e in entries.archived()] == [("A-1", Status.LANDED)]
+    assert entries.active()[0] == second
