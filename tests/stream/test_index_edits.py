@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from tests.reliability.conftest import SAGE, committed_state
 from tests.stream.conftest import index_file, py, states, trailers
 
 
-def whole_json(path: Path) -> Any:
-    """The file as an editor reads it, once it reads whole: the checkout's update writes a
-    changed file as git does (removed, then written anew), so for a moment it is gone or short."""
+def parsed_once(path: Path, holds: Callable[[Any], bool], timeout: float) -> Any:
+    """The file as an editor reads it, once it reads whole and `holds` of it: the checkout's
+    update writes a changed file as git does (removed, then written anew), so for a moment it is
+    gone or short."""
     read: list[Any] = []
 
     def whole() -> bool:
@@ -24,9 +26,9 @@ def whole_json(path: Path) -> Any:
             read[:] = [json.loads(path.read_text())]
         except (FileNotFoundError, ValueError):
             return False
-        return True
+        return holds(read[0])
 
-    wait_for(whole)
+    wait_for(whole, timeout)
     return read[0]
 
 
@@ -50,10 +52,9 @@ def test_editing_the_index_during_a_run_blocks_nothing_and_loses_no_edit(
     # E-1 landed, and the checkout followed: the user's copy says so (the target moves first, the
     # user's files a moment later). An edit of an older copy would undo that, as theirs.
     wait_for(lambda: "E-1" in trailers(repo), timeout=60)
-    wait_for(lambda: '"COMPLETED"' in json.dumps(whole_json(index)), timeout=60)
+    data = parsed_once(index, lambda d: '"COMPLETED"' in json.dumps(d), timeout=60)
 
     # The user, mid-run: a new ticket and a better title, not committed.
-    data = whole_json(index)
     data["tickets"][1]["title"] = "Wait for the gate, then write b"
     data["tickets"].append(ticket("E-9", title="Later, by hand"))
     index.write_text(json.dumps(data, indent=2) + "\n")

@@ -219,12 +219,11 @@ class Entries:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{queue}/{name}")
             else:
-                paths.append(Path(queue, name))
+                paths.append(self.queue_dir / name)
         return by_seq(map(read_entry, paths))
 
     def archived(self) -> list[QueueEntry]:
-        done = str(self.done_dir)
-        return by_seq(read_entry(Path(done, name)) for name in _entry_names(self.done_dir))
+        return by_seq(read_entry(self.done_dir / name) for name in _entry_names(self.done_dir))
 
     def current(self, entry: QueueEntry) -> QueueEntry:
         """The entry as on disk now (the caller's copy may be older), else the caller's."""
