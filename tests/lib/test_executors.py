@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from sage.lib import executors, files, proc
+from tests.conftest import wait_for
 
 
 def test_a_dead_runs_worker_named_in_its_slot_file_is_killed_by_the_next_run(
@@ -22,6 +23,9 @@ def test_a_dead_runs_worker_named_in_its_slot_file_is_killed_by_the_next_run(
         env={**os.environ, "SAGE_TICKET_ID": "T-1"},
     )  # fmt: skip
     try:
+        # Until its exec the child's environment is still ours, with no SAGE_TICKET_ID in it
+        environ = Path(f"/proc/{orphan.pid}/environ")
+        wait_for(lambda: b"SAGE_TICKET_ID=T-1" in environ.read_bytes())
         files.write_over(executors.pid_file(pids, 0), f"T-1 {orphan.pid}\n")
         files.write_over(executors.pid_file(pids, 1), "")  # emptied: its worker ended
         (pids / "T-9.pid").write_text("4194000\n")  # an older sage's file; no such process
