@@ -14,7 +14,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -44,8 +46,6 @@ def ensure_venv() -> None:
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted and PY.exists():
         return
-    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
-        sys.exit(f"error: sage needs Python 3.11 or newer, this is {sys.version.split()[0]}")
     print(f"setting up {VENV} (first run only)", flush=True)
     venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
     pip = [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
@@ -70,19 +70,27 @@ def compile_sources() -> None:
                    stdout=subprocess.DEVNULL, check=False)  # fmt: skip
 
 
-def ensure_tools() -> None:
-    """The pinned agent CLIs in .tools/; a failure is reported and the agent tier skips."""
+def ensure_tools() -> list[threading.Thread]:
+    """The pinned agent CLIs in .tools/, each installed in a thread of its own (the caller joins
+    them), beside .venv's install: most of each is waiting on a registry. A failure is reported
+    and the agent tier skips."""
+    started = []
     for what, installed, install in (
         ("npm tools", _npm_installed, _npm_install),
         ("aider", _aider_installed, _aider_install),
     ):
-        if installed():
-            continue
-        print(f"installing {what} into {TOOLS} (first run only)", flush=True)
-        try:
-            install()
-        except (OSError, subprocess.CalledProcessError) as exc:
-            print(f"warning: could not install {what} ({exc}): its agent tests will skip")
+        if not installed():
+            print(f"installing {what} into {TOOLS} (first run only)", flush=True)
+            started.append(threading.Thread(target=_install, args=(what, install)))
+            started[-1].start()
+    return started
+
+
+def _install(what: str, install: Callable[[], None]) -> None:
+    try:
+        install()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"warning: could not install {what} ({exc}): its agent tests will skip", flush=True)
 
 
 def _npm_installed() -> bool:
@@ -120,9 +128,14 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python3 dev.py {{{'|'.join(COMMANDS)}}} [args…]", file=sys.stderr)
         return 2
-    ensure_venv()
-    if argv[0] in ("test", "tools"):
-        ensure_tools()
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
+        sys.exit(f"error: sage needs Python 3.11 or newer, this is {sys.version.split()[0]}")
+    tools = ensure_tools() if argv[0] in ("test", "tools") else []
+    try:
+        ensure_venv()
+    finally:
+        for thread in tools:
+            thread.join()
     if not COMMANDS[argv[0]]:
         return 0
     if argv[0] in ("demo", "test"):
