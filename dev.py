@@ -54,12 +54,19 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+# The coverage floor of the test processes alone (what `dev.py test` measures; 78% on 2026-12-03);
+# SAGE_COVER_ALL=1 measures the sage processes the tests start too, against pyproject.toml's.
+IN_PROCESS_FLOOR = 75
+
+
 def coverage_report() -> int:
-    """After the tests: every process's coverage data combined, reported against the floor in
-    pyproject.toml (`[tool.coverage.report] fail_under`)."""
+    """After the tests: every process's coverage data combined, reported against the floor: the
+    test processes' (`IN_PROCESS_FLOOR`), or with SAGE_COVER_ALL=1 every process's
+    (`[tool.coverage.report] fail_under` in pyproject.toml)."""
     cov = [str(PY), "-m", "coverage"]
     subprocess.run([*cov, "combine", "-q"], cwd=ROOT, check=False)
-    return subprocess.run([*cov, "report"], cwd=ROOT).returncode
+    floor = [] if os.environ.get("SAGE_COVER_ALL") else [f"--fail-under={IN_PROCESS_FLOOR}"]
+    return subprocess.run([*cov, "report", *floor], cwd=ROOT).returncode
 
 
 def compile_sources() -> None:
