@@ -42,9 +42,10 @@ def command(
 ) -> int:
     """Import a markdown task list into the ticket index; importing again merges by ID.
 
-    spec-kit tasks.md (`- [ ] T012 [P] [US1] Text in path/file.py`): phases run in order; in a
-    phase, consecutive [P] tasks are independent and an unmarked task waits for what is before
-    it; priorities come from the user-story headings; paths become `files`. TASK-NNN lists
+    spec-kit tasks.md (`- [ ] T012 [P] [US1] Text in path/file.py`): phases run in order, or
+    as the document's Phase Dependencies bullets say (`- **User Story 2 (Phase 4)**: Depends on
+    Foundational`); in a phase, consecutive [P] tasks are independent and an unmarked task waits
+    for what is before it; priorities come from the user-story headings; paths become `files`. TASK-NNN lists
     (`- [ ] **TASK-001: Title**` with `**Dependencies:**`, `**Estimate:**`, `**Files:**`):
     stated dependencies only; priority by phase (P0, P1, …). Headings (`### Stream A: Title`,
     `### TASK-001: Title`) with `**Dependencies**:` / `**Duration**:` lines, when a document has

@@ -6,8 +6,13 @@ headings:
 - spec-kit: `- [ ] T012 [P] [US1] Description in path/file.py` under `## Phase N: …` headings.
   Phases run in the order they are written; inside a phase, an unmarked task waits for the task
   (or the run of consecutive `[P]` tasks) before it, and consecutive `[P]` tasks are independent
-  of each other. Priorities come from the user-story headings (`… (Priority: P1)`), paths in the
-  text become `files`.
+  of each other. A document's own phase dependencies replace that order between phases: bullets
+  such as `- **User Story 2 (Phase 4)**: Depends on Foundational` (or `(Phase 3+)`, `(Final
+  Phase)`; "No dependencies") under a heading that names dependencies. A phase is named by its
+  number, its story (`User Story 1`, `US1`, `all user stories`) or the first word of its title
+  (`Setup`, `Foundational`, `Polish`); the phase's first step then waits for the last step of
+  each phase it names. Priorities come from the user-story headings (`… (Priority: P1)`), paths
+  in the text become `files`.
 - task lists: `- [ ] **TASK-001: Title**` with indented fields (`**Dependencies:** TASK-002`,
   `**Estimate:** 30 minutes`, `**Files:** a.py`, `**Description:**`, `**Priority:**`). Once a
   document states dependencies, only stated ones count; a task's priority defaults to its phase
@@ -138,7 +143,8 @@ def parse(text: str, path: Path) -> Document:
             "such as `### Stream A: Title` or `### TASK-001: Title` with such lines",
         )
     explicit = by_heading or any("dependencies" in _known(r.fields) for r in raws)
-    deps = _stated_dependencies(raws) if explicit else _ordered_dependencies(raws)
+    deps = (_stated_dependencies(raws) if explicit
+            else _ordered_dependencies(raws, _phase_dependencies(lines, warnings)))  # fmt: skip
     phases = sorted({r.phase for r in raws})
     tasks = tuple(_task(r, deps[r.id], explicit, phases.index(r.phase), warnings) for r in raws)
     form = "headings" if by_heading else "task-list" if explicit else "spec-kit"
@@ -191,17 +197,28 @@ def _heading_field(task: _Raw, key: str | None, line: str) -> str | None:
     return key if not line.strip() else None
 
 
-def _scan(lines: Sequence[str]) -> Iterator[_Raw]:
-    """Tasks with their phase, markers and indented fields; fenced code is skipped."""
-    headings = [m.group(2) for line in lines if (m := _HEADING.match(line))]
-    by_phase = any(_PHASE.search(h) for h in headings)
-    stories = _story_priorities(headings)
-    phase, phase_priority, fenced, current = 0, None, False, None
+def _unfenced(lines: Sequence[str]) -> Iterator[tuple[int, str]]:
+    """The lines outside fenced code, numbered from 1."""
+    fenced = False
     for number, line in enumerate(lines, 1):
         if _FENCE.match(line):
             fenced = not fenced
-        if fenced:
-            continue
+        if not fenced:
+            yield number, line
+
+
+def _by_phase(lines: Sequence[str]) -> bool:
+    """Whether some heading names a phase (else every section is one, see `_starts_phase`)."""
+    return any(_PHASE.search(m.group(2)) for line in lines if (m := _HEADING.match(line)))
+
+
+def _scan(lines: Sequence[str]) -> Iterator[_Raw]:
+    """Tasks with their phase, markers and indented fields; fenced code is skipped."""
+    headings = [m.group(2) for line in lines if (m := _HEADING.match(line))]
+    by_phase = _by_phase(lines)
+    stories = _story_priorities(headings)
+    phase, phase_priority, current = 0, None, None
+    for number, line in _unfenced(lines):
         heading = _HEADING.match(line)
         if heading and _starts_phase(heading, by_phase):
             phase, phase_priority, current = phase + 1, _priority_in(heading.group(2)), None
@@ -288,19 +305,134 @@ def _dedupe(raws: list[_Raw], warnings: list[str]) -> list[_Raw]:
     return kept
 
 
-def _ordered_dependencies(raws: Sequence[_Raw]) -> dict[str, list[str]]:
+def _ordered_dependencies(
+    raws: Sequence[_Raw], stated: Mapping[int, frozenset[int]] | None = None
+) -> dict[str, list[str]]:
     """Steps in document order: a step is one unmarked task or a run of `[P]` tasks in one
-    phase; every task waits for the whole step before its own."""
+    phase; every task waits for the whole step before its own. The first step of a phase in
+    `stated` (phase → the earlier phases it depends on) waits instead for the last step of each
+    of those (for a phase without tasks, for what that phase waits for)."""
+    stated = stated or {}
     deps: dict[str, list[str]] = {}
     previous: list[str] = []
     step: list[str] = []
+    ends: dict[int, list[str]] = {}  # phase -> what its end stands for: its last step
     for index, raw in enumerate(raws):
         joins = index > 0 and raw.parallel and raws[index - 1].parallel
         if not (joins and raws[index - 1].phase == raw.phase):
             previous, step = step or previous, []
+            if index == 0 or raws[index - 1].phase != raw.phase:
+                previous = _phase_start(raw.phase, stated, ends, previous)
         deps[raw.id] = list(previous)
         step.append(raw.id)
+        ends[raw.phase] = list(step)
     return deps
+
+
+def _phase_start(
+    phase: int, stated: Mapping[int, frozenset[int]], ends: Mapping[int, list[str]],
+    previous: list[str],
+) -> list[str]:  # fmt: skip
+    """What the first step of `phase` waits for: the ends of the phases it states, else the
+    step before it."""
+    if phase not in stated:
+        return previous
+    found = [tid for earlier in sorted(stated[phase]) for tid in _end(earlier, stated, ends)]
+    return list(dict.fromkeys(found))
+
+
+def _end(
+    phase: int, stated: Mapping[int, frozenset[int]], ends: Mapping[int, list[str]]
+) -> list[str]:
+    """What waiting for the whole of `phase` means: its last step; for a phase without tasks,
+    what it waits for itself (the phases it states, else the phase before it)."""
+    if ends.get(phase):
+        return ends[phase]
+    if phase in stated:
+        return list(dict.fromkeys(t for e in sorted(stated[phase]) for t in _end(e, stated, ends)))
+    return _end(phase - 1, stated, ends) if phase > 0 else []
+
+
+_PHASE_BULLET = re.compile(r"^\s*[-*+]\s+\*\*(?P<name>[^*]+?)\*\*\s*:?\s*(?P<text>.*)$")
+_PHASE_OF = re.compile(r"\((?:phase\s*(?P<number>[0-9]+)(?P<on>\+)?|(?P<final>final phase))\)",
+                       re.IGNORECASE)  # fmt: skip
+_DEPENDS = re.compile(r"\b(?:depends?|depend)\s+on\b|\bstarts?\s+after\b", re.IGNORECASE)
+_PHASE_NUMBER = re.compile(r"\bphase\s*([0-9]+)", re.IGNORECASE)
+_STORIES = re.compile(r"\buser\s+stor", re.IGNORECASE)
+_STORY_NAMED = re.compile(r"\buser\s+story\s*([0-9]+)|\bUS([0-9]+)\b", re.IGNORECASE)
+_NO_DEPENDENCIES = re.compile(r"\bno\s+dependencies\b|\bstart\s+immediately\b", re.IGNORECASE)
+
+
+def _phase_dependencies(lines: Sequence[str], warnings: list[str]) -> dict[int, frozenset[int]]:
+    """The phase dependencies a spec-kit document states (phase → earlier phases, phases
+    counted as `_scan` counts them); a phase it does not name keeps the document's order."""
+    by_phase = _by_phase(lines)
+    titles: dict[int, str] = {}  # phase -> its heading
+    bullets: list[tuple[int, str, str]] = []  # line, the bullet's name, its text
+    phase, section = 0, ""
+    for number, line in _unfenced(lines):
+        heading = _HEADING.match(line)
+        if heading:
+            section = heading.group(2)
+            if _starts_phase(heading, by_phase):
+                phase += 1
+                titles[phase] = heading.group(2)
+        elif (bullet := _PHASE_BULLET.match(line)) and re.search(r"dependenc", section, re.I):
+            bullets.append((number, bullet.group("name"), bullet.group("text")))
+    numbered = {p: int(m.group(1)) for p, t in titles.items() if (m := _PHASE_NUMBER.search(t))}
+    stated: dict[int, frozenset[int]] = {}
+    for broad in (True, False):  # "Phase 3+" first: a bullet for one phase overrides it
+        for number, name, text in bullets:
+            subject = _PHASE_OF.search(name)
+            if subject is None or bool(subject.group("on")) != broad:
+                continue
+            if subject.group("final"):
+                phases = [max(numbered)] if numbered else []
+            else:  # "User Stories (Phase 3+)": the stories' phases from the third on
+                first, only_stories = int(subject.group("number")), _STORIES.search(name)
+                phases = [p for p, n in numbered.items() if n == first or (broad and n > first
+                          and (not only_stories or _STORY.search(titles[p])))]  # fmt: skip
+            targets = _phases_named(text, titles, numbered)
+            if targets is None:
+                warnings.append(f"line {number}: cannot tell which phases {name.strip()!r} "
+                                f"depends on ({text.strip()!r}): the bullet is not used "
+                                "(the phase waits as if it were not there)")  # fmt: skip
+                continue
+            for p in phases:
+                earlier = frozenset(t for t in targets if t < p)
+                if targets and not earlier:  # only itself or later phases: not a dependency
+                    warnings.append(f"line {number}: {name.strip()!r} names no earlier phase: "
+                                    "the bullet is not used for it")  # fmt: skip
+                else:
+                    stated[p] = earlier
+    return stated
+
+
+def _phases_named(
+    text: str, titles: Mapping[int, str], numbered: Mapping[int, int]
+) -> frozenset[int] | None:
+    """The phases a bullet's text says it depends on (none: "No dependencies"); None when it
+    says neither."""
+    depends = _DEPENDS.search(text)
+    if depends is None:
+        return frozenset() if _NO_DEPENDENCIES.search(text) else None
+    said = re.split(r"\s[-–—]\s|;", text[depends.end() :], maxsplit=1)[0]  # not the comment
+    numbers = {int(n) for n in _PHASE_NUMBER.findall(said)}
+    stories = {p: s.group(1) for p, t in titles.items() if (s := _STORY.search(t))}
+    named = {a or b for a, b in _STORY_NAMED.findall(said)}
+    every_story = re.search(r"\ball\b.*\buser\s+stories\b", said, re.IGNORECASE)
+    found = {p for p, n in numbered.items() if n in numbers}
+    found |= {p for p, story in stories.items() if every_story or story in named}
+    for p, title in titles.items():  # "Setup", "Foundational", "Polish": a title's first word
+        words = _PHASE_NUMBER.split(title, maxsplit=1)[-1].strip(" :.—–-").split()
+        first = words[0] if words else ""
+        if (
+            p not in stories
+            and len(first) > 3
+            and re.search(rf"\b{re.escape(first)}\b", said, re.I)
+        ):
+            found.add(p)
+    return frozenset(found) if found else None
 
 
 def _stated_dependencies(raws: Sequence[_Raw]) -> dict[str, list[str]]:

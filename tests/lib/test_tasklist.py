@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sage.lib import tasklist
@@ -196,6 +196,100 @@ def test_seed_000_story_priorities() -> None:
     assert tasks["T001"].done and not tasks["T009"].done
 
 
+def test_seed_000_phase_dependencies_are_the_documents() -> None:
+    """Its "Phase Dependencies": US4 and US3 after US1, US2 after Foundational only, Polish
+    after every story; inside a phase the order stays."""
+    deps = {t.id: t.fields["dependencies"] for t in tasklist.read(seed("000")).tasks}
+    assert deps["T009"] == ["T008"]  # US1 after Foundational
+    assert deps["T016"] == ["T015"] and deps["T026"] == ["T015"]  # US4, US3 after US1
+    assert deps["T022"] == ["T008"]  # US2: Foundational only, beside US1
+    assert deps["T029"] == deps["T030"] == ["T015", "T021", "T025", "T028"]
+    assert deps["T023"] == ["T022"] and deps["T031"] == ["T029", "T030", "T030a"]
+
+
+PHASED = """\
+# Tasks: Phased
+
+## Phase 1: Setup
+
+## Phase 2: Foundational (Blocking Prerequisites)
+
+- [ ] T001 Schema in src/db.py
+- [ ] T002 Models in src/models.py
+
+## Phase 3: User Story 1 - Sign in (Priority: P1)
+
+- [ ] T003 [US1] Login in src/login.py
+- [ ] T004 [US1] Logout in src/logout.py
+
+## Phase 4: User Story 2 - Profile (Priority: P2)
+
+- [ ] T005 [P] [US2] Avatar in src/avatar.py
+- [ ] T006 [P] [US2] Bio in src/bio.py
+
+## Phase 5: User Story 3 - Export (Priority: P3)
+
+- [ ] T007 [US3] Export in src/export.py
+
+## Phase 6: Polish
+
+- [ ] T008 Docs in README.md
+
+## Dependencies & Execution Order
+
+### Phase Dependencies
+
+- **Setup (Phase 1)**: No dependencies - can start immediately
+- **Foundational (Phase 2)**: Depends on Setup completion - BLOCKS all user stories
+- **User Stories (Phase 3+)**: All depend on Foundational phase completion
+  - then in parallel, if staffed
+- **User Story 3 (Phase 5)**: Depends on US1 and User Story 2
+- **Polish (Final Phase)**: Depends on all desired user stories being complete
+
+## Notes
+
+- **Export (Phase 5)**: Depends on Setup; not under a dependencies heading, so not read
+"""
+
+
+def test_spec_kit_phase_dependencies_replace_the_order_between_phases() -> None:
+    doc = parse(PHASED)
+    deps = {t.id: t.fields["dependencies"] for t in doc.tasks}
+    assert deps == {
+        "T001": [],  # Setup has no tasks and waits for nothing
+        "T002": ["T001"],  # inside a phase the order stays
+        "T003": ["T002"],  # "Phase 3+": every story after Foundational
+        "T004": ["T003"],
+        "T005": ["T002"],  # US2 beside US1, not after it
+        "T006": ["T002"],
+        "T007": ["T004", "T005", "T006"],  # its own bullet wins over "Phase 3+"
+        "T008": ["T004", "T005", "T006", "T007"],  # the final phase: after every story
+    }
+    assert doc.warnings == ()
+
+
+def test_a_phase_dependency_it_cannot_read_is_not_used_and_it_says_so() -> None:
+    text = PHASED.replace("Depends on US1 and User Story 2", "Depends on the weather")
+    doc = parse(text)
+    deps = {t.id: t.fields["dependencies"] for t in doc.tasks}
+    assert deps["T007"] == ["T002"]  # "Phase 3+" still speaks for it
+    assert len(doc.warnings) == 1 and "User Story 3 (Phase 5)" in doc.warnings[0]
+    assert "the bullet is not used" in doc.warnings[0]
+    unread = PHASED.replace("All depend on Foundational phase completion", "All of them")
+    assert {t.id: t.fields["dependencies"] for t in parse(unread).tasks}["T005"] == ["T004"]
+
+
+def test_a_phase_never_waits_for_a_later_one() -> None:
+    text = PHASED.replace("Depends on US1 and User Story 2", "Depends on Polish")
+    doc = parse(text)
+    deps = {t.id: t.fields["dependencies"] for t in doc.tasks}
+    assert deps["T007"] == ["T002"]  # Polish comes after it: "Phase 3+" speaks for it
+    assert deps["T008"] == ["T004", "T005", "T006", "T007"]
+    assert len(doc.warnings) == 1 and "names no earlier phase" in doc.warnings[0]
+    both = PHASED.replace("Depends on US1 and User Story 2", "Depends on US1 and Polish")
+    assert {t.id: t.fields["dependencies"] for t in parse(both).tasks}["T007"] == ["T004"]
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=30))
 def test_spec_kit_order_only_points_back_and_keeps_parallel_runs_apart(
@@ -219,3 +313,28 @@ def test_spec_kit_order_only_points_back_and_keeps_parallel_runs_apart(
     deps = {t.id: set(t.fields["dependencies"]) for t in tasks}
     assert all(not deps[tid] & set(group) for group in runs for tid in group)
     assert tasks[0].fields["dependencies"] == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=2), min_size=1, max_size=7),
+    st.dictionaries(st.integers(1, 7), st.sets(st.integers(1, 7), max_size=3), max_size=5),
+)
+def test_phase_dependencies_only_point_back(sizes: list[int], stated: dict[int, set[int]]) -> None:
+    """Phases of 0-2 tasks, bullets naming any phases (later ones too, or none): each task
+    waits only for earlier tasks."""
+    assume(any(sizes))
+    lines, number = [], 0
+    for phase, size in enumerate(sizes, 1):
+        lines.append(f"## Phase {phase}: Part {phase}")
+        for _ in range(size):
+            number += 1
+            lines.append(f"- [ ] T{number:03d} Task {number}")
+    lines += ["## Dependencies", "### Phase Dependencies"]
+    for phase, targets in stated.items():
+        said = ", ".join(f"Phase {t}" for t in sorted(targets)) or "nothing"
+        lines.append(f"- **Part {phase} (Phase {phase})**: Depends on {said}")
+    tasks = parse("\n".join(lines)).tasks
+    order = {t.id: i for i, t in enumerate(tasks)}
+    for task in tasks:
+        assert all(order[d] < order[task.id] for d in task.fields["dependencies"])
