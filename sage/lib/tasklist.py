@@ -356,7 +356,7 @@ def _end(
 _PHASE_BULLET = re.compile(r"^\s*[-*+]\s+\*\*(?P<name>[^*]+?)\*\*\s*:?\s*(?P<text>.*)$")
 _PHASE_OF = re.compile(r"\((?:phase\s*(?P<number>[0-9]+)(?P<on>\+)?|(?P<final>final phase))\)",
                        re.IGNORECASE)  # fmt: skip
-_DEPENDS = re.compile(r"\b(?:depends?|depend)\s+on\b|\bstarts?\s+after\b", re.IGNORECASE)
+_DEPENDS = re.compile(r"\bdepends?\s+on\b|\bstarts?\s+after\b", re.IGNORECASE)
 _PHASE_NUMBER = re.compile(r"\bphase\s*([0-9]+)", re.IGNORECASE)
 _STORIES = re.compile(r"\buser\s+stor", re.IGNORECASE)
 _STORY_NAMED = re.compile(r"\buser\s+story\s*([0-9]+)|\bUS([0-9]+)\b", re.IGNORECASE)
