@@ -197,32 +197,42 @@ def _heading_field(task: _Raw, key: str | None, line: str) -> str | None:
     return key if not line.strip() else None
 
 
-def _unfenced(lines: Sequence[str]) -> Iterator[tuple[int, str]]:
-    """The lines outside fenced code, numbered from 1."""
-    fenced = False
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """A line outside fenced code: its number (from 1), its heading if it is one, and the phase
+    it is in (counted as `_starts_phase` says; a phase's heading is in the phase it starts)."""
+
+    number: int
+    text: str
+    heading: re.Match[str] | None
+    phase: int
+    starts: bool  # the heading of a new phase
+
+
+def _lines(lines: Sequence[str]) -> Iterator[_Line]:
+    by_phase = any(_PHASE.search(m.group(2)) for line in lines if (m := _HEADING.match(line)))
+    fenced, phase = False, 0
     for number, line in enumerate(lines, 1):
         if _FENCE.match(line):
             fenced = not fenced
-        if not fenced:
-            yield number, line
-
-
-def _by_phase(lines: Sequence[str]) -> bool:
-    """Whether some heading names a phase (else every section is one, see `_starts_phase`)."""
-    return any(_PHASE.search(m.group(2)) for line in lines if (m := _HEADING.match(line)))
+        if fenced:
+            continue
+        heading = _HEADING.match(line)
+        starts = heading is not None and _starts_phase(heading, by_phase)
+        phase += 1 if starts else 0
+        yield _Line(number, line, heading, phase, starts)
 
 
 def _scan(lines: Sequence[str]) -> Iterator[_Raw]:
     """Tasks with their phase, markers and indented fields; fenced code is skipped."""
     headings = [m.group(2) for line in lines if (m := _HEADING.match(line))]
-    by_phase = _by_phase(lines)
     stories = _story_priorities(headings)
-    phase, phase_priority, current = 0, None, None
-    for number, line in _unfenced(lines):
-        heading = _HEADING.match(line)
-        if heading and _starts_phase(heading, by_phase):
-            phase, phase_priority, current = phase + 1, _priority_in(heading.group(2)), None
-        elif (task := _task_line(line, number, phase, stories, phase_priority)) is not None:
+    phase_priority, current = None, None
+    for at in _lines(lines):
+        number, line, heading = at.number, at.text, at.heading
+        if heading and at.starts:
+            phase_priority, current = _priority_in(heading.group(2)), None
+        elif (task := _task_line(line, number, at.phase, stories, phase_priority)) is not None:
             current = task
             yield task
         elif current is not None and (found := _FIELD.match(line)):
@@ -335,10 +345,7 @@ def _phase_start(
 ) -> list[str]:  # fmt: skip
     """What the first step of `phase` waits for: the ends of the phases it states, else the
     step before it."""
-    if phase not in stated:
-        return previous
-    found = [tid for earlier in sorted(stated[phase]) for tid in _end(earlier, stated, ends)]
-    return list(dict.fromkeys(found))
+    return _stated_ends(phase, stated, ends) if phase in stated else previous
 
 
 def _end(
@@ -349,8 +356,14 @@ def _end(
     if ends.get(phase):
         return ends[phase]
     if phase in stated:
-        return list(dict.fromkeys(t for e in sorted(stated[phase]) for t in _end(e, stated, ends)))
+        return _stated_ends(phase, stated, ends)
     return _end(phase - 1, stated, ends) if phase > 0 else []
+
+
+def _stated_ends(
+    phase: int, stated: Mapping[int, frozenset[int]], ends: Mapping[int, list[str]]
+) -> list[str]:
+    return list(dict.fromkeys(t for e in sorted(stated[phase]) for t in _end(e, stated, ends)))
 
 
 _PHASE_BULLET = re.compile(r"^\s*[-*+]\s+\*\*(?P<name>[^*]+?)\*\*\s*:?\s*(?P<text>.*)$")
@@ -366,20 +379,18 @@ _NO_DEPENDENCIES = re.compile(r"\bno\s+dependencies\b|\bstart\s+immediately\b", 
 def _phase_dependencies(lines: Sequence[str], warnings: list[str]) -> dict[int, frozenset[int]]:
     """The phase dependencies a spec-kit document states (phase → earlier phases, phases
     counted as `_scan` counts them); a phase it does not name keeps the document's order."""
-    by_phase = _by_phase(lines)
     titles: dict[int, str] = {}  # phase -> its heading
     bullets: list[tuple[int, str, str]] = []  # line, the bullet's name, its text
-    phase, section = 0, ""
-    for number, line in _unfenced(lines):
-        heading = _HEADING.match(line)
-        if heading:
-            section = heading.group(2)
-            if _starts_phase(heading, by_phase):
-                phase += 1
-                titles[phase] = heading.group(2)
-        elif (bullet := _PHASE_BULLET.match(line)) and re.search(r"dependenc", section, re.I):
-            bullets.append((number, bullet.group("name"), bullet.group("text")))
+    section = ""
+    for at in _lines(lines):
+        if at.heading:
+            section = at.heading.group(2)
+            if at.starts:
+                titles[at.phase] = section
+        elif (bullet := _PHASE_BULLET.match(at.text)) and re.search(r"dependenc", section, re.I):
+            bullets.append((at.number, bullet.group("name"), bullet.group("text")))
     numbered = {p: int(m.group(1)) for p, t in titles.items() if (m := _PHASE_NUMBER.search(t))}
+    stories = {p: s.group(1) for p, t in titles.items() if (s := _STORY.search(t))}
     stated: dict[int, frozenset[int]] = {}
     for broad in (True, False):  # "Phase 3+" first: a bullet for one phase overrides it
         for number, name, text in bullets:
@@ -391,8 +402,8 @@ def _phase_dependencies(lines: Sequence[str], warnings: list[str]) -> dict[int, 
             else:  # "User Stories (Phase 3+)": the stories' phases from the third on
                 first, only_stories = int(subject.group("number")), _STORIES.search(name)
                 phases = [p for p, n in numbered.items() if n == first or (broad and n > first
-                          and (not only_stories or _STORY.search(titles[p])))]  # fmt: skip
-            targets = _phases_named(text, titles, numbered)
+                          and (not only_stories or p in stories))]  # fmt: skip
+            targets = _phases_named(text, titles, numbered, stories)
             if targets is None:
                 warnings.append(f"line {number}: cannot tell which phases {name.strip()!r} "
                                 f"depends on ({text.strip()!r}): the bullet is not used "
@@ -409,7 +420,7 @@ def _phase_dependencies(lines: Sequence[str], warnings: list[str]) -> dict[int, 
 
 
 def _phases_named(
-    text: str, titles: Mapping[int, str], numbered: Mapping[int, int]
+    text: str, titles: Mapping[int, str], numbered: Mapping[int, int], stories: Mapping[int, str]
 ) -> frozenset[int] | None:
     """The phases a bullet's text says it depends on (none: "No dependencies"); None when it
     says neither."""
@@ -418,7 +429,6 @@ def _phases_named(
         return frozenset() if _NO_DEPENDENCIES.search(text) else None
     said = re.split(r"\s[-–—]\s|;", text[depends.end() :], maxsplit=1)[0]  # not the comment
     numbers = {int(n) for n in _PHASE_NUMBER.findall(said)}
-    stories = {p: s.group(1) for p, t in titles.items() if (s := _STORY.search(t))}
     named = {a or b for a, b in _STORY_NAMED.findall(said)}
     every_story = re.search(r"\ball\b.*\buser\s+stories\b", said, re.IGNORECASE)
     found = {p for p, n in numbered.items() if n in numbers}
