@@ -11,6 +11,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from filelock import FileLock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -116,6 +117,33 @@ def test_lands_one_squash_commit_with_trailer_and_cleans_up(repo: Path) -> None:
     assert not (project.worktrees_dir / "T-1").exists()
     assert (repo / "a.txt").read_text() == "a\n"  # the checkout followed main
     assert user_changes(repo) == []
+
+
+def test_a_landing_takes_the_index_lock_once(repo: Path) -> None:
+    """An index the landing commits do not carry (untracked, as a replay keeps it): the lock
+    held while the checkout follows is held on for COMPLETED, not taken a second time."""
+    (repo / ".git" / "info" / "exclude").write_text(".sage/\n")
+    write_index(repo, [ticket("T-1")])
+    project = open_project(repo)
+    store = project.ticket_store()
+    store.transition([("T-1", "IN_PROGRESS")], reason="a stream started it")
+    q = make_queue(project, store)
+    enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    taken: list[str] = []
+    acquire = FileLock.acquire
+
+    def counted(lock: FileLock, *args: object, **kwargs: object) -> object:
+        if lock.lock_file == store.lock.lock_file and not lock.is_locked:
+            taken.append(lock.lock_file)
+        return acquire(lock, *args, **kwargs)  # type: ignore[arg-type]
+
+    with mock.patch.object(FileLock, "acquire", counted):
+        [outcome] = q.process()
+
+    assert isinstance(outcome, Landed)
+    assert json.loads(project.index_path.read_text())["tickets"][0]["state"] == "COMPLETED"
+    assert git(repo, "show", "main:a.txt") == "a" and (repo / "a.txt").read_text() == "a\n"
+    assert len(taken) == 1
 
 
 def test_update_ref_is_a_compare_and_swap(repo: Path) -> None:
