@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sage.lib import files, locks
 from sage.lib import git as sgit
 from sage.lib import queue as commit_queue
-from sage.lib.errors import LockHeld
+from sage.lib.errors import LockHeld, SageError
 from sage.lib.project import Project, open_project
 from sage.lib.queue import CommitQueue, Landed, QueueEntry, Rejected
 from sage.lib.queue.entries import Entries, Status, new_entry
@@ -524,8 +524,8 @@ class _ArchivingWhileRead(Entries):
         self._looked(self.looks + 1)
         return found
 
-    def archived(self) -> list[QueueEntry]:
-        found = super().archived()
+    def archived(self, ticket_id: str | None = None) -> list[QueueEntry]:
+        found = super().archived(ticket_id)
         self._looked(self.looks + 1)
         return found
 
@@ -575,6 +575,53 @@ def test_numbering_goes_on_from_the_kept_number_and_from_the_entries_without_it(
     (tmp_path / "locks" / "queue-seq").write_bytes(b"000000\0\0\0")  # a write cut short
     assert add("B-4").seq == 7
     assert entries.last_landed("main") == replace(first[2], status=Status.LANDED, target="main")
+
+
+def test_the_last_landing_is_named_not_searched_for_and_searched_for_when_the_name_fails(
+    tmp_path: Path,
+) -> None:
+    """Every landing pass asks which entry landed last on its target (to see whether the target
+    was rewritten since). The archive, which keeps every entry of every run, is listed only when
+    the name kept for it is missing or wrong: a crash between naming and archiving, a hand edit."""
+    entries = Entries(tmp_path / "queue", tmp_path / "locks", lock_timeout=5)
+
+    def landed(tid: str, target: str = "main") -> QueueEntry:
+        entry = entries.add(new_entry(ticket_id=tid, title=tid, branch=f"sage/{tid}",
+                                      base="0" * 40, head="1" * 40))  # fmt: skip
+        return replace(entry, status=Status.LANDED, target=target)
+
+    held, later, elsewhere = landed("A-1"), landed("A-2"), landed("B-1", "release")
+    entries.archive(later)
+    entries.archive(held)  # held back, landed after a later entry: the last landing is its
+    entries.archive(elsewhere)
+    assert entries.last_landed("main") == held and entries.last_landed("release") == elsewhere
+    with mock.patch("sage.lib.queue.entries._entry_names", side_effect=AssertionError("listed")):
+        assert entries.last_landed("main") == held  # named: no listing of the archive
+
+    named = tmp_path / "queue" / "done" / ".last-landed.json"
+    crashed = landed("A-3")
+    named.write_text(json.dumps({"main": crashed.filename}))  # named, then killed
+    assert entries.last_landed("main") == later  # searched: the newest landed in the archive
+    named.write_text("{not json")
+    assert entries.last_landed("release") == elsewhere
+    entries.archive(crashed)
+    assert entries.last_landed("main") == crashed
+    assert [e.ticket_id for e in entries.archived()] == ["A-1", "A-2", "B-1", "A-3"]
+
+
+def test_a_tickets_archived_entries_are_read_by_name_only(tmp_path: Path) -> None:
+    """A ticket's entries (the stream's reconcile asks) come from its own files in the archive:
+    another ticket's, however many and even damaged, are not read."""
+    entries = Entries(tmp_path / "queue", tmp_path / "locks", lock_timeout=5)
+    mine = entries.add(new_entry(ticket_id="A-1", title="a", branch="sage/A-1",
+                                 base="0" * 40, head="1" * 40))  # fmt: skip
+    entries.archive(replace(mine, status=Status.LANDED, target="main"))
+    (tmp_path / "queue" / "done" / "000007-A-10.json").write_text("{damaged")
+    (tmp_path / "queue" / "done" / "000008-X-A-1.json").write_text("{damaged")
+
+    assert [(e.ticket_id, e.status) for e in entries.of_ticket("A-1")] == [("A-1", "landed")]
+    with pytest.raises(SageError):
+        entries.archived()  # every entry: the damaged ones are read, and said to be
 
 
 @given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["COMPLETED", "FAILED"]),
