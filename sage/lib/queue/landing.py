@@ -302,7 +302,7 @@ class Landing:
         """Bring the user's checkout of the target along; the target stays where it is. If the
         checkout cannot follow now (a full disk, a lock held too long), its update stays recorded,
         the entries stay "applying", and `behind` says why: the next pass finishes both."""
-        with self._index_held():  # held on for the COMPLETED written into the index
+        with self._index_held():  # held on through `finish`, which writes COMPLETED
             followed = checkout.follow(self.record, self.checkout(trees), self.ref, old, new,
                                        merges=self.merges)  # fmt: skip
             if followed.behind:
@@ -320,9 +320,9 @@ class Landing:
 
     def _index_held(self) -> AbstractContextManager[object]:
         """The index's lock while the checkout follows: `sage add` never writes the index
-        between the update reading and writing it. Held on while the landing writes COMPLETED
-        into the index, which takes it again: one acquire a landing, not two (filelock's
-        costs about 0.4 ms of CPU; a release 0.1)."""
+        between the update reading and writing it. Held on through the rest of the landing
+        (`finish`), whose COMPLETED written into the index takes it again: one acquire a
+        landing, not two (filelock's costs about 0.4 ms of CPU in a run; a release 0.1)."""
         return self.store.lock if self.index_in_repo is not None else nullcontext()
 
     def checkout(self, trees: Mapping[Path, str | None]) -> Path | None:
