@@ -15,7 +15,7 @@ from filelock import FileLock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sage.lib import files, locks
+from sage.lib import files, locks, tickets
 from sage.lib import git as sgit
 from sage.lib import queue as commit_queue
 from sage.lib.errors import LockHeld, SageError
@@ -144,6 +144,31 @@ def test_a_landing_takes_the_index_lock_once(repo: Path) -> None:
     assert json.loads(project.index_path.read_text())["tickets"][0]["state"] == "COMPLETED"
     assert git(repo, "show", "main:a.txt") == "a" and (repo / "a.txt").read_text() == "a\n"
     assert len(taken) == 1
+
+
+def test_the_index_a_landing_brings_is_known_without_a_parse(repo: Path) -> None:
+    """The landing commit carries the index with COMPLETED; once the user's checkout holds it,
+    the queue's store knows its document (`completed_blob` made it) and compares bytes instead
+    of parsing the file again. What it reads is what a parse gives."""
+    project, store = setup(repo, "T-1", "T-2")
+    q = make_queue(project, store)
+    enqueue(q, "T-1", work(project, "T-1", {"a.txt": "a\n"}))
+    q.process()
+    enqueue(q, "T-2", work(project, "T-2", {"b.txt": "b\n"}))
+    parse = tickets.index_document
+    parsed: list[bytes] = []
+
+    def counted(data: bytes, path: Path = Path("index.json")) -> tickets.IndexDocument:
+        parsed.append(data)
+        return parse(data, path)
+
+    with mock.patch.object(tickets, "index_document", counted):
+        [outcome] = q.process()
+
+    assert isinstance(outcome, Landed) and parsed == []
+    assert states(store) == {"T-1": "COMPLETED", "T-2": "COMPLETED"}
+    assert states(project.ticket_store()) == {"T-1": "COMPLETED", "T-2": "COMPLETED"}
+    assert user_changes(repo) == []
 
 
 def test_update_ref_is_a_compare_and_swap(repo: Path) -> None:

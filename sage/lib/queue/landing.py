@@ -21,14 +21,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from sage.lib import files, git, objects, tickets
+from sage.lib import git, objects, tickets
 from sage.lib.errors import GitError, RefRefused, SageError
 from sage.lib.queue import checkout
 from sage.lib.queue.entries import Entries, QueueEntry, Status, step
 from sage.lib.queue.verify import Verifier
-from sage.lib.tickets import StateChange, TicketStore, now, parse_document, record_changes
+from sage.lib.tickets import (
+    IndexDocument,
+    StateChange,
+    TicketStore,
+    index_document,
+    now,
+    written_with,
+)
 
 SLOTS_DIR = "_slots"  # worker slots' worktrees, under the worktrees folder (see executors)
 ACCEPTED = "refs/sage/accepted/"  # a target head the user says to land on, rewritten or not
@@ -337,6 +343,9 @@ class Landing:
         checkout) go with the top entry's outcome."""
         landed = _landed(entries)
         tracked = self._tracked(landed[-1].new_target) if landed else False
+        known = last_index() if tracked else None
+        if known is not None:  # most likely what the checkout now holds: compared, not parsed
+            self.store.followed(*known)
         self.store.record([
             self._completed(e, committed=tracked and e.ticket_id not in self._not_carried)
             for e in landed
@@ -492,29 +501,33 @@ def completed_blob(blob: bytes, change: StateChange) -> bytes | None:
     """The index file's content with `change` recorded; None if it is not an index. The blob
     this wrote last is kept with its document: the next landing's index is that blob unless
     something else changed it, and parsing it again (every object checked for duplicate keys)
-    is most of a landing's cost at 50k tickets."""
-    with _LAST_LOCK:  # taken, not shared: the document is changed below
+    is most of a landing's cost at 50k tickets. The document is a copy that shares what the
+    change leaves alone (`written_with`): never changed, so the user's index, once the checkout
+    follows, can be known by it too (`last_index`)."""
+    with _LAST_LOCK:  # taken, not shared: its texts are changed below
         last = _LAST.pop() if _LAST and _LAST[-1][0] == blob else None
     if last is None:
         try:
-            raw = parse_document(blob.decode("utf-8"))
+            before = index_document(blob)
         except (UnicodeDecodeError, SageError):
             return None  # not valid (a conflict, a hand edit): the run's state says COMPLETED
         rendered: dict[int, str] = {}
     else:
-        _, raw, rendered = last
-        for entry in raw["tickets"]:  # the ticket the change may touch is written anew
-            if isinstance(entry, dict) and entry.get("id") == change.ticket_id:
-                rendered.pop(id(entry), None)
-    record_changes(raw, [change])
-    written = files.json_text(raw, rendered=rendered).encode("utf-8")
+        _, before, rendered = last
+    written, document = written_with(before, [change], rendered)
     with _LAST_LOCK:
-        _LAST[:] = [(written, raw, rendered)]
+        _LAST[:] = [(written, document, rendered)]
     return written
 
 
+def last_index() -> tuple[bytes, IndexDocument] | None:
+    """The index blob `completed_blob` wrote last, and its document."""
+    with _LAST_LOCK:
+        return (_LAST[-1][0], _LAST[-1][1]) if _LAST else None
+
+
 # The last blob written, its document and each ticket's text in it (`files.dumps`): one.
-_LAST: list[tuple[bytes, dict[str, Any], dict[int, str]]] = []
+_LAST: list[tuple[bytes, IndexDocument, dict[int, str]]] = []
 _LAST_LOCK = threading.Lock()
 
 
