@@ -94,7 +94,7 @@ class Books:
         to run again because its entry looked gone has landed after all: the retry is dropped."""
         if self.ledger.phase(tid) not in (Phase.LANDING, Phase.COLLECTING, Phase.DELAYED):
             return False
-        self.ledger.move(tid, Phase.LANDED, held=False)
+        self.ledger.move(tid, Phase.LANDED, held=False, held_for="")
         # Another entry of a stacked batch may still be landing on top of this commit.
         self.head = commit if not self.ledger.count(Phase.LANDING) else None
         freed = self.dispatcher.landed(tid)
@@ -113,8 +113,9 @@ class Books:
                                      collided_with=outcome.collided_with)  # fmt: skip
         decision = policy.after_rejection(rejection, self.limits, self.rng)
         if isinstance(decision, policy.Hold):
-            record.held = True
-            self.journal.emit("warning", tid, reason=outcome.detail)
+            if not (record.held and record.held_for == outcome.detail):  # once, not each pass
+                self.journal.emit("warning", tid, reason=outcome.detail)
+            record.held, record.held_for = True, outcome.detail
             return self.stop(f"{tid} cannot land: {outcome.detail}")
         self.counts["conflicts"] += outcome.kind == "conflict"
         self.journal.emit("conflict" if outcome.kind == "conflict" else "verify-failed", tid,
@@ -215,7 +216,7 @@ class Books:
         self.dispatcher.release(tid)
         record.after = record.after if phase == Phase.DELAYED else ""
         due = math.inf if record.after else self.clock.now() + delay  # see `_landing_overlap`
-        self.ledger.move(tid, phase, due=due, held=False)
+        self.ledger.move(tid, phase, due=due, held=False, held_for="")
 
     def release_due(self) -> None:
         """Retries whose time has come go back into the ready set; none once the run stops."""

@@ -78,6 +78,7 @@ class TicketRun:
     earlier: bool = False  # its phase was set by an earlier run (deferred, blocked, queued)
     claimed: bool = False  # this run marked it IN_PROGRESS in the index
     held: bool = False  # LANDING, but the queue cannot land it now (the checkout is in the way)
+    held_for: str = ""  # why, as last said (a pass that holds it again for it says nothing)
     last_seconds: float = 0.0  # worker time of the attempt now landing
     worker_seconds: float = 0.0
     setup_seconds: float = 0.0  # preparing its slot's worktree ([worktree] setup), not work

@@ -198,6 +198,20 @@ def test_a_held_landing_is_waiting_to_land_with_a_hint(tmp_path: Path) -> None:
     assert h.states()["A"] == "IN_PROGRESS" and h.stream.ledger["A"].phase == Phase.LANDING
 
 
+def test_a_held_landing_is_warned_of_once_while_later_passes_hold_it_for_the_same_reason(
+    tmp_path: Path,
+) -> None:
+    """Found by hand: each later pass (for the work still running) finds the held entry in the
+    way again, and the warning was printed again each time."""
+    h = harness(tmp_path, [ticket("A"), ticket("B"), ticket("C")],
+                {"B": [Attempt(seconds=2.0)], "C": [Attempt(seconds=4.0)]},
+                rejects={"A": ["blocked"]}, workers=3)  # fmt: skip
+    summary = h.run()
+    assert h.queue.passes >= 3 and summary.completed == ("B", "C")
+    assert [w["ticket"] for w in h.events("warning")] == ["A"]
+    assert len(h.events("stopping")) == 1 and summary.waiting_to_land == ("A",)
+
+
 def test_a_landing_by_another_process_is_reconciled(tmp_path: Path) -> None:
     h = harness(tmp_path, [ticket("A"), ticket("B", "A")])
     h.queue.hold_passes = True
