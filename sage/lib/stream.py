@@ -189,7 +189,7 @@ class Stream:
     def _wait(self) -> float:
         """Seconds until something is due (a retry, a reconciliation); the clock polls sooner."""
         due = self.ledger.next_due()
-        if self.ledger.count(Phase.LANDING) and not self.lander.busy:  # busy: its news wakes us
+        if self._may_reconcile():
             due = min(due or math.inf, self._last_pass + RECONCILE)
         return math.inf if due is None else max(0.0, due - self.clock.now())
 
@@ -392,12 +392,20 @@ class Stream:
     def _reconcile_soon(self) -> None:
         """While tickets wait to land and the lander is idle, look at the queue now and then:
         someone else may have landed (or settled) their entries."""
-        held = all(r.held for r in self.ledger.runs(Phase.LANDING))
-        if held or self.lander.busy or self.lander_failed:
-            return
-        if self.clock.now() - self._last_pass >= RECONCILE:
+        if self._may_reconcile() and self.clock.now() - self._last_pass >= RECONCILE:
             self._last_pass = self.clock.now()
             self.lander.wake()
+
+    def _may_reconcile(self) -> bool:
+        """Whether a reconciliation is due now and then: a ticket waits to land and is not held
+        (a held one waits for the next pass someone else's landing makes), and the lander is
+        idle (busy, its news wakes the loop) and alive. The wait (`_wait`) asks the same: a
+        reconciliation it waited for that `_reconcile_soon` then refused made the main loop
+        spin, a core busy until the running workers ended."""
+        landing = self.ledger.runs(Phase.LANDING)
+        if not landing or all(r.held for r in landing):
+            return False
+        return not self.lander.busy and not self.lander_failed
 
     def _take_interrupts(self) -> None:
         """The first Ctrl+C stops gracefully, the second kills the workers."""
