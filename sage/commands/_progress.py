@@ -99,48 +99,83 @@ class JsonReporter(Reporter):
 
 class LiveReporter(Reporter):
     """A rich Live view: a line per worker slot (ticket, title, attempt, elapsed), how many
-    tickets are ready, waiting on dependencies, queued to land and blocked, and an ETA."""
+    tickets are ready, waiting on dependencies, queued to land and blocked, and an ETA.
+
+    Every write to the screen (an event's line, a redraw, the view going and coming back) is
+    under one lock: rich moves the cursor up over the view's last height, and a redraw from
+    another thread between a line's cursor move and its text wiped lines above the view. A
+    view that comes back after a prompt is a new one: the old one's height would wipe the
+    question just answered and the lines above it."""
 
     def __init__(self, tally: Tally | None = None) -> None:
         from rich.console import Console
-        from rich.live import Live
 
         self.console = Console()
         self.tally = tally
-        self._lock = threading.Lock()
-        self.live = Live(console=self.console, refresh_per_second=4, transient=True,
-                         get_renderable=self._render)  # fmt: skip
-        self._shown = False
+        self._lock = threading.Lock()  # the tally: events and redraws come from threads
+        self._screen = threading.Lock()  # taken before `_lock`, never after
+        self._live: Any = None  # the rich Live while shown
+        self._shown = False  # the run has started: the view is up, unless a prompt is
+        self._closed = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def open(self) -> None:
         """The view itself appears when the run starts: its redraws are a thread, and the
         stream forks its lander before any thread runs (recovery's lines print as lines)."""
 
     def close(self) -> None:
-        if self._shown:
-            self.live.stop()
+        self._closed.set()
+        with self._screen:
+            self._hide()
+        if self._ticker is not None:
+            self._ticker.join()
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """The live view redraws over the terminal's last lines: stop it while a prompt is up."""
-        if self._shown:
-            self.live.stop()
+        """The live view redraws over the terminal's last lines: take it away while a prompt
+        is up."""
+        with self._screen:
+            self._hide()
         try:
             yield
         finally:
-            if self._shown:
-                self.live.start()
+            with self._screen:
+                if self._shown and not self._closed.is_set():
+                    self._show()
 
     def event(self, event: Event) -> None:
         if event.kind == "run-started" and not self._shown:
             self._shown = True
-            self.live.start()
+            with self._screen:
+                self._show()
+            self._ticker = threading.Thread(target=self._tick, name="sage-live", daemon=True)
+            self._ticker.start()
         if self.tally is not None:
             with self._lock:
                 self.tally.take(event)
         line = Reporter.line(event)
         if line and event.kind not in ("started", "queued", "finished"):
-            self.console.print(line, highlight=False, markup=False)
+            with self._screen:
+                self.console.print(line, highlight=False, markup=False)
+
+    def _show(self) -> None:
+        from rich.live import Live
+
+        self._live = Live(console=self.console, auto_refresh=False, transient=True,
+                          get_renderable=self._render)  # fmt: skip
+        self._live.start(refresh=True)
+
+    def _hide(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def _tick(self) -> None:
+        """Redraw four times a second (the elapsed times move), never beside another write."""
+        while not self._closed.wait(0.25):
+            with self._screen:
+                if self._live is not None:
+                    self._live.refresh()
 
     def _render(self) -> Any:
         from rich.console import Group

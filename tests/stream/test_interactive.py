@@ -90,11 +90,16 @@ def test_three_tickets_driven_by_answering_what_is_on_screen(repo, tickets_repo,
     for n, title in ((1, "First"), (2, "Second"), (3, "Third")):
         screen = term.wait_for(f"Run T-{n} (P{0 if n == 1 else 1}) {title}?")
         if n > 1:  # the question comes after the previous ticket's outcome is on screen
-            assert screen.index(f"landed    T-{n - 1}") < screen.index(f"Run T-{n} ")
+            landed = screen.find(f"landed    T-{n - 1}")
+            assert -1 < landed < screen.index(f"Run T-{n} "), screen
         term.type("y")
     screen = term.wait_for("EXIT=")
     assert "SUMMARY (finished): 3 completed" in screen and "EXIT=0" in screen, screen
     assert set(states(repo).values()) == {"COMPLETED"}
+    # The live view came back after each answer without wiping what was above it: the
+    # questions answered and every landing are still there to scroll back to.
+    for n in (1, 2, 3):
+        assert f"landed    T-{n}" in screen and f"Run T-{n} (" in screen, screen
 
 
 def test_an_unknown_answer_asks_again_and_no_stops(repo, tickets_repo, terminal):
@@ -168,8 +173,15 @@ def test_the_live_view_shows_each_slot_and_the_counts(repo, tickets_repo, termin
         ]
     )
     term = terminal(repo, [sys.executable, "-m", "sage", "stream", "--auto", "--parallel", "2"])
+
+    def elapsed(screen: str) -> float:
+        line = next(line for line in screen.splitlines() if line.startswith("slot 1"))
+        return float(line.split()[-1].rstrip("s"))
+
     try:
         screen = term.wait_for("Held at the gate")
+        # it redraws on its own while nothing happens: the elapsed time moves on
+        wait_for(lambda: elapsed(term.screen()) >= elapsed(screen) + 0.5, timeout=10)
     finally:  # whatever happens, the worker is not left waiting
         gate.write_text("open")
     line = next(line for line in screen.splitlines() if line.startswith("slot 1"))
