@@ -187,9 +187,10 @@ class LiveReporter(Reporter):
             return table
         with self._lock:
             rows, counts, eta = slot_rows(self.tally), self.tally.counts(), self.tally.eta
+            guessed = self.tally.eta_guessed
         for row in rows:
             table.add_row(*row)
-        return Group(table, Text(counts_line(counts, eta)))
+        return Group(table, Text(counts_line(counts, eta, guessed=guessed)))
 
 
 def slot_rows(tally: Tally) -> list[tuple[str, str, str, str, str]]:
@@ -209,14 +210,16 @@ def _slot_row(slot: int, a: Attempt) -> tuple[str, str, str, str, str]:
     return (f"slot {slot + 1}", a.ticket, title, f"attempt {a.attempt}", elapsed)
 
 
-def counts_line(c: Counts, eta: float | None) -> str:
+def counts_line(c: Counts, eta: float | None, *, guessed: bool = False) -> str:
+    """`guessed`: the ETA takes the estimates' minutes as minutes (nothing timed yet)."""
     parts = [f"ready {c.ready}", f"waiting on dependencies {c.waiting}",
              f"queued to land {c.landing}", f"blocked {c.blocked}",
              f"landed {c.landed}/{c.total}"]  # fmt: skip
     parts += [f"deferred {c.deferred}"] if c.deferred else []
     parts += [f"retrying {c.retrying}"] if c.retrying else []
     if eta is not None:
-        parts.append("eta " + (f"~{eta / 60:.0f} min" if eta >= 90 else f"~{eta:.0f}s"))
+        size = f"~{eta / 60:.0f} min" if eta >= 90 else f"~{eta:.0f}s"
+        parts.append(f"eta {size}" + (" from the estimates" if guessed else ""))
     return " · ".join(parts)
 
 

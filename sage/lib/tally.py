@@ -56,6 +56,7 @@ class Tally:
         self.slots: dict[str, tuple[int, Attempt]] = {}  # ticket: (slot, attempt)
         self.seconds: list[tuple[float, float]] = []  # finished attempts: (seconds, weight)
         self.eta: float | None = None
+        self.eta_guessed = False  # `eta` takes the estimates' minutes as minutes: nothing timed yet
         self.eta_every, self._eta_at = eta_every, -math.inf  # a big index: not every landing
         self._refresh_eta()
 
@@ -81,6 +82,8 @@ class Tally:
         seconds, ticket = data.get("seconds"), self.tickets.get(tid)
         if kind == "finished" and isinstance(seconds, int | float) and ticket is not None:
             self.seconds.append((float(seconds), ticket.weight))
+            if len(self.seconds) == 1:  # the first timing replaces the guess from estimates now
+                self._refresh_eta()
         if self.phase.get(tid) == "running":
             self.phase[tid] = "collecting"
 
@@ -125,9 +128,9 @@ class Tally:
             return
         span = scheduler.simulate(left, self.graph, self.workers)
         units = sum(w for _, w in self.seconds)
+        guessed = not units and any(t.estimate_minutes is not None for t in left)
         if units:
             self.eta = span * sum(s for s, _ in self.seconds) / units
-        elif any(t.estimate_minutes is not None for t in left):
-            self.eta = span * 60
         else:
-            self.eta = None
+            self.eta = span * 60 if guessed else None
+        self.eta_guessed = guessed

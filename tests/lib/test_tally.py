@@ -57,5 +57,17 @@ def test_eta_from_estimates_then_from_what_attempts_took() -> None:
     assert t.eta == 0.0
 
 
+def test_the_first_timed_attempt_replaces_the_guess_at_once() -> None:
+    """Refreshed at most once a second (`eta_every`), but not for the first timing: the demo's
+    estimates, taken as minutes, said "eta ~65 min" through a run of two seconds."""
+    tickets = [tk("A", minutes=10), tk("B", "A", minutes=20)]
+    t = Tally(tickets, dag.build(tickets), 2, eta_every=3600.0)
+    assert t.eta == 30 * 60 and t.eta_guessed
+    t.take(ev("finished", "A", slot=0, outcome="ok", seconds=5.0))
+    assert t.eta == 30 * 0.5 and not t.eta_guessed  # A is still to land: both are open
+    t.take(ev("landed", "A"))
+    assert t.eta == 30 * 0.5  # the next refresh waits for `eta_every`
+
+
 def test_no_estimates_and_nothing_timed_yet_is_no_eta() -> None:
     assert tally([tk("A"), tk("B")]).eta is None
