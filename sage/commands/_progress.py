@@ -245,14 +245,14 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         "",
         f"SUMMARY ({state}): {len(s.completed)} completed, {len(s.deferred)} deferred, "
         f"{len(s.blocked)} blocked, {len(s.not_started)} not started{extra}",
-        f"  wall {s.wall_seconds:.1f}s, worker time {s.worker_seconds:.1f}s, saved "
+        f"  wall {s.wall_seconds:.1f}s{_at_prompt(s)}, worker time {s.worker_seconds:.1f}s, saved "
         f"{s.saved_seconds:.1f}s against sequential, efficiency {s.efficiency:.0%} "
         f"({s.workers} worker{'s' if s.workers != 1 else ''})",
         f"  commits landed {s.commits_landed}, conflicts {s.conflicts}, retries {s.retries}"
         + (f", throttled {s.throttled}" if s.throttled else "")
         + (
             f", worker time not landed {s.wasted_seconds:.1f}s ({_by(s.wasted_by)})"
-            if s.wasted_seconds
+            if s.wasted_seconds >= 0.05  # not "0.0s": a few quick failures are the retries'
             else ""
         )
         + (f", slot setup {s.setup_seconds:.1f}s" if s.setup_seconds else ""),
@@ -276,6 +276,11 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         )
     lines.append(f"  logs and events: {run_dir} (a timeline and the graph: `sage report`)")
     return lines
+
+
+def _at_prompt(s: RunSummary) -> str:
+    """How much of the wall time was spent waiting for answers (left out of the efficiency)."""
+    return f" ({s.prompt_seconds:.1f}s of it at the prompt)" if s.prompt_seconds >= 0.05 else ""
 
 
 def _by(causes: dict[str, float]) -> str:

@@ -108,11 +108,18 @@ class RunSummary:
     wasted_tokens: int = 0
     wasted_cost_usd: float = 0.0
     stop_reason: str | None = None
+    prompt_seconds: float = 0.0  # of the wall time, waiting for answers at the prompt
 
     @property
     def saved_seconds(self) -> float:
-        """Against running the same work one ticket at a time; never below zero."""
-        return max(0.0, self.worker_seconds - self.wall_seconds)
+        """Against running the same work one ticket at a time (the time at the prompt left
+        out); never below zero."""
+        return max(0.0, self.worker_seconds - self._working_seconds)
+
+    @property
+    def _working_seconds(self) -> float:
+        """The wall time but for what the person at the prompt took to answer."""
+        return max(0.0, self.wall_seconds - self.prompt_seconds)
 
     @property
     def conflict_rate(self) -> float:
@@ -121,8 +128,8 @@ class RunSummary:
 
     @property
     def efficiency(self) -> float:
-        """Busy time / (workers × wall time)."""
-        capacity = self.workers * self.wall_seconds
+        """Busy time / (workers × wall time but for the time at the prompt)."""
+        capacity = self.workers * self._working_seconds
         return self.worker_seconds / capacity if capacity else 0.0
 
     @property
@@ -146,6 +153,7 @@ class RunSummary:
             "skipped": list(self.skipped),
             "not_started": list(self.not_started),
             "wall_seconds": round(self.wall_seconds, 3),
+            "prompt_seconds": round(self.prompt_seconds, 3),
             "worker_seconds": round(self.worker_seconds, 3),
             "wasted_seconds": round(self.wasted_seconds, 3),
             "wasted_by": self.wasted_by,
@@ -183,6 +191,7 @@ def summarize(
     stop_reason: str | None,
     interrupted: bool,
     unusable: str = "",
+    prompt: float = 0.0,
 ) -> RunSummary:
     """The summary, read from the ledger alone: each ticket is counted once, by its phase."""
     landed = tuple(ledger.ids(Phase.LANDED))
@@ -198,7 +207,7 @@ def summarize(
         landing_attempts=counts.get("landings", 0), conflicts=counts.get("conflicts", 0),
         retries=counts.get("retries", 0), throttled=counts.get("throttled", 0),
         stopped_early=stop_reason is not None and not interrupted, stop_reason=stop_reason,
-        unusable=unusable, interrupted=interrupted, **_spent(ledger),
+        unusable=unusable, interrupted=interrupted, prompt_seconds=prompt, **_spent(ledger),
     )  # fmt: skip
 
 

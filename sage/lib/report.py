@@ -103,7 +103,9 @@ def figures(history: History) -> str:
     if s is None:
         return "<p>The run has not written its summary.</p>"
     cards = "".join(
-        f"<li><b>{_e(_figure(s, key))}</b><span>{_e(name)}</span></li>" for name, key in FIGURES
+        f"<li><b>{_e(_figure(s, key))}</b><span>{_e(name)}</span></li>"
+        for name, key in FIGURES
+        if key not in SHOWN_WHEN_SET or s.get(key)
     )
     reasons = [f"deferred {tid}: {why}" for tid, why in sorted(s.get("deferred", {}).items())]
     reasons += [f"blocked {tid} (by {by})" for tid, by in sorted(s.get("blocked", {}).items())]
@@ -117,11 +119,15 @@ def figures(history: History) -> str:
 FIGURES = [
     ("completed", "completed"), ("deferred", "deferred"), ("blocked", "blocked"),
     ("waiting to land", "waiting_to_land"), ("not started", "not_started"),
-    ("wall time", "wall_seconds"), ("worker time", "worker_seconds"),
+    ("wall time", "wall_seconds"), ("of it at the prompt", "prompt_seconds"),
+    ("worker time", "worker_seconds"),
     ("saved against sequential", "saved_seconds"), ("efficiency", "efficiency"),
     ("commits landed", "commits_landed"), ("conflicts", "conflicts"), ("retries", "retries"),
     ("worker time not landed", "wasted_seconds"), ("exit code", "exit_code"),
 ]  # fmt: skip
+
+
+SHOWN_WHEN_SET = {"prompt_seconds"}  # an interactive run's: the others would show "0.0 s"
 
 
 def _figure(summary: dict[str, Any], key: str) -> str:

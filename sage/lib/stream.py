@@ -137,6 +137,7 @@ class Stream:
         self._spent_usd = 0.0
         self._landed: list[QueueEntry] = []  # for the tidy at the end
         self._last_pass = 0.0
+        self._asked_seconds = 0.0  # waiting for answers at the prompt: not the run's time
 
     @property
     def run_id(self) -> str:
@@ -158,7 +159,8 @@ class Stream:
         summary = summarize(self.ledger, run_id=self.run_id, workers=self.options.workers,
                             wall=self.clock.now() - started, counts=self.books.counts,
                             stop_reason=self.books.stop_reason, unusable=self.books.unusable,
-                            interrupted=self.interrupted)  # fmt: skip
+                            interrupted=self.interrupted,
+                            prompt=self._asked_seconds)  # fmt: skip
         self.journal.emit("run-finished", **summary.as_dict())
         return summary
 
@@ -241,7 +243,9 @@ class Stream:
         record = self.ledger[ticket.id]
         if self.confirm is None or record.attempt > 1:
             return True
+        asked = self.clock.now()
         answer = self.confirm(ticket)
+        self._asked_seconds += self.clock.now() - asked
         if answer == "no":
             self.books.stop("stopped at the prompt")
             self.dispatcher.requeue(ticket.id)

@@ -44,3 +44,10 @@ def test_page_escapes_titles_and_fetches_nothing(tmp_path: Path) -> None:
     states = report.final_states(h, tickets)
     assert states == {"A": "landed", "B": "deferred", "C": "blocked", "Z": "done earlier"}
     assert 'class="node s-earlier"' in page and 'class="k-retry"' in page
+
+
+def test_time_at_the_prompt_is_a_figure_only_where_someone_was_asked(tmp_path: Path) -> None:
+    h = history.load(write_run(tmp_path, "20261201-100000-aaaaaa", RUN))
+    assert h.summary is not None and "at the prompt" not in report.figures(h)
+    h.summary["prompt_seconds"] = 42.0
+    assert "<b>42.0 s</b><span>of it at the prompt</span>" in report.figures(h)

@@ -349,6 +349,24 @@ def test_each_question_comes_after_the_previous_ticket_landed(tmp_path: Path) ->
     assert asked == [("A", []), ("B", ["A"]), ("C", ["A", "B"])]
 
 
+def test_time_at_the_prompt_is_told_apart_from_the_run(tmp_path: Path) -> None:
+    """A person who takes 30 s to answer each question does not make the run look slow: the
+    wall time says how much of it was spent waiting for answers, and the efficiency and the
+    time saved leave it out."""
+
+    def confirm(t: Ticket) -> str:
+        h.clock.t += 30.0  # the person reads and answers
+        return "yes"
+
+    h = harness(tmp_path, [ticket("A", priority="P0"), ticket("B")], confirm=confirm,
+                workers=1)  # fmt: skip
+    summary = h.run()
+    assert summary.completed == ("A", "B") and summary.prompt_seconds == 60.0
+    assert summary.wall_seconds >= 62.0  # two 1 s attempts and two answers
+    assert summary.efficiency == 2.0 / (summary.wall_seconds - 60.0)
+    assert summary.as_dict()["prompt_seconds"] == 60.0
+
+
 def test_work_queued_by_a_dead_run_is_landed_first(tmp_path: Path) -> None:
     entry = QueueEntry(seq=1, ticket_id="A", title="A", branch="sage/A", base="b", head="h")
     h = harness(
