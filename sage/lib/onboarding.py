@@ -18,8 +18,8 @@ def first_run_note(project: Project, workers: int) -> list[str]:
     slots = f"each of the {workers} workers" if workers > 1 else "the worker"
     lines = [
         f"first run in this repository: {slots} gets its own git worktree in "
-        f"{project.shown(project.worktrees_dir)}/ (a checkout of {files} files, "
-        f"about {each:.1f} s each)",
+        f"{project.shown(project.worktrees_dir)}/ (a checkout of {_count(files, 'file')}, "
+        f"about {each:.1f} s{' each' if workers > 1 else ''})",
     ]
     setup = project.config.setup
     if setup:
@@ -30,3 +30,7 @@ def first_run_note(project: Project, workers: int) -> list[str]:
         "`sage report`",
     ]
     return lines
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")

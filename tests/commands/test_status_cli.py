@@ -97,6 +97,7 @@ def test_log_prints_the_newest_and_refuses_unknown(repo, sage, tickets_repo):
     tickets_repo([ticket("L-1", command=py("print('hello from L-1')"), allow_empty=True)])
     first = sage("stream", "--auto", cwd=repo)
     assert first.returncode == 0 and "first run in this repository: the worker gets" in first.stdout
+    assert "(a checkout of 3 files, about 0.1 s)" in first.stdout  # one worker: not "each"
     assert "first run" not in sage("stream", "--auto", cwd=repo).stdout
     done = sage("log", "L-1", cwd=repo)
     assert done.returncode == 0 and "hello from L-1" in done.stdout
