@@ -85,6 +85,10 @@ def _since(stamp: str) -> str:
 def _running_lines(s: statuses.Status) -> list[str]:
     if s.holder is None:
         return []
+    if not s.running and s.asking is not None:
+        q = s.asking
+        return [f"  waiting for an answer at the prompt since {q.since:%H:%M:%S} UTC: "
+                f"run {q.ticket} {q.title!r}?"]  # fmt: skip
     if not s.running:
         return ["  no worker running now (between tickets, landing, or waiting for a retry)"]
     return [

@@ -31,6 +31,8 @@ EventKind = Literal[
     "reconciled",
     "kept-apart",
     "may-conflict",
+    "asked",  # interactive: the question about a ticket is on screen
+    "answered",
     "run-finished",
 ]
 

@@ -51,6 +51,15 @@ class Running:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Asked:
+    """The question an interactive run has on screen, not answered yet."""
+
+    ticket: str
+    title: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class History:
     run_id: str
     folder: Path
@@ -62,6 +71,7 @@ class History:
     summary: dict[str, Any] | None
     events: tuple[dict[str, Any], ...] = field(repr=False)
     live: bool = False  # read while its stream runs
+    asking: Asked | None = None  # an interactive run waits for the person at its prompt
 
     @property
     def finished(self) -> bool:
@@ -147,6 +157,7 @@ class _Builder:
         self.queued: dict[str, float] = {}
         self.attempts: dict[str, int] = {}  # ticket: its newest attempt's number
         self.summary: dict[str, Any] | None = None
+        self.asked: dict[str, Any] | None = None  # the question without an answer yet
 
     def at(self, event: dict[str, Any]) -> float:
         return (parse_time(event["at"]) - self.start).total_seconds() if self.start else 0.0
@@ -168,6 +179,8 @@ class _Builder:
             self._landing(tid, kind, t, event)
         elif kind == "retry":
             self._retry(tid, event, t)
+        elif kind in ("asked", "answered"):
+            self.asked = event if kind == "asked" else None
         else:
             self._other(str(kind), tid, event)
 
@@ -246,7 +259,15 @@ class _Builder:
             spans=tuple(spans), phases=dict(self.phases),
             running=running if self.summary is None else (), summary=self.summary,
             events=tuple(events), live=now is not None,
+            asking=self._asking() if self.summary is None else None,
         )  # fmt: skip
+
+    def _asking(self) -> Asked | None:
+        e = self.asked
+        if e is None:
+            return None
+        return Asked(ticket=str(e.get("ticket") or ""), title=str(e.get("title", "")),
+                     since=parse_time(e["at"]))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sage.lib import graph as dag
 from sage.lib import history, scheduler
-from sage.lib.history import History, Holder, Running
+from sage.lib.history import Asked, History, Holder, Running
 from sage.lib.project import Project
 from sage.lib.queue.entries import Entries, QueueEntry
 from sage.lib.tickets import Index, Ticket
@@ -43,6 +44,7 @@ class Status:
     blocked: dict[str, str]  # ticket: the ticket that will not land
     deferred: dict[str, str] = field(default_factory=dict)  # ticket: why
     eta: Eta | None = None
+    asking: Asked | None = None  # the running stream waits for an answer at its prompt
 
     def as_dict(self) -> dict[str, Any]:
         run = self.run
@@ -52,6 +54,13 @@ class Status:
             "stream_pid": self.holder.pid if self.holder else None,
             "summary": run.summary if run else None,
             "running": [_running_dict(r, self.pids) for r in self.running],
+            "asking": None
+            if self.asking is None
+            else {
+                "ticket": self.asking.ticket,
+                "title": self.asking.title,
+                "since": self.asking.since.isoformat(),
+            },
             "queue": [
                 {
                     "seq": e.seq,
@@ -93,14 +102,29 @@ def read(project: Project, index: Index, graph: nx.DiGraph) -> Status:
     ready = tuple(t.id for t in dag.ready(tickets, graph))
     return Status(
         run=run, holder=holder, running=run.running if run and holder else (),
+        asking=run.asking if run and holder else None,
         pids=history.worker_pids(project) if holder else {},
         queue=tuple(Entries(project.queue_dir, project.locks_dir, 0).active()),
         states=dict(Counter(t.state for t in tickets)), ready=ready,
         waiting=_waiting(tickets, by_id, blocked, set(ready)), blocked=blocked,
         deferred={t.id: str(raw.get(t.id, {}).get("deferred_reason") or "deferred")
                   for t in tickets if t.state == "DEFERRED"},
-        eta=eta(tickets, graph, _workers(project, run), run, blocked),
+        eta=eta(tickets, graph, _workers(project, run), _timed(run, dirs[1:]), blocked),
     )  # fmt: skip
+
+
+TIMED_RUNS = 5  # how many runs back an ETA looks for attempts to time tickets by
+
+
+def _timed(run: History | None, older: list[Path]) -> History | None:
+    """The newest run with a finished attempt: a run that has just started has timed none."""
+    if run is not None and _attempt_seconds(run):
+        return run
+    for folder in older[: TIMED_RUNS - 1]:
+        earlier = history.load(folder)
+        if _attempt_seconds(earlier):
+            return earlier
+    return run
 
 
 def _waiting(
@@ -133,8 +157,13 @@ def eta(
     span = scheduler.simulate(tickets, graph, workers)
     if any(t.estimate_minutes is not None for t in open_):
         return Eta(seconds=span * 60, workers=workers, basis="from the estimates")
-    ran = [s.end - s.start for s in run.spans if s.kind == "running" and not s.open] if run else []
-    if not ran:
+    ran = _attempt_seconds(run) if run else []
+    if not ran or run is None:
         return None
     mean = sum(ran) / len(ran)
-    return Eta(seconds=span * mean, workers=workers, basis=f"{mean:.2g} s per ticket last run")
+    return Eta(seconds=span * mean, workers=workers,
+               basis=f"{mean:.2g} s per ticket in run {run.run_id}")  # fmt: skip
+
+
+def _attempt_seconds(run: History) -> list[float]:
+    return [s.end - s.start for s in run.spans if s.kind == "running" and not s.open]

@@ -243,9 +243,12 @@ class Stream:
         record = self.ledger[ticket.id]
         if self.confirm is None or record.attempt > 1:
             return True
+        self.journal.emit("asked", ticket.id, title=ticket.title, priority=ticket.priority)
         asked = self.clock.now()
         answer = self.confirm(ticket)
-        self._asked_seconds += self.clock.now() - asked
+        seconds = self.clock.now() - asked
+        self._asked_seconds += seconds
+        self.journal.emit("answered", ticket.id, answer=answer, seconds=round(seconds, 3))
         if answer == "no":
             self.books.stop("stopped at the prompt")
             self.dispatcher.requeue(ticket.id)

@@ -92,3 +92,14 @@ def test_two_runs_in_the_same_second_are_ordered_by_their_first_event(tmp_path: 
     write_run(runs, "20261201-100000-aaaaaa", [ev("run-started", 0.5)])
     newest = history.find_run(open_project(tmp_path))
     assert newest.name == "20261201-100000-aaaaaa"
+
+
+def test_a_question_not_yet_answered_is_what_the_run_waits_on(tmp_path: Path) -> None:
+    asked = [*RUN[:1], ev("asked", 0.1, "A", title="Alpha", priority="P1")]
+    h = history.load(write_run(tmp_path, "20261201-100000-aaaaaa", asked), live=True)
+    assert h.asking is not None and (h.asking.ticket, h.asking.title) == ("A", "Alpha")
+    assert h.asking.since == history.parse_time(at(0.1))
+    answered = [*asked, {**ev("answered", 3.0, "A", answer="yes"), "seconds": 2.9}]
+    assert history.load(write_run(tmp_path, "20261201-100001-bbbbbb", answered)).asking is None
+    ended = [*asked, RUN[-1]]  # Ctrl+C at the prompt: no answer, but the run is over
+    assert history.load(write_run(tmp_path, "20261201-100002-cccccc", ended)).asking is None

@@ -365,6 +365,10 @@ def test_time_at_the_prompt_is_told_apart_from_the_run(tmp_path: Path) -> None:
     assert summary.wall_seconds >= 62.0  # two 1 s attempts and two answers
     assert summary.efficiency == 2.0 / (summary.wall_seconds - 60.0)
     assert summary.as_dict()["prompt_seconds"] == 60.0
+    asked = [(e["ticket"], e["priority"], e["title"]) for e in h.events("asked")]
+    assert asked == [("A", "P0", "Ticket A"), ("B", "P1", "Ticket B")]  # `sage status` says it
+    assert [(e["ticket"], e["answer"], e["seconds"]) for e in h.events("answered")] == [
+        ("A", "yes", 30.0), ("B", "yes", 30.0)]  # fmt: skip
 
 
 def test_work_queued_by_a_dead_run_is_landed_first(tmp_path: Path) -> None:

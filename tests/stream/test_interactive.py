@@ -3,6 +3,7 @@ screen, and refused with a hint when nobody is at a terminal."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -112,6 +113,26 @@ def test_an_unknown_answer_asks_again_and_no_stops(repo, tickets_repo, terminal)
     screen = term.wait_for("EXIT=")
     assert "stopped: stopped at the prompt" in screen and "EXIT=3" in screen, screen
     assert states(repo) == {"U-1": "UNPROCESSED", "U-2": "UNPROCESSED"}
+
+
+def test_status_says_the_run_waits_for_an_answer(repo, sage, tickets_repo, terminal):
+    tickets_repo([ticket("W-0", command=writer("w0"))])
+    assert sage("stream", "--auto", cwd=repo).returncode == 0  # a run that timed a ticket
+    earlier = sorted((repo / ".git" / "sage" / "runs").iterdir())[-1].name
+    added = sage("add", "W-1", "Wait for me", "--command", "sh -c 'echo w > w1.txt'", cwd=repo)
+    assert added.returncode == 0, added.stderr
+    term = terminal(repo, [sys.executable, "-m", "sage", "stream"])
+    term.wait_for("Run W-1")
+    status = sage("status", cwd=repo)
+    assert "  waiting for an answer at the prompt since " in status.stdout, status.stdout
+    assert "run W-1 'Wait for me'?" in status.stdout and "no worker running" not in status.stdout
+    # the run asking has timed nothing yet: the ETA goes by the one before
+    assert f"s per ticket in run {earlier}" in status.stdout, status.stdout
+    asking = json.loads(sage("status", "--json", cwd=repo).stdout)["asking"]
+    assert (asking["ticket"], asking["title"]) == ("W-1", "Wait for me")
+    term.type("y")
+    term.wait_for("EXIT=")
+    assert "waiting for an answer" not in sage("status", cwd=repo).stdout
 
 
 def test_ctrl_c_at_the_prompt_stops_the_run(repo, tickets_repo, terminal):
