@@ -20,9 +20,11 @@ from sage import __version__
 from sage.lib.errors import SageError
 
 EXIT_CODES = """\
-Exit codes: 0 success; 1 error (or validation errors, or tickets deferred / blocked by a stream);
-2 usage error (also: an interactive stream without a terminal); 3 a stream stopped early
-(--on-error fail); 130 interrupted (Ctrl+C)."""
+Exit codes: 0 success; 1 error (or validation errors, or tickets a stream left deferred, blocked
+or waiting to land); 2 usage error (also: an interactive stream without a terminal); 3 a stream
+stopped early (--on-error fail, "no" at the prompt, a worker that cannot run, or a landing the
+checkout is in the way of); 70 unexpected internal error (the traceback is saved); 130
+interrupted (Ctrl+C)."""
 
 COMMANDS = {  # name: its module in sage.commands, in the order `sage -h` lists them
     "init": "init", "validate": "validate", "ready": "ready", "plan": "plan", "graph": "graph",

@@ -102,9 +102,10 @@ def command(
     Logs, events and the commit queue go to the repository's git dir (.git/sage/), the workers'
     worktrees to the user's cache (~/.cache/sage/worktrees/); .sage/ holds only your files.
 
-    Exit 0 when every ticket it took on landed; 1 when any was deferred or blocked; 3 when it
-    stopped early (--on-error fail, or a "no" at the prompt); 130 on Ctrl+C. Without --auto it
-    asks before each ticket, which needs a terminal: exit 2 when stdin is not one.
+    Exit 0 when every ticket it took on landed; 1 when any was deferred, blocked or left waiting
+    to land; 3 when it stopped early (--on-error fail, a "no" at the prompt, a worker that cannot
+    run, or a landing the checkout is in the way of); 130 on Ctrl+C. Without --auto it asks
+    before each ticket, which needs a terminal: exit 2 when stdin is not one.
     """
     mode = _mode(interactive, auto, dry_run, parallel)
     project = open_project(index, **_overrides(locals()))

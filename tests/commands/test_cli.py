@@ -25,6 +25,19 @@ def test_short_help_and_version(sage: Sage, tmp_path: Path) -> None:
     assert sub.returncode == 0 and "Usage: sage queue" in sub.stdout
 
 
+def test_help_lists_every_exit_code_the_readme_documents() -> None:
+    """`sage -h` and the README's table say the same codes (3 once missed three of its causes)."""
+    import re
+
+    from sage.cli import EXIT_CODES
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| (\d+) \|", table, flags=re.M))
+    helped = set(re.findall(r"(?:: |; )(\d+) ", " ".join(EXIT_CODES.split())))
+    assert documented == helped == {"0", "1", "2", "3", "70", "130"}
+
+
 def test_shell_completion(sage: Sage, tmp_path: Path) -> None:
     # typer names the shell from the running processes (shellingham), not $SHELL: run under
     # bash, which stays sage's parent (`; true`: no exec), whatever started the tests
