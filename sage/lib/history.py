@@ -19,7 +19,7 @@ from sage.lib.errors import SageError
 from sage.lib.project import Project
 
 # The span kinds a timeline draws, in legend order.
-KINDS = ("running", "failed", "waiting", "landed", "conflict", "verify-failed", "retry")
+KINDS = ("running", "failed", "waiting", "landed", "conflict", "verify-failed", "retry", "asked")
 LANDING_END = {"landed": "landed", "conflict": "conflict", "verify-failed": "verify-failed"}
 FINAL = {"landed": "landed", "deferred": "deferred", "blocked": "blocked"}
 
@@ -29,7 +29,7 @@ class Span:
     """A stretch of one ticket's attempt, in seconds from the start of the run."""
 
     ticket: str
-    lane: str  # "slot 0" …, "queue", "retries"
+    lane: str  # "slot 0" …, "queue", "retries", "prompt"
     kind: str  # one of KINDS
     start: float
     end: float
@@ -180,7 +180,7 @@ class _Builder:
         elif kind == "retry":
             self._retry(tid, event, t)
         elif kind in ("asked", "answered"):
-            self.asked = event if kind == "asked" else None
+            self._prompt(tid, kind, event, t)
         else:
             self._other(str(kind), tid, event)
 
@@ -221,6 +221,14 @@ class _Builder:
                                note=str(event.get("reason", ""))))  # fmt: skip
         self.phases[tid] = "retrying"
 
+    def _prompt(self, tid: str, kind: str, event: dict[str, Any], t: float) -> None:
+        """An interactive run's question: open until answered (its span, on the prompt's lane,
+        shows the time the run waited for the person)."""
+        asked, self.asked = self.asked, event if kind == "asked" else None
+        if kind == "answered" and asked is not None:
+            self.spans.append(Span(ticket=tid, lane="prompt", kind="asked", start=self.at(asked),
+                                   end=t, note=f"answered {event.get('answer', '?')}"))  # fmt: skip
+
     def _other(self, kind: str, tid: str, event: dict[str, Any]) -> None:
         if kind in FINAL and tid:
             self.phases[tid] = FINAL[kind]
@@ -239,6 +247,10 @@ class _Builder:
         spans += [Span(ticket=tid, lane="queue", kind="waiting", start=t, end=end,
                        attempt=self.attempts.get(tid, 1), note="waiting to land", open=True)
                   for tid, t in self.queued.items()]  # fmt: skip
+        if self.asked is not None and self.summary is None:
+            spans.append(Span(ticket=str(self.asked.get("ticket") or ""), lane="prompt",
+                              kind="asked", start=self.at(self.asked), end=end,
+                              note="waiting for an answer", open=True))  # fmt: skip
         return spans
 
     def history(

@@ -5,7 +5,7 @@ with each ticket's final state, and the summary figures."""
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +42,12 @@ svg text { font: 11px system-ui, sans-serif; } .axis { stroke: #bbb; }
   vertical-align: -1px; }
 """
 SWATCH = {"running": "#1565c0", "failed": "#c62828", "waiting": "#90a4ae", "landed": "#2e7d32",
-          "conflict": "#ef6c00", "verify-failed": "#ad1457", "retry": "#bdbdbd"}  # fmt: skip
+          "conflict": "#ef6c00", "verify-failed": "#ad1457", "retry": "#bdbdbd",
+          "asked": "#f9a825"}  # fmt: skip
 MEANING = {"running": "worker running", "failed": "worker failed", "waiting": "waiting to land",
            "landed": "queued → landed", "conflict": "queued → conflict",
-           "verify-failed": "queued → verify failed", "retry": "waiting to retry"}  # fmt: skip
+           "verify-failed": "queued → verify failed", "retry": "waiting to retry",
+           "asked": "waiting for your answer"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,7 +69,7 @@ def page(history: History, tickets: Sequence[Ticket]) -> str:
             "<h2>Summary</h2>",
             figures(history),
             "<h2>Timeline</h2>",
-            legend(),
+            legend({s.kind for s in history.spans}),
             timeline(history.spans),
             "<h2>Tickets</h2>",
             graph_svg(tickets, final_states(history, tickets)),
@@ -144,9 +146,12 @@ def _figure(summary: dict[str, Any], key: str) -> str:
 # ---- timeline --------------------------------------------------------------------------
 
 
-def legend() -> str:
+def legend(drawn: Collection[str] = ()) -> str:
+    """Every kind of bar, but for the prompt's unless the run asked anything (`drawn`)."""
     items = "".join(
-        f'<span><i style="background:{SWATCH[k]}"></i>{_e(MEANING[k])}</span>' for k in KINDS
+        f'<span><i style="background:{SWATCH[k]}"></i>{_e(MEANING[k])}</span>'
+        for k in KINDS
+        if k != "asked" or k in drawn
     )
     return f'<p class="legend">{items}</p>'
 
@@ -164,7 +169,7 @@ def lanes(spans: Iterable[Span]) -> list[tuple[str, list[list[Span]]]]:
 def _lane_key(lane: str) -> tuple[int, int]:
     if lane.startswith("slot "):
         return (0, int(lane.split()[1]))
-    return (1 if lane == "queue" else 2, 0)
+    return ({"queue": 1, "retries": 2}.get(lane, 3), 0)  # the prompt's lane last
 
 
 def _pack(spans: list[Span]) -> list[list[Span]]:

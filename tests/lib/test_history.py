@@ -103,3 +103,19 @@ def test_a_question_not_yet_answered_is_what_the_run_waits_on(tmp_path: Path) ->
     assert history.load(write_run(tmp_path, "20261201-100001-bbbbbb", answered)).asking is None
     ended = [*asked, RUN[-1]]  # Ctrl+C at the prompt: no answer, but the run is over
     assert history.load(write_run(tmp_path, "20261201-100002-cccccc", ended)).asking is None
+
+
+def test_the_time_at_the_prompt_is_a_span_of_its_own(tmp_path: Path) -> None:
+    events = [
+        ev("run-started", 0, workers=1, tickets=1),
+        ev("asked", 0.1, "A", title="Alpha", priority="P1"),
+        {**ev("answered", 4.1, "A", answer="yes"), "seconds": 4.0},
+        ev("started", 4.2, "A", slot=0, attempt=1, title="Alpha", log="A.log"),
+        ev("exited", 5.0, "A", slot=0),
+        ev("asked", 5.5, "B", title="Beta", priority="P1"),
+    ]
+    h = history.load(write_run(tmp_path, "20261201-100000-aaaaaa", events))
+    prompt = [(s.ticket, s.kind, s.start, s.end, s.note, s.open) for s in h.spans
+              if s.lane == "prompt"]  # fmt: skip
+    assert prompt == [("A", "asked", 0.1, 4.1, "answered yes", False),
+                      ("B", "asked", 5.5, 5.5, "waiting for an answer", True)]  # fmt: skip

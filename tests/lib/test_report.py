@@ -51,3 +51,12 @@ def test_time_at_the_prompt_is_a_figure_only_where_someone_was_asked(tmp_path: P
     assert h.summary is not None and "at the prompt" not in report.figures(h)
     h.summary["prompt_seconds"] = 42.0
     assert "<b>42.0 s</b><span>of it at the prompt</span>" in report.figures(h)
+
+
+def test_the_prompt_has_a_lane_and_a_legend_only_where_the_run_asked(tmp_path: Path) -> None:
+    plain = report.page(history.load(write_run(tmp_path, "20261201-100000-aaaaaa", RUN)), [])
+    assert "waiting for your answer" not in plain and ">prompt</text>" not in plain
+    asked = [*RUN[:1], {"event": "asked", "ticket": "A", "at": RUN[0]["at"], "title": "Alpha"},
+             {**RUN[1], "event": "answered", "answer": "yes"}, *RUN[1:]]  # fmt: skip
+    page = report.page(history.load(write_run(tmp_path, "20261201-100001-bbbbbb", asked)), [])
+    assert "waiting for your answer" in page and ">prompt</text>" in page
