@@ -71,7 +71,8 @@ def render(p: scheduler.Plan) -> None:
     typer.echo(f"makespan, batch waves: {fmt(p.batch_makespan)}")
     s = p.stats
     typer.echo(
-        f"batches: {s.tickets} tickets, {s.workers} workers → {s.batches} batches "
+        f"batches: {s.tickets} ticket{'s' if s.tickets != 1 else ''}, {s.workers} "
+        f"worker{'s' if s.workers != 1 else ''} → {s.batches} batch{'es' if s.batches != 1 else ''} "
         f"of up to {s.per_batch} (last {s.last_batch})"
     )
     for group in p.apart:  # after the figures: the list may be long
