@@ -7,6 +7,7 @@ Read-only: nothing here takes a lock a stream needs, so it is safe while a strea
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,7 +110,7 @@ def read(project: Project, index: Index, graph: nx.DiGraph) -> Status:
         waiting=_waiting(tickets, by_id, blocked, set(ready)), blocked=blocked,
         deferred={t.id: str(raw.get(t.id, {}).get("deferred_reason") or "deferred")
                   for t in tickets if t.state == "DEFERRED"},
-        eta=eta(tickets, graph, _workers(project, run), _timed(run, dirs[1:]), blocked),
+        eta=eta(tickets, graph, _workers(project, run), lambda: _timed(run, dirs[1:]), blocked),
     )  # fmt: skip
 
 
@@ -146,17 +147,19 @@ def _workers(project: Project, run: History | None) -> int:
 
 
 def eta(
-    tickets: tuple[Ticket, ...], graph: nx.DiGraph, workers: int, run: History | None,
-    blocked: dict[str, str],
+    tickets: tuple[Ticket, ...], graph: nx.DiGraph, workers: int,
+    timed: Callable[[], History | None], blocked: dict[str, str],
 ) -> Eta | None:  # fmt: skip
     """The simulated makespan of the open tickets that can run: in estimate minutes where
-    tickets have estimates, else in tickets times the mean attempt of the newest run."""
+    tickets have estimates, else in tickets times the mean attempt of the run `timed` finds
+    (asked only then: it may read earlier runs)."""
     open_ = [t for t in tickets if t.state in dag.OPEN_STATES and t.id not in blocked]
     if not open_:
         return None
     span = scheduler.simulate(tickets, graph, workers)
     if any(t.estimate_minutes is not None for t in open_):
         return Eta(seconds=span * 60, workers=workers, basis="from the estimates")
+    run = timed()
     ran = _attempt_seconds(run) if run else []
     if not ran or run is None:
         return None
