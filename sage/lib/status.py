@@ -122,7 +122,10 @@ def _timed(run: History | None, older: list[Path]) -> History | None:
     if run is not None and _attempt_seconds(run):
         return run
     for folder in older[: TIMED_RUNS - 1]:
-        earlier = history.load(folder)
+        try:
+            earlier = history.load(folder)
+        except (OSError, ValueError):  # an old run's events damaged by hand: not worth an error
+            continue
         if _attempt_seconds(earlier):
             return earlier
     return run

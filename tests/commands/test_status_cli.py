@@ -131,3 +131,20 @@ def test_status_shows_what_waits_to_land(repo, sage, tickets_repo):
     assert "queue: 1 waiting to land: #1 Q-1 (queued since " in out, out
     data = json.loads(sage("status", "--json", cwd=repo).stdout)
     assert [(q["seq"], q["ticket"], q["status"]) for q in data["queue"]] == [(1, "Q-1", "queued")]
+
+
+def test_the_eta_times_tickets_by_an_earlier_run_past_a_damaged_one(repo, sage, tickets_repo):
+    tickets_repo([ticket("E-1", command=writer("e1"))])
+    assert sage("stream", "--auto", cwd=repo).returncode == 0
+    timed = sorted((state_dir(repo) / "runs").iterdir())[-1].name
+    assert sage("add", "E-2", "Next", "--command", "true", cwd=repo).returncode == 0
+    runs = state_dir(repo) / "runs"
+    later = {
+        "29991231-000000-bbbbbb": "garbage",  # damaged by hand
+        "29991231-000001-cccccc": "2999-12-31T00:00:01.000Z",  # just started: timed nothing
+    }
+    for name, at in later.items():
+        (runs / name).mkdir()
+        (runs / name / "events.jsonl").write_text(json.dumps({"event": "run-started", "at": at}))
+    out = sage("status", cwd=repo)
+    assert out.returncode == 0 and f"s per ticket in run {timed}" in out.stdout, out
