@@ -102,9 +102,9 @@ class LiveReporter(Reporter):
     tickets are ready, waiting on dependencies, queued to land and blocked, and an ETA.
 
     Every write to the screen (an event's line, a redraw, the view going and coming back) is
-    under one lock: rich moves the cursor up over the view's last height, and a redraw from
-    another thread between a line's cursor move and its text wiped lines above the view. A
-    view that comes back after a prompt is a new one: the old one's height would wipe the
+    under one lock: rich moves the cursor up over the view's last height before it writes, so
+    a redraw from another thread between that move and a line's text can wipe lines above the
+    view. A view that comes back after a prompt is a new one: the old one's height wiped the
     question just answered and the lines above it."""
 
     def __init__(self, tally: Tally | None = None) -> None:
