@@ -15,6 +15,7 @@ import typer
 
 from sage.lib.events import Event, RunSummary
 from sage.lib.tally import Attempt, Counts, Tally
+from sage.lib.words import counted
 
 PLAIN = {
     "started": "started   {ticket} (attempt {attempt}, {worker})",
@@ -247,7 +248,7 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         f"{len(s.blocked)} blocked, {len(s.not_started)} not started{extra}",
         f"  wall {s.wall_seconds:.1f}s{_at_prompt(s)}, worker time {s.worker_seconds:.1f}s, saved "
         f"{s.saved_seconds:.1f}s against sequential, efficiency {s.efficiency:.0%} "
-        f"({s.workers} worker{'s' if s.workers != 1 else ''})",
+        f"({counted(s.workers, 'worker')})",
         f"  commits landed {s.commits_landed}, conflicts {s.conflicts}, retries {s.retries}"
         + (f", throttled {s.throttled}" if s.throttled else "")
         + (

@@ -11,6 +11,7 @@ import typer
 from sage.commands._common import IndexOpt, JsonOpt, emit_json, load_valid_graph, minutes
 from sage.lib import scheduler
 from sage.lib.tickets import Ticket
+from sage.lib.words import counted
 
 
 class Format(StrEnum):
@@ -71,8 +72,8 @@ def render(p: scheduler.Plan) -> None:
     typer.echo(f"makespan, batch waves: {fmt(p.batch_makespan)}")
     s = p.stats
     typer.echo(
-        f"batches: {s.tickets} ticket{'s' if s.tickets != 1 else ''}, {s.workers} "
-        f"worker{'s' if s.workers != 1 else ''} → {s.batches} batch{'es' if s.batches != 1 else ''} "
+        f"batches: {counted(s.tickets, 'ticket')}, {counted(s.workers, 'worker')} → "
+        f"{counted(s.batches, 'batch', 'batches')} "
         f"of up to {s.per_batch} (last {s.last_batch})"
     )
     for group in p.apart:  # after the figures: the list may be long

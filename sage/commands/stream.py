@@ -27,6 +27,7 @@ from sage.lib.events import Journal
 from sage.lib.project import Project
 from sage.lib.tally import Tally
 from sage.lib.tickets import Ticket
+from sage.lib.words import counted
 
 if TYPE_CHECKING:
     from sage.lib import agents, executors, onboarding, runs, scheduler, validation, workers
@@ -258,7 +259,7 @@ def _run(
             if mode == "auto" and count.requested != "1"
             else "SEQUENTIAL EXECUTION"
         )
-        typer.echo(f"{label}: {options.workers} worker{'s' if options.workers != 1 else ''}")
+        typer.echo(f"{label}: {counted(options.workers, 'worker')}")
         for line in onboarding.first_run_note(project, options.workers):
             typer.echo(line)
     journal = Journal(project.runs_dir / run_id / "events.jsonl", reporter.event)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sage.lib import git, history
 from sage.lib.project import Project
+from sage.lib.words import counted
 
 FILES_PER_SECOND = 4000  # a git checkout on an ordinary disk, roughly
 
@@ -18,7 +19,7 @@ def first_run_note(project: Project, workers: int) -> list[str]:
     slots = f"each of the {workers} workers" if workers > 1 else "the worker"
     lines = [
         f"first run in this repository: {slots} gets its own git worktree in "
-        f"{project.shown(project.worktrees_dir)}/ (a checkout of {_count(files, 'file')}, "
+        f"{project.shown(project.worktrees_dir)}/ (a checkout of {counted(files, 'file')}, "
         f"about {each:.1f} s{' each' if workers > 1 else ''})",
     ]
     setup = project.config.setup
@@ -30,7 +31,3 @@ def first_run_note(project: Project, workers: int) -> list[str]:
         "`sage report`",
     ]
     return lines
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
