@@ -116,9 +116,8 @@ class LiveReporter(Reporter):
         self._lock = threading.Lock()  # the tally: events and redraws come from threads
         self._screen = threading.Lock()  # taken before `_lock`, never after
         self._live: Any = None  # the rich Live while shown
-        self._shown = False  # the run has started: the view is up, unless a prompt is
         self._closed = threading.Event()
-        self._ticker: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None  # from the run's start: the view is up
 
     def open(self) -> None:
         """The view itself appears when the run starts: its redraws are a thread, and the
@@ -141,12 +140,11 @@ class LiveReporter(Reporter):
             yield
         finally:
             with self._screen:
-                if self._shown and not self._closed.is_set():
+                if self._ticker is not None:  # the run had started: the view comes back
                     self._show()
 
     def event(self, event: Event) -> None:
-        if event.kind == "run-started" and not self._shown:
-            self._shown = True
+        if event.kind == "run-started" and self._ticker is None:
             with self._screen:
                 self._show()
             self._ticker = threading.Thread(target=self._tick, name="sage-live", daemon=True)
@@ -253,7 +251,7 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         + (f", throttled {s.throttled}" if s.throttled else "")
         + (
             f", worker time not landed {s.wasted_seconds:.1f}s ({_by(s.wasted_by)})"
-            if s.wasted_seconds >= 0.05  # not "0.0s": a few quick failures are the retries'
+            if _shown(s.wasted_seconds)  # a few quick failures are told by the retries
             else ""
         )
         + (f", slot setup {s.setup_seconds:.1f}s" if s.setup_seconds else ""),
@@ -281,7 +279,12 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
 
 def _at_prompt(s: RunSummary) -> str:
     """How much of the wall time was spent waiting for answers (left out of the efficiency)."""
-    return f" ({s.prompt_seconds:.1f}s of it at the prompt)" if s.prompt_seconds >= 0.05 else ""
+    return f" ({s.prompt_seconds:.1f}s of it at the prompt)" if _shown(s.prompt_seconds) else ""
+
+
+def _shown(seconds: float) -> bool:
+    """Whether a time is worth a part of the summary: it does not read "0.0s"."""
+    return seconds >= 0.05
 
 
 def _by(causes: dict[str, float]) -> str:

@@ -7,7 +7,7 @@ Read-only: nothing here takes a lock a stream needs, so it is safe while a strea
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,25 +110,33 @@ def read(project: Project, index: Index, graph: nx.DiGraph) -> Status:
         waiting=_waiting(tickets, by_id, blocked, set(ready)), blocked=blocked,
         deferred={t.id: str(raw.get(t.id, {}).get("deferred_reason") or "deferred")
                   for t in tickets if t.state == "DEFERRED"},
-        eta=eta(tickets, graph, _workers(project, run), lambda: _timed(run, dirs[1:]), blocked),
+        eta=eta(tickets, graph, _workers(project, run), lambda: _mean_attempt(run, dirs[1:]),
+                blocked),
     )  # fmt: skip
 
 
 TIMED_RUNS = 5  # how many runs back an ETA looks for attempts to time tickets by
 
 
-def _timed(run: History | None, older: list[Path]) -> History | None:
-    """The newest run with a finished attempt: a run that has just started has timed none."""
-    if run is not None and _attempt_seconds(run):
-        return run
-    for folder in older[: TIMED_RUNS - 1]:
+def _mean_attempt(run: History | None, older: list[Path]) -> tuple[float, str] | None:
+    """The mean finished attempt of the newest run that has one (a run that has just started
+    has timed none), in seconds, and that run's id."""
+    for each in _newest_first(run, older[: TIMED_RUNS - 1]):
+        ran = [s.end - s.start for s in each.spans if s.kind == "running" and not s.open]
+        if ran:
+            return sum(ran) / len(ran), each.run_id
+    return None
+
+
+def _newest_first(run: History | None, older: list[Path]) -> Iterator[History]:
+    """`run`, then the runs in `older`, each read only when asked for."""
+    if run is not None:
+        yield run
+    for folder in older:
         try:
-            earlier = history.load(folder)
+            yield history.load(folder)
         except (OSError, ValueError):  # an old run's events damaged by hand: not worth an error
             continue
-        if _attempt_seconds(earlier):
-            return earlier
-    return run
 
 
 def _waiting(
@@ -151,25 +159,20 @@ def _workers(project: Project, run: History | None) -> int:
 
 def eta(
     tickets: tuple[Ticket, ...], graph: nx.DiGraph, workers: int,
-    timed: Callable[[], History | None], blocked: dict[str, str],
+    timing: Callable[[], tuple[float, str] | None], blocked: dict[str, str],
 ) -> Eta | None:  # fmt: skip
     """The simulated makespan of the open tickets that can run: in estimate minutes where
-    tickets have estimates, else in tickets times the mean attempt of the run `timed` finds
-    (asked only then: it may read earlier runs)."""
+    tickets have estimates, else in tickets times the mean attempt `timing` gives, with the
+    run it comes from (asked only then: it may read earlier runs)."""
     open_ = [t for t in tickets if t.state in dag.OPEN_STATES and t.id not in blocked]
     if not open_:
         return None
     span = scheduler.simulate(tickets, graph, workers)
     if any(t.estimate_minutes is not None for t in open_):
         return Eta(seconds=span * 60, workers=workers, basis="from the estimates")
-    run = timed()
-    ran = _attempt_seconds(run) if run else []
-    if not ran or run is None:
+    timed = timing()
+    if timed is None:
         return None
-    mean = sum(ran) / len(ran)
+    mean, run_id = timed
     return Eta(seconds=span * mean, workers=workers,
-               basis=f"{mean:.2g} s per ticket in run {run.run_id}")  # fmt: skip
-
-
-def _attempt_seconds(run: History) -> list[float]:
-    return [s.end - s.start for s in run.spans if s.kind == "running" and not s.open]
+               basis=f"{mean:.2g} s per ticket in run {run_id}")  # fmt: skip
