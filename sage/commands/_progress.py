@@ -30,7 +30,8 @@ PLAIN = {
     "kept-apart": "waiting   {ticket}: its files overlap {by}'s, which has not landed yet",
     "may-conflict": "warning   {ticket}: {landed} just landed changes to {files_text}, which it changed too",
     "recovered": "recovered {ticket_text}{details}",
-    "stopping": "stopping  {ticket_text}{reason}",
+    "stopping": "stopping  the run: {reason}",
+    "returned": "returned  {ticket} to UNPROCESSED: {reason}",  # a "stopping" for one ticket
     "killed": "killed    {ticket_text}{reason}",
     "warning": "warning   {ticket_text}{reason}",
 }
@@ -64,7 +65,8 @@ class Reporter:
 
     @staticmethod
     def line(event: Event) -> str | None:
-        template = PLAIN.get(event.kind)
+        given_back = event.kind == "stopping" and event.ticket  # back in the backlog, unharmed
+        template = PLAIN.get("returned" if given_back else event.kind)
         if template is None:
             return None
         data: dict[str, Any] = {"ticket": event.ticket or "", **event.data}
@@ -257,10 +259,10 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         + (f", slot setup {s.setup_seconds:.1f}s" if s.setup_seconds else ""),
     ]
     if s.tokens or s.cost_usd:
-        lines.append(
-            f"  agents: {s.tokens} tokens, ${s.cost_usd:.2f} spent; not landed: "
-            f"{s.wasted_tokens} tokens, ${s.wasted_cost_usd:.2f}"
+        wasted = (s.wasted_tokens or s.wasted_cost_usd) and (
+            f"; not landed: {s.wasted_tokens} tokens, ${s.wasted_cost_usd:.2f}"
         )
+        lines.append(f"  agents: {s.tokens} tokens, ${s.cost_usd:.2f} spent{wasted or ''}")
     if s.stop_reason and not s.interrupted:
         lines.append(f"  stopped: {s.stop_reason}")
     lines += _ticket_lines(s)

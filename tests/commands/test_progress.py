@@ -1,8 +1,13 @@
-"""The live view's counts line: what it says of the ETA, and on what it rests."""
+"""What a run prints: the live view's counts line (its ETA, and on what it rests), the lines
+its events make and the summary."""
 
 from __future__ import annotations
 
-from sage.commands._progress import counts_line
+from pathlib import Path
+from typing import Any
+
+from sage.commands._progress import Reporter, counts_line, summary_lines
+from sage.lib.events import Event, RunSummary
 from sage.lib.tally import Counts
 
 
@@ -19,3 +24,30 @@ def test_an_eta_from_the_estimates_says_so() -> None:
 def test_an_eta_from_timed_attempts_is_plain() -> None:
     assert counts_line(counts(), 4.2).endswith("landed 3/6 · eta ~4s")
     assert "eta" not in counts_line(counts(), None)
+
+
+def test_a_ticket_given_back_and_the_run_stopping_are_told_apart() -> None:
+    back = Reporter.line(
+        Event(kind="stopping", ticket="B-1", data={"reason": "not its fault: bad key"})
+    )
+    stop = Reporter.line(
+        Event(kind="stopping", data={"reason": "B-1's worker cannot run: bad key"})
+    )
+    assert back and back.endswith("] returned  B-1 to UNPROCESSED: not its fault: bad key")
+    assert stop and stop.endswith("] stopping  the run: B-1's worker cannot run: bad key")
+
+
+def summary(**agents: Any) -> RunSummary:
+    return RunSummary(run_id="r", workers=2, completed=("A",), deferred={}, blocked={},
+                      wall_seconds=2.0, worker_seconds=3.0, commits_landed=1, conflicts=0,
+                      retries=0, **agents)  # fmt: skip
+
+
+def test_the_agents_line_names_what_did_not_land_only_when_something_did_not() -> None:
+    def agents_line(s: RunSummary) -> str:
+        return next(line for line in summary_lines(s, Path("run")) if "agents:" in line)
+
+    assert agents_line(summary(tokens=1800, cost_usd=0.02)) == "  agents: 1800 tokens, $0.02 spent"
+    wasted = summary(tokens=1800, cost_usd=0.02, wasted_tokens=600, wasted_cost_usd=0.01)
+    assert agents_line(wasted).endswith("spent; not landed: 600 tokens, $0.01")
+    assert not any("agents:" in line for line in summary_lines(summary(), Path("run")))
