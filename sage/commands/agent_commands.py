@@ -10,6 +10,7 @@ import typer
 from sage.commands._common import sub_app
 from sage.lib import agent_commands
 from sage.lib.project import find_root
+from sage.lib.words import counted
 
 app = sub_app(
     "agent-commands",
@@ -54,7 +55,8 @@ def install(
     kept = [p for p in placed if p.action == "kept"]
     if kept:
         typer.echo(
-            f"hint: {len(kept)} file(s) differ from this sage's version; "
+            f"hint: {counted(len(kept), 'file')} {'differs' if len(kept) == 1 else 'differ'} "
+            "from this sage's version; "
             "pass --force to replace them",
             err=True,
         )

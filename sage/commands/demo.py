@@ -10,6 +10,7 @@ import typer
 
 from sage.lib import lazy
 from sage.lib import project as projects
+from sage.lib.words import counted
 
 if TYPE_CHECKING:
     from sage.commands import stream as stream_command
@@ -42,7 +43,9 @@ def command(
     count = scheduler.resolve_workers(parallel, len(demo.TICKETS))
     workers = count.workers
     if parallel == "auto" and workers < DEMO_FLOOR:
-        typer.echo(f"note: auto is {workers} worker(s) on this machine; the demo uses {DEMO_FLOOR}")
+        typer.echo(
+            f"note: auto is {counted(workers, 'worker')} on this machine; the demo uses {DEMO_FLOOR}"
+        )
         workers = DEMO_FLOOR
     typer.echo(f"demo repository: {root}")
     if not json:

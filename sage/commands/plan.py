@@ -56,7 +56,9 @@ def render(p: scheduler.Plan) -> None:
     def fmt(v: float) -> str:
         return minutes(v, p.unit)
 
-    typer.echo(f"plan for {p.workers.workers} worker(s), {p.stats.tickets} ticket(s) to run")
+    typer.echo(
+        f"plan for {counted(p.workers.workers, 'worker')}, {counted(p.stats.tickets, 'ticket')} to run"
+    )
     for number, wave in enumerate(p.waves, 1):
         typer.echo(f"  wave {number} ({len(wave)}): {' '.join(wave)}")
     typer.echo(
@@ -104,7 +106,7 @@ def gantt(p: scheduler.Plan, slots: list[scheduler.Slot], tickets: dict[str, Tic
     seconds from 0 (`dateFormat X`), one second per estimated minute (or per ticket)."""
     workers, critical = scheduler.workers_of(slots), set(p.critical_path.tickets)
     unit = "min" if p.unit == "minutes" else "tickets"
-    lines = ["gantt", f"    title sage plan: {p.workers.workers} worker(s), dynamic dispatch, "
+    lines = ["gantt", f"    title sage plan: {counted(p.workers.workers, 'worker')}, dynamic dispatch, "
              f"makespan {p.dynamic_makespan:g} {unit}", "    dateFormat X", "    axisFormat %s"]  # fmt: skip
     for worker in sorted(set(workers.values())):
         lines.append(f"    section worker {worker + 1}")

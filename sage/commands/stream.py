@@ -223,7 +223,7 @@ def _dry_run(project: Project, parallel: str, json: bool) -> int:
                   "error": argv if isinstance(argv, str) else None} for tid, argv in starts]  # fmt: skip
         emit_json({"dry_run": True, "plan": plan.as_dict(), "would_start": would})
         return 0
-    typer.echo(f"DRY RUN (nothing changes): {plan.workers.workers} worker(s)")
+    typer.echo(f"DRY RUN (nothing changes): {counted(plan.workers.workers, 'worker')}")
     render_plan(plan)
     for tid, argv in starts:
         text = shlex.join(argv) if isinstance(argv, list) else f"(cannot run: {argv})"

@@ -11,6 +11,7 @@ from sage.commands._common import IndexOpt, JsonOpt, emit_json, minutes, open_pr
 from sage.lib import validation
 from sage.lib.errors import IndexFileError
 from sage.lib.tickets import Problem
+from sage.lib.words import counted
 
 
 def command(
@@ -71,7 +72,9 @@ def render(report: validation.Report, code: int) -> None:
     if report.analysis:
         _render_analysis(report.analysis)
     verdict = "ok" if code == 0 else "FAILED"
-    typer.echo(f"{verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+    typer.echo(
+        f"{verdict}: {counted(len(report.errors), 'error')}, {counted(len(report.warnings), 'warning')}"
+    )
 
 
 def _render_analysis(a: validation.Analysis) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sage.lib.outcomes import Outcome, Usage
+from sage.lib.words import counted
 
 DETAIL = 300  # characters of the agent's own words kept in a result's detail
 
@@ -162,7 +163,7 @@ def _denials(report: dict[str, Any]) -> str:
     if not isinstance(denied, list) or not denied:
         return ""
     names = sorted({str(d.get("tool_name", "?")) for d in denied if isinstance(d, dict)})
-    return f"{len(denied)} tool call(s) refused: {', '.join(names)}"
+    return f"{counted(len(denied), 'tool call')} refused: {', '.join(names)}"
 
 
 # ---- codex: JSON lines ------------------------------------------------------------------------

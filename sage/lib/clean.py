@@ -27,6 +27,7 @@ from sage.lib.project import Project
 from sage.lib.queue.entries import Entries
 from sage.lib.queue.landing import SLOTS_DIR
 from sage.lib.queue.verify import VERIFY_DIR
+from sage.lib.words import counted
 
 KEEP_RUNS = 5
 
@@ -91,9 +92,10 @@ def _branch(
     landed = landed_because(root, branch, target)
     if landed:
         return Item(kind="branch", name=branch, why=f"{what}: {landed}", safe=True)
-    ahead = git.git(root, "rev-list", "--count", f"{target}..{branch}")
+    ahead = int(git.git(root, "rev-list", "--count", f"{target}..{branch}"))
     why = (
-        f"{what} with work {target} does not have ({ahead} commit(s)): land it or delete it by hand"
+        f"{what} with work {target} does not have ({counted(ahead, 'commit')}): "
+        "land it or delete it by hand"
     )
     return Item(kind="branch", name=branch, why=why, safe=False)
 

@@ -23,6 +23,7 @@ from sage.lib import files, git, hook_managers, hook_record, proc, tickets, vali
 from sage.lib.errors import ConfigError, IndexFileError, SageError
 from sage.lib.hook_record import Record
 from sage.lib.project import Project
+from sage.lib.words import counted
 
 HOOKS = ("pre-commit", "commit-msg")
 MARKER = "# sage-hook: installed by `sage hooks install`"
@@ -481,17 +482,19 @@ def _judge_file(path: Path) -> Verdict:
         text = path.read_bytes().decode("utf-8", "replace")
     except OSError as exc:
         return _blocked(f"sage validate: cannot read {path}: {exc.strerror}", [])
-    return _judge_index(text, path.as_posix(), head="sage validate: {rel} has {n} error(s)")
+    return _judge_index(text, path.as_posix(), head="sage validate: {rel} has {errors}")
 
 
 def _judge_index(text: str, rel: str, *, head: str = "") -> Verdict:
-    head = head or "sage pre-commit: the staged {rel} has {n} error(s); commit blocked"
+    head = head or "sage pre-commit: the staged {rel} has {errors}; commit blocked"
     try:
         index = tickets.parse(text, Path(rel))
     except IndexFileError as exc:
-        return _blocked(head.format(rel=rel, n=1), [exc.message])
+        return _blocked(head.format(rel=rel, errors=counted(1, "error")), [exc.message])
     errors = [p.message for p in validation.validate(index).errors]
-    return _blocked(head.format(rel=rel, n=len(errors)), errors) if errors else Verdict(ok=True)
+    if not errors:
+        return Verdict(ok=True)
+    return _blocked(head.format(rel=rel, errors=counted(len(errors), "error")), errors)
 
 
 def _blocked(head: str, problems: Sequence[str]) -> Verdict:

@@ -17,6 +17,7 @@ from sage.lib.errors import SageError, UsageError, ValidationFailed
 from sage.lib.project import Project
 from sage.lib.tasklist import HEADING_ID, SPEC_KIT_ID, Document, Task, read
 from sage.lib.tickets import Problem, record_state
+from sage.lib.words import counted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,7 +150,8 @@ def _errors(raw: dict[str, Any], index: Path) -> list[Problem]:
 def _failed(problems: Sequence[Problem], source: str) -> ValidationFailed:
     first = problems[0].message
     return ValidationFailed(
-        f"{source} would give the index {len(problems)} error(s), first: {first}; nothing written",
+        f"{source} would give the index {counted(len(problems), 'error')}, first: {first}; "
+        "nothing written",
         problems,
         hint=problems[0].hint or "fix the task list (or the index) and import again",
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 from sage.lib import git, locks, worktrees
 from sage.lib.errors import SageError
 from sage.lib.project import Project
+from sage.lib.words import counted
 
 OLD_DIRS = ("runs", "queue", "worktrees", "locks", "logs")
 # what `sage init` and every stream wrote into .sage/.gitignore until run state moved out
@@ -87,7 +88,7 @@ def _queue(project: Project, old: Path) -> list[str]:
     for source, target in moves:
         _move_file(source, target)
     waiting = sum(1 for source, _ in moves if source.parent == old)
-    return [f"moved {waiting} queued commit(s) from .sage/queue/ to "
+    return [f"moved {counted(waiting, 'queued commit')} from .sage/queue/ to "
             f"{project.shown(project.queue_dir)}"] if waiting else []  # fmt: skip
 
 
@@ -126,7 +127,7 @@ def _move(source: Path, target: Path) -> None:
 
 def _runs(project: Project, old: Path) -> list[str]:
     moved = _move_all([p for p in old.iterdir() if p.is_dir()], project.runs_dir)
-    return [f"moved {moved} past run(s) from .sage/runs/ to "
+    return [f"moved {counted(moved, 'past run')} from .sage/runs/ to "
             f"{project.shown(project.runs_dir)}"] if moved else []  # fmt: skip
 
 
@@ -157,8 +158,8 @@ def _worktrees(project: Project, old: Path) -> list[str]:
     for path in gone:
         worktrees.remove(project.root, path)
     git.run(project.root, "worktree", "prune")
-    return [f"removed {len(gone)} worktree(s) an older sage left in .sage/worktrees/ (their "
-            "commits stay on their branches)"] if gone else []  # fmt: skip
+    return [f"removed {counted(len(gone), 'worktree')} an older sage left in .sage/worktrees/ "
+            "(their commits stay on their branches)"] if gone else []  # fmt: skip
 
 
 MOVERS: dict[str, Callable[[Project, Path], list[str]]] = {

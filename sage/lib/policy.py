@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from sage.lib.words import counted
 from sage.lib.workers import Outcome
 
 MAX_BACKOFF = 60.0
@@ -137,8 +138,8 @@ def rejection_reason(rejection: Rejection) -> str:
     if rejection.kind == "conflict":
         files = ", ".join(rejection.files) or "unknown files"
         other = ", ".join(rejection.collided_with) or "earlier work on the target"
-        return f"conflict in {files} with {other} after {rejection.attempts} attempt(s)"
-    return f"verify failed after {rejection.attempts} attempt(s): {rejection.detail}"
+        return f"conflict in {files} with {other} after {counted(rejection.attempts, 'attempt')}"
+    return f"verify failed after {counted(rejection.attempts, 'attempt')}: {rejection.detail}"
 
 
 def next_live_limit(current: int, asked: int, *, throttled: bool) -> int:

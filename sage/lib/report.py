@@ -13,6 +13,7 @@ from typing import Any
 from sage.lib import graph as dag
 from sage.lib.history import KINDS, History, Span
 from sage.lib.tickets import Ticket
+from sage.lib.words import counted
 
 LABEL_W, PLOT_W, ROW_H, BAR_H = 90, 1000, 24, 18
 NODE_W, NODE_H, COL_GAP, ROW_GAP = 150, 38, 60, 14
@@ -90,7 +91,7 @@ def _status_line(history: History) -> str:
         if history.live
         else ("no summary (it was stopped, or it died)")
     )
-    return f"started {started}, {history.workers} worker slot(s), {state}"
+    return f"started {started}, {counted(history.workers, 'worker slot')}, {state}"
 
 
 def _e(text: object) -> str:

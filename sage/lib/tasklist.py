@@ -32,6 +32,7 @@ from typing import Any
 
 from sage.lib.errors import SageError
 from sage.lib.tickets import PRIORITIES, TYPES
+from sage.lib.words import counted
 
 SPEC_KIT_ID = r"T[0-9]+[a-z]*"  # spec-kit numbers tasks T001, T002, … (T030a when inserted)
 SHOWN = 8  # line numbers named in one warning
@@ -310,8 +311,10 @@ def _dedupe(raws: list[_Raw], warnings: list[str]) -> list[_Raw]:
         more = f" and {len(again) - SHOWN} more" if len(again) > SHOWN else ""
         label = "line" if len(again) == 1 else "lines"
         first = f"{again[0].id} on line {seen[again[0].id]}, …"
-        warnings.append(f"{len(again)} task(s) reuse an ID defined earlier ({label} {lines}"
-                        f"{more}): skipped, the first of each ({first}) is kept")  # fmt: skip
+        reuse = "reuses" if len(again) == 1 else "reuse"
+        warnings.append(f"{counted(len(again), 'task')} {reuse} an ID defined earlier "
+                        f"({label} {lines}{more}): skipped, the first of each ({first}) "
+                        "is kept")  # fmt: skip
     return kept
 
 

@@ -18,6 +18,7 @@ from filelock import FileLock, Timeout
 
 from sage.lib import files
 from sage.lib.errors import IndexFileError, LockHeld, SageError
+from sage.lib.words import counted
 
 STATES = ("UNPROCESSED", "IN_PROGRESS", "COMPLETED", "DEFERRED")
 PRIORITIES = ("P0", "P1", "P2", "P3")
@@ -477,7 +478,7 @@ def require_valid(index: Index) -> Index:
         shown = "; ".join(p.message for p in errors[:3])
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise IndexFileError(
-            f"{index.path} has {len(errors)} error(s): {shown}{more}",
+            f"{index.path} has {counted(len(errors), 'error')}: {shown}{more}",
             hint="run `sage validate` to see every problem",
         )
     return index

@@ -18,6 +18,7 @@ from sage.lib import graph as dag
 from sage.lib.errors import SageError
 from sage.lib.project import Project
 from sage.lib.tickets import Index, Problem, Ticket, quiet_gc, unsafe_id_reason
+from sage.lib.words import counted
 from sage.lib.workers import argv_for
 
 if TYPE_CHECKING:
@@ -370,6 +371,6 @@ def require_no_errors(report: Report) -> None:
     if report.errors:
         first = report.errors[0].message
         raise SageError(
-            f"the ticket index has {len(report.errors)} error(s), first: {first}",
+            f"the ticket index has {counted(len(report.errors), 'error')}, first: {first}",
             hint="run `sage validate` to see every problem",
         )

@@ -104,7 +104,7 @@ def test_claude_may_not_run_what_its_tools_do_not_allow(
     server.script.test_command = "rm -rf /tmp/not-allowed"
     result = attempt(project, "claude", agent_env("claude"), tmp_path)
     assert result.outcome == Outcome.OK
-    assert result.detail == "1 tool call(s) refused: Bash"
+    assert result.detail == "1 tool call refused: Bash"
     last = server.script.requests[-1]["body"]["messages"]
     results = [b for m in last if isinstance(m["content"], list) for b in m["content"]]
     [refused] = [b for b in results if b.get("tool_use_id") == "toolu_test"]

@@ -27,7 +27,7 @@ def test_validate_is_clean_on_the_example(sage: Sage, example: Path) -> None:
     assert "critical path: 220 min (3 h 40 min): TASK-001 → TASK-002" in result.stdout
     assert "ready now: 9 of 29 remaining" in result.stdout
     assert "recommended workers: 4" in result.stdout
-    assert result.stdout.rstrip().endswith("ok: 0 error(s), 0 warning(s)")
+    assert result.stdout.rstrip().endswith("ok: 0 errors, 0 warnings")
 
 
 def test_plan_json_on_the_example(sage: Sage, example: Path) -> None:
@@ -113,7 +113,7 @@ def test_one_run_reports_the_cycle_on_one_line_and_the_missing_id(sage: Sage, re
     assert len(cycle_lines) == 2
     assert not any("DOWN-" in line or "FREE-" in line for line in cycle_lines)
     assert "LOST-1: depends on unknown ticket GHOST-404" in result.stdout
-    assert "FAILED: 3 error(s)" in result.stdout
+    assert "FAILED: 3 errors" in result.stdout
 
 
 def test_commands_that_act_refuse_an_index_with_errors(sage: Sage, repo: Path) -> None:
@@ -121,7 +121,7 @@ def test_commands_that_act_refuse_an_index_with_errors(sage: Sage, repo: Path) -
     for command in (["plan"], ["ready"]):
         result = clean(sage(*command, cwd=repo))
         assert result.returncode == 1
-        assert result.stderr.startswith("error: the ticket index has 3 error(s)")
+        assert result.stderr.startswith("error: the ticket index has 3 errors")
         assert "hint: run `sage validate` to see every problem" in result.stderr
 
 
@@ -161,7 +161,7 @@ def test_strict_fails_on_warnings(sage: Sage, repo: Path) -> None:
     assert plain.returncode == 0
     assert [w["code"] for w in json.loads(plain.stdout)["warnings"]] == ["id-format"]
     strict = clean(sage("validate", "--strict", cwd=repo))
-    assert strict.returncode == 1 and "FAILED: 0 error(s), 1 warning(s)" in strict.stdout
+    assert strict.returncode == 1 and "FAILED: 0 errors, 1 warning" in strict.stdout
 
 
 def test_malformed_json_names_line_and_column(sage: Sage, repo: Path) -> None:

@@ -35,7 +35,7 @@ def test_plan_gantt_is_mermaid_with_the_critical_path_marked(sage: Sage, example
     done = sage("plan", "--parallel", "4", "--format", "gantt", cwd=example)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[:4] == ["gantt", "    title sage plan: 4 worker(s), dynamic dispatch, makespan "
+    assert lines[:4] == ["gantt", "    title sage plan: 4 workers, dynamic dispatch, makespan "
                          "235 min", "    dateFormat X", "    axisFormat %s"]  # fmt: skip
     assert [line for line in lines if line.startswith("    section")] == [
         f"    section worker {n}" for n in (1, 2, 3, 4)

@@ -45,7 +45,7 @@ def test_landed_work_goes_and_unlanded_work_stays(repo: Path) -> None:
     git(repo, "commit", "-qam", "later change to a.txt")
     found = survey(repo)
     assert found["sage/A-1"].safe is False  # merging it now would change a.txt back: kept
-    assert not found["sage/B-1"].safe and "1 commit(s)" in found["sage/B-1"].why
+    assert not found["sage/B-1"].safe and "1 commit" in found["sage/B-1"].why
     assert found["sage/C-1-recovered-run1"].safe
     assert found["sage/C-1-recovered-run1"].why == "kept by a recovery: its commits are on main"
     assert not found["sage/D-1-deferred-run2"].safe

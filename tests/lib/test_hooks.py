@@ -280,7 +280,7 @@ def test_a_staged_cycle_is_blocked_with_every_error(repo: Path) -> None:
     verdict = pre_commit(repo)
     text = "\n".join(verdict.messages)
     assert not verdict.ok and "A-1 → A-2 → A-1" in text and "GONE-1" in text
-    assert "2 error(s)" in verdict.messages[0] and verdict.messages[-1].startswith("hint:")
+    assert "2 errors" in verdict.messages[0] and verdict.messages[-1].startswith("hint:")
 
 
 def test_a_staged_deletion_passes(repo: Path) -> None:

@@ -60,9 +60,9 @@ def test_an_older_sages_state_moves_and_its_queued_commit_lands(repo: Path) -> N
     notes = legacy.adopt(project)
 
     assert notes == [
-        "moved 1 past run(s) from .sage/runs/ to .git/sage/runs",
-        "moved 1 queued commit(s) from .sage/queue/ to .git/sage/queue",
-        "removed 2 worktree(s) an older sage left in .sage/worktrees/ (their commits stay on "
+        "moved 1 past run from .sage/runs/ to .git/sage/runs",
+        "moved 1 queued commit from .sage/queue/ to .git/sage/queue",
+        "removed 2 worktrees an older sage left in .sage/worktrees/ (their commits stay on "
         "their branches)",
         "removed .sage/.gitignore: sage's run state is no longer in .sage/ (commit the change)",
     ]
@@ -100,7 +100,7 @@ def test_the_first_command_after_an_upgrade_moves_it_and_says_so(repo: Path) -> 
 
     status = sage(repo, "status")
     assert status.returncode == 0, status.stderr
-    assert "note: moved 1 queued commit(s) from .sage/queue/ to .git/sage/queue" in status.stderr
+    assert "note: moved 1 queued commit from .sage/queue/ to .git/sage/queue" in status.stderr
     assert "#1 Q-1" in status.stdout
     log = sage(repo, "log", "Q-1")
     assert log.stdout == "the older sage's log of Q-1\n" and log.stderr == ""

@@ -60,7 +60,7 @@ def test_rejections_retry_until_max_attempts_then_defer_naming_files_and_ticket(
                                 collided_with=("B-1",))  # fmt: skip
     assert isinstance(policy.after_rejection(conflict, LIMITS), policy.Retry)
     final = policy.after_rejection(policy.Rejection(**{**_fields(conflict), "attempts": 3}), LIMITS)
-    assert final == policy.Defer(reason="conflict in a.txt with B-1 after 3 attempt(s)")
+    assert final == policy.Defer(reason="conflict in a.txt with B-1 after 3 attempts")
     blocked = policy.after_rejection(policy.Rejection(kind="blocked", attempts=0), LIMITS)
     assert isinstance(blocked, policy.Hold)
 

@@ -134,7 +134,7 @@ def test_a_document_without_tasks_is_refused_with_the_forms() -> None:
 def test_a_repeated_id_keeps_the_first_and_says_so() -> None:
     doc = parse("## Phase 1\n- [ ] T001 One\n- [ ] T002 Two\n## Phase 2\n- [ ] T001 Again\n")
     assert [t.fields["title"] for t in doc.tasks] == ["One", "Two"]
-    assert "reuse an ID" in doc.warnings[0] and "line 5" in doc.warnings[0]
+    assert "1 task reuses an ID" in doc.warnings[0] and "line 5" in doc.warnings[0]
 
 
 def seed(prefix: str) -> Path:

@@ -166,7 +166,7 @@ def test_require_valid_names_the_first_errors() -> None:
     index = parse([ticket("E-1", title=""), ticket("E-1"), {"id": "E-2"}, {"id": "E-3"}])
     with pytest.raises(IndexFileError) as caught:
         tickets.require_valid(index)
-    assert "4 error(s)" in caught.value.message and "(and 1 more)" in caught.value.message
+    assert "4 errors" in caught.value.message and "(and 1 more)" in caught.value.message
     assert "sage validate" in (caught.value.hint or "")
     assert tickets.require_valid(parse([ticket("OK-1")])).tickets[0].id == "OK-1"
 

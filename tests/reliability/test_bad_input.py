@@ -182,7 +182,7 @@ def test_wrong_types_are_each_reported_in_one_run(tmp_path: Path, sage: Sage) ->
     found = {(e["code"], e["ticket"]) for e in json.loads(done.stdout)["errors"]}
     for _, code, tid in WRONG:
         assert (code, tid) in found, (code, tid, found)
-    refused(sage(*AUTO, cwd=repo), "error(s)")
+    refused(sage(*AUTO, cwd=repo), "errors")
     untouched(repo, before)
 
 
@@ -262,7 +262,7 @@ def test_unsafe_ids_are_refused_by_name_and_nothing_is_created(tmp_path: Path, s
               if e["code"] == "unsafe-id"}  # fmt: skip
     for tid, why in UNSAFE.items():
         assert why in unsafe.get(tid, ""), (tid, unsafe.get(tid))
-    refused(sage(*AUTO, "--parallel", "4", cwd=repo), "error(s)", "IDs become branch")
+    refused(sage(*AUTO, "--parallel", "4", cwd=repo), "errors", "IDs become branch")
     untouched(repo, before)
     assert not list(tmp_path.rglob("marker-*")) and not (repo.parent / "x").exists()
 
