@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_state
 from sage.lib import lazy
 from sage.lib.history import History, parse_time
+from sage.lib.words import counted
 
 if TYPE_CHECKING:
     from sage.lib import status as statuses
@@ -57,11 +58,19 @@ def _run_line(s: statuses.Status) -> str:
     if run.summary is None:
         return f"run {run.run_id}: ended without a summary (killed?); rerun to recover"
     sm = run.summary
+    ended = _ended(sm)
+    why = sm.get("stop_reason") if ended == "stopped early" else None
     return (
-        f"run {run.run_id}: finished, {len(sm.get('completed', []))} completed, "
+        f"run {run.run_id}: {ended}, {len(sm.get('completed', []))} completed, "
         f"{len(sm.get('deferred', {}))} deferred, {len(sm.get('blocked', {}))} blocked "
-        f"(exit {sm.get('exit_code')})"
+        f"(exit {sm.get('exit_code')})" + (f": {why}" if why else "")
     )
+
+
+def _ended(summary: dict[str, Any]) -> str:
+    if summary.get("interrupted"):
+        return "interrupted"
+    return "stopped early" if summary.get("stopped_early") else "finished"
 
 
 def _ago(run: History) -> str:
@@ -116,7 +125,7 @@ def _eta_line(s: statuses.Status) -> str:
         return "eta: unknown (no estimates, and no run to time tickets by)"
     minutes = s.eta.seconds / 60
     size = f"{minutes:.0f} min" if minutes >= 1 else f"{max(1, round(s.eta.seconds))} s"
-    return f"eta: about {size} with {s.eta.workers} worker(s), {s.eta.basis}"
+    return f"eta: about {size} with {counted(s.eta.workers, 'worker')}, {s.eta.basis}"
 
 
 def register(app: typer.Typer) -> None:

@@ -63,9 +63,9 @@ def test_status_and_log_follow_while_a_stream_runs(repo, sage, tickets_repo, tmp
         assert "slot 1: G-1 'Gated' attempt 1, since" in out and ", PID " in out
         assert "waiting: G-2 (on G-1)" in out and "blocked: G-3 (by G-9)" in out
         assert "deferred: G-9: broke earlier" in out
-        assert "eta: about 40 min with 2 worker(s), from the estimates" in out
+        assert "eta: about 40 min with 2 workers, from the estimates" in out
         page = (repo / sage("report", cwd=repo).stdout.strip()).read_text()
-        assert "2 worker slot(s), running</p>" in page and "G-1 attempt 1: worker running" in page
+        assert "2 worker slots, running</p>" in page and "G-1 attempt 1: worker running" in page
         data = json.loads(sage("status", "--json", cwd=repo).stdout)
         assert data["live"] and [r["ticket"] for r in data["running"]] == ["G-1"]
         follow = subprocess.Popen([sys.executable, "-m", "sage", "log", "G-1", "--follow"],
@@ -85,6 +85,18 @@ def test_status_and_log_follow_while_a_stream_runs(repo, sage, tickets_repo, tmp
     after = sage("status", cwd=repo).stdout
     assert "finished, 2 completed, 1 deferred, 1 blocked (exit 1)" in after, after
     assert "slot" not in after and "eta: nothing left that can run (the rest is blocked)" in after
+
+
+def test_a_run_that_stopped_early_says_so_and_why(repo, sage, tickets_repo):
+    tickets_repo([ticket("F-1", command=py("raise SystemExit(1)")),
+                  ticket("F-2", "F-1", command=py("print('never')"))])  # fmt: skip
+    run = sage("stream", "--auto", "--retries", "0", "--on-error", "fail", cwd=repo)
+    assert run.returncode == 3, run.stdout + run.stderr
+    first = sage("status", cwd=repo).stdout.splitlines()[0]
+    assert first.endswith(
+        "stopped early, 0 completed, 1 deferred, 1 blocked (exit 3): "
+        "F-1 was deferred and --on-error is fail"
+    ), first
 
 
 def next_log(repo: Path, tid: str) -> Path:
