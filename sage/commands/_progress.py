@@ -30,7 +30,7 @@ PLAIN = {
     "kept-apart": "waiting   {ticket}: its files overlap {by}'s, which has not landed yet",
     "may-conflict": "warning   {ticket}: {landed} just landed changes to {files_text}, which it changed too",
     "recovered": "recovered {ticket_text}{details}",
-    "stopping": "stopping  the run: {reason}",
+    "stopping": "stopping  the run: {reason}{then_text}",
     "returned": "returned  {ticket} to UNPROCESSED: {reason}",  # a "stopping" for one ticket
     "killed": "killed    {ticket_text}{reason}",
     "warning": "warning   {ticket_text}{reason}",
@@ -75,6 +75,7 @@ class Reporter:
         data["collided_text"] = ", ".join(data.get("collided_with", [])) or "the target"
         data["ticket_text"] = f"{event.ticket}: " if event.ticket else ""
         data["details"] = ", ".join(f"{k}={v}" for k, v in event.data.items() if v)
+        data["then_text"] = f"; {data['then']}" if data.get("then") else ""
         data.setdefault("reason", "")
         data.setdefault("detail", "")
         stamp = time.strftime("%H:%M:%S")

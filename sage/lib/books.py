@@ -257,11 +257,14 @@ class Books:
         self.ledger.move(tid, Phase.RETURNED, reason=reason, claimed=False)
         self.journal.emit("killed" if self.killing else "stopping", tid, reason=reason)
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, *, then: str = "") -> None:
+        """Start nothing new, for `reason` (what the summary and the tickets given back say);
+        `then`: what the person watching can do now, for the line that tells it."""
         if self.stop_reason is None:
             self.stop_reason = reason
             running = sorted(self.ledger.ids(Phase.RUNNING))
-            self.journal.emit("stopping", reason=reason, running=running)
+            extra = {"then": then} if then else {}
+            self.journal.emit("stopping", reason=reason, running=running, **extra)
 
     def give_back_unsettled(self) -> None:
         """At the end: no ticket this run claimed stays IN_PROGRESS unless its work is queued."""

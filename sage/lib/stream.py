@@ -419,7 +419,7 @@ class Stream:
         presses = self.interrupts.presses
         if presses and not self.interrupted:
             self.interrupted = True
-            self.books.stop("interrupted (Ctrl+C); press it again to kill the workers")
+            self.books.stop("interrupted (Ctrl+C)", then="press it again to kill the workers")
         if presses >= 2 and not self.books.killing:
             self.books.killing = True
             self.inbox.killing.set()

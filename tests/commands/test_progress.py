@@ -35,6 +35,9 @@ def test_a_ticket_given_back_and_the_run_stopping_are_told_apart() -> None:
     )
     assert back and back.endswith("] returned  B-1 to UNPROCESSED: not its fault: bad key")
     assert stop and stop.endswith("] stopping  the run: B-1's worker cannot run: bad key")
+    then = {"reason": "interrupted (Ctrl+C)", "then": "press it again to kill the workers"}
+    told = Reporter.line(Event(kind="stopping", data=then))
+    assert told and told.endswith("run: interrupted (Ctrl+C); press it again to kill the workers")
 
 
 def summary(**agents: Any) -> RunSummary:

@@ -152,6 +152,20 @@ def test_ctrl_c_twice_returns_every_running_ticket(tmp_path: Path) -> None:
     assert sorted(summary.not_started) == ["K1", "K2"] and summary.exit_code == 130
 
 
+def test_what_to_do_after_a_ctrl_c_is_told_once_not_recorded_as_its_reason(
+    tmp_path: Path,
+) -> None:
+    script = {"K1": [FAIL, Attempt()], "K2": [Attempt(seconds=30.0)]}  # K1 given back, not retried
+    h = harness(tmp_path, [ticket("K1"), ticket("K2")], script, workers=2)
+    h.clock.at += [(1.5, h.interrupts.press)]
+    summary = h.run()
+    (stop,) = [e for e in h.events("stopping") if e["ticket"] is None]
+    assert stop["reason"] == "interrupted (Ctrl+C)" == summary.stop_reason
+    assert stop["then"] == "press it again to kill the workers"
+    returned = [e["reason"] for e in h.events("stopping") if e["ticket"] == "K1"]
+    assert returned == ["not retried: interrupted (Ctrl+C)"]
+
+
 def test_batch_schedule_starts_a_wave_when_the_last_one_landed(tmp_path: Path) -> None:
     tickets = [ticket("A"), ticket("B"), ticket("C")]
     script = {"A": [Attempt(seconds=1.0)], "B": [Attempt(seconds=5.0)]}
