@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Annotated
 
@@ -48,8 +49,24 @@ def command(
         return 0
     if result.workers.warning:
         typer.echo(f"warning: {result.workers.warning}", err=True)
+    if not result.stats.tickets:
+        typer.echo(nothing_to_run(idx.tickets))
+        return 0
     render(result)
     return 0
+
+
+def nothing_to_run(tickets: Sequence[Ticket]) -> str:
+    """What the index holds when no ticket is left to plan, and how a deferred one runs again.
+    An UNPROCESSED ticket the plan left out waits on one that is not done (deferred, or in
+    another run's hands): blocked by it, as a run would say."""
+    states = Counter(t.state.lower().replace("_", " ") for t in tickets)
+    behind = states.pop("unprocessed", 0)
+    held = [f"{n} {state}" for state, n in sorted(states.items())]
+    held += [f"{behind} blocked by them"] if behind else []
+    held_text = ", ".join(held) or "no tickets"
+    again = "`sage stream --auto --retry-deferred` runs the deferred again"
+    return f"plan: nothing to run ({held_text})" + (f"; {again}" if states["deferred"] else "")
 
 
 def render(p: scheduler.Plan) -> None:

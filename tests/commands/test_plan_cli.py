@@ -62,3 +62,16 @@ def test_stream_dry_run_json_is_json(repo: Path, sage: Sage):
     assert data["would_start"][0] == {"ticket": "D-1", "argv": ["echo", "D-1"], "error": None}
     assert data["would_start"][1]["ticket"] == "D-3" and data["would_start"][1]["argv"] is None
     assert "no worker is configured" in data["would_start"][1]["error"]
+
+
+def test_a_plan_with_nothing_to_run_says_what_the_index_holds(repo: Path, sage: Sage):
+    write_index(repo, [ticket("P-1", state="COMPLETED"), ticket("P-2", state="DEFERRED"),
+                       ticket("P-3", "P-2"), ticket("P-4", "P-3")])  # fmt: skip
+    done = sage("plan", cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "plan: nothing to run (1 completed, 1 deferred, 2 blocked by them); "
+        "`sage stream --auto --retry-deferred` runs the deferred again\n"
+    )
+    write_index(repo, [ticket("P-1", state="COMPLETED")])
+    assert sage("plan", cwd=repo).stdout == "plan: nothing to run (1 completed)\n"
