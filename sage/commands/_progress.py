@@ -189,10 +189,10 @@ class LiveReporter(Reporter):
             return table
         with self._lock:
             rows, counts, eta = slot_rows(self.tally), self.tally.counts(), self.tally.eta
-            guessed = self.tally.eta_guessed
+            guessed, stopping = self.tally.eta_guessed, self.tally.stopping
         for row in rows:
             table.add_row(*row)
-        return Group(table, Text(counts_line(counts, eta, guessed=guessed)))
+        return Group(table, Text(counts_line(counts, eta, guessed=guessed, stopping=stopping)))
 
 
 def slot_rows(tally: Tally) -> list[tuple[str, str, str, str, str]]:
@@ -212,14 +212,20 @@ def _slot_row(slot: int, a: Attempt) -> tuple[str, str, str, str, str]:
     return (f"slot {slot + 1}", a.ticket, title, f"attempt {a.attempt}", elapsed)
 
 
-def counts_line(c: Counts, eta: float | None, *, guessed: bool = False) -> str:
-    """`guessed`: the ETA takes the estimates' minutes as minutes (nothing timed yet)."""
+def counts_line(
+    c: Counts, eta: float | None, *, guessed: bool = False, stopping: bool = False
+) -> str:
+    """`guessed`: the ETA takes the estimates' minutes as minutes (nothing timed yet).
+    `stopping`: nothing new starts, so no ETA of the backlog; the run ends with its running
+    work, whose end nobody can tell."""
     parts = [f"ready {c.ready}", f"waiting on dependencies {c.waiting}",
              f"queued to land {c.landing}", f"blocked {c.blocked}",
              f"landed {c.landed}/{c.total}"]  # fmt: skip
     parts += [f"deferred {c.deferred}"] if c.deferred else []
     parts += [f"retrying {c.retrying}"] if c.retrying else []
-    if eta is not None:
+    if stopping:
+        parts.append("stopping: nothing new starts")
+    elif eta is not None:
         size = f"~{eta / 60:.0f} min" if eta >= 90 else f"~{eta:.0f}s"
         parts.append(f"eta {size}" + (" from the estimates" if guessed else ""))
     return " · ".join(parts)

@@ -52,11 +52,14 @@ class Tally:
         self.graph, self.workers = graph, workers
         self.open = {t.id for t in tickets if t.state in dag.OPEN_STATES}
         self.done = {t.id for t in tickets if t.state == "COMPLETED"}
-        self.phase: dict[str, str] = {}  # of open tickets: running, landing, or SETTLED
+        self.phase: dict[str, str] = {  # of open tickets: running, landing, or SETTLED
+            tid: "blocked" for tid in scheduler.blocked_at_start(self.tickets, graph)
+        }  # those behind what an earlier run deferred are blocked from the start, as the run says
         self.slots: dict[str, tuple[int, Attempt]] = {}  # ticket: (slot, attempt)
         self.seconds: list[tuple[float, float]] = []  # finished attempts: (seconds, weight)
         self.eta: float | None = None
         self.eta_guessed = False  # `eta` takes the estimates' minutes as minutes: nothing timed yet
+        self.stopping = False  # the run starts nothing new: what is left is the running work
         self.eta_every, self._eta_at = eta_every, -math.inf  # a big index: not every landing
         self._refresh_eta()
 
@@ -75,6 +78,7 @@ class Tally:
         elif kind == "retry" and tid:
             self.phase[tid] = "retrying"
         elif kind in SETTLED or kind in ("stopping", "killed"):
+            self.stopping = self.stopping or (kind == "stopping" and not tid)
             self._settled(kind, tid)
 
     def _exited(self, tid: str, kind: str, data: dict[str, object]) -> None:

@@ -26,6 +26,11 @@ def test_an_eta_from_timed_attempts_is_plain() -> None:
     assert "eta" not in counts_line(counts(), None)
 
 
+def test_a_stopping_run_shows_no_eta_of_the_backlog() -> None:
+    line = counts_line(counts(), 4.2, stopping=True)
+    assert line.endswith("landed 3/6 · stopping: nothing new starts") and "eta" not in line
+
+
 def test_a_ticket_given_back_and_the_run_stopping_are_told_apart() -> None:
     back = Reporter.line(
         Event(kind="stopping", ticket="B-1", data={"reason": "not its fault: bad key"})

@@ -71,3 +71,17 @@ def test_the_first_timed_attempt_replaces_the_guess_at_once() -> None:
 
 def test_no_estimates_and_nothing_timed_yet_is_no_eta() -> None:
     assert tally([tk("A"), tk("B")]).eta is None
+
+
+def test_the_run_stopping_is_noted_a_ticket_given_back_is_not() -> None:
+    t = tally([tk("A"), tk("B")])
+    t.take(ev("started", "A", slot=0, attempt=1))
+    t.take(ev("stopping", "B", reason="not retried: interrupted (Ctrl+C)"))
+    assert not t.stopping
+    t.take(ev("stopping", reason="interrupted (Ctrl+C)", running=["A"]))
+    assert t.stopping and [a.ticket for _, a in t.running()] == ["A"]
+
+
+def test_what_an_earlier_run_deferred_blocks_its_dependents_from_the_start() -> None:
+    c = tally([tk("D", state="DEFERRED"), tk("E", "D"), tk("F", "E"), tk("G")]).counts()
+    assert (c.ready, c.waiting, c.blocked, c.total) == (1, 0, 2, 3)
