@@ -253,9 +253,9 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         "",
         f"SUMMARY ({state}): {len(s.completed)} completed, {len(s.deferred)} deferred, "
         f"{len(s.blocked)} blocked, {len(s.not_started)} not started{extra}",
-        f"  wall {s.wall_seconds:.1f}s{_at_prompt(s)}, worker time {s.worker_seconds:.1f}s, saved "
-        f"{s.saved_seconds:.1f}s against sequential, efficiency {s.efficiency:.0%} "
-        f"({counted(s.workers, 'worker')})",
+        f"  wall {s.wall_seconds:.1f}s{_at_prompt(s)}, worker time {s.worker_seconds:.1f}s, "
+        + (f"saved {s.saved_seconds:.1f}s against sequential, " if s.workers > 1 else "")
+        + f"efficiency {s.efficiency:.0%} ({counted(s.workers, 'worker')})",
         f"  commits landed {s.commits_landed}, conflicts {s.conflicts}, retries {s.retries}"
         + (f", throttled {s.throttled}" if s.throttled else "")
         + (

@@ -59,3 +59,16 @@ def test_the_agents_line_names_what_did_not_land_only_when_something_did_not() -
     wasted = summary(tokens=1800, cost_usd=0.02, wasted_tokens=600, wasted_cost_usd=0.01)
     assert agents_line(wasted).endswith("spent; not landed: 600 tokens, $0.01")
     assert not any("agents:" in line for line in summary_lines(summary(), Path("run")))
+
+
+def test_one_worker_saves_nothing_against_sequential_and_is_not_told_so() -> None:
+    def time_line(s: RunSummary) -> str:
+        return summary_lines(s, Path("run"))[2]
+
+    assert time_line(summary()) == (
+        "  wall 2.0s, worker time 3.0s, saved 1.0s against sequential, efficiency 75% (2 workers)"
+    )
+    one = RunSummary(run_id="r", workers=1, completed=("A",), deferred={}, blocked={},
+                     wall_seconds=3.1, worker_seconds=3.0, commits_landed=1, conflicts=0,
+                     retries=0)  # fmt: skip
+    assert time_line(one) == "  wall 3.1s, worker time 3.0s, efficiency 97% (1 worker)"
