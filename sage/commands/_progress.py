@@ -266,10 +266,9 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
         + (f", slot setup {s.setup_seconds:.1f}s" if s.setup_seconds else ""),
     ]
     if s.tokens or s.cost_usd:
-        wasted = (s.wasted_tokens or s.wasted_cost_usd) and (
-            f"; not landed: {s.wasted_tokens} tokens, ${s.wasted_cost_usd:.2f}"
-        )
-        lines.append(f"  agents: {s.tokens} tokens, ${s.cost_usd:.2f} spent{wasted or ''}")
+        wasted = s.wasted_tokens or s.wasted_cost_usd
+        lost = f"; not landed: {s.wasted_tokens} tokens, ${s.wasted_cost_usd:.2f}" if wasted else ""
+        lines.append(f"  agents: {s.tokens} tokens, ${s.cost_usd:.2f} spent{lost}")
     if s.stop_reason and not s.interrupted:
         lines.append(f"  stopped: {s.stop_reason}")
     lines += _ticket_lines(s)
