@@ -20,10 +20,10 @@ import resource
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from bench.run import ROOT, Options, Row, row
+from sage.lib.history import parse_time
 
 SECTION = "replay"
 BUNDLE = Path(os.environ.get("SAGE_BENCH_BUNDLE", "/work/shared/data/cachetools.bundle"))
@@ -180,13 +180,9 @@ def sage(options: Options, hist: History, path: Path, workers: int) -> Figures:
     warned = [e for e in events if e["event"] == "may-conflict"]
     if warned:  # tickets that touch the same file never run at once: each depends on the other
         raise RuntimeError(f"sage --parallel {workers} warned of a conflict: {warned[0]}")
-    started = next(_at(e) for e in events if e["event"] == "run-started")
-    landed = max(_at(e) for e in events if e["event"] == "landed")
-    return wall, cpu, started - began, began + wall - landed
-
-
-def _at(event: dict[str, object]) -> float:
-    return datetime.fromisoformat(str(event["at"]).replace("Z", "+00:00")).timestamp()
+    started = next(parse_time(e["at"]) for e in events if e["event"] == "run-started")
+    landed = max(parse_time(e["at"]) for e in events if e["event"] == "landed")
+    return wall, cpu, started.timestamp() - began, began + wall - landed.timestamp()
 
 
 def ended(hist: History, repo: Path, who: str) -> None:

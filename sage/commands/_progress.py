@@ -243,7 +243,6 @@ def make(*, json: bool, tally: Callable[[], Tally] | None = None) -> Reporter:
 def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
     """Every ticket the run could take on, counted once: completed, waiting to land, deferred,
     blocked, skipped or not started."""
-    state = "interrupted" if s.interrupted else "stopped early" if s.stopped_early else "finished"
     extra = "".join(
         f", {n} {what}"
         for n, what in ((len(s.waiting_to_land), "waiting to land"), (len(s.skipped), "skipped"))
@@ -251,7 +250,7 @@ def summary_lines(s: RunSummary, run_dir: Path) -> list[str]:
     )
     lines = [
         "",
-        f"SUMMARY ({state}): {len(s.completed)} completed, {len(s.deferred)} deferred, "
+        f"SUMMARY ({s.ended}): {len(s.completed)} completed, {len(s.deferred)} deferred, "
         f"{len(s.blocked)} blocked, {len(s.not_started)} not started{extra}",
         f"  wall {s.wall_seconds:.1f}s{_at_prompt(s)}, worker time {s.worker_seconds:.1f}s, "
         + (f"saved {s.saved_seconds:.1f}s against sequential, " if s.workers > 1 else "")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_state
 from sage.lib import lazy
+from sage.lib.events import ending
 from sage.lib.history import History, parse_time
 from sage.lib.words import counted
 
@@ -58,19 +59,15 @@ def _run_line(s: statuses.Status) -> str:
     if run.summary is None:
         return f"run {run.run_id}: ended without a summary (killed?); rerun to recover"
     sm = run.summary
-    ended = _ended(sm)
+    ended = ending(
+        interrupted=bool(sm.get("interrupted")), stopped_early=bool(sm.get("stopped_early"))
+    )
     why = sm.get("stop_reason") if ended == "stopped early" else None
     return (
         f"run {run.run_id}: {ended}, {len(sm.get('completed', []))} completed, "
         f"{len(sm.get('deferred', {}))} deferred, {len(sm.get('blocked', {}))} blocked "
         f"(exit {sm.get('exit_code')})" + (f": {why}" if why else "")
     )
-
-
-def _ended(summary: dict[str, Any]) -> str:
-    if summary.get("interrupted"):
-        return "interrupted"
-    return "stopped early" if summary.get("stopped_early") else "finished"
 
 
 def _ago(run: History) -> str:

@@ -113,6 +113,10 @@ class RunSummary:
     prompt_seconds: float = 0.0  # of the wall time, waiting for answers at the prompt
 
     @property
+    def ended(self) -> str:
+        return ending(interrupted=self.interrupted, stopped_early=self.stopped_early)
+
+    @property
     def saved_seconds(self) -> float:
         """Against running the same work one ticket at a time (the time at the prompt left
         out); never below zero."""
@@ -181,6 +185,13 @@ class RunSummary:
 
 NOT_STARTED = (Phase.WAITING, Phase.RETURNED, Phase.DELAYED, Phase.PARKED,
                Phase.RUNNING, Phase.COLLECTING)  # fmt: skip
+
+
+def ending(*, interrupted: bool, stopped_early: bool) -> str:
+    """How a run ended, in the words the summary and `sage status` use."""
+    if interrupted:
+        return "interrupted"
+    return "stopped early" if stopped_early else "finished"
 
 
 def summarize(

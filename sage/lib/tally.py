@@ -52,9 +52,10 @@ class Tally:
         self.graph, self.workers = graph, workers
         self.open = {t.id for t in tickets if t.state in dag.OPEN_STATES}
         self.done = {t.id for t in tickets if t.state == "COMPLETED"}
-        self.phase: dict[str, str] = {  # of open tickets: running, landing, or SETTLED
-            tid: "blocked" for tid in scheduler.blocked_at_start(self.tickets, graph)
-        }  # those behind what an earlier run deferred are blocked from the start, as the run says
+        # of open tickets: running, landing, or SETTLED; those behind what an earlier run
+        # deferred are blocked from the start, as the run says
+        self.phase: dict[str, str] = dict.fromkeys(scheduler.blocked_at_start(self.tickets, graph),
+                                                   "blocked")  # fmt: skip
         self.slots: dict[str, tuple[int, Attempt]] = {}  # ticket: (slot, attempt)
         self.seconds: list[tuple[float, float]] = []  # finished attempts: (seconds, weight)
         self.eta: float | None = None
