@@ -9,9 +9,8 @@ import typer
 
 from sage.commands._common import IndexOpt, JsonOpt, checked, emit_json, open_state
 from sage.lib import lazy
-from sage.lib.events import ending
 from sage.lib.history import History, parse_time
-from sage.lib.words import counted
+from sage.lib.words import counted, ending
 
 if TYPE_CHECKING:
     from sage.lib import status as statuses

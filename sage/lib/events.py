@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from sage.lib.ledger import Ledger, Phase
 from sage.lib.tickets import now
+from sage.lib.words import ending
 
 EventKind = Literal[
     "run-started",
@@ -185,13 +186,6 @@ class RunSummary:
 
 NOT_STARTED = (Phase.WAITING, Phase.RETURNED, Phase.DELAYED, Phase.PARKED,
                Phase.RUNNING, Phase.COLLECTING)  # fmt: skip
-
-
-def ending(*, interrupted: bool, stopped_early: bool) -> str:
-    """How a run ended, in the words the summary and `sage status` use."""
-    if interrupted:
-        return "interrupted"
-    return "stopped early" if stopped_early else "finished"
 
 
 def summarize(

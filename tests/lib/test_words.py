@@ -1,8 +1,8 @@
-"""Numbers of things, in words."""
+"""Numbers of things, and how a run ended, in words."""
 
 from __future__ import annotations
 
-from sage.lib.words import counted
+from sage.lib.words import counted, ending
 
 
 def test_one_and_many() -> None:
@@ -11,3 +11,9 @@ def test_one_and_many() -> None:
         counted(1, "batch", "batches") == "1 batch"
         and counted(3, "batch", "batches") == "3 batches"
     )
+
+
+def test_a_run_ends_in_one_of_three_words() -> None:
+    assert ending(interrupted=True, stopped_early=False) == "interrupted"
+    assert ending(interrupted=False, stopped_early=True) == "stopped early"
+    assert ending(interrupted=False, stopped_early=False) == "finished"
