@@ -55,13 +55,7 @@ class Status:
             "stream_pid": self.holder.pid if self.holder else None,
             "summary": run.summary if run else None,
             "running": [_running_dict(r, self.pids) for r in self.running],
-            "asking": None
-            if self.asking is None
-            else {
-                "ticket": self.asking.ticket,
-                "title": self.asking.title,
-                "since": self.asking.since.isoformat(),
-            },
+            "asking": _asked_dict(self.asking) if self.asking else None,
             "queue": [
                 {
                     "seq": e.seq,
@@ -90,6 +84,10 @@ class Status:
 def _running_dict(r: Running, pids: dict[str, int]) -> dict[str, Any]:
     return {"ticket": r.ticket, "slot": r.slot, "attempt": r.attempt, "title": r.title,
             "since": r.since.isoformat(), "pid": pids.get(r.ticket), "log": r.log}  # fmt: skip
+
+
+def _asked_dict(q: Asked) -> dict[str, Any]:
+    return {"ticket": q.ticket, "title": q.title, "since": q.since.isoformat()}
 
 
 def read(project: Project, index: Index, graph: nx.DiGraph) -> Status:
