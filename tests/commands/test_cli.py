@@ -102,3 +102,30 @@ def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
     assert "sage.commands.stream" in loaded and "Usage: sage stream" in done.stdout
     others = {f"sage.commands.{m}" for m in ("add", "clean", "hooks", "import_", "demo", "report")}
     assert not loaded & (others | {"sage.lib.hooks", "sage.lib.clean", "sage.lib.importer"})
+
+
+LEAVING = """
+import atexit, sys, threading, time
+from pathlib import Path
+from sage.cli import leave
+mark = Path(sys.argv[1])
+atexit.register(lambda: mark.write_text(mark.read_text() + "exit handler;"))
+if sys.argv[2] == "thread":  # still running when the command ends: waited for
+    threading.Thread(target=lambda: (time.sleep(0.3), mark.write_text("thread;"))).start()
+print("all of the output", end="")
+sys.stderr.write("and its errors")
+leave(3)
+"""
+
+
+def test_sage_exits_without_taking_python_apart_but_loses_nothing(tmp_path: Path) -> None:
+    """`leave`: the output flushed into a pipe, the exit handlers run, the exit code kept; a
+    thread still running is waited for, as a plain exit does."""
+    for case, marked in (("alone", "exit handler;"), ("thread", "thread;exit handler;")):
+        mark = tmp_path / f"{case}.txt"
+        mark.write_text("")
+        done = subprocess.run([sys.executable, "-c", LEAVING, str(mark), case],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        said = (done.returncode, done.stdout, done.stderr)
+        assert said == (3, "all of the output", "and its errors"), case
+        assert mark.read_text() == marked, case
