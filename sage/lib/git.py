@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -699,6 +700,78 @@ def _ref_anywhere(common: Path, ref: str) -> bool:
     except OSError:
         return True
     return f" {ref}\n".encode() in packed
+
+
+def delete_refs(repo: Path, refs: Mapping[str, str | None]) -> dict[str, bool] | None:
+    """Delete loose refs as git's files backend does, each on its own: `<ref>.lock` taken
+    (create-exclusive), the ref compared with its old value (None: any commit, or none: a ref
+    that is not there is gone already), the ref and its reflog removed, the lock too; then the
+    folders that left empty. Each ref -> whether it is gone (False: it moved on, or a lock is in
+    the way; kept). None, with nothing deleted, when git must do it: a ref that is packed,
+    another ref backend, a reference-transaction hook to run, or settings that cannot be read."""
+    common, found = _common_dir_cached(str(repo)), settings(repo)
+    if (
+        found is None
+        or found.get("extensions.refstorage", "files") != "files"
+        or found.flag("core.bare")
+        or os.access(hooks_dir(repo, found) / "reference-transaction", os.X_OK)
+    ):
+        return None
+    try:
+        packed = files.read_bytes(common / "packed-refs")
+    except FileNotFoundError:
+        packed = b""
+    except OSError:
+        return None
+    if any(f" {ref}\n".encode() in packed for ref in refs):
+        return None
+    done, emptied = {}, {}
+    for ref, old in refs.items():
+        path, log = f"{common}/{ref}", f"{common}/logs/{ref}"
+        if old is None and not os.path.lexists(path):
+            done[ref] = True
+            continue
+        done[ref] = _unlink_locked(path, log, old)
+        if done[ref]:
+            top = "/".join(ref.split("/")[:2])  # refs/heads: git never removes it
+            emptied[os.path.dirname(path)] = f"{common}/{top}"
+            emptied[os.path.dirname(log)] = f"{common}/logs/{top}"
+    for folder, top in sorted(emptied.items(), reverse=True):  # the deepest first
+        _remove_empty(Path(folder), Path(top))
+    return done
+
+
+def _unlink_locked(path: str, log: str, old: str | None) -> bool:
+    """Remove a loose ref under its lock if it holds a commit (`old`, if given), then its
+    reflog."""
+    lock = f"{path}.lock"
+    try:
+        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError:
+        return False
+    try:
+        current = files.read_bytes(path).decode("ascii").strip()
+        if not _HEX.fullmatch(current) or old not in (None, current):
+            return False
+        os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(log)
+    except (OSError, UnicodeDecodeError):
+        return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+    return True
+
+
+def _remove_empty(folder: Path, top: Path) -> None:
+    """`folder` and the folders above it, up to `top` (kept), while they are empty."""
+    while top in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 _LOGGED = ("refs/heads/", "refs/remotes/", "refs/notes/")

@@ -103,13 +103,20 @@ class Lander:
             return self._child.busy
         return self._wake.is_set() or self._in_pass
 
-    def close(self) -> None:
+    def closing(self) -> None:
+        """Ask it to end after the pass under way, without waiting (see `close`)."""
         if self._child is not None:
-            self._child.close()
+            self._child.closing()
             return
         self._closed = True
         self._wake.set()
-        if self._thread.is_alive():
+
+    def close(self) -> None:
+        """Ask it to end after the pass under way, and wait for it (and its last messages)."""
+        self.closing()
+        if self._child is not None:
+            self._child.close()
+        elif self._thread.is_alive():
             self._thread.join()
 
     def _loop(self) -> None:
@@ -204,13 +211,19 @@ class _Child:
             return  # it has ended: its relay reports that
         self._asked += 1
 
-    def close(self) -> None:
-        """Ask it to end after the pass under way, and wait for it and its last messages."""
+    def closing(self) -> None:
+        """Ask it to end after the pass under way."""
+        if self._closing:
+            return
         self._closing = True
         with contextlib.suppress(OSError):
             os.write(self._commands, _CLOSE)
         with contextlib.suppress(OSError):
             os.close(self._commands)
+
+    def close(self) -> None:
+        """`closing`, then wait for it and its last messages."""
+        self.closing()
         self._relay.join()
 
     def _read(self, results: int) -> None:

@@ -430,14 +430,15 @@ class Stream:
         """Outcomes that arrived while stopping still count (a landing is told when its target
         moves: the pass may fail after that, recording it); then no ticket this run claimed is
         left IN_PROGRESS unless its work waits in the queue."""
-        self.lander.close()
+        self.lander.closing()  # it ends its pass while the workers' threads end
         self.executor.shutdown()
+        self.lander.close()
         for message in self.inbox.drain():
             if isinstance(message, LandedMsg | Finished | Released | LanderFailed):
                 self._handle(message)
         self.books.give_back_unsettled()
         try:
-            self.queue.tidy(self._landed)  # the landed tickets' branches, in one git call
+            self.queue.tidy(self._landed)  # the landed tickets' branches, at once
         except SageError as exc:  # the next run's sweep removes them
             self.journal.emit("warning", reason=f"landed branches kept: {exc.message}")
 

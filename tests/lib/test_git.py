@@ -214,6 +214,64 @@ def test_a_ref_exists_loose_or_packed(repo: Path) -> None:
         assert sage_git.ref_exists(repo, f"refs/sage/previous/{name}") is there, name
 
 
+def test_refs_are_deleted_in_process_as_git_deletes_them(repo: Path) -> None:
+    """Each at its old value (or any), its reflog and the folders it leaves empty gone, git's
+    own folders kept; one that moved on is kept; one that is not there is gone already."""
+    tip, other = commit(repo, "tip"), commit(repo, "other")
+    for name in ("A-1", "B-1", "C-1"):
+        git(repo, "branch", f"sage/{name}", tip)
+    git(repo, "update-ref", "refs/sage/previous/A-1", tip)
+    git(repo, "update-ref", "refs/heads/sage/C-1", other)  # moved on since it was queued
+    git(repo, "config", "core.logAllRefUpdates", "true")
+    git(repo, "update-ref", "refs/heads/sage/A-1", tip, tip)  # a reflog line for A-1
+    assert (repo / ".git/logs/refs/heads/sage/A-1").exists()
+    gone = sage_git.delete_refs(repo, {
+        "refs/heads/sage/A-1": tip, "refs/heads/sage/B-1": None, "refs/heads/sage/C-1": tip,
+        "refs/sage/previous/A-1": None, "refs/sage/previous/B-1": None,
+    })  # fmt: skip
+    assert gone == {"refs/heads/sage/A-1": True, "refs/heads/sage/B-1": True,
+                    "refs/heads/sage/C-1": False, "refs/sage/previous/A-1": True,
+                    "refs/sage/previous/B-1": True}  # fmt: skip
+    left = git(repo, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
+    assert sorted(left) == sorted([f"refs/heads/main {other}", f"refs/heads/sage/C-1 {other}"])
+    assert not (repo / ".git/logs/refs/heads/sage/A-1").exists()
+    assert not list((repo / ".git/refs").rglob("*.lock"))
+    # the folders it left empty removed, but not the two at the top, as git 2.39 does
+    assert not (repo / ".git/refs/sage/previous").exists() and (repo / ".git/refs/sage").is_dir()
+    git(repo, "branch", "-D", "sage/C-1")
+    assert not (repo / ".git/refs/heads/sage").exists() and (repo / ".git/refs/heads").is_dir()
+    assert git(repo, "fsck", "--no-progress") == ""
+
+
+@pytest.mark.parametrize("why", ["packed", "hook", "reftable"])
+def test_refs_git_must_delete_are_left_to_git(repo: Path, why: str) -> None:
+    tip = commit(repo, "tip")
+    git(repo, "branch", "sage/A-1", tip)
+    if why == "packed":
+        git(repo, "pack-refs", "--all")
+    elif why == "hook":
+        hook = repo / ".git" / "hooks" / "reference-transaction"
+        hook.parent.mkdir(exist_ok=True)
+        hook.write_text("#!/bin/sh\nexit 0\n")
+        hook.chmod(0o755)
+    else:
+        git(repo, "config", "extensions.refStorage", "reftable")
+    assert sage_git.delete_refs(repo, {"refs/heads/sage/A-1": tip}) is None
+    if why != "reftable":
+        assert git(repo, "rev-parse", "sage/A-1") == tip
+
+
+def test_a_ref_whose_lock_is_held_is_kept(repo: Path) -> None:
+    tip = commit(repo, "tip")
+    git(repo, "branch", "sage/A-1", tip)
+    (repo / ".git/refs/heads/sage/A-1.lock").write_text("")  # a git process is moving it
+    assert sage_git.delete_refs(repo, {"refs/heads/sage/A-1": tip}) == {
+        "refs/heads/sage/A-1": False
+    }
+    assert (repo / ".git/refs/heads/sage/A-1.lock").exists()  # not ours: left alone
+    assert git(repo, "rev-parse", "sage/A-1") == tip
+
+
 def test_the_checked_out_branch_is_read_as_git_says_it(repo: Path, tmp_path: Path) -> None:
     git(repo, "tag", "main")  # `symbolic-ref --short` would say heads/main: the branch is main
     assert sage_git.head_branch(repo) == "main"

@@ -401,8 +401,8 @@ class Landing:
         """Remove the tickets' worktrees and branches, unless a branch moved on since it was
         queued or is checked out somewhere that is not sage's. A worker slot that still has the
         branch checked out is sage's and stays, on the branch's commit (its next ticket switches
-        it). One git call for the branches (compare-and-delete), one to prune the worktrees'
-        registrations."""
+        it). The branches are compared and deleted in process where git's files allow it, else
+        in one git call; one more prunes the worktrees' registrations."""
         mine, slots = self.worktrees_dir.resolve(), (self.worktrees_dir / SLOTS_DIR).resolve()
         doomed: dict[str, tuple[QueueEntry, list[Path], list[Path]]] = {}  # worktrees, slots
         for entry in entries:
@@ -413,22 +413,27 @@ class Landing:
                                [p for p, parent in held.items() if parent == slots])  # fmt: skip
         if not doomed:
             return
-        # and each ticket's kept previous attempt, where there is one (git would lock each
-        # ref it is told to delete, there or not: a file made and removed per ticket)
-        lines = []
-        for ref, (entry, _, _) in doomed.items():
-            lines.append(f"delete {ref} {entry.head}\n")
-            previous = f"{PREVIOUS}{entry.ticket_id}"
-            if git.ref_exists(self.root, previous):
-                lines.append(f"delete {previous}\n")
-        script = "".join(lines)
-        if git.run(self.root, "update-ref", "--stdin", input=script).returncode != 0:
+        # and each ticket's kept previous attempt, where there is one (told to git only where
+        # it is: git would lock each ref it is told to delete, there or not)
+        refs: dict[str, str | None] = {ref: entry.head for ref, (entry, _, _) in doomed.items()}
+        previous = {f"{PREVIOUS}{entry.ticket_id}": None for entry, _, _ in doomed.values()}
+        gone = git.delete_refs(self.root, {**refs, **previous})  # in process: no git to start
+        if gone is not None:
+            doomed = {ref: held for ref, held in doomed.items() if gone[ref]}
+            return self._cleaned(doomed)
+        refs.update((ref, None) for ref in previous if git.ref_exists(self.root, ref))
+        if git.run(self.root, "update-ref", "--stdin", input=_deletions(refs)).returncode:
             # all or nothing: some branch moved on, so take them one by one
             doomed = {
                 ref: held
                 for ref, held in doomed.items()
                 if git.run(self.root, "update-ref", "-d", ref, held[0].head).returncode == 0
             }
+        self._cleaned(doomed)
+
+    def _cleaned(self, doomed: Mapping[str, tuple[QueueEntry, list[Path], list[Path]]]) -> None:
+        """The worktrees that held the deleted branches removed, the slots left on their
+        commits."""
         for ref, (entry, holders, in_slots) in doomed.items():
             for path in holders:
                 shutil.rmtree(path, ignore_errors=True)
@@ -486,6 +491,11 @@ class Landing:
 
     def _reached(self, commit: str, head: str) -> bool:
         return commit == head or git.is_ancestor(self.root, commit, head)
+
+
+def _deletions(refs: Mapping[str, str | None]) -> str:
+    """`git update-ref --stdin`'s script deleting each ref (at its old value, where given)."""
+    return "".join(f"delete {ref} {old or ''}".rstrip() + "\n" for ref, old in refs.items())
 
 
 def _landed(entries: Sequence[QueueEntry]) -> list[QueueEntry]:
