@@ -101,23 +101,22 @@ class Dispatcher:
         order = [tid for level in self.generations for tid in level]
         weights = {tid: self.tickets[tid].weight for tid in todo}
         self.longest = dag.remaining_path(self.runnable, weights, order=order)
-        self._waiting: dict[str, int] = {}
-        self._heap: list[tuple[tuple[int, float, str], str]] = []
         self._keys = {tid: dag.dispatch_key(self.tickets[tid], self.longest) for tid in todo}
-        for tid in todo:
-            self._admit(self.tickets[tid])
+        # each open ticket waits for its dependencies not COMPLETED (a blocked one is not here)
+        done = {tid for tid, t in self.tickets.items() if t.state == "COMPLETED"}
+        self._waiting: dict[str, int] = {
+            tid: len(set(self.tickets[tid].dependencies).difference(done)) for tid in todo
+        }
+        self._heap: list[tuple[tuple[int, float, str], str]] = [
+            (self._keys[tid], tid) for tid, pending in self._waiting.items() if not pending
+        ]
+        heapq.heapify(self._heap)
         self._sets: dict[str, touches.TouchSet] = {}  # touch sets, declared or learned, lazily
         self._held: set[str] = set()
         self._touching: dict[str, touches.TouchSet] = {}  # the held tickets that touch files
         self._apart: list[tuple[tuple[int, float, str], str]] = []  # ready, kept aside
         self._any_files: bool | None = None  # whether any ticket touches a file (lazily)
         self._waits: dict[tuple[str, str], None] = {}  # (kept aside, for whom), in order
-
-    def _admit(self, ticket: Ticket) -> None:
-        pending = sum(1 for d in set(ticket.dependencies) if self.tickets[d].state != "COMPLETED")
-        self._waiting[ticket.id] = pending
-        if not pending:
-            self._push(ticket.id)
 
     def _push(self, tid: str) -> None:
         key = self._keys.get(tid)
@@ -241,8 +240,9 @@ class Dispatcher:
             if left is not None:
                 waiting[child] = left - 1
                 if left == 1:
-                    self._push(child)
                     freed.append(child)
+        for child in freed:
+            self._push(child)
         return freed
 
     def failed(self, tid: str) -> list[str]:
