@@ -24,6 +24,7 @@ depends on what was fsynced, and sage chooses by what the file is:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -31,7 +32,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -179,6 +180,7 @@ class Snapshot(Generic[T]):
     def __init__(self, path: Path, parse: Callable[[bytes], T]) -> None:
         self.path, self.parse = path, parse
         self._seen: _Seen[T] | None = None
+        self._told: tuple[bytes, T] | None = None  # see `told`
 
     def read(self) -> T:
         """The file's value now: OSError (FileNotFoundError …) and `parse`'s errors as raised."""
@@ -189,19 +191,53 @@ class Snapshot(Generic[T]):
         with open(self.path, "rb") as handle:
             signature = _signature(os.fstat(handle.fileno()))  # older than the bytes, if anything
             data = handle.read()
-        value = seen.value if seen is not None and seen.data == data else self.parse(data)
-        self._seen = _Seen(signature, data, value, settled=_settled(signature, began))
+        told, digest = self._told, None
+        if seen is not None and seen.data == data:  # `told` is kept: of a write still to come
+            value = seen.value
+        elif told is not None and (digest := content_digest(data)) == told[0]:
+            value, self._told = told[1], None
+        else:
+            value, self._told = self.parse(data), None
+        self._seen = _Seen(signature, data, value, settled=_settled(signature, began),
+                           digests=[digest] if digest is not None else [])  # fmt: skip
         return value
 
-    def wrote(self, data: bytes, value: T) -> None:
+    def wrote(self, data: bytes, value: T, *, digest: bytes | None = None) -> None:
         """This process just replaced the file with `data`, which `parse` would read as
-        `value`: the next read compares bytes instead of parsing them."""
+        `value`: the next read compares bytes instead of parsing them. (`digest`: its
+        `content_digest`, when the caller has it.)"""
+        self._told = None
         try:
             signature = _signature(os.stat(self.path))
         except OSError:
             self._seen = None
             return
-        self._seen = _Seen(signature, data, value, settled=False)
+        self._seen = _Seen(signature, data, value, settled=False,
+                           digests=[digest] if digest is not None else [])  # fmt: skip
+
+    def latest(self) -> tuple[bytes, T] | None:
+        """The `content_digest` and value of the file as this snapshot last knew it: as read or
+        written here, or as another process said it wrote it (`told`); None before any."""
+        if self._told is not None:
+            return self._told
+        seen = self._seen
+        if seen is None:
+            return None
+        if not seen.digests:
+            seen.digests.append(content_digest(seen.data))
+        return seen.digests[0], seen.value
+
+    def seen(self) -> tuple[bytes, T] | None:
+        """The bytes this snapshot last read or wrote, and their value."""
+        seen = self._seen
+        return None if seen is None else (seen.data, seen.value)
+
+    def told(self, digest: bytes, value: T) -> None:
+        """Another process replaces the file (or just did) with bytes of this
+        `content_digest`, which read as `value`: a read that finds such bytes takes `value`
+        without parsing them (a hash of the bytes costs a small part of a parse). Anything
+        else there is parsed, as before."""
+        self._told = (digest, value)
 
 
 RACY_NS = 2_000_000_000  # a file changed this long before a read began is settled (FAT: 2 s ticks)
@@ -213,6 +249,12 @@ class _Seen(Generic[T]):
     data: bytes
     value: T
     settled: bool  # read well after the file last changed: its signature alone says "unchanged"
+    digests: list[bytes] = field(default_factory=list)  # its content_digest, once asked (one)
+
+
+def content_digest(data: bytes) -> bytes:
+    """What names a file's content between processes (SHA-256: 3 ms for a 6 MB index)."""
+    return hashlib.sha256(data).digest()
 
 
 def _signature(found: os.stat_result) -> tuple[int, int, int, int]:
@@ -282,7 +324,11 @@ def _indented(value: Any, depth: int, rendered: dict[int, str] | None = None) ->
         )
         return "{" + pad + ("," + pad).join(items) + pad[:-2] + "}"
     if type(value) is list and value:
-        items = (_indented(item, depth + 1, rendered) for item in value)
+        if rendered is not None and depth + 1 == _REUSED_AT:  # the tickets: most texts are known
+            known = rendered.get
+            items = (known(id(item)) or _indented(item, depth + 1, rendered) for item in value)
+        else:
+            items = (_indented(item, depth + 1, rendered) for item in value)
         return "[" + pad + ("," + pad).join(items) + pad[:-2] + "]"
     return _plain(value, depth)
 
@@ -293,6 +339,42 @@ def _reused(value: dict[Any, Any] | list[Any], depth: int) -> str:
     if text is None:
         text = _KEPT[key] = _plain(value, depth)
     return text
+
+
+def rendered_in(text: str, data: Any) -> dict[int, str]:
+    """What `dumps` wrote into `text` for each value two levels down in `data` (the parse of
+    `text`): its text by `id()`, for `dumps(data, rendered=…)` to reuse instead of encoding it
+    again (at 20k tickets, a second or more of a first write). A file `dumps` wrote splits
+    where a line holds a value's first `{` two levels in: no string holds a newline. Only a
+    piece that reads back as its value does (the same compact JSON: types and key order too) is
+    kept, so a ticket edited by hand keeps its layout until it changes; a file laid out
+    otherwise keeps little or none."""
+    if type(data) is not dict or len(data) != 1:
+        return {}
+    ((key, items),) = data.items()
+    head = "{\n  " + _encode_key(key) + ": [\n    "
+    if type(items) is not list or len(items) < _MANY or not text.startswith(head):
+        return {}
+    body, tail = text[len(head) :], "\n  ]\n}\n"
+    if not body.endswith(tail):
+        return {}
+    pieces = body[: -len(tail)].split(",\n    {")
+    if len(pieces) != len(items):
+        return {}
+    found = {}
+    for number, (piece, item) in enumerate(zip(pieces, items, strict=True)):
+        piece = piece if number == 0 else "{" + piece
+        if type(item) is dict and _reads_as(piece, _COMPACT.encode(item)):
+            found[id(item)] = piece
+    return found
+
+
+def _reads_as(text: str, compact: str) -> bool:
+    """Whether `text` is JSON that reads as the value whose compact JSON is `compact`."""
+    try:
+        return _COMPACT.encode(json.loads(text)) == compact
+    except ValueError:
+        return False
 
 
 def _plain(value: Any, depth: int) -> str:

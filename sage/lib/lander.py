@@ -35,6 +35,7 @@ from sage.lib.inbox import (
     RejectedMsg,
 )
 from sage.lib.queue import Landed, Outcome, QueueEntry
+from sage.lib.tickets import IndexWrite
 
 
 class Outbox(Protocol):
@@ -59,6 +60,7 @@ class Landings(Protocol):
     def discard(self, entry: QueueEntry, reason: str | None = None) -> QueueEntry: ...
     def keep_previous(self, entry: QueueEntry) -> None: ...
     def tidy(self, landed: Iterable[QueueEntry] = ...) -> None: ...
+    def tell_index_writes(self, tell: Callable[[IndexWrite], None]) -> None: ...
 
 
 MAX_BUSY = 10
@@ -68,10 +70,14 @@ class Lander:
     """`start()` it, `wake()` it for a pass, `close()` it: ends after the pass under way."""
 
     def __init__(
-        self, queue: Landings, inbox: Outbox, *, own_queue: Callable[[], Landings] | None = None
-    ) -> None:
-        """`own_queue` makes the queue a child process lands with (see the module's text)."""
+        self, queue: Landings, inbox: Outbox, *, own_queue: Callable[[], Landings] | None = None,
+        follow: Callable[[IndexWrite], None] | None = None,
+    ) -> None:  # fmt: skip
+        """`own_queue` makes the queue a child process lands with (see the module's text);
+        `follow` hears of each write of the ticket index the child makes (the stream's store
+        follows it there rather than parse the index again)."""
         self.queue, self.inbox, self._own_queue = queue, inbox, own_queue
+        self.follow = follow
         self._wake = threading.Event()
         self._closed = False
         self._in_pass = False
@@ -175,12 +181,22 @@ class _Asked:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class _IndexWritten:
+    """The child is writing the ticket index (COMPLETED): told to the lander's `follow`."""
+
+    write: IndexWrite
+
+
 class _Child:
     """The stream's side of a lander process: wakes down one pipe, messages back up another,
     relayed to the inbox by a thread. Its end without a close is the queue failing."""
 
-    def __init__(self, pid: int, commands: int, results: int, inbox: Outbox) -> None:
-        self.pid, self._commands, self._inbox = pid, commands, inbox
+    def __init__(
+        self, pid: int, commands: int, results: int, inbox: Outbox,
+        follow: Callable[[IndexWrite], None] | None = None,
+    ) -> None:  # fmt: skip
+        self.pid, self._commands, self._inbox, self._follow = pid, commands, inbox, follow
         self._asked = self._answered = 0
         self._closing = self._gone = self._failed = False
         self._relay = threading.Thread(
@@ -196,7 +212,7 @@ class _Child:
             return None
         pid, commands_w, results_r = child
         os.set_blocking(commands_w, False)  # a full pipe holds wakes enough: never wait on it
-        return cls(pid, commands_w, results_r, lander.inbox)
+        return cls(pid, commands_w, results_r, lander.inbox, lander.follow)
 
     @property
     def busy(self) -> bool:
@@ -230,6 +246,9 @@ class _Child:
         for message in forked.messages(results):
             if isinstance(message, _Asked):
                 self._answered = message.count
+            elif isinstance(message, _IndexWritten):  # at once: the stream may be reading it
+                if self._follow is not None:
+                    self._follow(message.write)
             else:
                 assert isinstance(message, Message)
                 self._failed = self._failed or isinstance(message, LanderFailed)
@@ -268,6 +287,8 @@ def _serve(
         except Exception as exc:
             out.put(LanderFailed(error=SageError(f"the lander's queue: {message_of(exc)}")))
             raise
+        # the stream's store follows the index this process writes instead of parsing it
+        lander.queue.tell_index_writes(lambda write: out.put(_IndexWritten(write=write)))
         with contextlib.suppress(Exception):  # on the second core, before anything waits on it
             lander.queue.warm()
         asked = 0

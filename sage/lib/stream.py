@@ -118,7 +118,7 @@ class Stream:
         self.clock, self.rng = clock or RealClock(), rng or random.Random()
         self.interrupts = interrupts or Interrupts()
         self.inbox = Inbox()
-        self.lander = Lander(queue, self.inbox, own_queue=own_queue)
+        self.lander = Lander(queue, self.inbox, own_queue=own_queue, follow=store.follow)
         # A slot's worktree is busy until its work is collected, though its process is gone and
         # the next ticket may start: a few spare slots, the lowest free first (made only while
         # no slot is about to be free, see `_room`).

@@ -22,7 +22,7 @@ from sage.lib.queue import Landed, QueueEntry, Rejected
 from sage.lib.runs import RunPlan, seed_ledger
 from sage.lib.scheduler import Dispatcher
 from sage.lib.stream import Interrupts, Stream, StreamOptions
-from sage.lib.tickets import TicketStore
+from sage.lib.tickets import IndexWrite, TicketStore
 from sage.lib.workers import Outcome, Usage, WorkerJob, WorkerResult
 
 
@@ -237,6 +237,9 @@ class FakeQueue:
 
     def tidy(self, landed: Iterable[QueueEntry] = ()) -> None:
         self.tidied = getattr(self, "tidied", 0) + 1
+
+    def tell_index_writes(self, tell: Callable[[IndexWrite], None]) -> None:
+        pass  # it writes no index
 
     def discard(self, entry: QueueEntry, reason: str | None = None) -> QueueEntry:
         with self.lock:

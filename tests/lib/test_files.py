@@ -264,3 +264,49 @@ def test_dumps_reuses_the_texts_a_caller_kept_and_fills_in_the_rest() -> None:
     rendered[id(doc["tickets"][4])] = '"kept"'  # what it keeps is written as it is
     text = files.dumps(doc, rendered=rendered)
     assert '"n": 99' in text and '"kept"' in text and '"n": 4' not in text
+
+
+tickets_lists = st.lists(
+    st.dictionaries(st.sampled_from(["id", "title", "state", "n", "history"]), json_values,
+                    min_size=1, max_size=5),
+    min_size=16, max_size=24,
+)  # fmt: skip
+
+
+@given(tickets_lists, st.sampled_from(["sage", "compact", "indent 4", "one by hand"]))
+def test_the_texts_found_in_a_file_write_what_json_writes(
+    tickets: list[dict[str, Any]], layout: str
+) -> None:
+    """`rendered_in`: whatever the file's layout, what `dumps` writes from the texts it found
+    reads back as the document, types and key order kept; from a file sage wrote, every ticket's
+    text is found, and the write is sage's own layout, byte for byte."""
+    canonical = files.json_text({"tickets": tickets})
+    text = {
+        "sage": canonical,
+        "compact": json.dumps({"tickets": tickets}),
+        "indent 4": json.dumps({"tickets": tickets}, indent=4, ensure_ascii=False),
+        "one by hand": canonical.replace("\n      ", "\n        ", 3),
+    }[layout]
+    data = json.loads(text)
+    rendered = files.rendered_in(text, data)
+    written = files.dumps(data, rendered=rendered) + "\n"
+    compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    assert compact(json.loads(written)) == compact(data)
+    if layout == "sage":
+        assert len(rendered) == len(tickets) and written == canonical
+
+
+def test_a_snapshot_told_of_another_process_s_write_reads_it_without_parsing(
+    tmp_path: Path,
+) -> None:
+    path, parse = tmp_path / "index.json", Parses()
+    path.write_text("old")
+    seen = files.Snapshot(path, parse)
+    assert seen.read() == "old" and parse.calls == 1
+    seen.told(files.content_digest(b"new"), "new, as told")  # told before the file is there
+    assert seen.read() == "old" and seen.latest() == (files.content_digest(b"new"), "new, as told")
+    files.write_atomic(path, b"new", durable=False)
+    assert seen.read() == "new, as told" and parse.calls == 1
+    seen.told(files.content_digest(b"what it meant to write"), "meant")
+    files.write_atomic(path, b"what a user wrote", durable=False)  # not what it was told of
+    assert seen.read() == "what a user wrote" and parse.calls == 2

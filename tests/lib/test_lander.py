@@ -31,6 +31,14 @@ from tests.lib.test_queue import enqueue, make_queue, setup, work
 
 repo, mode = Path(sys.argv[1]), sys.argv[2]
 project, store = setup(repo, "A-1", "A-2")
+followed = []
+if mode == "untracked":  # COMPLETED goes into the index, not into the landing commits
+    import subprocess
+    index = ".sage/tickets/index.json"
+    subprocess.run(["git", "rm", "-q", "--cached", index], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "untracked"], cwd=repo, check=True)
+    with open(repo / ".git" / "info" / "exclude", "a") as exclude:
+        exclude.write(".sage/\\n")
 hang = f"echo $PPID $$ > {repo.parent}/verifying; exec sleep 60"
 verify = ("sh", "-c", hang) if mode == "hang" else ()
 if mode == "thread":  # another thread: no fork
@@ -39,7 +47,10 @@ inbox = Inbox()
 own = lambda: make_queue(project, project.ticket_store(), verify=verify)
 if mode == "broken":  # its queue cannot be made in the child
     own = lambda: make_queue(project, store, no_such_option=True)
-lander = Lander(make_queue(project, store), inbox, own_queue=own)
+def follow(write):
+    followed.append(sorted(write.tickets))
+    store.follow(write)
+lander = Lander(make_queue(project, store), inbox, own_queue=own, follow=follow)
 lander.start()
 print(json.dumps({"pid": lander.pid}), flush=True)
 queue = make_queue(project, store)
@@ -63,6 +74,7 @@ print(json.dumps({
     "landed": [m.outcome.entry.ticket_id for m in said if isinstance(m, LandedMsg)],
     "failed": [m.error.message for m in said if isinstance(m, LanderFailed)],
     "passes": sum(isinstance(m, PassDone) for m in said), "busy": busy,
+    "followed": followed, "states": {t.id: t.state for t in store.load().tickets},
 }))
 """
 
@@ -97,9 +109,27 @@ def test_a_lander_in_its_own_process_lands_and_says_so_as_a_thread_does(repo: Pa
     proc, pid = drive(repo, "fork")
     assert pid is not None and pid != proc.pid
     said = finish(proc)
-    assert said == {"landed": ["A-1", "A-2"], "failed": [], "passes": 1, "busy": False}
+    assert said == {
+        "landed": ["A-1", "A-2"],
+        "failed": [],
+        "passes": 1,
+        "busy": False,
+        "followed": [],
+        "states": {"A-1": "COMPLETED", "A-2": "COMPLETED"},
+    }
     assert git(repo, "log", "-1", "--format=%s", "main").startswith("A-2")
     assert ended(pid, within=0), "the lander's process outlived its close"
+
+
+def test_the_stream_s_store_follows_what_the_lander_s_process_writes_into_the_index(
+    repo: Path,
+) -> None:
+    """An index git does not track takes COMPLETED from the lander's process: it tells the
+    stream of each write, and the stream's store reads the index as written."""
+    proc, _ = drive(repo, "untracked")
+    said = finish(proc)
+    assert said["landed"] == ["A-1", "A-2"] and said["followed"] == [["A-1", "A-2"]]  # one pass
+    assert said["states"] == {"A-1": "COMPLETED", "A-2": "COMPLETED"}
 
 
 def test_with_another_thread_running_the_lander_is_a_thread_and_lands_the_same(
@@ -107,7 +137,8 @@ def test_with_another_thread_running_the_lander_is_a_thread_and_lands_the_same(
 ) -> None:
     proc, pid = drive(repo, "thread")
     assert pid is None
-    assert finish(proc) == {"landed": ["A-1", "A-2"], "failed": [], "passes": 1, "busy": False}
+    said = finish(proc)
+    assert said["landed"] == ["A-1", "A-2"] and not said["failed"] and not said["busy"]
 
 
 def test_a_lander_process_that_cannot_make_its_queue_says_why_once(repo: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -828,3 +829,59 @@ def test_a_transition_during_a_checkouts_update_of_the_index_waits_for_it(repo: 
     finally:
         stop.set()
         follower.join()
+
+
+LANDER_WRITES = """
+import pickle, sys
+from pathlib import Path
+from sage.lib import tickets
+path, states, told, *ids = sys.argv[1:]
+store = tickets.TicketStore(Path(path), states=Path(states))
+writes = []
+store.on_write = writes.append
+for tid in ids:
+    store.record([tickets.StateChange(ticket_id=tid, state="COMPLETED", reason="landed")])
+Path(told).write_bytes(pickle.dumps(writes))
+"""
+
+
+def test_a_store_follows_another_process_s_writes_of_the_index_without_parsing_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lander's process writes COMPLETED into the index and says so (`on_write`): the
+    stream's store, told, reads the index after each write without parsing it, and reads what
+    a parse gives. A user's edit in between is parsed, as before, and a write told over an
+    index the store does not know is not taken."""
+    path = write_index(tmp_path, [ticket(f"R-{i}") for i in range(20)])
+    states = tmp_path / "state" / "tickets.json"
+    store = tickets.TicketStore(path, states=states)
+    parsed: list[str] = []
+    real = tickets._decode
+    monkeypatch.setattr(
+        tickets, "_decode", lambda text, where: parsed.append(text) or real(text, where)
+    )
+    store.transition([("R-0", "IN_PROGRESS")])
+    assert len(parsed) == 1
+
+    def lander(*ids: str) -> list[tickets.IndexWrite]:
+        told = tmp_path / "told.pickle"
+        subprocess.run([sys.executable, "-c", LANDER_WRITES, str(path), str(states), str(told),
+                        *ids], check=True)  # fmt: skip
+        return list(pickle.loads(told.read_bytes()))
+
+    for write in lander("R-0", "R-1"):  # two writes, the second over the first
+        store.follow(write)
+    store.transition([("R-2", "IN_PROGRESS")])
+    assert len(parsed) == 1
+    assert store._document().raw == json.loads(path.read_text())  # as a parse reads it
+
+    data = json.loads(path.read_text())  # the user's edit, then a landing over it
+    data["tickets"][5]["title"] = "edited by hand"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    (write,) = lander("R-2")
+    store.follow(write)  # over the user's edit, which this store has not read: not taken
+    store.transition([("R-3", "IN_PROGRESS")])
+    assert len(parsed) == 2
+    loaded = {t.id: t for t in store.load().tickets}
+    assert loaded["R-5"].title == "edited by hand"
+    assert [loaded[f"R-{i}"].state for i in range(4)] == ["COMPLETED"] * 3 + ["IN_PROGRESS"]

@@ -37,7 +37,7 @@ from sage.lib.queue.entries import (
 )
 from sage.lib.queue.landing import MAX_RACES, PREVIOUS, Landed, Landing, Outcome, Rejected
 from sage.lib.queue.verify import VERIFY_DIR, Verifier
-from sage.lib.tickets import StateChange, TicketStore, now
+from sage.lib.tickets import IndexWrite, StateChange, TicketStore, now
 
 __all__ = [
     "MAX_RACES", "REJECTED", "RETRYABLE", "TRAILER", "VERIFY_DIR", "CheckoutBehind", "CommitQueue",
@@ -151,6 +151,10 @@ class CommitQueue:
         a crash before leaves them to the next run's sweep."""
         with self._lock():
             self.landing.tidy(landed)
+
+    def tell_index_writes(self, tell: Callable[[IndexWrite], None]) -> None:
+        """`tell` hears of each write of the ticket index this queue's store makes."""
+        self.store.on_write = tell
 
     def recover(self) -> list[Landed]:
         """At the start of a run: finish applications whose ref moved before a crash and queue
