@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def hold(path: Path, *, timeout: float, what: str, hint: str | None = None) -> I
     where = Path(f"{path}{_BESIDE}") if soft else path
     fd = None
     try:
-        info = json.dumps({"pid": os.getpid(), "host": platform.node(), "since": now()})
+        info = json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "since": now()})
         with contextlib.suppress(OSError):
             flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if soft else 0)
             fd = os.open(where, flags, 0o666)
