@@ -248,7 +248,8 @@ class _Child:
                 self._answered = message.count
             elif isinstance(message, _IndexWritten):  # at once: the stream may be reading it
                 if self._follow is not None:
-                    self._follow(message.write)
+                    with contextlib.suppress(Exception):  # a hint: never the relay's end
+                        self._follow(message.write)
             else:
                 assert isinstance(message, Message)
                 self._failed = self._failed or isinstance(message, LanderFailed)
