@@ -165,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted", err=True)
         return 130
     except BrokenPipeError:  # `sage graph | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return _reader_gone()
+    except SystemExit as exc:  # typer says the same (EPIPE) as exit 1, stdout made quiet
+        if exc.code == 1 and isinstance(sys.stdout, typer._click.utils.PacifyFlushWrapper):
+            return _reader_gone()
+        raise
     except Exception as exc:  # anything else is our bug: say so, keep the traceback
         code = _usage_error(exc)
         if code is not None:
@@ -176,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"hint: the traceback is in {path}; please report it", err=True)
         return 70
     return result if isinstance(result, int) else 0
+
+
+def _reader_gone() -> int:
+    """What is left to print goes nowhere: the reader of the output has what it wanted."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def run() -> None:

@@ -129,3 +129,21 @@ def test_sage_exits_without_taking_python_apart_but_loses_nothing(tmp_path: Path
         said = (done.returncode, done.stdout, done.stderr)
         assert said == (3, "all of the output", "and its errors"), case
         assert mark.read_text() == marked, case
+
+
+def test_a_reader_that_stops_early_is_no_error(repo: Path) -> None:
+    """`sage plan | head`: the reader has what it wanted; exit 0 and nothing on stderr (typer
+    would say 1), for `set -o pipefail` scripts."""
+    many = [{"id": f"T-{i}", "title": f"ticket {i}", "dependencies": [f"T-{i - 1}"] if i > 1
+             else []} for i in range(1, 1500)]  # fmt: skip
+    (repo / ".sage" / "tickets").mkdir(parents=True, exist_ok=True)
+    (repo / ".sage" / "tickets" / "index.json").write_text(json.dumps({"tickets": many}))
+    for argv in (["plan"], ["plan", "--json"], ["graph"]):
+        reader = subprocess.Popen([sys.executable, "-m", "sage", *argv], cwd=repo,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        assert reader.stdout is not None and reader.stderr is not None
+        reader.stdout.read(64)
+        reader.stdout.close()  # as `head` does
+        said = reader.stderr.read().decode()
+        reader.stderr.close()
+        assert (reader.wait(timeout=60), said) == (0, ""), argv
