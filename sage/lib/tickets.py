@@ -759,7 +759,9 @@ class RunStates:
             }  # fmt: skip
             for change in changes:
                 self._apply(kept, index, change, path)
-            data = files.json_text({"tickets": kept}).encode("utf-8")
+            # compact: run state nobody edits, rewritten at each start (json's indenting
+            # encoder is pure Python, its compact one C: a fifth of a stream's transition)
+            data = (json.dumps({"tickets": kept}, ensure_ascii=False) + "\n").encode("utf-8")
             files.write_atomic(self.path, data, durable=False)  # run state: see sage.lib.files
             changed = {c.ticket_id for c in changes if c.ticket_id in kept}
             self._kept.wrote(data, {  # as a read would give it back: a tuple is a list
