@@ -191,15 +191,15 @@ class Snapshot(Generic[T]):
         with open(self.path, "rb") as handle:
             signature = _signature(os.fstat(handle.fileno()))  # older than the bytes, if anything
             data = handle.read()
-        told, digest = self._told, None
+        told, digests = self._told, list[bytes]()
         if seen is not None and seen.data == data:  # `told` is kept: of a write still to come
-            value = seen.value
+            value, digests = seen.value, seen.digests
         elif told is not None and (digest := content_digest(data)) == told[0]:
-            value, self._told = told[1], None
+            value, digests, self._told = told[1], [digest], None
         else:
             value, self._told = self.parse(data), None
         self._seen = _Seen(signature, data, value, settled=_settled(signature, began),
-                           digests=[digest] if digest is not None else [])  # fmt: skip
+                           digests=digests)  # fmt: skip
         return value
 
     def wrote(self, data: bytes, value: T, *, digest: bytes | None = None) -> None:
