@@ -40,7 +40,7 @@ def command(
     """
     _, idx, dag = load_valid_graph(index)
     result = scheduler.plan(idx.tickets, dag, parallel)
-    slots = list(result.slots)  # the plan's own simulation: no second one
+    slots = list(result.slots())  # the plan's own simulation: no second one
     if json:
         emit_json(result.as_dict() | {"timeline": timeline(slots)})
         return 0

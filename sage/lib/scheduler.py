@@ -266,13 +266,11 @@ class Dispatcher:
 def blocked_at_start(tickets: Mapping[str, Ticket], graph: nx.DiGraph) -> dict[str, str]:
     """Open tickets that cannot run: a dependency neither open nor COMPLETED (DEFERRED, unknown),
     or a dependency that is itself blocked. Each maps to the ticket that will not land."""
-    usable = (*dag.OPEN_STATES, "COMPLETED")
+    usable = {tid for tid, t in tickets.items() if t.state in (*dag.OPEN_STATES, "COMPLETED")}
     blocked: dict[str, str] = {}
     for tid, t in tickets.items():
-        if t.state in dag.OPEN_STATES:
-            cause = next((d for d in t.dependencies if _state(tickets, d) not in usable), None)
-            if cause is not None:
-                blocked[tid] = cause
+        if t.state in dag.OPEN_STATES and not usable.issuperset(t.dependencies):
+            blocked[tid] = next(d for d in t.dependencies if d not in usable)
     queue = deque(blocked)
     while queue:
         node = queue.popleft()
@@ -281,11 +279,6 @@ def blocked_at_start(tickets: Mapping[str, Ticket], graph: nx.DiGraph) -> dict[s
                 blocked[child] = blocked[node]
                 queue.append(child)
     return blocked
-
-
-def _state(tickets: Mapping[str, Ticket], tid: str) -> str | None:
-    ticket = tickets.get(tid)
-    return ticket.state if ticket else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -440,7 +433,13 @@ class Plan:
     blocked: dict[str, str]
     apart: tuple[Apart, ...]
     together_makespan: float  # dynamic, if nothing were kept apart
-    slots: tuple[Slot, ...] = ()  # the dynamic simulation's schedule, in dispatch order
+    schedule: tuple[tuple[float, float, str], ...] = ()  # the dynamic simulation's, in order
+
+    def slots(self) -> tuple[Slot, ...]:
+        """The dynamic simulation's schedule, ticket by ticket in dispatch order (made when
+        asked: `--json` and `--format gantt` show it, the plan's text does not)."""
+        return tuple(Slot(ticket=tid, start=start, finish=finish)
+                     for start, finish, tid in self.schedule)  # fmt: skip
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -497,7 +496,5 @@ def _plan(dispatcher: Dispatcher, requested: str | int) -> Plan:
         blocked=dict(dispatcher.blocked),
         apart=apart,
         together_makespan=together,
-        slots=tuple(
-            Slot(ticket=tid, start=start, finish=finish) for start, finish, tid in schedule
-        ),
+        schedule=tuple(schedule),
     )
