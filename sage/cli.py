@@ -196,8 +196,7 @@ def leave(code: int) -> NoReturn:
     loaded, at the end of every command and git hook): the output flushed and the exit
     handlers run first, as an exit does. While a thread other than a daemon still runs, a
     plain exit, which waits for it."""
-    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
-    if any(not t.daemon for t in others):
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)
     for stream in (sys.stdout, sys.stderr):
         try:

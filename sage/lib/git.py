@@ -573,16 +573,29 @@ def _refs_as_files(repo: Path, ref: str, new: str, old: str) -> tuple[Path, Sett
     holding a commit (or, to create it, neither a loose nor a packed one), the files
     backend, no reference-transaction hook, no shared repository, refs git is not told to
     fsync, no date from the environment."""
+    found = _files_backend(repo)
+    if found is None:
+        return None
+    common, settings_now = found
+    if (
+        not _HEX.fullmatch(new)
+        or (_ref_tip(repo, ref) is None if old else _ref_anywhere(common, ref))
+        or settings_now.get("core.sharedrepository")
+        or any(w in settings_now.get("core.fsync") for w in ("reference", "committed", "all"))
+        or "GIT_COMMITTER_DATE" in os.environ
+    ):
+        return None
+    return common, settings_now
+
+
+def _files_backend(repo: Path) -> tuple[Path, Settings] | None:
+    """The common dir and git's settings where refs are git's files to change by hand: read
+    settings, the files backend, not bare, no reference-transaction hook to run."""
     common, settings_now = _common_dir_cached(str(repo)), settings(repo)
     if (
         settings_now is None
-        or not _HEX.fullmatch(new)
-        or (_ref_tip(repo, ref) is None if old else _ref_anywhere(common, ref))
         or settings_now.get("extensions.refstorage", "files") != "files"
-        or settings_now.get("core.sharedrepository")
         or settings_now.flag("core.bare")
-        or any(w in settings_now.get("core.fsync") for w in ("reference", "committed", "all"))
-        or "GIT_COMMITTER_DATE" in os.environ
         or os.access(hooks_dir(repo, settings_now) / "reference-transaction", os.X_OK)
     ):
         return None
@@ -693,13 +706,18 @@ def _ref_anywhere(common: Path, ref: str) -> bool:
     """Whether `ref` exists as a loose file or in packed-refs (or cannot be told)."""
     if (common / ref).exists():
         return True
+    packed = _packed_refs(common)
+    return packed is None or f" {ref}\n".encode() in packed
+
+
+def _packed_refs(common: Path) -> bytes | None:
+    """The packed-refs file's bytes (none there: empty); None when it cannot be read."""
     try:
-        packed = files.read_bytes(common / "packed-refs")
+        return files.read_bytes(common / "packed-refs")
     except FileNotFoundError:
-        return False
+        return b""
     except OSError:
-        return True
-    return f" {ref}\n".encode() in packed
+        return None
 
 
 def delete_refs(repo: Path, refs: Mapping[str, str | None]) -> dict[str, bool] | None:
@@ -709,21 +727,11 @@ def delete_refs(repo: Path, refs: Mapping[str, str | None]) -> dict[str, bool] |
     folders that left empty. Each ref -> whether it is gone (False: it moved on, or a lock is in
     the way; kept). None, with nothing deleted, when git must do it: a ref that is packed,
     another ref backend, a reference-transaction hook to run, or settings that cannot be read."""
-    common, found = _common_dir_cached(str(repo)), settings(repo)
-    if (
-        found is None
-        or found.get("extensions.refstorage", "files") != "files"
-        or found.flag("core.bare")
-        or os.access(hooks_dir(repo, found) / "reference-transaction", os.X_OK)
-    ):
+    found = _files_backend(repo)
+    if found is None:
         return None
-    try:
-        packed = files.read_bytes(common / "packed-refs")
-    except FileNotFoundError:
-        packed = b""
-    except OSError:
-        return None
-    if any(f" {ref}\n".encode() in packed for ref in refs):
+    common, packed = found[0], _packed_refs(found[0])
+    if packed is None or any(f" {ref}\n".encode() in packed for ref in refs):
         return None
     done, emptied = {}, {}
     for ref, old in refs.items():

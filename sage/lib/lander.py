@@ -119,10 +119,11 @@ class Lander:
 
     def close(self) -> None:
         """Ask it to end after the pass under way, and wait for it (and its last messages)."""
-        self.closing()
         if self._child is not None:
             self._child.close()
-        elif self._thread.is_alive():
+            return
+        self.closing()
+        if self._thread.is_alive():
             self._thread.join()
 
     def _loop(self) -> None:

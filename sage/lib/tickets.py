@@ -575,19 +575,23 @@ class TicketStore:
                 read = seen[0] if seen is not None and seen[1] is before else None
                 rendered = files.rendered_in(read.decode(), before.raw) if read else {}
             data, document = written_with(before, changes, rendered)
-            digest = self._tell(data, document, changes) if self.on_write is not None else None
+            tell = self.on_write
+            digest = self._tell(tell, data, document, changes) if tell is not None else None
             files.write_atomic(self.path, data)
             self._index.wrote(data, document, digest=digest)
             self._rendered = (document, rendered)
 
-    def _tell(self, data: bytes, document: IndexDocument, changes: Sequence[StateChange]) -> bytes:
-        """`on_write` told of a write about to replace the index (first: the reader it tells
-        may read the file the moment it is there); the written bytes' digest."""
+    def _tell(
+        self, tell: Callable[[IndexWrite], None], data: bytes, document: IndexDocument,
+        changes: Sequence[StateChange],
+    ) -> bytes:  # fmt: skip
+        """`tell` told of a write about to replace the index (first: the reader it tells may
+        read the file the moment it is there); the written bytes' digest."""
         digest, was = files.content_digest(data), self._index.latest()
-        if self.on_write is not None and was is not None:
+        if was is not None:
             changed = {c.ticket_id for c in changes if c.ticket_id in document.by_id}
-            self.on_write(IndexWrite(before=was[0], after=digest,
-                                     tickets={t: document.by_id[t] for t in changed}))  # fmt: skip
+            tell(IndexWrite(before=was[0], after=digest,
+                            tickets={t: document.by_id[t] for t in changed}))  # fmt: skip
         return digest
 
     def follow(self, write: IndexWrite) -> None:
